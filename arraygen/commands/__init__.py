@@ -1,0 +1,1 @@
+"""Sub-commands of ``python -m arraygen`` (one module each; see :mod:`arraygen.cli`)."""

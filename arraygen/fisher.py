@@ -1,0 +1,251 @@
+"""Fisher hot path: diagonal Fisher estimate and the fused preconditioned-Langevin (pSGLD) step.
+
+Public ops (DESIGN 4.1) and their Array-API implementations; the kernels live in
+``arraygen/backends/<language>/fisher.py`` and the float64 oracle in
+``arraygen/reference/fisher.py``.
+
+Launcher contract for kernel backends (every backend implements both):
+
+``fisher_diagonal(score, eps) -> F``
+    ``score``: float32/float64 array in the caller's namespace, any strides; ``eps``: 1-D array
+    of ``nb`` values in the same namespace, device and dtype, where element ``i`` (flat C-order
+    index) uses ``eps[i // (score.size // nb)]``. Returns ``score**2 + eps`` with score's dtype
+    and, for torch, its memory format.
+
+``fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key) -> (x_new, v_new)``
+    ``x, score, v``: same shape and dtype (float32/float64); ``eps``: (B,) with
+    ``B = x.shape[0]``; ``noise``: None or an array like ``x``; ``key``: an
+    :class:`arraygen.random.Key` whose stream gives the noise when ``noise`` is None (element
+    index = flat C-order index of ``x``). Returns new arrays; inputs are not modified.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from . import _array_api as aa
+from . import _dispatch
+from . import random as _random
+
+__all__ = ["fisher_diagonal", "fisher_langevin_step"]
+
+_dispatch.register(
+    "fisher_diagonal",
+    kernels={
+        "numba_cpu": "arraygen.backends.numba_cpu.fisher:fisher_diagonal",
+        "numba_cuda": "arraygen.backends.numba_cuda.fisher:fisher_diagonal",
+        "cupy": "arraygen.backends.cupy.fisher:fisher_diagonal",
+        "triton": "arraygen.backends.triton.fisher:fisher_diagonal",
+    },
+    gpu_order=("cupy", "triton", "numba_cuda"),
+)
+_dispatch.register(
+    "fisher_langevin_step",
+    kernels={
+        "numba_cpu": "arraygen.backends.numba_cpu.fisher:fisher_langevin_step",
+        "numba_cuda": "arraygen.backends.numba_cuda.fisher:fisher_langevin_step",
+        "cupy": "arraygen.backends.cupy.fisher:fisher_langevin_step",
+        "triton": "arraygen.backends.triton.fisher:fisher_langevin_step",
+    },
+    gpu_order=("cupy", "triton", "numba_cuda"),
+)
+
+_T_FALLBACK_WARNED = False
+_T_FALLBACK_MESSAGE = (
+    "fisher_diagonal: alpha_bar not given, using the alpha_bar = 1-t fallback, which is only "
+    "right for a linear alpha_bar schedule; pass alpha_bar explicitly"
+)
+
+
+def _warn_t_fallback() -> None:
+    global _T_FALLBACK_WARNED
+    if not _T_FALLBACK_WARNED:
+        _T_FALLBACK_WARNED = True
+        warnings.warn(_T_FALLBACK_MESSAGE, UserWarning, stacklevel=3)
+
+
+def _per_batch(xp: Any, value: Any, name: str, like: Any, dtype: Any, *, batch: int | None):
+    """``value`` (scalar, 0-d or (B,)) as a 1-D array on ``like``'s device, checked in [0, 1]."""
+    if aa.is_array(value):
+        aa.array_namespace(**{name: value, "score": like})
+        aa.check_same_device(**{name: value, "score": like})
+        if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch):
+            raise ValueError(
+                f"`{name}` must be a scalar or have shape ({batch},) (one value per sample "
+                f"along the first axis of shape {tuple(like.shape)}); got shape {tuple(value.shape)}"
+            )
+        arr = xp.reshape(xp.astype(value, xp.float64 if dtype == xp.float64 else xp.float32),
+                         (-1,))
+        lo, hi = float(xp.min(arr)), float(xp.max(arr))
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"`{name}` must lie in [0, 1]; got values in [{lo}, {hi}]")
+        return xp.astype(arr, dtype)
+    v = aa.finite_scalar(value, name)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"`{name}` must lie in [0, 1]; got {v}")
+    return xp.asarray([v], dtype=dtype, device=aa.device(like))
+
+
+def _eps(xp, score, alpha_bar, t, eps_floor, eps_scale, dtype, *, per_sample: bool):
+    """eps = eps_floor + eps_scale * (1 - alpha_bar) as a 1-D array (1 or B values)."""
+    eps_floor = aa.finite_scalar(eps_floor, "eps_floor", nonnegative=True)
+    eps_scale = aa.finite_scalar(eps_scale, "eps_scale", nonnegative=True)
+    batch = score.shape[0] if score.ndim else None
+    if alpha_bar is None:
+        if t is None:
+            raise ValueError("pass `alpha_bar` (or `t` for the alpha_bar = 1-t fallback)")
+        alpha_bar = 1.0 - _per_batch(xp, t, "t", score, dtype, batch=batch)
+        _warn_t_fallback()
+    else:
+        alpha_bar = _per_batch(xp, alpha_bar, "alpha_bar", score, dtype, batch=batch)
+    eps = eps_floor + eps_scale * (1.0 - alpha_bar)
+    if per_sample and eps.shape[0] == 1 and batch is not None:
+        eps = xp.broadcast_to(eps, (batch,))
+    return eps
+
+
+def _broadcast_per_sample(xp, values, ndim: int):
+    """(B,) -> (B, 1, ..., 1) for broadcasting over a sample; (1,) -> () scalar-like."""
+    if values.shape[0] == 1:
+        return xp.reshape(values, ())
+    return xp.reshape(values, (values.shape[0],) + (1,) * (ndim - 1))
+
+
+def _cast_out(xp, y, out_dtype):
+    """Cast a float32 result back to a half output dtype, clamping to its finite range."""
+    if y.dtype == out_dtype:
+        return y
+    if aa.is_half(xp, out_dtype):
+        big = 3.3895313892515355e38 if "bfloat16" in str(out_dtype) else 65504.0
+        y = xp.clip(y, -big, big)
+    return xp.astype(y, out_dtype)
+
+
+def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
+                    eps_scale: float = 1e-3, backend: str | None = None):
+    r"""Diagonal Fisher estimate :math:`F = s^2 + \epsilon(\bar\alpha)`.
+
+    .. math:: \epsilon = \epsilon_\text{floor} + \epsilon_\text{scale}\,(1 - \bar\alpha)
+
+    Parameters
+    ----------
+    score : array, shape (B, ...) or any shape when ``alpha_bar`` is a scalar
+        Model score :math:`s = \nabla_x \log p_t(x)`. Half-precision inputs are computed in
+        float32 and returned in their own dtype (clamped to its finite range); integer inputs
+        become the namespace's default float.
+    alpha_bar : float or array of shape () or (B,)
+        Signal level :math:`\bar\alpha(t) \in [0, 1]`, one per sample along the first axis.
+    t : float or array, optional
+        Only if ``alpha_bar`` is None: use :math:`\bar\alpha = 1 - t`, which is right only for a
+        linear schedule; a ``UserWarning`` ("alpha_bar = 1-t fallback") is issued once.
+    eps_floor, eps_scale : float
+        Damping; non-negative and finite.
+    backend : str, optional
+        ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``
+        (default: ``ARRAYGEN_BACKEND`` or automatic, see :mod:`arraygen._dispatch`).
+
+    Returns
+    -------
+    F : array like ``score`` (same namespace, device, shape, floating dtype; torch memory format)
+    """
+    xp = aa.array_namespace(score=score)
+    score, out_dtype = aa.as_float_array(xp, score, "score")
+    eps = _eps(xp, score, alpha_bar, t, eps_floor, eps_scale, score.dtype, per_sample=False)
+    name = _dispatch.select("fisher_diagonal", score, backend=backend)
+    if name == "array_api":
+        f = score * score + _broadcast_per_sample(xp, eps, score.ndim)
+    else:
+        f = _dispatch.kernel("fisher_diagonal", name)(score, eps)
+    return _cast_out(xp, f, out_dtype)
+
+
+def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: float = 0.9,
+                         noise=None, rng=None, eps_floor: float = 1e-4, eps_scale: float = 1e-3,
+                         backend: str | None = None):
+    r"""One fused Fisher-preconditioned Langevin step (pSGLD with momentum).
+
+    .. math::
+
+        v' &= m v + (1 - m) (s^2 + \epsilon(\bar\alpha)) \\
+        P &= v'^{-1/2} / \operatorname{mean}_\text{sample}(v'^{-1/2}) \\
+        x' &= x + h P s + \sqrt{2 h P}\, z
+
+    where the mean runs over all axes but the first (so each sample's preconditioner has mean
+    1) and ``z`` is ``noise`` or standard normals from the Philox stream of ``rng``.
+
+    Parameters
+    ----------
+    x, score, v : arrays of shape (B, ...), ``x.ndim >= 2``
+        State, score at ``x``, and the running second moment (non-negative).
+    alpha_bar : float or array of shape (B,)
+        Signal level in [0, 1] for the damping :math:`\epsilon`.
+    step_size : float
+        :math:`h > 0`.
+    momentum : float
+        :math:`m \in [0, 1)`.
+    noise : array like ``x``, optional
+        Standard normal noise to use instead of drawing it.
+    rng : int, Key or numpy.random.Generator, optional
+        Stream for the noise when ``noise`` is None. An int or Key gives the same noise on
+        every backend and device; GPU kernels draw it in-kernel.
+    eps_floor, eps_scale : float
+        Damping, as in :func:`fisher_diagonal`.
+    backend : str, optional
+        As in :func:`fisher_diagonal`.
+
+    Returns
+    -------
+    x_new : array like ``x``
+    v_new : array like ``v``
+    """
+    xp = aa.array_namespace(x=x, score=score, v=v, noise=noise)
+    aa.check_same_device(x=x, score=score, v=v, noise=noise)
+    for name, arr in (("score", score), ("v", v), ("noise", noise)):
+        if arr is not None and tuple(arr.shape) != tuple(x.shape):
+            raise ValueError(
+                f"`{name}` must have the shape of `x` {tuple(x.shape)}; got {tuple(arr.shape)}"
+            )
+    if x.ndim < 2:
+        raise ValueError(
+            f"`x` must have a batch axis and at least one more axis; got shape {tuple(x.shape)}"
+        )
+    step_size = aa.finite_scalar(step_size, "step_size", positive=True)
+    momentum = aa.finite_scalar(momentum, "momentum")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"`momentum` must lie in [0, 1); got {momentum}")
+    x_c, x_dtype = aa.as_float_array(xp, x, "x")
+    s_c, _ = aa.as_float_array(xp, score, "score")
+    v_c, v_dtype = aa.as_float_array(xp, v, "v")
+    work = xp.result_type(x_c.dtype, s_c.dtype, v_c.dtype)
+    x_c, s_c, v_c = (xp.astype(a, work) if a.dtype != work else a for a in (x_c, s_c, v_c))
+    eps = _eps(xp, x_c, alpha_bar, None, eps_floor, eps_scale, work, per_sample=True)
+    if noise is not None:
+        noise, _ = aa.as_float_array(xp, noise, "noise")
+        noise = xp.astype(noise, work) if noise.dtype != work else noise
+    gen = _random.as_key(rng) if noise is None else None
+    if isinstance(gen, np.random.Generator):
+        noise, gen = _random.normal_like(gen, x_c, dtype=work), None
+    name = _dispatch.select("fisher_langevin_step", x_c, s_c, v_c, noise, backend=backend)
+    if name == "array_api":
+        if noise is None:
+            noise = _random.normal(gen, tuple(x_c.shape), dtype=work, like=x_c)
+        x_new, v_new = _langevin_step_xp(xp, x_c, s_c, v_c, eps, step_size, momentum, noise)
+    else:
+        launcher = _dispatch.kernel("fisher_langevin_step", name)
+        x_new, v_new = launcher(x_c, s_c, v_c, eps, step_size=step_size, momentum=momentum,
+                                noise=noise, key=gen)
+    return _cast_out(xp, x_new, x_dtype), _cast_out(xp, v_new, v_dtype)
+
+
+def _langevin_step_xp(xp, x, s, v, eps, step_size, momentum, z):
+    """Array-API pSGLD step (see :func:`fisher_langevin_step`)."""
+    eps_b = _broadcast_per_sample(xp, eps, x.ndim)
+    v_new = momentum * v + (1.0 - momentum) * (s * s + eps_b)
+    p = 1.0 / xp.sqrt(v_new)
+    p = p / xp.mean(p, axis=tuple(range(1, x.ndim)), keepdims=True)
+    x_new = x + step_size * p * s + xp.sqrt((2.0 * step_size) * p) * z
+    return x_new, v_new

@@ -1,0 +1,137 @@
+"""Tolerance table and ``assert_close``, shared by the tests and the benchmarks.
+
+One table says how far an implementation computing in ``dtype`` may be from the float64 oracle:
+
+======================  ==================================================================
+kind                    rtol (eps = machine epsilon of the dtype under test)
+======================  ==================================================================
+``"exact"``             0 (integers, spins, raw random words, exactly representable floats)
+``"elementwise"``       8 eps (a handful of correctly rounded operations per element)
+``"transcendental"``    64 eps (exp, log, sqrt, sin/cos from different libms)
+``"reduction"``         eps * (16 + 4 sqrt(n_terms)), atol = rtol * max|desired|
+``"fast"``              float32 on tensor cores (tf32/bf16 operands): 5e-3
+======================  ==================================================================
+
+float16/bfloat16 inputs are computed in float32 and rounded once, so their rows use
+``max(table(float32), 2 eps(half))``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _array_api as aa
+
+__all__ = ["EPS", "KINDS", "assert_close", "to_numpy", "tol"]
+
+EPS = {
+    "float16": float(np.finfo(np.float16).eps),
+    "bfloat16": 2.0**-7,
+    "float32": float(np.finfo(np.float32).eps),
+    "float64": float(np.finfo(np.float64).eps),
+}
+KINDS = ("exact", "elementwise", "transcendental", "reduction", "fast")
+
+to_numpy = aa.to_numpy
+
+
+def _dtype_name(dtype: Any) -> str:
+    text = str(dtype).replace("torch.", "").replace("<class 'numpy.", "").strip("'>")
+    for name in EPS:
+        if name in text:
+            return name
+    raise ValueError(f"no tolerance for dtype {dtype!r}; expected one of {sorted(EPS)}")
+
+
+def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float, float]:
+    """``(rtol, atol)`` for comparing a result computed in ``dtype`` with a float64 oracle.
+
+    Parameters
+    ----------
+    dtype
+        Dtype of the result under test (any namespace's dtype object or its name).
+    kind
+        One of :data:`KINDS` (see the module docstring).
+    n_terms
+        Number of terms summed per output element (``kind="reduction"`` only).
+
+    Returns
+    -------
+    rtol, atol_scale
+        ``atol_scale`` multiplies ``max|desired|`` to give the absolute tolerance.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}")
+    name = _dtype_name(dtype)
+    half = name in ("float16", "bfloat16")
+    eps = EPS["float32"] if half else EPS[name]
+    if kind == "exact":
+        return 0.0, 0.0
+    if kind == "elementwise":
+        rtol, atol_scale = 8 * eps, 0.0
+    elif kind == "transcendental":
+        rtol, atol_scale = 64 * eps, 0.0
+    elif kind == "reduction":
+        rtol = eps * (16 + 4 * math.sqrt(max(int(n_terms), 1)))
+        atol_scale = rtol
+    else:  # fast
+        rtol = 5e-3 if name in ("float32", "float16", "bfloat16") else 1e-10
+        atol_scale = rtol
+    if half:
+        rtol = max(rtol, 2 * EPS[name])
+        atol_scale = max(atol_scale, 2 * EPS[name]) if atol_scale else 0.0
+    return rtol, atol_scale
+
+
+def assert_close(actual: Any, desired: Any, *, rtol: float | None = None,
+                 atol: float | None = None, kind: str = "elementwise", n_terms: int = 1,
+                 dtype: Any = None, check_dtype: Any = None, equal_nan: bool = False,
+                 err_msg: str = "") -> None:
+    """Assert ``|actual - desired| <= atol + rtol |desired|`` elementwise; NaN never passes.
+
+    Parameters
+    ----------
+    actual
+        Result under test (any namespace, any device; copied to the host for the comparison).
+    desired
+        Oracle, usually a float64 NumPy array.
+    rtol, atol
+        Override the table; by default ``tol(dtype or actual.dtype, kind, n_terms)`` with
+        ``atol = atol_scale * max|desired|``.
+    check_dtype
+        If given, ``actual.dtype`` must equal it.
+    """
+    __tracebackhide__ = True
+    if check_dtype is not None and actual.dtype != check_dtype:
+        raise AssertionError(f"dtype {actual.dtype} != expected {check_dtype}. {err_msg}")
+    a = np.asarray(to_numpy(actual), dtype=np.float64)
+    d = np.asarray(to_numpy(desired), dtype=np.float64)
+    if a.shape != d.shape:
+        raise AssertionError(f"shape {a.shape} != expected {d.shape}. {err_msg}")
+    table_rtol, atol_scale = tol(dtype if dtype is not None else actual.dtype, kind, n_terms)
+    rtol = table_rtol if rtol is None else rtol
+    finite = np.isfinite(d)
+    scale = float(np.max(np.abs(d[finite]))) if finite.any() else 0.0
+    atol = atol_scale * scale if atol is None else atol
+    if equal_nan:
+        both_nan = np.isnan(a) & np.isnan(d)
+    else:
+        both_nan = np.zeros(a.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(a - d)
+        bad = ~(err <= atol + rtol * np.abs(d)) & ~both_nan
+        same_inf = np.isinf(d) & (a == d)
+    bad &= ~same_inf
+    if bad.any():
+        idx = np.argwhere(bad)[:5]
+        worst = [f"at {tuple(int(i) for i in ix)}: {a[tuple(ix)]!r} vs {d[tuple(ix)]!r}"
+                 for ix in idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.nanmax(np.where(bad, err / np.maximum(np.abs(d), 1e-300), 0))
+        raise AssertionError(
+            f"{int(bad.sum())} of {bad.size} elements differ (rtol={rtol:.3g}, atol={atol:.3g}, "
+            f"max rel err {rel:.3g}); first: {'; '.join(worst)}. {err_msg}"
+        )
