@@ -90,7 +90,7 @@ def array_namespace(*arrays: Any, **named: Any):
 def namespace_for(xp: Any):
     """Return the compat namespace for a raw or compat module (``numpy``, ``torch``...)."""
     if xp is None:
-        return array_api_compat.numpy
+        return importlib.import_module("array_api_compat.numpy")
     name = getattr(xp, "__name__", "")
     if name.startswith("array_api_compat") or name == "array_api_strict":
         return xp

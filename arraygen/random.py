@@ -105,7 +105,14 @@ def as_key(rng: Any) -> Key | np.random.Generator:
 
 
 def _mulhilo(a, multiplier: int):
-    """(hi, lo) 32-bit halves of ``a * multiplier`` using only int64 arithmetic (no overflow)."""
+    """(hi, lo) 32-bit halves of ``a * multiplier`` for uint32 values held in a wider dtype.
+
+    uint64 arrays multiply directly (the product of two 32-bit values fits); int64 arrays
+    (torch has no uint64 arithmetic) split ``a`` into 16-bit halves so nothing overflows.
+    """
+    if "uint64" in str(a.dtype):
+        p = a * multiplier
+        return p >> 32, p & MASK32
     a_lo = a & 0xFFFF
     a_hi = a >> 16
     p_lo = a_lo * multiplier
@@ -145,8 +152,9 @@ def philox4x32(counter, key, *, rounds: int = ROUNDS):
         raise ValueError(f"`counter` must have last axis 4; got shape {tuple(counter.shape)}")
     if key.shape[-1:] != (2,):
         raise ValueError(f"`key` must have last axis 2; got shape {tuple(key.shape)}")
-    c = xp.astype(counter, xp.int64)
-    k = xp.astype(key, xp.int64)
+    wide = xp.int64 if aa.is_torch_namespace(xp) else xp.uint64
+    c = xp.astype(counter, wide)
+    k = xp.astype(key, wide)
     words = _philox_words(c[..., 0], c[..., 1], c[..., 2], c[..., 3], k[..., 0], k[..., 1],
                           rounds)
     return xp.astype(xp.stack(words, axis=-1), xp.uint32)
@@ -170,7 +178,8 @@ def _shape(shape) -> tuple[int, ...]:
 def _block_words(key: Key, n: int, xp, device):
     """The (ceil(n/4), 4) int64 array of stream words for elements 0..n-1."""
     n_blocks = -(-n // 4)
-    b = xp.arange(n_blocks, dtype=xp.int64, device=device)
+    wide = xp.int64 if aa.is_torch_namespace(xp) else xp.uint64
+    b = xp.arange(n_blocks, dtype=wide, device=device)
     c2, c3 = key.counter_words
     k0, k1 = key.key_words
     zero = xp.zeros_like(b)

@@ -34,6 +34,13 @@ from arraygen import _array_api as aa  # noqa: E402
 from arraygen.backends import BACKENDS, available, is_simulated  # noqa: E402
 
 
+def pytest_configure(config):
+    # Registered here, after the simulator switches above: naming a numba warning class in
+    # pyproject.toml would import numba before they are set.
+    config.addinivalue_line("filterwarnings",
+                            "ignore::numba.core.errors.NumbaPerformanceWarning")
+
+
 @dataclasses.dataclass(frozen=True)
 class TestNamespace:
     """A compat namespace bound to one device, for building test inputs."""

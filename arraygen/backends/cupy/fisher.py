@@ -1,0 +1,110 @@
+"""CuPy RawModule launchers of the Fisher hot path (kernels in ``fisher.cu``; contract in
+:mod:`arraygen.fisher`).
+
+``fisher_diagonal``: one pass, 16-byte vector loads/stores over quads of elements.
+``fisher_langevin_step``: with many samples, one kernel with one thread block per sample: the
+sample's score and v are loaded once into registers, reduced, and reused for the update, so
+the kernel moves the op's 20 bytes/element (float32) and draws the noise in-kernel (one Philox
+block per quad). With few large samples, two kernels: per-tile partial sums, then the update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _interop
+from . import dtype_name, module, native, sm_count, stream_for
+
+SOURCE = "fisher.cu"
+KQ = {"float": 4, "double": 1}  # quads per thread kept in registers (instantiated in fisher.cu)
+KQ_CHOICES = {"float": (0, 4), "double": (0, 1)}  # 0: no register cache, re-read from L2
+FUSED_THREADS = 1024  # most threads per block of the one-kernel path
+THREADS = 256
+DIAG_UNROLL = 4  # quads per thread of fisher_diagonal (must match fisher.cu)
+FUSED_MIN_SAMPLES = 256  # this many samples fill an H100 with one block each
+FUSED_MAX_PER = 1 << 15  # or samples this short: take the one-kernel path anyway
+SPLIT_TILE = 8192  # fewest elements per tile on the two-kernel path
+
+
+def _names(t: str) -> tuple[str, ...]:
+    fused = tuple(f"fisher_step_fused<{t}, {k}>" for k in KQ_CHOICES[t])
+    return (f"fisher_diagonal_kernel<{t}>", *fused,
+            f"fisher_step_partial<{t}>", f"fisher_step_update<{t}>")
+
+
+def _kernel(name: str, t: str):
+    return module(SOURCE, _names("float") + _names("double")).get_function(name)
+
+
+def _sm_count() -> int:
+    import cupy
+
+    return sm_count(cupy.cuda.Device().id)
+
+
+def fisher_diagonal(score, eps):
+    """``score**2 + eps`` (per-batch ``eps``); see :mod:`arraygen.fisher` for the contract."""
+    import cupy
+
+    with _interop.cuda_device_context(score), stream_for(score):
+        s = native(score)
+        e = native(eps)
+        t = dtype_name(s)
+        out = cupy.empty_like(s)
+        n = s.size
+        if n:
+            n_per = n // e.shape[0]
+            quads = max(n // 4, 1)
+            blocks = int(min(-(-quads // (THREADS * DIAG_UNROLL)), 2**31 - 1))
+            _kernel(f"fisher_diagonal_kernel<{t}>", t)(
+                (blocks,), (THREADS,),
+                (s, e, out, np.int64(n), np.int64(n_per), np.float64(1.0 / n_per),
+                 np.int32(e.shape[0])))
+    return _interop.like(out, score)
+
+
+def _tiling(n_samples: int, n_per: int, sms: int) -> tuple[int, int]:
+    """``(tiles_per_sample, tile)`` for the two-kernel path (tiles are whole quads)."""
+    tiles = min(-(-4 * sms // n_samples), -(-n_per // SPLIT_TILE), 4096)
+    tile = 4 * -(-n_per // (4 * max(tiles, 1)))
+    return -(-n_per // tile), tile
+
+
+def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
+    """Fused pSGLD step; see :mod:`arraygen.fisher` for the contract."""
+    import cupy
+
+    with _interop.cuda_device_context(x), stream_for(x):
+        xs, ss, vs, e = native(x), native(score), native(v), native(eps)
+        t = dtype_name(xs)
+        ctype = np.float32 if t == "float" else np.float64
+        x_out, v_out = cupy.empty_like(xs), cupy.empty_like(vs)
+        n_samples = int(xs.shape[0])
+        if xs.size == 0:
+            return _interop.like(x_out, x), _interop.like(v_out, v)
+        n_per = xs.size // n_samples
+        zs = native(noise) if noise is not None else np.uint64(0)  # NULL: draw in-kernel
+        c2, c3 = key.counter_words if key is not None else (0, 0)
+        k0, k1 = key.key_words if key is not None else (0, 0)
+        step = (ctype(momentum), ctype(1.0 - momentum), ctype(step_size), ctype(2.0 * step_size),
+                np.int64(n_per), np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1))
+        sms = _sm_count()
+        if n_samples >= FUSED_MIN_SAMPLES or n_per <= FUSED_MAX_PER:
+            quads = n_per // 4 if n_per % 4 == 0 else n_per // 4 + 2  # quads a sample touches
+            kq = KQ[t]
+            threads = int(min(FUSED_THREADS, 32 * -(-quads // (32 * max(kq, 1)))))
+            grid = int(min(n_samples, 2**31 - 1))
+            _kernel(f"fisher_step_fused<{t}, {kq}>", t)(
+                (grid,), (threads,),
+                (xs, ss, vs, e, zs, x_out, v_out, np.int64(n_samples)) + step)
+        else:
+            tiles, tile = _tiling(n_samples, n_per, sms)
+            partial = cupy.empty(n_samples * tiles, dtype=xs.dtype)
+            blocks = (n_samples * tiles,)
+            _kernel(f"fisher_step_partial<{t}>", t)(
+                blocks, (THREADS,), (ss, vs, e, partial, np.int64(tiles), np.int64(tile)) + step)
+            _kernel(f"fisher_step_update<{t}>", t)(
+                blocks, (THREADS,),
+                (xs, ss, vs, e, zs, partial, x_out, v_out, np.int64(tiles), np.int64(tile))
+                + step)
+    return _interop.like(x_out, x), _interop.like(v_out, v)

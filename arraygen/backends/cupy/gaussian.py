@@ -1,0 +1,108 @@
+"""CuPy RawKernel launchers of the Gaussian hot path (contract: :mod:`arraygen.gaussian`).
+
+``gaussian.cu`` holds two kernels: ``gauss2d<T, RY, RX, TH, S>`` fuses the passes over the last
+two axes (radii up to :data:`FUSED_MAX_RADIUS`; one module per radius pair, compiled on first
+use and kept by CuPy's on-disk kernel cache), and ``gauss_pass<T>`` filters any one axis of a
+contiguous (outer, n, inner) view with a run-time radius, for every other case.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import cupy
+import numpy as np
+
+from ...gaussian import MODES
+from .. import _interop
+from . import dtype_name, module, native, stream_for
+
+_MODE_CODE = {m: i for i, m in enumerate(MODES)}
+#: Largest radius per axis that the fused 2-D kernel is instantiated for.
+FUSED_MAX_RADIUS = 16
+_THREADS = 256
+_FUSED_TILE_W = 256  # output columns per tile of the fused kernel (TW in gaussian.cu)
+#: Tiles per block of the fused kernel down a column strip (S in gaussian.cu).
+STRIP_TILES = 1
+
+
+def _tile_rows(ctype: str) -> int:
+    return 32 if ctype == "float" else 16
+
+
+@functools.cache
+def _pass_kernel(ctype: str):
+    name = f"gauss_pass<{ctype}>"
+    return module("gaussian.cu", (name,)).get_function(name)
+
+
+@functools.cache
+def _fused_kernel(ctype: str, ry: int, rx: int, strip: int):
+    name = f"gauss2d<{ctype}, {ry}, {rx}, {_tile_rows(ctype)}, {strip}>"
+    return module("gaussian.cu", (name,)).get_function(name)
+
+
+_TAPS: dict = {}
+
+
+def _device_taps(w, dtype):
+    """Taps on the current device, cached: a host-to-device copy per call would synchronise."""
+    w = np.asarray(w, dtype=dtype)
+    key = (cupy.cuda.Device().id, w.dtype.char, w.tobytes())
+    taps = _TAPS.get(key)
+    if taps is None:
+        if len(_TAPS) > 256:
+            _TAPS.clear()
+        taps = _TAPS[key] = cupy.asarray(w)
+    return taps
+
+
+def _one_pass(a, w, axis, code, cval, stream):
+    shape = a.shape
+    n = shape[axis]
+    inner = math.prod(shape[axis + 1:])
+    total = a.size
+    r = (len(w) - 1) // 2
+    out = cupy.empty_like(a)
+    blocks = int(min((total + _THREADS - 1) // _THREADS, 65535 * 8))
+    _pass_kernel(dtype_name(a))((blocks,), (_THREADS,),
+                                (a, out, w, np.int64(total), np.int32(n), np.int64(inner),
+                                 np.int32(r), np.int32(code), a.dtype.type(cval)), stream=stream)
+    return out
+
+
+def _fused(a, wy, wx, code, cval, stream):
+    h, w_ = a.shape[-2], a.shape[-1]
+    planes = a.size // (h * w_)
+    ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
+    ctype = dtype_name(a)
+    th = _tile_rows(ctype)
+    tw = _FUSED_TILE_W
+    tiles_x, strips = -(-w_ // tw), -(-h // (th * STRIP_TILES))
+    out = cupy.empty_like(a)
+    _fused_kernel(ctype, ry, rx, STRIP_TILES)((tiles_x * strips * planes,), (tw + 2 * rx,),
+                                 (a, out, wy, wx, np.int32(h), np.int32(w_), np.int32(tiles_x),
+                                  np.int32(strips), np.int32(code), a.dtype.type(cval)),
+                                 stream=stream)
+    return out
+
+
+def gaussian_filter(x, weights, *, axes, mode, cval):
+    """Launcher: see the contract in :mod:`arraygen.gaussian`."""
+    code = _MODE_CODE[mode]
+    with _interop.cuda_device_context(x):
+        stream = stream_for(x)
+        with stream:
+            a = native(x)
+            taps = {ax: _device_taps(w, a.dtype) for ax, w in zip(axes, weights)}
+            radius = {ax: (len(w) - 1) // 2 for ax, w in zip(axes, weights)}
+            last2 = (a.ndim - 2, a.ndim - 1)
+            fuse = (a.ndim >= 2 and all(ax in radius for ax in last2)
+                    and all(1 <= radius[ax] <= FUSED_MAX_RADIUS for ax in last2))
+            for ax in axes:
+                if not (fuse and ax in last2):
+                    a = _one_pass(a, taps[ax], ax, code, cval, stream)
+            if fuse:
+                a = _fused(a, taps[last2[0]], taps[last2[1]], code, cval, stream)
+    return _interop.like(a, x)

@@ -1,0 +1,175 @@
+"""CuPy RawModule launchers of the tiled diffusion kernel (contract: :mod:`arraygen.tiled`).
+
+The CUDA source is ``tiled.cu`` beside this file (see its header for the tiling). Kernels are
+compiled on first use, one template instance at a time (``name_expressions``), for float and
+double. Torch CUDA tensors are handed over through DLPack; non-contiguous inputs are copied
+once; row offsets are 64-bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import cupy as cp
+import numpy as np
+
+from ...tiled import column_splits
+from .._interop import cuda_device_context, like, to_cupy
+
+__all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
+
+_SOURCE = Path(__file__).with_name("tiled.cu")
+_THREADS = 128
+_ROWS = 4
+_DIRECT_MAX_D = 16  # arraygen.tiled.DIRECT_MAX_D
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
+
+
+@functools.cache
+def _function(expression: str, device: int):
+    module = cp.RawModule(code=_SOURCE.read_text(), options=("-std=c++17",),
+                          name_expressions=(expression,))
+    return module.get_function(expression)
+
+
+def _ctype(dtype) -> str:
+    return "float" if dtype == cp.float32 else "double"
+
+
+def _chunks(p: int):
+    """(PC, [c0, ...]): right-hand sides handled PC at a time."""
+    pc = 1 if p == 1 else 4
+    return pc, list(range(0, p, pc))
+
+
+def _arrays(x, y):
+    xc = cp.ascontiguousarray(to_cupy(x))
+    dtype = xc.dtype.type
+    yc = cp.ascontiguousarray(to_cupy(y), dtype=dtype)
+    return xc, yc, dtype
+
+
+#: Force a number of column splits (tests); None chooses from the occupancy.
+_FORCE_SPLITS: int | None = None
+
+
+def _launch(name: str, grid, args) -> None:
+    _function(name, cp.cuda.Device().id)(grid, (_THREADS,), args)
+
+
+def _splits(name: str, row_blocks: int, m: int) -> int:
+    if _FORCE_SPLITS is not None:
+        return max(1, min(int(_FORCE_SPLITS), -(-m // 64)))
+    dev = cp.cuda.Device()
+    sms = dev.attributes["MultiProcessorCount"]
+    regs = int(getattr(_function(name, dev.id), "num_regs", 64) or 64)
+    warp_regs = -(-regs * 32 // 256) * 256
+    per_sm = max(1, min(2048 // _THREADS, 65536 // (warp_regs * (_THREADS // 32))))
+    splits = column_splits(row_blocks, sms * per_sm)
+    return max(1, min(splits, -(-m // 64)))
+
+
+def kernel_matvec(x, y, u, a, b, *, beta):
+    """``out[i, k] = sum_j exp(-beta a_i b_j |x_i - y_j|^2) u[j, k]`` (see arraygen.tiled)."""
+    with cuda_device_context(x):
+        xc, yc, dtype = _arrays(x, y)
+        n, d = xc.shape
+        m = yc.shape[0]
+        uc = cp.ascontiguousarray(to_cupy(u), dtype=dtype)
+        p = uc.shape[1]
+        bw = a is not None or b is not None
+        ac = (cp.ascontiguousarray(to_cupy(a), dtype=dtype) if a is not None
+              else cp.ones(n, dtype))
+        bc = (cp.ascontiguousarray(to_cupy(b), dtype=dtype) if b is not None
+              else cp.ones(m, dtype))
+        ct = _ctype(dtype)
+        pc, starts = _chunks(p)
+        bw_s = "true" if bw else "false"
+        if d <= _DIRECT_MAX_D:
+            s = dtype(math.sqrt(beta * _LOG2E))
+            name = f"tiled_matvec_direct<{ct}, {d}, {pc}, {bw_s}>"
+            row_blocks = -(-n // (_THREADS * _ROWS))
+            splits = _splits(name, row_blocks, m)
+            chunk = -(-m // splits)
+            part = cp.empty((splits, n, p), dtype)
+            for c0 in starts:
+                _launch(name, (row_blocks, splits),
+                        (xc, yc, uc, ac, bc, np.int64(n), np.int64(m), np.int64(chunk),
+                         np.int32(p), np.int32(c0), s, part))
+            out = part[0] if splits == 1 else part.sum(axis=0)
+        else:
+            out = cp.empty((n, p), dtype)
+            yy = cp.sum(yc * yc, axis=1)
+            name = f"tiled_matvec_cos<{ct}, {pc}, {bw_s}>"
+            grid = -(-n // _THREADS)
+            for c0 in starts:
+                _launch(name, (grid,), (xc, yc, yy, uc, ac, bc, np.int64(n), np.int64(m),
+                                     np.int32(d), np.int32(p), np.int32(c0),
+                                     dtype(beta * _LOG2E), out))
+    return like(out, x)
+
+
+def _softmax(x, y, v, w, beta):
+    xc, yc, dtype = _arrays(x, y)
+    n, d = xc.shape
+    m = yc.shape[0]
+    w2 = (cp.zeros(m, dtype) if w is None
+          else cp.ascontiguousarray(to_cupy(w), dtype=dtype) * dtype(_LOG2E))
+    if v is None:
+        vc, p, pc, starts = cp.zeros((m, 1), dtype), 0, 0, [0]
+    else:
+        vc = cp.ascontiguousarray(to_cupy(v), dtype=dtype)
+        p = vc.shape[1]
+        pc, starts = _chunks(p)
+    ct = _ctype(dtype)
+    if d <= _DIRECT_MAX_D:
+        s = dtype(math.sqrt(beta * _LOG2E))
+        name = f"tiled_softmax_direct<{ct}, {d}, {pc}>"
+        row_blocks = -(-n // (_THREADS * _ROWS))
+        splits = _splits(name, row_blocks, m)
+        chunk = -(-m // splits)
+        acc = cp.empty((splits, n, max(p, 1)), dtype)
+        mx = cp.empty((splits, n), dtype)
+        sm = cp.empty((splits, n), dtype)
+        for c0 in starts:
+            _launch(name, (row_blocks, splits),
+                    (xc, yc, vc, w2, np.int64(n), np.int64(m), np.int64(chunk), np.int32(p),
+                     np.int32(c0), s, acc, mx, sm))
+        return merge_softmax(cp, acc[:, :, :p], mx, sm)
+    out = cp.empty((n, max(p, 1)), dtype)
+    lse = cp.empty(n, dtype)
+    # law of cosines: one row per thread, no column splits
+    yy = cp.sum(yc * yc, axis=1)
+    name = f"tiled_softmax_cos<{ct}, {pc}>"
+    grid = -(-n // _THREADS)
+    for c0 in starts:
+        _launch(name, (grid,), (xc, yc, yy, vc, w2, np.int64(n), np.int64(m), np.int32(d),
+                             np.int32(p), np.int32(c0), dtype(beta * _LOG2E), out, lse))
+    return out[:, :p], lse
+
+
+def merge_softmax(xp, acc, mx, sm):
+    """Merge column splits: mx (S, N) in log2 units, sm (S, N), acc (S, N, p) -> (out, lse)."""
+    top = xp.max(mx, axis=0)
+    wgt = xp.exp2(mx - top[None, :])
+    total = xp.sum(wgt * sm, axis=0)
+    lse = (top + xp.log2(total)) * _LN2
+    out = xp.sum(wgt[:, :, None] * acc, axis=0) / total[:, None]
+    return out, lse
+
+
+def kernel_logsumexp(x, y, w, *, beta):
+    """``lse[i] = log sum_j exp(w_j - beta |x_i - y_j|^2)`` (see arraygen.tiled)."""
+    with cuda_device_context(x):
+        _, lse = _softmax(x, y, None, w, beta)
+    return like(lse, x)
+
+
+def kernel_softmax_matvec(x, y, v, w, *, beta):
+    """Online-softmax average of ``v`` and the row log-sum-exp (see arraygen.tiled)."""
+    with cuda_device_context(x):
+        out, lse = _softmax(x, y, v, w, beta)
+    return like(cp.ascontiguousarray(out), x), like(lse, x)

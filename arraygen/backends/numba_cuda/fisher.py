@@ -1,0 +1,226 @@
+"""Numba-CUDA kernels of the Fisher hot path (launcher contract: :mod:`arraygen.fisher`).
+
+Fused step: one thread block per (sample, tile). With one tile per sample (many samples) a
+single kernel reduces the sample's ``v'^-1/2`` in shared memory and then updates it, re-reading
+``score`` and ``v`` while they are still in L2; with few large samples a first kernel writes
+per-tile partial sums and a second one reduces them (fixed order) and updates. Noise: one
+Philox block per quad of elements, keyed by the flat C-order element index.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from .. import _interop
+from ..numba_cpu import philox as ph
+from . import contiguous, device_view, empty, empty_like, jit, stream_of, threads_per_block
+
+MAX_TPB = 256
+SM_TARGET_BLOCKS = 1024  # enough blocks to fill an H100 (132 SMs) several times
+FUSED_MIN_SAMPLES = 256  # this many samples fill the GPU with one block each
+FUSED_MAX_PER = 4096  # samples at most this long always take the single-kernel path
+SPLIT_TILE = 2048  # fewest elements per tile on the two-kernel path
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(dtype_name: str):
+    """Compile (lazily) the kernels for float32 or float64."""
+    cast = np.float32 if dtype_name == "float32" else np.float64
+    philox = jit(device=True)(ph.py_philox4x32)
+    box_muller = jit(device=True)(
+        ph.py_box_muller_f32 if dtype_name == "float32" else ph.py_box_muller_f64)
+
+    @jit(device=True)
+    def block_sum(acc, buf):
+        tid = cuda.threadIdx.x
+        buf[tid] = acc
+        cuda.syncthreads()
+        half = cuda.blockDim.x // 2
+        while half > 0:
+            if tid < half:
+                buf[tid] += buf[tid + half]
+            cuda.syncthreads()
+            half //= 2
+        total = buf[0]
+        cuda.syncthreads()
+        return total
+
+    @jit(device=True)
+    def tile_sum(s, v, e, m, one_m, one, start, stop, buf):
+        acc = 0.0
+        i = start + cuda.threadIdx.x
+        while i < stop:
+            vn = m * v[i] + one_m * (s[i] * s[i] + e)
+            acc += one / math.sqrt(vn)
+            i += cuda.blockDim.x
+        return block_sum(acc, buf)
+
+    @jit(device=True)
+    def tile_update(x, s, v, e, noise, has_noise, m, one_m, one, h, two_h, scale, start, stop,
+                    c2, c3, k0, k1, x_out, v_out):
+        q = start // 4 + cuda.threadIdx.x
+        q_end = (stop + 3) // 4
+        while q < q_end:
+            z0 = z1 = z2 = z3 = one
+            if not has_noise:
+                w0, w1, w2, w3 = philox(q, c2, c3, k0, k1)
+                z0, z1, z2, z3 = box_muller(w0, w1, w2, w3)
+            for lane in range(4):
+                i = 4 * q + lane
+                if i >= start and i < stop:
+                    if has_noise:
+                        z = noise[i]
+                    elif lane == 0:
+                        z = z0
+                    elif lane == 1:
+                        z = z1
+                    elif lane == 2:
+                        z = z2
+                    else:
+                        z = z3
+                    si = s[i]
+                    vn = m * v[i] + one_m * (si * si + e)
+                    p = (one / math.sqrt(vn)) * scale
+                    v_out[i] = vn
+                    x_out[i] = x[i] + h * p * si + math.sqrt(two_h * p) * z
+            q += cuda.blockDim.x
+
+    @jit
+    def diagonal(s, eps, n_per, tiles, tile, out):
+        # block t: tile t % tiles of batch t // tiles (one eps per block), 4 loads in flight
+        t = np.int64(cuda.blockIdx.x)
+        b = t // tiles
+        start = b * n_per + (t - b * tiles) * tile
+        stop = min(start + tile, (b + 1) * n_per)
+        e = eps[b]
+        bd = cuda.blockDim.x
+        i = start + cuda.threadIdx.x
+        while i + 3 * bd < stop:
+            a0 = s[i]
+            a1 = s[i + bd]
+            a2 = s[i + 2 * bd]
+            a3 = s[i + 3 * bd]
+            out[i] = a0 * a0 + e
+            out[i + bd] = a1 * a1 + e
+            out[i + 2 * bd] = a2 * a2 + e
+            out[i + 3 * bd] = a3 * a3 + e
+            i += 4 * bd
+        while i < stop:
+            out[i] = s[i] * s[i] + e
+            i += bd
+
+    @jit
+    def fused(x, s, v, eps, noise, has_noise, m, one_m, one, h, two_h, n_per, c2, c3, k0, k1,
+              x_out, v_out):
+        buf = cuda.shared.array(MAX_TPB, numba.float64)
+        b = np.int64(cuda.blockIdx.x)
+        while b < eps.shape[0]:
+            start = b * n_per
+            stop = start + n_per
+            e = eps[b]
+            total = tile_sum(s, v, e, m, one_m, one, start, stop, buf)
+            scale = cast(n_per / total)
+            tile_update(x, s, v, e, noise, has_noise, m, one_m, one, h, two_h, scale, start,
+                        stop, c2, c3, k0, k1, x_out, v_out)
+            b += cuda.gridDim.x
+
+    @jit
+    def partial(s, v, eps, m, one_m, one, n_per, tiles, tile, out):
+        buf = cuda.shared.array(MAX_TPB, numba.float64)
+        t = np.int64(cuda.blockIdx.x)
+        b = t // tiles
+        start = b * n_per + (t - b * tiles) * tile
+        stop = min(start + tile, (b + 1) * n_per)
+        total = tile_sum(s, v, eps[b], m, one_m, one, start, stop, buf)
+        if cuda.threadIdx.x == 0:
+            out[t] = total
+
+    @jit
+    def update(x, s, v, eps, noise, has_noise, m, one_m, one, h, two_h, n_per, tiles, tile,
+               partials, c2, c3, k0, k1, x_out, v_out):
+        buf = cuda.shared.array(MAX_TPB, numba.float64)
+        t = np.int64(cuda.blockIdx.x)
+        b = t // tiles
+        acc = 0.0
+        j = b * tiles + cuda.threadIdx.x
+        while j < (b + 1) * tiles:
+            acc += partials[j]
+            j += cuda.blockDim.x
+        total = block_sum(acc, buf)
+        scale = cast(n_per / total)
+        start = b * n_per + (t - b * tiles) * tile
+        stop = min(start + tile, (b + 1) * n_per)
+        tile_update(x, s, v, eps[b], noise, has_noise, m, one_m, one, h, two_h, scale, start,
+                    stop, c2, c3, k0, k1, x_out, v_out)
+
+    return {"diagonal": diagonal, "fused": fused, "partial": partial, "update": update}
+
+
+def tiling(n_samples: int, n_per: int) -> tuple[int, int]:
+    """``(tiles_per_sample, tile)``: one tile per sample when there are enough samples."""
+    if n_samples >= FUSED_MIN_SAMPLES or n_per <= FUSED_MAX_PER:
+        return 1, n_per
+    tiles = min(-(-SM_TARGET_BLOCKS // n_samples), -(-n_per // SPLIT_TILE), 1024)
+    tile = 4 * -(-n_per // (4 * tiles))
+    return -(-n_per // tile), tile
+
+
+def fisher_diagonal(score, eps):
+    """``score**2 + eps`` (per-batch ``eps``); see :mod:`arraygen.fisher` for the contract."""
+    with _interop.cuda_device_context(score):
+        s = contiguous(score)
+        e = contiguous(eps)
+        out = empty_like(s)
+        n = int(np.prod(s.shape))
+        if n:
+            tpb = threads_per_block()
+            n_per = n // int(e.shape[0])
+            tile = min(n_per, tpb * 16)
+            tiles = -(-n_per // tile)
+            k = _kernels(np.dtype(str(s.dtype).replace("torch.", "")).name)["diagonal"]
+            k[int(e.shape[0]) * tiles, tpb, stream_of(s)](
+                device_view(s.reshape(-1)), device_view(e), n_per, tiles, tile,
+                device_view(out.reshape(-1)))
+    return _interop.like(out, score)
+
+
+def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
+    """Fused pSGLD step; see :mod:`arraygen.fisher` for the contract."""
+    with _interop.cuda_device_context(x):
+        xs, ss, vs, e = contiguous(x), contiguous(score), contiguous(v), contiguous(eps)
+        name = np.dtype(str(xs.dtype).replace("torch.", "")).name
+        dt = np.dtype(name).type
+        x_out, v_out = empty_like(xs), empty_like(vs)
+        n_samples = int(xs.shape[0])
+        n = int(np.prod(xs.shape))
+        if n == 0:
+            return _interop.like(x_out, x), _interop.like(v_out, v)
+        n_per = n // n_samples
+        has_noise = noise is not None
+        zs = contiguous(noise).reshape(-1) if has_noise else empty(xs, 1, name)
+        c2, c3, k0, k1 = ph.key_words(key) if key is not None else (np.uint64(0),) * 4
+        scal = (dt(momentum), dt(1.0 - momentum), dt(1.0), dt(step_size), dt(2.0 * step_size))
+        ks = _kernels(name)
+        tpb = threads_per_block()
+        stream = stream_of(xs)
+        args_in = [device_view(a.reshape(-1)) for a in (xs, ss, vs)] + [device_view(e)]
+        outs = [device_view(x_out.reshape(-1)), device_view(v_out.reshape(-1))]
+        tiles, tile = tiling(n_samples, n_per)
+        if tiles == 1:
+            grid = min(n_samples, 65535 * 16)
+            ks["fused"][grid, tpb, stream](*args_in, device_view(zs), has_noise, *scal, n_per,
+                                           c2, c3, k0, k1, *outs)
+        else:
+            partials = empty(xs, n_samples * tiles, np.float64)
+            ks["partial"][n_samples * tiles, tpb, stream](
+                args_in[1], args_in[2], args_in[3], *scal[:3], n_per, tiles, tile,
+                device_view(partials))
+            ks["update"][n_samples * tiles, tpb, stream](
+                *args_in, device_view(zs), has_noise, *scal, n_per, tiles, tile,
+                device_view(partials), c2, c3, k0, k1, *outs)
+    return _interop.like(x_out, x), _interop.like(v_out, v)

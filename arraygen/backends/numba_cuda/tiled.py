@@ -1,0 +1,404 @@
+"""Numba-CUDA launchers of the tiled diffusion kernel (contract: :mod:`arraygen.tiled`).
+
+Same tiling as the CUDA C source ``arraygen/backends/cupy/tiled.cu``: for ``d <= 16`` a block
+of ``_THREADS`` threads owns ``_THREADS * _ROWS`` rows (coordinates and accumulators in
+registers) and walks ``y`` in tiles of ``_TJ`` points staged in shared memory, pre-scaled by
+``sqrt(beta log2 e)`` so the kernel value is ``exp2(-|x' - y'|^2)``; tail points carry zero
+weight. Kernels are compiled per (dtype, d, right-hand-side chunk). The columns of ``y`` are
+split over ``blockIdx.y`` when that fills the last wave better (partials merged after the
+launch). Larger ``d``: one row per thread, law of cosines on centred points. Softmax state
+(log2 units) and per-tile two-level summation as in the C source.
+
+CuPy arrays and torch CUDA tensors are used directly through ``__cuda_array_interface__``;
+under ``NUMBA_ENABLE_CUDASIM=1`` host (NumPy) arrays run in the simulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda
+
+from ...tiled import column_splits
+from .. import is_simulated
+from .._interop import cuda_device_context, like, to_numpy_view
+
+__all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
+
+_THREADS = 128
+_ROWS = 4
+_TJ = 64
+_DIRECT_MAX_D = 16  # arraygen.tiled.DIRECT_MAX_D
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
+
+
+@functools.cache
+def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
+    nbt = getattr(np, dtype_name)
+    W_MV = D + PC + 1
+    W_SM = D + PC + 1
+    PA = max(PC, 1)
+    lowest = -1e30 if dtype_name == "float32" else -1e300
+    zero, one = nbt(0.0), nbt(1.0)
+    SH_MV, SH_SM = _TJ * W_MV, _TJ * W_SM
+    XR, ACC = (_ROWS, D), (_ROWS, PA)
+
+    @cuda.jit(fastmath=True)
+    def matvec(x, y, u, a, b, n, m, chunk, p, c0, s, part_out):
+        """Partial sums over the columns of split blockIdx.y into part_out[split]."""
+        sy = cuda.shared.array(SH_MV, nbt)
+        xr = cuda.local.array(XR, nbt)
+        acc = cuda.local.array(ACC, nbt)
+        part = cuda.local.array(ACC, nbt)
+        na = cuda.local.array(_ROWS, nbt)
+        tid = cuda.threadIdx.x
+        base = cuda.blockIdx.x * (_THREADS * _ROWS) + tid
+        jb = cuda.blockIdx.y * chunk
+        je = min(jb + chunk, m)
+        for r in range(_ROWS):
+            i = base + r * _THREADS
+            ok = i < n
+            for k in range(D):
+                xr[r, k] = x[i, k] * s if ok else zero
+            for c in range(PC):
+                acc[r, c] = zero
+            na[r] = (-a[i] if ok else -one) if BW else -one
+        for j0 in range(jb, je, _TJ):
+            cuda.syncthreads()
+            for t in range(tid, _TJ, _THREADS):
+                j = j0 + t
+                ok = j < je
+                for k in range(D):
+                    sy[t * W_MV + k] = y[j, k] * s if ok else zero
+                for c in range(PC):
+                    sy[t * W_MV + D + c] = u[j, c0 + c] if (ok and c0 + c < p) else zero
+                sy[t * W_MV + D + PC] = (b[j] if ok else one) if BW else one
+            cuda.syncthreads()
+            for r in range(_ROWS):
+                for c in range(PC):
+                    part[r, c] = zero
+            for t in range(_TJ):
+                off = t * W_MV
+                for r in range(_ROWS):
+                    q = zero
+                    for k in range(D):
+                        diff = xr[r, k] - sy[off + k]
+                        q += diff * diff
+                    if BW:
+                        e = math.exp2(na[r] * sy[off + D + PC] * q)
+                    else:
+                        e = math.exp2(-q)
+                    for c in range(PC):
+                        part[r, c] += e * sy[off + D + c]
+            for r in range(_ROWS):
+                for c in range(PC):
+                    acc[r, c] += part[r, c]
+        split = cuda.blockIdx.y
+        for r in range(_ROWS):
+            i = base + r * _THREADS
+            if i < n:
+                for c in range(PC):
+                    if c0 + c < p:
+                        part_out[split, i, c0 + c] = acc[r, c]
+
+    @cuda.jit(fastmath=True)
+    def softmax(x, y, v, w2, n, m, chunk, p, c0, s, acc_out, mx_out, sm_out):
+        """Online softmax over the columns of split blockIdx.y (log2 units, unnormalised)."""
+        sy = cuda.shared.array(SH_SM, nbt)
+        xr = cuda.local.array(XR, nbt)
+        acc = cuda.local.array(ACC, nbt)
+        pacc = cuda.local.array(ACC, nbt)
+        mx = cuda.local.array(_ROWS, nbt)
+        sm = cuda.local.array(_ROWS, nbt)
+        ps = cuda.local.array(_ROWS, nbt)
+        tid = cuda.threadIdx.x
+        base = cuda.blockIdx.x * (_THREADS * _ROWS) + tid
+        jb = cuda.blockIdx.y * chunk
+        je = min(jb + chunk, m)
+        for r in range(_ROWS):
+            i = base + r * _THREADS
+            ok = i < n
+            for k in range(D):
+                xr[r, k] = x[i, k] * s if ok else zero
+            for c in range(PA):
+                acc[r, c] = zero
+            mx[r] = lowest
+            sm[r] = zero
+        for j0 in range(jb, je, _TJ):
+            cuda.syncthreads()
+            for t in range(tid, _TJ, _THREADS):
+                j = j0 + t
+                ok = j < je
+                for k in range(D):
+                    sy[t * W_SM + k] = y[j, k] * s if ok else zero
+                for c in range(PC):
+                    sy[t * W_SM + D + c] = v[j, c0 + c] if (ok and c0 + c < p) else zero
+                sy[t * W_SM + D + PC] = w2[j] if ok else -math.inf
+            cuda.syncthreads()
+            for r in range(_ROWS):
+                ps[r] = zero
+                for c in range(PC):
+                    pacc[r, c] = zero
+            for t in range(_TJ):
+                off = t * W_SM
+                for r in range(_ROWS):
+                    z = sy[off + D + PC]
+                    for k in range(D):
+                        diff = xr[r, k] - sy[off + k]
+                        z -= diff * diff
+                    q = z - mx[r]
+                    if q > zero:  # new running maximum: rescale the accumulated terms
+                        f = math.exp2(-q)
+                        sm[r] *= f
+                        ps[r] *= f
+                        for c in range(PC):
+                            acc[r, c] *= f
+                            pacc[r, c] *= f
+                        mx[r] = z
+                        q = zero
+                    e = math.exp2(q)
+                    ps[r] += e
+                    for c in range(PC):
+                        pacc[r, c] += e * sy[off + D + c]
+            for r in range(_ROWS):
+                sm[r] += ps[r]
+                for c in range(PC):
+                    acc[r, c] += pacc[r, c]
+        split = cuda.blockIdx.y
+        for r in range(_ROWS):
+            i = base + r * _THREADS
+            if i < n:
+                if c0 == 0:
+                    mx_out[split, i] = mx[r]
+                    sm_out[split, i] = sm[r]
+                for c in range(PC):
+                    if c0 + c < p:
+                        acc_out[split, i, c0 + c] = acc[r, c]
+
+    return matvec, softmax
+
+
+@functools.cache
+def _cos_kernels(dtype_name: str, PC: int, BW: bool):
+    nbt = getattr(np, dtype_name)
+    PA = max(PC, 1)
+    lowest = -1e30 if dtype_name == "float32" else -1e300
+    zero = nbt(0.0)
+
+    @cuda.jit(fastmath=True)
+    def matvec(x, y, yy, u, a, b, n, m, p, c0, beta2, out):
+        i = cuda.grid(1)
+        if i >= n:
+            return
+        d = x.shape[1]
+        acc = cuda.local.array(PA, nbt)
+        xx = zero
+        for k in range(d):
+            xx += x[i, k] * x[i, k]
+        nb = -beta2 * a[i] if BW else -beta2
+        for c in range(PC):
+            acc[c] = zero
+        for j in range(m):
+            dot = zero
+            for k in range(d):
+                dot += x[i, k] * y[j, k]
+            q = max(xx + yy[j] - 2 * dot, zero)
+            e = math.exp2(nb * b[j] * q) if BW else math.exp2(nb * q)
+            for c in range(PC):
+                if c0 + c < p:
+                    acc[c] += e * u[j, c0 + c]
+        for c in range(PC):
+            if c0 + c < p:
+                out[i, c0 + c] = acc[c]
+
+    @cuda.jit(fastmath=True)
+    def softmax(x, y, yy, v, w2, n, m, p, c0, beta2, out, lse):
+        i = cuda.grid(1)
+        if i >= n:
+            return
+        d = x.shape[1]
+        acc = cuda.local.array(PA, nbt)
+        xx = zero
+        for k in range(d):
+            xx += x[i, k] * x[i, k]
+        for c in range(PA):
+            acc[c] = zero
+        mx = nbt(lowest)
+        sm = zero
+        for j in range(m):
+            dot = zero
+            for k in range(d):
+                dot += x[i, k] * y[j, k]
+            z = w2[j] - beta2 * max(xx + yy[j] - 2 * dot, zero)
+            q = z - mx
+            if q > zero:
+                f = math.exp2(-q)
+                sm *= f
+                for c in range(PC):
+                    acc[c] *= f
+                mx = z
+                q = zero
+            e = math.exp2(q)
+            sm += e
+            for c in range(PC):
+                if c0 + c < p:
+                    acc[c] += e * v[j, c0 + c]
+        if c0 == 0:
+            lse[i] = (mx + math.log2(sm)) * _LN2
+        for c in range(PC):
+            if c0 + c < p:
+                out[i, c0 + c] = acc[c] / sm
+
+    return matvec, softmax
+
+
+#: Force a number of column splits (tests); None chooses from the occupancy.
+_FORCE_SPLITS: int | None = None
+
+
+def merge_softmax(xp, acc, mx, sm):
+    """Merge column splits: mx (S, N) in log2 units, sm (S, N), acc (S, N, p) -> (out, lse)."""
+    top = xp.max(mx, axis=0)
+    wgt = xp.exp2(mx - top[None, :])
+    total = xp.sum(wgt * sm, axis=0)
+    lse = (top + xp.log2(total)) * _LN2
+    out = xp.sum(wgt[:, :, None] * acc, axis=0) / total[:, None]
+    return out, lse
+
+
+def _splits(kern, row_blocks: int, m: int) -> int:
+    """Column splits for a fuller last wave (see arraygen.tiled.column_splits)."""
+    if _FORCE_SPLITS is not None:
+        return max(1, min(int(_FORCE_SPLITS), -(-m // _TJ)))
+    if is_simulated("numba_cuda"):
+        return 1
+    dev = cuda.get_current_device()
+    try:
+        regs = max(kern.get_regs_per_thread().values()) if kern.overloads else 64
+    except (AttributeError, KeyError, TypeError, ValueError):  # assume a register-heavy kernel
+        regs = 64
+    warp_regs = -(-regs * 32 // 256) * 256
+    per_sm = max(1, min(2048 // _THREADS, 65536 // (warp_regs * (_THREADS // 32))))
+    splits = column_splits(row_blocks, dev.MULTIPROCESSOR_COUNT * per_sm)
+    return max(1, min(splits, -(-m // _TJ)))
+
+
+def _native(a, dtype):
+    """A C-contiguous array the kernels can take (device array, or host under the simulator)."""
+    if is_simulated("numba_cuda") and not hasattr(a, "__cuda_array_interface__"):
+        return np.ascontiguousarray(to_numpy_view(a), dtype=dtype)
+    import cupy as cp
+
+    from .._interop import to_cupy
+
+    return cp.ascontiguousarray(to_cupy(a), dtype=dtype)
+
+
+def _xp_of(a):
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy as cp
+
+    return cp
+
+
+def _chunks(p: int):
+    pc = 1 if p == 1 else 4
+    return pc, list(range(0, p, pc))
+
+
+def _prepare(x, y):
+    xa = to_numpy_view(x) if is_simulated("numba_cuda") and not hasattr(
+        x, "__cuda_array_interface__") else x
+    dtype = np.dtype(str(xa.dtype).replace("torch.", ""))
+    xc = _native(x, dtype)
+    yc = _native(y, dtype)
+    return xc, yc, dtype.type, _xp_of(xc)
+
+
+def kernel_matvec(x, y, u, a, b, *, beta):
+    """``out[i, k] = sum_j exp(-beta a_i b_j |x_i - y_j|^2) u[j, k]`` (see arraygen.tiled)."""
+    with cuda_device_context(x):
+        xc, yc, dtype, xp = _prepare(x, y)
+        n, d = xc.shape
+        m = yc.shape[0]
+        uc = _native(u, dtype)
+        p = uc.shape[1]
+        bw = a is not None or b is not None
+        ac = _native(a, dtype) if a is not None else xp.ones(n, dtype)
+        bc = _native(b, dtype) if b is not None else xp.ones(m, dtype)
+        pc, starts = _chunks(p)
+        name = np.dtype(dtype).name
+        if d <= _DIRECT_MAX_D:
+            kern, _ = _direct_kernels(name, d, pc, bw)
+            row_blocks = -(-n // (_THREADS * _ROWS))
+            splits = _splits(kern, row_blocks, m)
+            chunk = -(-m // splits)
+            part = xp.empty((splits, n, p), dtype)
+            s = dtype(math.sqrt(beta * _LOG2E))
+            for c0 in starts:
+                kern[(row_blocks, splits), _THREADS](xc, yc, uc, ac, bc, n, m, chunk, p, c0, s,
+                                                     part)
+            out = part[0] if splits == 1 else part.sum(axis=0)
+        else:
+            out = xp.empty((n, p), dtype)
+            kern, _ = _cos_kernels(name, pc, bw)
+            yy = (yc * yc).sum(axis=1)
+            grid = -(-n // _THREADS)
+            for c0 in starts:
+                kern[grid, _THREADS](xc, yc, yy, uc, ac, bc, n, m, p, c0,
+                                     dtype(beta * _LOG2E), out)
+    return like(out, x)
+
+
+def _softmax(x, y, v, w, beta):
+    xc, yc, dtype, xp = _prepare(x, y)
+    n, d = xc.shape
+    m = yc.shape[0]
+    w2 = xp.zeros(m, dtype) if w is None else _native(w, dtype) * dtype(_LOG2E)
+    if v is None:
+        vc, p, pc, starts = xp.zeros((m, 1), dtype), 0, 0, [0]
+    else:
+        vc = _native(v, dtype)
+        p = vc.shape[1]
+        pc, starts = _chunks(p)
+    name = np.dtype(dtype).name
+    if d <= _DIRECT_MAX_D:
+        _, kern = _direct_kernels(name, d, pc, False)
+        row_blocks = -(-n // (_THREADS * _ROWS))
+        splits = _splits(kern, row_blocks, m)
+        chunk = -(-m // splits)
+        acc = xp.empty((splits, n, max(p, 1)), dtype)
+        mx = xp.empty((splits, n), dtype)
+        sm = xp.empty((splits, n), dtype)
+        s = dtype(math.sqrt(beta * _LOG2E))
+        for c0 in starts:
+            kern[(row_blocks, splits), _THREADS](xc, yc, vc, w2, n, m, chunk, p, c0, s, acc, mx,
+                                                 sm)
+        out, lse = merge_softmax(xp, acc[:, :, :p], mx, sm)
+        return xp.ascontiguousarray(out), lse
+    out = xp.empty((n, max(p, 1)), dtype)
+    lse = xp.empty(n, dtype)
+    _, kern = _cos_kernels(name, pc, False)
+    yy = (yc * yc).sum(axis=1)
+    grid = -(-n // _THREADS)
+    for c0 in starts:
+        kern[grid, _THREADS](xc, yc, yy, vc, w2, n, m, p, c0, dtype(beta * _LOG2E), out, lse)
+    return xp.ascontiguousarray(out[:, :p]), lse
+
+
+def kernel_logsumexp(x, y, w, *, beta):
+    """``lse[i] = log sum_j exp(w_j - beta |x_i - y_j|^2)`` (see arraygen.tiled)."""
+    with cuda_device_context(x):
+        _, lse = _softmax(x, y, None, w, beta)
+    return like(lse, x)
+
+
+def kernel_softmax_matvec(x, y, v, w, *, beta):
+    """Online-softmax average of ``v`` and the row log-sum-exp (see arraygen.tiled)."""
+    with cuda_device_context(x):
+        out, lse = _softmax(x, y, v, w, beta)
+    return like(out, x), like(lse, x)

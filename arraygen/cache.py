@@ -1,0 +1,295 @@
+"""Persistent on-disk cache of float arrays (FFT kernels, Fisher buffers...), shared by processes.
+
+Layout: one file per entry, ``<sha256 of the key>.agk`` in the cache directory. A file is
+
+``b"AGKC1\\n" + sha256(body).hexdigest() + b"\\n" + body``, ``body = json(key) + b"\\n" + npy``
+
+so a truncated or corrupted file is detected (digest mismatch), deleted and reported as a miss.
+
+Concurrency: writers write a private temporary file in the same directory and publish it with
+``os.replace`` (atomic on POSIX and Windows), so readers see either no file or a complete one,
+never a torn write; two writers of one key both publish complete files and the last one wins.
+Eviction (least recently *accessed* first, access time refreshed on every hit with
+``os.utime`` because many file systems do not record it) runs under an advisory ``fcntl`` lock
+where the platform has one; a reader whose file is evicted under it gets a miss, not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _array_api as aa
+
+__all__ = ["PersistentKernelCache", "default_cache_dir"]
+
+logger = logging.getLogger("arraygen")
+
+_MAGIC = b"AGKC1\n"
+_SUFFIX = ".agk"
+_STALE_TMP_SECONDS = 3600.0
+
+
+def default_cache_dir() -> Path:
+    """``$ARRAYGEN_CACHE_DIR``, else the user cache directory + ``/arraygen``.
+
+    The user cache directory is ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS and
+    ``$XDG_CACHE_HOME`` (default ``~/.cache``) elsewhere.
+    """
+    env = os.environ.get("ARRAYGEN_CACHE_DIR", "").strip()
+    if env:
+        return Path(env).expanduser()
+    if sys.platform.startswith("win"):
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", "") or Path.home() / ".cache")
+    return base / "arraygen"
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able, platform-stable form of one key component."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return {"float": v.hex()} if math.isfinite(v) else {"float": repr(v)}
+    if isinstance(value, (tuple, list)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, type) and issubclass(value, np.generic):
+        value = np.dtype(value)
+    return str(value).replace("torch.", "")  # dtypes and devices: float32, cuda:0 ...
+
+
+class PersistentKernelCache:
+    """Bounded on-disk cache of float arrays keyed by ``(name, **params)``.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Cache directory (created on first write). Default: :func:`default_cache_dir` + ``/kernels``.
+    max_bytes : int
+        Size bound in bytes of all entries together; least recently accessed entries are evicted
+        after a write that passes it. An array larger than ``max_bytes`` is not stored.
+
+    Examples
+    --------
+    >>> cache = PersistentKernelCache("/tmp/agk-doc", max_bytes=2**20)
+    >>> g = cache.get_or_compute("ones", lambda: np.ones(3), n=3)
+    >>> float(cache.get("ones", n=3).sum())
+    3.0
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, max_bytes: int = 256 * 2**20):
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
+            raise TypeError(f"`max_bytes` must be an integer; got {max_bytes!r}")
+        if max_bytes <= 0:
+            raise ValueError(f"`max_bytes` must be positive; got {max_bytes}")
+        self.path = Path(path).expanduser() if path is not None else default_cache_dir() / "kernels"
+        self.max_bytes = int(max_bytes)
+
+    def __repr__(self) -> str:
+        return f"PersistentKernelCache(path={str(self.path)!r}, max_bytes={self.max_bytes})"
+
+    # keys -------------------------------------------------------------------------------------
+    @staticmethod
+    def key(name: str, **params: Any) -> str:
+        """Stable hex digest of ``(name, params)`` (floats by their exact hex, dicts sorted)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"`name` must be a non-empty string; got {name!r}")
+        text = json.dumps([name, _canonical(params)], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _file(self, digest: str) -> Path:
+        return self.path / (digest + _SUFFIX)
+
+    # reading ----------------------------------------------------------------------------------
+    def get(self, name: str, *, xp: Any = None, device: Any = None, **params: Any):
+        """The stored array for ``(name, params)`` in namespace ``xp`` on ``device``, or None.
+
+        A corrupted or truncated entry is deleted, logged as a warning and reported as a miss.
+        """
+        digest = self.key(name, **params)
+        path = self._file(digest)
+        try:
+            with open(path, "rb") as fh:
+                blob = fh.read()
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            return None
+        arr = self._decode(blob, name, params, path)
+        if arr is None:
+            return None
+        with contextlib.suppress(OSError):
+            now = time.time()
+            os.utime(path, (now, os.stat(path).st_mtime))
+        return self._to_namespace(arr, xp, device)
+
+    def _decode(self, blob: bytes, name: str, params: dict, path: Path) -> np.ndarray | None:
+        head = len(_MAGIC) + 65
+        ok = blob.startswith(_MAGIC) and len(blob) > head
+        if ok:
+            digest, body = blob[len(_MAGIC):head - 1], blob[head:]
+            ok = hashlib.sha256(body).hexdigest().encode() == digest
+        if ok:
+            meta, _, payload = body.partition(b"\n")
+            try:
+                stored = json.loads(meta)
+                ok = stored == json.loads(json.dumps([name, _canonical(params)], sort_keys=True))
+                arr = np.load(io.BytesIO(payload), allow_pickle=False)
+            except (ValueError, OSError):
+                ok = False
+        if not ok:
+            logger.warning("PersistentKernelCache: removing corrupted entry %s", path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return None
+        return arr
+
+    @staticmethod
+    def _to_namespace(arr: np.ndarray, xp: Any, device: Any):
+        if xp is None:
+            return arr
+        ns = aa.namespace_for(xp)
+        if device is None:
+            return ns.asarray(arr)
+        if aa.is_torch_namespace(ns):
+            import torch
+
+            return torch.from_numpy(arr).to(device)
+        return ns.asarray(arr, device=device)
+
+    # writing ----------------------------------------------------------------------------------
+    def put(self, name: str, array: Any, **params: Any) -> bool:
+        """Store ``array`` (any namespace; copied to the host) under ``(name, params)``.
+
+        Returns True if stored, False if the array is larger than ``max_bytes`` or the write
+        failed (the failure is logged; a cache never breaks the computation).
+        """
+        arr = np.asarray(aa.to_numpy(array), order="C")
+        if arr.dtype.kind not in "fiucb":
+            raise TypeError(f"`array` must hold numbers; got dtype {arr.dtype}")
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        meta = json.dumps([name, _canonical(params)], sort_keys=True).encode()
+        body = meta + b"\n" + buf.getvalue()
+        blob = _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+        if len(blob) > self.max_bytes:
+            logger.debug("PersistentKernelCache: %s (%d bytes) exceeds max_bytes", name, len(blob))
+            return False
+        digest = self.key(name, **params)
+        tmp = None
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{digest[:16]}.", suffix=".tmp", dir=self.path)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._file(digest))
+            tmp = None
+        except OSError as exc:
+            logger.warning("PersistentKernelCache: could not write %s: %s", name, exc)
+            return False
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        self.evict()
+        return True
+
+    def get_or_compute(self, name: str, compute: Callable[[], Any], *, xp: Any = None,
+                       device: Any = None, **params: Any):
+        """``get(...)``; on a miss, ``compute()``, store it and return it in ``xp``/``device``."""
+        hit = self.get(name, xp=xp, device=device, **params)
+        if hit is not None:
+            return hit
+        value = compute()
+        self.put(name, value, **params)
+        if xp is None:
+            return value
+        return self._to_namespace(np.asarray(aa.to_numpy(value), order="C"), xp, device)
+
+    # housekeeping -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: eviction races only cause misses
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        out = []
+        if not self.path.is_dir():
+            return out
+        now = time.time()
+        for p in self.path.iterdir():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if p.suffix == _SUFFIX:
+                out.append((st.st_atime, st.st_size, p))
+            elif p.suffix == ".tmp" and now - st.st_mtime > _STALE_TMP_SECONDS:
+                with contextlib.suppress(OSError):
+                    p.unlink()  # left behind by a writer that crashed
+        return out
+
+    def total_bytes(self) -> int:
+        """Bytes held by all entries."""
+        return sum(size for _, size, _ in self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+    def evict(self) -> int:
+        """Delete least recently accessed entries until the total is within ``max_bytes``.
+
+        Returns the number of entries deleted.
+        """
+        removed = 0
+        with self._lock():
+            entries = sorted(self._entries(), key=lambda e: e[0])
+            total = sum(size for _, size, _ in entries)
+            for _, size, p in entries:
+                if total <= self.max_bytes:
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed += 1
+                total -= size
+        if removed:
+            logger.debug("PersistentKernelCache: evicted %d entries from %s", removed, self.path)
+        return removed
+
+    def clear(self) -> None:
+        """Delete every entry."""
+        with self._lock():
+            for _, _, p in self._entries():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()

@@ -1,0 +1,790 @@
+r"""Gibbs hot path: block Gibbs sampling of Ising models with a stencil of couplings (DESIGN 4.3).
+
+Spins :math:`s \in \{-1, +1\}` live on a grid (C, H, W); chains are batched in front,
+(..., C, H, W). A :class:`StencilIsing` model has K offsets :math:`o_k = (dc, dy, dx)` and
+couplings ``J`` of shape (K, C, H, W), where ``J[k, i]`` is the weight of the undirected edge
+:math:`(i, i + o_k)`. Its energy is
+
+.. math:: E(s) = -\sum_i h_i s_i - \sum_k \sum_i J_{k,i}\, s_i\, s_{i + o_k}
+
+and the heat-bath conditional of site :math:`i` given the rest is
+:math:`P(s_i = +1) = \sigma(2 \beta \gamma_i)` with
+
+.. math:: \gamma_i = h_i + \sum_k J_{k,i}\, s_{i+o_k} + \sum_k J_{k,i-o_k}\, s_{i-o_k}.
+
+A proper colouring of the sites (no two coupled sites share a colour) is computed from the
+offsets; one sweep updates the colours in increasing order, every site of a colour in parallel.
+
+Public ops: :func:`gibbs_sweeps` (dispatched), :func:`energy`, :func:`moments`,
+:func:`exact_distribution`, and the helpers :func:`to_spins`, :func:`to_bits`. The float64
+oracle is :mod:`arraygen.reference.gibbs`; kernels live in
+``arraygen/backends/<language>/gibbs.py``.
+
+Launcher contract for kernel backends:
+
+``gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
+n_sweeps, beta, uniforms, key) -> spins_new``
+    ``spins``: int8 (B, C, H, W) in the caller's namespace, values in {-1, +1}; the launcher
+    must not modify it and returns a new int8 array of that shape. ``couplings``: (K, C, H, W)
+    float32 or float64, already zero on edges that leave the grid (open boundaries).
+    ``bias``: (C, H, W) or (B, C, H, W), the dtype of ``couplings``. ``colors``: int8 (C, H, W),
+    values 0..n_colors-1; ``pattern``: None or ``(n, a, b, d)`` when ``colors`` equals
+    ``(a c + b y + d x) mod n`` (kernels may compute colours instead of reading them).
+    ``offsets``: tuple of K ``(dc, dy, dx)`` int triples.
+    ``periodic``: bool (wrap all three grid axes). ``beta``: Python float >= 0.
+    ``uniforms``: None or an array (n_sweeps, B, C, H, W) of the couplings' dtype; when None the
+    uniform of sweep ``t`` at flat C-order element ``e`` of ``spins`` is word ``e % 4`` of Philox
+    block ``e // 4`` of ``key.advance(t)``, converted as float32 (``arraygen.random.uniform``).
+    Per sweep, for colour ``c = 0..n_colors-1``: every site of colour ``c`` computes
+    ``gamma`` (above) in the couplings' dtype, ``p = 1 / (1 + exp(-2 beta gamma))`` and sets
+    ``s = +1 if u < p else -1``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _array_api as aa
+from . import _dispatch
+from . import random as _random
+
+__all__ = [
+    "Moments",
+    "StencilIsing",
+    "energy",
+    "exact_distribution",
+    "gibbs_sweeps",
+    "local_offsets",
+    "moments",
+    "nearest_neighbour_offsets",
+    "to_bits",
+    "to_spins",
+]
+
+_dispatch.register(
+    "gibbs_sweeps",
+    kernels={
+        "numba_cpu": "arraygen.backends.numba_cpu.gibbs:gibbs_sweeps",
+        "numba_cuda": "arraygen.backends.numba_cuda.gibbs:gibbs_sweeps",
+        "cupy": "arraygen.backends.cupy.gibbs:gibbs_sweeps",
+        "triton": "arraygen.backends.triton.gibbs:gibbs_sweeps",
+    },
+    gpu_order=("cupy", "triton", "numba_cuda"),
+)
+
+_MAX_LINEAR_COLOURS = 64
+_MAX_COLOURS = 127
+_EXACT_MAX_SPINS = 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Offsets and colouring
+
+
+def nearest_neighbour_offsets(skip=()) -> tuple[tuple[int, int, int], ...]:
+    """Offsets of the 4-neighbour grid, (0, 0, 1) and (0, 1, 0), plus skip links.
+
+    Each distance ``d`` in ``skip`` adds the links (0, 0, d) and (0, d, 0).
+    """
+    out = [(0, 0, 1), (0, 1, 0)]
+    for d in skip:
+        out += [(0, 0, int(d)), (0, int(d), 0)]
+    return tuple(out)
+
+
+def local_offsets(radius: int = 1, skip=()) -> tuple[tuple[int, int, int], ...]:
+    """Offsets of the (2r+1) x (2r+1) local stencil (each undirected link once) plus skip links.
+
+    ``radius=1`` gives the 3x3 (king's move) stencil (0,0,1), (0,1,-1), (0,1,0), (0,1,1).
+    Each distance ``d`` in ``skip`` adds (0, 0, d), (0, d, 0), (0, d, d) and (0, d, -d).
+    """
+    radius = int(radius)
+    if radius < 1:
+        raise ValueError(f"`radius` must be >= 1; got {radius}")
+    out = [(0, 0, dx) for dx in range(1, radius + 1)]
+    out += [(0, dy, dx) for dy in range(1, radius + 1) for dx in range(-radius, radius + 1)]
+    for d in skip:
+        d = int(d)
+        out += [(0, 0, d), (0, d, 0), (0, d, d), (0, d, -d)]
+    return tuple(out)
+
+
+def _check_offsets(offsets, shape: tuple[int, int, int], periodic: bool):
+    """Validate offsets; return them as a tuple of int triples."""
+    arr = np.asarray(offsets)
+    if arr.size == 0:
+        return ()
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"`offsets` must be a sequence of (dc, dy, dx) triples; got shape "
+                         f"{arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise TypeError(f"`offsets` must be integers; got {offsets!r}")
+        arr = arr.astype(np.int64)
+    offs = [tuple(int(v) for v in row) for row in arr]
+    dims = np.asarray(shape)
+    for o in offs:
+        if o == (0, 0, 0):
+            raise ValueError("`offsets` couple a site to itself: offset (0, 0, 0) is not allowed")
+        if periodic and np.all(np.mod(o, dims) == 0):
+            raise ValueError(f"`offsets`: offset {o} couples each site to itself on the periodic "
+                             f"grid {shape}")
+    for (k, a), (l, b) in itertools.combinations(enumerate(offs), 2):
+        if a == b:
+            raise ValueError(f"`offsets` must be distinct; {a} appears at positions {k} and {l}")
+        if a == tuple(-v for v in b):
+            raise ValueError(f"`offsets` must not contain opposite pairs: {a} (position {k}) and "
+                             f"{b} (position {l}) describe the same edges")
+        if periodic and (np.all(np.mod(np.subtract(a, b), dims) == 0)
+                         or np.all(np.mod(np.add(a, b), dims) == 0)):
+            raise ValueError(f"`offsets` {a} and {b} describe the same edges on the periodic "
+                                 f"grid {shape}")
+    return tuple(offs)
+
+
+def _active(offsets, shape, periodic):
+    """Offsets that give at least one edge."""
+    if periodic:
+        return list(offsets)
+    return [o for o in offsets if all(abs(d) < n for d, n in zip(o, shape))]
+
+
+def _linear_colouring(offsets, shape, periodic):
+    """Smallest n with colour = (a c + b y + d x) mod n proper; None if none up to the cap."""
+    active = _active(offsets, shape, periodic)
+    if not active:
+        return (1, 0, 0, 0)
+    off = np.asarray(active, dtype=np.int64)
+    C, H, W = shape
+    for n in range(2, _MAX_LINEAR_COLOURS + 1):
+        r = np.arange(n)
+        a = r[:, None, None] if np.any(off[:, 0]) else np.zeros((1, 1, 1), np.int64)
+        b = r[None, :, None] if np.any(off[:, 1]) else np.zeros((1, 1, 1), np.int64)
+        d = r[None, None, :] if np.any(off[:, 2]) else np.zeros((1, 1, 1), np.int64)
+        vals = (a[..., None] * off[:, 0] + b[..., None] * off[:, 1]
+                + d[..., None] * off[:, 2]) % n
+        ok = np.all(vals != 0, axis=-1)
+        if periodic:
+            ok &= ((a * C) % n == 0) & ((b * H) % n == 0) & ((d * W) % n == 0)
+        if not ok.any():
+            continue
+        ia, ib, id_ = np.nonzero(ok)
+        cands = [(int(a.ravel()[i] if a.size > 1 else 0), int(b.ravel()[j] if b.size > 1 else 0),
+                  int(d.ravel()[k] if d.size > 1 else 0)) for i, j, k in zip(ia, ib, id_)]
+        # prefer the textbook pattern x + b y + a c (d = 1), then small coefficients
+        ca, cb, cd = min(cands, key=lambda t: (t[2] != 1, t[0], t[1], t[2]))
+        return (n, ca, cb, cd)
+    return None
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def _quotient_colouring(offsets, shape, small: bool = False):
+    """Greedy colouring of the smallest quotient torus without self-loops (periodic fallback).
+
+    The colour of site (c, y, x) is that of (c mod qc, y mod qy, x mod qx); it is proper because
+    qc | C, qy | H, qx | W and no offset is zero modulo (qc, qy, qx). With ``small`` only
+    quotients of at most 4096 sites are tried (None if there is none).
+    """
+    off = np.asarray(offsets, dtype=np.int64)
+    cands = sorted(itertools.product(*(_divisors(n) for n in shape)), key=lambda q: math.prod(q))
+    for q in cands:
+        if small and math.prod(q) > 4096:
+            return None
+        if not np.any(np.all(off % np.asarray(q) == 0, axis=1)):
+            break
+    qc, qy, qx = q
+    table = -np.ones(q, dtype=np.int64)
+    for c, y, x in itertools.product(range(qc), range(qy), range(qx)):
+        used = set()
+        for dc, dy, dx in off:
+            for sgn in (1, -1):
+                used.add(int(table[(c + sgn * dc) % qc, (y + sgn * dy) % qy, (x + sgn * dx) % qx]))
+        colour = 0
+        while colour in used:
+            colour += 1
+        table[c, y, x] = colour
+    C, H, W = shape
+    return np.tile(table, (C // qc, H // qy, W // qx))
+
+
+def _colouring(offsets, shape, periodic):
+    """``(colors, pattern)``: int8 (C, H, W) colours and the linear pattern (n, a, b, d) or None."""
+    C, H, W = shape
+    pattern = _linear_colouring(offsets, shape, periodic)
+    colors = None
+    if pattern is not None:
+        n, a, b, d = pattern
+        c, y, x = np.meshgrid(np.arange(C), np.arange(H), np.arange(W), indexing="ij")
+        colors = (a * c + b * y + d * x) % n
+    if periodic and (pattern is None or pattern[0] > 2 * len(offsets) + 1):
+        greedy = _quotient_colouring(offsets, shape, small=pattern is not None)
+        if greedy is not None and (colors is None or greedy.max() < colors.max()):
+            colors, pattern = greedy, None
+    n_colors = int(colors.max()) + 1
+    if n_colors > _MAX_COLOURS:
+        raise ValueError(f"`offsets` need {n_colors} colours on grid {shape}; at most "
+                         f"{_MAX_COLOURS} are supported")
+    colors = colors.astype(np.int8)
+    _assert_proper(colors, offsets, periodic)
+    return colors, pattern
+
+
+def _assert_proper(colors: np.ndarray, offsets, periodic: bool) -> None:
+    for o in offsets:
+        nb = _shift_np(colors.astype(np.int64), o, periodic, fill=-1)
+        if np.any(nb == colors):
+            raise RuntimeError(f"internal error: colouring is not proper for offset {o}")
+
+
+def _shift_np(a: np.ndarray, o, periodic: bool, fill=0) -> np.ndarray:
+    """``out[..., c, y, x] = a[..., c+dc, y+dy, x+dx]`` (``fill`` outside the grid if open)."""
+    if periodic:
+        return np.roll(a, shift=tuple(-v for v in o), axis=(-3, -2, -1))
+    out = np.full_like(a, fill)
+    src, dst = [Ellipsis], [Ellipsis]
+    for d, n in zip(o, a.shape[-3:]):
+        if abs(d) >= n:
+            return out
+        src.append(slice(max(d, 0), n + min(d, 0)))
+        dst.append(slice(max(-d, 0), n + min(-d, 0)))
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
+def symmetric_offsets(offsets, shape):
+    """Periodic offsets reduced to [-n/2, n/2) per axis: the same neighbours on the torus.
+
+    Kernels wrap ``i + o`` with one conditional add or subtract; this guarantees it suffices.
+    """
+    return tuple(tuple(((d + n // 2) % n) - n // 2 for d, n in zip(o, shape)) for o in offsets)
+
+
+def _edge_mask(offsets, shape, periodic) -> np.ndarray:
+    """(K, C, H, W) float64: 1 where the edge (i, i + o_k) exists, 0 where it leaves the grid."""
+    ones = np.ones(shape, dtype=np.float64)
+    if not offsets:
+        return np.zeros((0,) + tuple(shape))
+    return np.stack([_shift_np(ones, o, periodic) for o in offsets])
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+def _as_model_array(xp, value, name, dtype, device):
+    if aa.is_array(value):
+        arr, _ = aa.as_float_array(xp, value, name)
+        return xp.astype(arr, dtype) if arr.dtype != dtype else arr
+    return xp.asarray(aa.finite_scalar(value, name), dtype=dtype, device=device)
+
+
+class StencilIsing:
+    r"""Ising model with couplings on a stencil of offsets, for block Gibbs sampling.
+
+    .. math:: E(s) = -\sum_i h_i s_i - \sum_k \sum_i J_{k,i}\, s_i\, s_{i+o_k},
+              \qquad s \in \{-1,+1\}^{C \times H \times W}
+
+    Parameters
+    ----------
+    offsets : sequence of K (dc, dy, dx) int triples
+        Distinct, none zero, no two opposite (local links and long-range "skip" links).
+    couplings : array, shape (K, C, H, W)
+        ``J[k, i]`` is the weight of the undirected edge (i, i + o_k), each edge counted once.
+        With ``boundary="open"`` entries whose edge leaves the grid are ignored; with
+        ``"periodic"`` all three grid axes wrap.
+    bias : array, shape (C, H, W) or (B, C, H, W)
+        Field ``h``; a per-chain bias (B, C, H, W) carries conditioning (B chains).
+    boundary : {"open", "periodic"}
+
+    Attributes
+    ----------
+    offsets : tuple of (dc, dy, dx)
+    couplings, bias : arrays in the model's namespace and floating dtype
+    shape : (C, H, W)
+    colors : int32 array (C, H, W), colours 0..n_colors-1 (coupled sites never share one)
+    n_colors : int
+    color_pattern : (n, a, b, d) or None
+        ``colors = (a c + b y + d x) mod n`` when the colouring is linear.
+    """
+
+    def __init__(self, offsets, couplings, bias, *, boundary: str = "open"):
+        xp = aa.array_namespace(couplings=couplings, bias=bias)
+        aa.check_same_device(couplings=couplings, bias=bias)
+        if boundary not in ("open", "periodic"):
+            raise ValueError(f"`boundary` must be 'open' or 'periodic'; got {boundary!r}")
+        if not aa.is_array(couplings):
+            raise TypeError("`couplings` must be an array of shape (K, C, H, W)")
+        if couplings.ndim != 4:
+            raise ValueError(f"`couplings` must have shape (K, C, H, W); got "
+                             f"{tuple(couplings.shape)}")
+        shape = tuple(int(v) for v in couplings.shape[1:])
+        if min(shape) < 1:
+            raise ValueError(f"`couplings` grid (C, H, W) must be non-empty; got {shape}")
+        periodic = boundary == "periodic"
+        offs = _check_offsets(offsets, shape, periodic)
+        if len(offs) != couplings.shape[0]:
+            raise ValueError(f"`couplings` must have shape (K, C, H, W) with K = {len(offs)} "
+                             f"offsets; got {tuple(couplings.shape)}")
+        device = aa.device(couplings)
+        j, _ = aa.as_float_array(xp, couplings, "couplings")
+        dtype = j.dtype
+        h = _as_model_array(xp, bias, "bias", dtype, device)
+        if tuple(h.shape) not in (shape,) and not (h.ndim == 4 and tuple(h.shape[1:]) == shape):
+            raise ValueError(f"`bias` must have shape (C, H, W) = {shape} or (B, C, H, W); got "
+                             f"{tuple(h.shape)}")
+        if not aa.all_finite(xp, j):
+            raise ValueError("`couplings` contains non-finite values")
+        if not aa.all_finite(xp, h):
+            raise ValueError("`bias` contains non-finite values")
+        self.offsets = offs
+        self.boundary = boundary
+        self.periodic = periodic
+        self.shape = shape
+        self.couplings = j
+        self.bias = h
+        self.dtype = dtype
+        self._xp = xp
+        self._device = device
+        self._colors_np, self.color_pattern = _colouring(offs, shape, periodic)
+        self.n_colors = int(self._colors_np.max()) + 1
+        mask = _edge_mask(offs, shape, periodic)
+        self._couplings_eff = j if periodic else j * xp.asarray(mask, dtype=dtype, device=device)
+        self._colors_dev = None
+
+    # -- construction helpers ------------------------------------------------------------------
+
+    def with_bias(self, bias) -> StencilIsing:
+        """The same couplings and colouring with another bias (C, H, W) or (B, C, H, W)."""
+        new = object.__new__(StencilIsing)
+        new.__dict__.update(self.__dict__)
+        aa.array_namespace(couplings=self.couplings, bias=bias)
+        aa.check_same_device(couplings=self.couplings, bias=bias)
+        h = _as_model_array(self._xp, bias, "bias", self.dtype, self._device)
+        if tuple(h.shape) != self.shape and not (h.ndim == 4 and tuple(h.shape[1:]) == self.shape):
+            raise ValueError(f"`bias` must have shape (C, H, W) = {self.shape} or (B, C, H, W); "
+                             f"got {tuple(h.shape)}")
+        if not aa.all_finite(self._xp, h):
+            raise ValueError("`bias` contains non-finite values")
+        new.bias = h
+        return new
+
+    @classmethod
+    def from_offsets(cls, shape, offsets, *, coupling=1.0, bias=0.0, boundary="open",
+                     xp=None, device=None, dtype=None) -> StencilIsing:
+        """Model on grid ``shape`` = (C, H, W) (or (H, W), C = 1) with broadcast parameters.
+
+        ``coupling`` is a scalar, a (K,) per-offset array or a full (K, C, H, W) array;
+        ``bias`` a scalar or an array broadcastable to (C, H, W), or (B, C, H, W).
+        """
+        shape = tuple(int(v) for v in shape)
+        if len(shape) == 2:
+            shape = (1,) + shape
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"`shape` must be (C, H, W) or (H, W) with positive sizes; got "
+                             f"{shape}")
+        arrays = [a for a in (coupling, bias) if aa.is_array(a)]
+        if arrays:
+            ns = aa.array_namespace(*arrays)
+            device = aa.device(arrays[0]) if device is None else device
+        else:
+            ns = aa.namespace_for(np if xp is None else xp)
+        if dtype is None:
+            dtype = arrays[0].dtype if arrays and ns.isdtype(arrays[0].dtype, "real floating") \
+                else ns.float32
+        elif isinstance(dtype, str):
+            dtype = getattr(ns, dtype)
+        K = len(tuple(offsets))
+        full = (K,) + shape
+        j = coupling if aa.is_array(coupling) else ns.asarray(
+            aa.finite_scalar(coupling, "coupling") if np.ndim(coupling) == 0
+            else np.asarray(coupling, dtype=np.float64), dtype=dtype, device=device)
+        j = ns.astype(j, dtype)
+        if j.ndim == 1:
+            if j.shape[0] != K:
+                raise ValueError(f"`coupling` of shape (K,) must have K = {K}; got "
+                                 f"{tuple(j.shape)}")
+            j = ns.reshape(j, (K, 1, 1, 1))
+        j = ns.broadcast_to(j, full) + ns.zeros(full, dtype=dtype, device=device)
+        h = bias if aa.is_array(bias) else ns.asarray(aa.finite_scalar(bias, "bias"),
+                                                       dtype=dtype, device=device)
+        h = ns.astype(h, dtype)
+        hshape = tuple(h.shape) if h.ndim == 4 else shape
+        h = ns.broadcast_to(h, hshape) + ns.zeros(hshape, dtype=dtype, device=device)
+        return cls(offsets, j, h, boundary=boundary)
+
+    @classmethod
+    def nearest_neighbour(cls, shape, *, coupling=1.0, bias=0.0, skip=(), boundary="open",
+                          xp=None, device=None, dtype=None) -> StencilIsing:
+        """4-neighbour grid model (offsets :func:`nearest_neighbour_offsets`), optional skips."""
+        return cls.from_offsets(shape, nearest_neighbour_offsets(skip), coupling=coupling,
+                                bias=bias, boundary=boundary, xp=xp, device=device, dtype=dtype)
+
+    @classmethod
+    def local(cls, shape, *, radius=1, skip=(), coupling=1.0, bias=0.0, boundary="open",
+              xp=None, device=None, dtype=None) -> StencilIsing:
+        """Local (2r+1)^2 stencil plus skip links (offsets :func:`local_offsets`)."""
+        return cls.from_offsets(shape, local_offsets(radius, skip), coupling=coupling, bias=bias,
+                                boundary=boundary, xp=xp, device=device, dtype=dtype)
+
+    # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def n_offsets(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def n_sites(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def colors(self):
+        """int32 array (C, H, W) of colours 0..n_colors-1, in the model's namespace/device."""
+        return self._xp.asarray(self._colors_np.astype(np.int32), device=self._device)
+
+    def _kernel_colors(self):
+        if self._colors_dev is None:
+            self._colors_dev = self._xp.asarray(self._colors_np, device=self._device)
+        return self._colors_dev
+
+    def edge_mask(self):
+        """(K, C, H, W) array: 1 where the edge (i, i + o_k) exists, else 0 (open boundary)."""
+        return self._xp.asarray(_edge_mask(self.offsets, self.shape, self.periodic),
+                                dtype=self.dtype, device=self._device)
+
+    def __repr__(self) -> str:
+        return (f"StencilIsing(shape={self.shape}, offsets={self.offsets}, "
+                f"boundary={self.boundary!r}, n_colors={self.n_colors}, "
+                f"bias_shape={tuple(self.bias.shape)}, dtype={self.dtype})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Spin conventions
+
+
+def _check_spin_values(xp, s, name):
+    if xp.isdtype(s.dtype, "bool"):
+        raise TypeError(f"`{name}` must hold spins -1/+1, not booleans; convert {{0,1}} data "
+                        f"with arraygen.gibbs.to_spins")
+    if xp.isdtype(s.dtype, "complex floating"):
+        raise TypeError(f"`{name}` must be real; got dtype {s.dtype}")
+    bad = xp.logical_not(xp.logical_or(s == 1, s == -1))
+    n_bad = int(xp.sum(xp.astype(bad, xp.int64)))
+    if n_bad:
+        raise ValueError(f"`{name}` must contain only -1 and +1; {n_bad} values are not (use "
+                         f"arraygen.gibbs.to_spins to convert {{0,1}} data)")
+
+
+def to_spins(bits, *, dtype=None):
+    """{0, 1} (or bool) data -> spins {-1, +1}: ``s = 2 b - 1``; default dtype int8.
+
+    Raises ``ValueError`` if any value is not 0 or 1.
+    """
+    xp = aa.array_namespace(bits=bits)
+    dtype = xp.int8 if dtype is None else dtype
+    if xp.isdtype(bits.dtype, "bool"):
+        b = xp.astype(bits, xp.int8)
+    else:
+        n_bad = int(xp.sum(xp.astype(xp.logical_not(xp.logical_or(bits == 0, bits == 1)),
+                                     xp.int64)))
+        if n_bad:
+            raise ValueError(f"`bits` must contain only 0 and 1; {n_bad} values are not")
+        b = xp.astype(bits, xp.int8)
+    return xp.astype(2 * b - 1, dtype)
+
+
+def to_bits(spins, *, dtype=None):
+    """Spins {-1, +1} -> {0, 1}: ``b = (s + 1) / 2``; default dtype uint8.
+
+    Raises ``ValueError`` if any value is not -1 or +1.
+    """
+    xp = aa.array_namespace(spins=spins)
+    _check_spin_values(xp, spins, "spins")
+    dtype = xp.uint8 if dtype is None else dtype
+    return xp.astype(spins > 0, dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Array-API implementation
+
+
+def _shift(xp, a, o, periodic: bool):
+    """``out[..., c, y, x] = a[..., c+dc, y+dy, x+dx]``, zero outside the grid if not periodic."""
+    if periodic:
+        return xp.roll(a, shift=tuple(-v for v in o), axis=(-3, -2, -1))
+    out = a
+    for axis, d in zip((-3, -2, -1), o):
+        if d == 0:
+            continue
+        n = out.shape[axis]
+        if abs(d) >= n:
+            return xp.zeros(a.shape, dtype=a.dtype, device=aa.device(a))
+        idx = [slice(None)] * out.ndim
+        idx[axis] = slice(d, None) if d > 0 else slice(None, n + d)
+        kept = out[tuple(idx)]
+        pad_shape = list(out.shape)
+        pad_shape[axis] = abs(d)
+        pad = xp.zeros(tuple(pad_shape), dtype=a.dtype, device=aa.device(a))
+        out = xp.concat((kept, pad) if d > 0 else (pad, kept), axis=axis)
+    return out
+
+
+def _field(xp, model, s):
+    """Conditional field gamma (same shape as s, float) of every site."""
+    j = model._couplings_eff
+    g = model.bias + xp.zeros(s.shape, dtype=s.dtype, device=aa.device(s))
+    for k, o in enumerate(model.offsets):
+        g = g + j[k, ...] * _shift(xp, s, o, model.periodic)
+        g = g + _shift(xp, j[k, ...] * s, tuple(-v for v in o), model.periodic)
+    return g
+
+
+def _sweeps_xp(xp, model, s, n_sweeps, beta, uniforms, gen):
+    """Array-API block Gibbs sweeps on float spins s (B, C, H, W); returns float spins."""
+    colors = model._kernel_colors()
+    work = s.dtype
+    for t in range(n_sweeps):
+        if uniforms is not None:
+            u = uniforms[t, ...]
+        elif isinstance(gen, np.random.Generator):
+            u = xp.asarray(gen.random(tuple(s.shape), dtype=np.float32), device=aa.device(s))
+            u = xp.astype(u, work)
+        else:
+            u = xp.astype(_random.uniform(gen.advance(t), tuple(s.shape), dtype=xp.float32,
+                                          like=s), work)
+        for c in range(model.n_colors):
+            g = _field(xp, model, s)
+            p = 1.0 / (1.0 + xp.exp((-2.0 * beta) * g))
+            new = xp.where(u < p, xp.ones_like(s), -xp.ones_like(s))
+            s = xp.where(colors == c, new, s)
+    return s
+
+
+def _check_model(model):
+    if not isinstance(model, StencilIsing):
+        raise TypeError(f"`model` must be an arraygen.gibbs.StencilIsing; got "
+                        f"{type(model).__name__}")
+
+
+def _check_spins_shape(model, spins):
+    if spins.ndim < 3 or tuple(spins.shape[-3:]) != model.shape:
+        raise ValueError(f"`spins` must have shape (..., C, H, W) with (C, H, W) = {model.shape}; "
+                         f"got {tuple(spins.shape)}")
+    if model.bias.ndim == 4 and tuple(spins.shape) != tuple(model.bias.shape):
+        raise ValueError(f"`spins` must have the shape of the per-chain `bias` "
+                         f"{tuple(model.bias.shape)}; got {tuple(spins.shape)}")
+
+
+def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float = 1.0, rng=None,
+                 uniforms=None, backend: str | None = None):
+    r"""Block Gibbs (heat-bath) sweeps of a :class:`StencilIsing` model.
+
+    Per sweep, for each colour :math:`c = 0, \dots, n-1` in order, every site :math:`i` of
+    colour :math:`c` is resampled in parallel:
+
+    .. math::
+
+        \gamma_i = h_i + \sum_k J_{k,i}\, s_{i+o_k} + \sum_k J_{k,i-o_k}\, s_{i-o_k}, \qquad
+        s_i = \begin{cases} +1 & u_i < \sigma(2 \beta \gamma_i) \\ -1 & \text{otherwise}
+        \end{cases}
+
+    Parameters
+    ----------
+    model : StencilIsing
+    spins : array, shape (..., C, H, W)
+        Values in {-1, +1}, any integer or floating dtype (int8 is the native kernel dtype).
+        With a per-chain bias (B, C, H, W) the shape must be (B, C, H, W).
+    n_sweeps : int
+        Number of sweeps (>= 0).
+    beta : float
+        Inverse temperature (finite, >= 0).
+    rng : int, Key or numpy.random.Generator, optional
+        Stream for the uniforms: sweep ``t`` uses ``key.advance(t)`` and the site's flat C-order
+        index in ``spins`` (float32 uniforms, :func:`arraygen.random.uniform`), so every backend
+        draws identical numbers. A Generator draws on the host.
+    uniforms : array, shape (n_sweeps, \*spins.shape), optional
+        Uniforms in [0, 1] to use instead of drawing them.
+    backend : str, optional
+        ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``.
+
+    Returns
+    -------
+    array like ``spins`` (namespace, device, shape and dtype)
+    """
+    _check_model(model)
+    xp = aa.array_namespace(spins=spins, couplings=model.couplings, uniforms=uniforms)
+    aa.check_same_device(spins=spins, couplings=model.couplings, uniforms=uniforms)
+    _check_spins_shape(model, spins)
+    if isinstance(n_sweeps, bool) or not isinstance(n_sweeps, (int, np.integer)):
+        raise TypeError(f"`n_sweeps` must be an int; got {n_sweeps!r}")
+    n_sweeps = int(n_sweeps)
+    if n_sweeps < 0:
+        raise ValueError(f"`n_sweeps` must be >= 0; got {n_sweeps}")
+    beta = aa.finite_scalar(beta, "beta", nonnegative=True)
+    _check_spin_values(xp, spins, "spins")
+    work = model.dtype
+    if uniforms is not None:
+        if tuple(uniforms.shape) != (n_sweeps,) + tuple(spins.shape):
+            raise ValueError(f"`uniforms` must have shape (n_sweeps, *spins.shape) = "
+                             f"{(n_sweeps,) + tuple(spins.shape)}; got {tuple(uniforms.shape)}")
+        uniforms, _ = aa.as_float_array(xp, uniforms, "uniforms")
+        uniforms = xp.astype(uniforms, work) if uniforms.dtype != work else uniforms
+        if n_sweeps and not bool(xp.all(xp.logical_and(uniforms >= 0, uniforms <= 1))):
+            raise ValueError("`uniforms` must lie in [0, 1]")
+    if n_sweeps == 0:
+        return xp.asarray(spins, copy=True)
+    shape4 = (math.prod(spins.shape[:-3]),) + model.shape
+    gen = _random.as_key(rng) if uniforms is None else None
+    u4 = None if uniforms is None else xp.reshape(uniforms, (n_sweeps,) + shape4)
+    name = _dispatch.select("gibbs_sweeps", spins, model.couplings, model.bias, uniforms,
+                            backend=backend)
+    if name == "array_api":
+        s = xp.reshape(xp.astype(spins, work), shape4)
+        out = _sweeps_xp(xp, model, s, n_sweeps, beta, u4, gen)
+    else:
+        launcher = _dispatch.kernel("gibbs_sweeps", name)
+        s8 = xp.reshape(xp.astype(spins, xp.int8, copy=False), shape4)
+        bias = model.bias
+        kw = {"offsets": model.offsets, "periodic": model.periodic, "n_colors": model.n_colors,
+              "pattern": model.color_pattern, "beta": beta}
+        if isinstance(gen, np.random.Generator):
+            for _ in range(n_sweeps):
+                u = xp.asarray(gen.random(shape4, dtype=np.float32), device=aa.device(spins))
+                u = xp.reshape(xp.astype(u, work), (1,) + shape4)
+                s8 = launcher(s8, model._couplings_eff, bias, model._kernel_colors(),
+                              n_sweeps=1, uniforms=u, key=None, **kw)
+            out = s8
+        else:
+            out = launcher(s8, model._couplings_eff, bias, model._kernel_colors(),
+                           n_sweeps=n_sweeps, uniforms=u4, key=gen, **kw)
+    return xp.reshape(xp.astype(out, spins.dtype, copy=False), tuple(spins.shape))
+
+
+# ----------------------------------------------------------------------------------------------
+# Energy, moments, exact distribution
+
+
+def _float_spins(xp, model, spins):
+    _check_model(model)
+    aa.array_namespace(spins=spins, couplings=model.couplings)
+    aa.check_same_device(spins=spins, couplings=model.couplings)
+    _check_spins_shape(model, spins)
+    _check_spin_values(xp, spins, "spins")
+    return xp.astype(spins, model.dtype)
+
+
+def energy(model: StencilIsing, spins):
+    r"""Energy :math:`E(s) = -\sum_i h_i s_i - \sum_k \sum_i J_{k,i} s_i s_{i+o_k}`.
+
+    Parameters
+    ----------
+    model : StencilIsing
+    spins : array, shape (..., C, H, W), values in {-1, +1}
+
+    Returns
+    -------
+    array, shape (...) (the leading batch shape), in the model's floating dtype
+    """
+    xp = aa.array_namespace(spins=spins, couplings=model.couplings if
+                            isinstance(model, StencilIsing) else None)
+    s = _float_spins(xp, model, spins)
+    e = -(model.bias * s)
+    for k, o in enumerate(model.offsets):
+        e = e - model._couplings_eff[k, ...] * s * _shift(xp, s, o, model.periodic)
+    return xp.sum(e, axis=(-3, -2, -1))
+
+
+class Moments(NamedTuple):
+    """Sufficient statistics of a batch of spin configurations.
+
+    Attributes
+    ----------
+    mean : array (C, H, W)
+        Per-site mean :math:`\\langle s_i \\rangle` over the batch.
+    corr : array (K, C, H, W)
+        Per-edge correlation :math:`\\langle s_i s_{i+o_k} \\rangle` (0 where the edge leaves
+        the grid), the statistic paired with ``J[k, i]``.
+    """
+
+    mean: Any
+    corr: Any
+
+
+def moments(model: StencilIsing, spins) -> Moments:
+    r"""Per-site means and per-offset correlations over the batch (PCD sufficient statistics).
+
+    The log-likelihood gradient of a :class:`StencilIsing` with respect to ``bias`` and
+    ``couplings`` (at ``beta = 1``) is ``moments(data) - moments(model samples)``.
+
+    Parameters
+    ----------
+    model : StencilIsing
+    spins : array, shape (..., C, H, W), values in {-1, +1}
+        All leading axes are averaged over.
+
+    Returns
+    -------
+    Moments
+        ``mean`` (C, H, W) and ``corr`` (K, C, H, W) in the model's floating dtype.
+    """
+    xp = aa.array_namespace(spins=spins, couplings=model.couplings if
+                            isinstance(model, StencilIsing) else None)
+    s = _float_spins(xp, model, spins)
+    s = xp.reshape(s, (-1,) + model.shape)
+    mean = xp.mean(s, axis=0)
+    mask = model.edge_mask()
+    corr = [xp.mean(s * _shift(xp, s, o, model.periodic), axis=0) * mask[k, ...]
+            for k, o in enumerate(model.offsets)]
+    corr = xp.stack(corr) if corr else xp.zeros((0,) + model.shape, dtype=model.dtype,
+                                                 device=aa.device(s))
+    return Moments(mean, corr)
+
+
+def exact_distribution(model: StencilIsing, *, beta: float = 1.0):
+    r"""Every state of a small model and its Boltzmann probability :math:`\propto e^{-\beta E}`.
+
+    Parameters
+    ----------
+    model : StencilIsing
+        At most 20 spins (C H W <= 20).
+    beta : float
+        Inverse temperature (finite, >= 0).
+
+    Returns
+    -------
+    states : int8 array (2**N, C, H, W)
+        State ``m`` has spin +1 at flat site ``j`` iff bit ``N-1-j`` of ``m`` is set.
+    probs : float64 array (2**N,), or (B, 2**N) for a per-chain bias (B, C, H, W)
+    """
+    _check_model(model)
+    beta = aa.finite_scalar(beta, "beta", nonnegative=True)
+    n = model.n_sites
+    if n > _EXACT_MAX_SPINS:
+        raise ValueError(f"`model` has {n} spins; exact_distribution enumerates 2**N states and "
+                         f"allows at most {_EXACT_MAX_SPINS}")
+    xp = model._xp
+    m = np.arange(2**n, dtype=np.int64)[:, None]
+    bits = (m >> np.arange(n - 1, -1, -1, dtype=np.int64)[None, :]) & 1
+    states_np = (2 * bits - 1).astype(np.int8).reshape((2**n,) + model.shape)
+    # energies in float64 on the host: the couplings are tiny for <= 20 spins
+    j = aa.to_numpy(model._couplings_eff).astype(np.float64)
+    h = aa.to_numpy(model.bias).astype(np.float64)
+    s = states_np.astype(np.float64)
+    hs = h.reshape((-1, 1, n)) if h.ndim == 4 else h.reshape((1, 1, n))
+    e = -np.sum(hs * s.reshape((1, 2**n, n)), axis=-1)
+    for k, o in enumerate(model.offsets):
+        e = e - np.sum((j[k, ...] * s * _shift_np(s, o, model.periodic)).reshape(2**n, n), axis=-1)
+    logw = -beta * e
+    logw = logw - logw.max(axis=-1, keepdims=True)
+    w = np.exp(logw)
+    probs = w / w.sum(axis=-1, keepdims=True)
+    if h.ndim != 4:
+        probs = probs[0]
+    return (xp.asarray(states_np, device=model._device),
+            xp.asarray(probs, dtype=xp.float64, device=model._device))

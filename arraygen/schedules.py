@@ -1,0 +1,480 @@
+"""Noise schedules: continuous diffusion (alpha_bar(t), t in [0, 1], t=0 data) and bit-flip.
+
+The bit-flip schedule drives the discrete diffusion of :mod:`arraygen.discrete`: at step ``t``
+every bit is flipped independently with probability ``beta_t``, so after ``t`` steps it has been
+flipped (an odd number of times) with the marginal probability
+``pbar_t = (1 - prod_{s<=t} (1 - 2 beta_s)) / 2``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _array_api as aa
+
+__all__ = [
+    "SCHEDULE_KINDS",
+    "TIMESTEP_KINDS",
+    "BitflipSchedule",
+    "NoiseSchedule",
+    "bitflip_schedule",
+    "make_schedule",
+    "timesteps",
+    "validate_grid",
+]
+
+
+class BitflipSchedule(NamedTuple):
+    """Per-step flip probabilities and marginals of a bit-flip forward process (float64, host).
+
+    Index ``t - 1`` holds step ``t`` for ``t = 1..T``; the process starts at ``pbar_0 = 0``.
+    Unpacks as ``betas, pbar = schedule``.
+
+    Attributes
+    ----------
+    betas : numpy.ndarray, shape (T,)
+        ``beta_t``: probability that step ``t`` flips a bit, in (0, 1/2].
+    pbar : numpy.ndarray, shape (T,)
+        ``pbar_t = (1 - prod_{s<=t}(1 - 2 beta_s)) / 2``: probability that ``x_t`` differs
+        from ``x_0`` in a given bit; increasing, ``pbar_T = p_max``.
+    """
+
+    betas: np.ndarray
+    pbar: np.ndarray
+
+    @property
+    def T(self) -> int:
+        """Number of steps."""
+        return int(self.betas.shape[0])
+
+    @property
+    def couplings(self) -> np.ndarray:
+        """``J_t = 0.5 ln((1 - beta_t) / beta_t) = atanh(1 - 2 beta_t)``, shape (T,).
+
+        ``log q(s_t | s_{t-1}) = const + J_t s_t . s_{t-1}`` for spins in {-1, +1}; ``J_t = 0``
+        where ``beta_t = 1/2`` (the step forgets its input).
+        """
+        return np.arctanh(1.0 - 2.0 * self.betas)
+
+    def marginal(self, t: int) -> float:
+        """``pbar_t`` for ``t`` in ``0..T`` (``pbar_0 = 0``)."""
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t <= self.T:
+            raise ValueError(f"`t` must be an integer in [0, {self.T}]; got {t!r}")
+        return 0.0 if t == 0 else float(self.pbar[t - 1])
+
+
+_BITFLIP_KINDS = ("cosine", "linear")
+
+
+def bitflip_schedule(T: int, kind: str = "cosine", p_max: float = 0.5) -> BitflipSchedule:
+    """Bit-flip forward schedule with a prescribed marginal flip probability.
+
+    The marginal is set directly, ``u = t / T``:
+
+    * ``"cosine"``: ``pbar_t = p_max (1 - cos(pi u)) / 2`` (slow start and end),
+    * ``"linear"``: ``pbar_t = p_max u``,
+
+    and the per-step probabilities follow from the correlation ``r_t = 1 - 2 pbar_t =
+    prod_{s<=t}(1 - 2 beta_s)``: ``beta_t = (1 - r_t / r_{t-1}) / 2``. With the default
+    ``p_max = 0.5`` the last marginal is exactly 1/2 (``|pbar_T - 1/2| = 0`` up to one
+    rounding, well within 1e-12), ``beta_T = 1/2`` and ``J_T = 0``, so ``x_T`` is
+    Bernoulli(1/2) noise independent of the data, which is where the reverse chain starts.
+    ``p_max < 1/2`` leaves ``x_T`` correlated with ``x_0`` (``|pbar_T - 1/2| = 1/2 - p_max``).
+
+    Parameters
+    ----------
+    T : int
+        Number of steps, ``T >= 1``.
+    kind : {"cosine", "linear"}
+    p_max : float
+        Marginal flip probability at ``t = T``, in (0, 0.5].
+
+    Returns
+    -------
+    BitflipSchedule
+        ``betas`` (T,) and ``pbar`` (T,), float64.
+    """
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)):
+        raise TypeError(f"`T` must be an integer; got {T!r}")
+    if T < 1:
+        raise ValueError(f"`T` must be at least 1; got {T}")
+    if kind not in _BITFLIP_KINDS:
+        raise ValueError(f"`kind` must be one of {_BITFLIP_KINDS}; got {kind!r}")
+    try:
+        p_max = float(p_max)
+    except (TypeError, ValueError):
+        raise TypeError(f"`p_max` must be a real number; got {p_max!r}") from None
+    if not (math.isfinite(p_max) and 0.0 < p_max <= 0.5):
+        raise ValueError(f"`p_max` must be in (0, 0.5]; got {p_max}")
+    u = np.arange(T + 1, dtype=np.float64) / T
+    if kind == "cosine":
+        pbar = p_max * (1.0 - np.cos(np.pi * u)) / 2.0
+    else:
+        pbar = p_max * u
+    pbar[0], pbar[T] = 0.0, p_max
+    r = 1.0 - 2.0 * pbar
+    betas = 0.5 * (1.0 - r[1:] / r[:-1])
+    betas = np.clip(betas, np.finfo(np.float64).tiny, 0.5)
+    return BitflipSchedule(betas=betas, pbar=pbar[1:].copy())
+
+
+# --------------------------------------------------------------------------------------------
+# continuous noise schedules (DESIGN 5): t in [0, 1], t = 0 data, t = 1 noise, alpha_bar(0) = 1
+# --------------------------------------------------------------------------------------------
+
+SCHEDULE_KINDS = ("linear", "cosine", "quadratic", "sigmoid", "karras")
+TIMESTEP_KINDS = ("linear", "quadratic", "cosine", "uniform_alpha_bar", "log_snr", "karras")
+
+_SCHEDULE_DEFAULTS = {
+    "linear": {"beta_start": 1e-4, "beta_end": 0.02},
+    "quadratic": {"beta_start": 1e-4, "beta_end": 0.02},
+    "sigmoid": {"beta_start": 1e-4, "beta_end": 0.02, "sigmoid_start": -6.0, "sigmoid_end": 6.0},
+    "cosine": {"s": 0.008, "alpha_bar_min": 1e-8},
+    "karras": {"sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0},
+}
+
+
+def _softplus(xp, z):
+    return xp.logaddexp(z, xp.zeros_like(z))
+
+
+class NoiseSchedule:
+    r"""A continuous variance-preserving noise schedule :math:`\bar\alpha(t)`, t in [0, 1].
+
+    ``x_t = sqrt(alpha_bar(t)) x_0 + sqrt(1 - alpha_bar(t)) z`` with ``t = 0`` the data
+    (``alpha_bar(0) = 1``) and ``t = 1`` the noise end. Build it with :func:`make_schedule`.
+
+    Every method takes ``t`` as a Python scalar (returns a Python float) or an array of any
+    namespace (returns an array of that namespace, on its device, in ``t``'s floating dtype,
+    float64 for integer ``t``); the arithmetic always runs in float64 (``log alpha_bar`` is
+    evaluated in closed form, ``1 - alpha_bar`` as ``-expm1(log alpha_bar)``).
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`SCHEDULE_KINDS`.
+    num_timesteps : int
+        ``N`` of the discrete schedule the continuous one is scaled from (beta kinds).
+    params : dict
+        The schedule's parameters with defaults filled in.
+    """
+
+    def __init__(self, kind: str, num_timesteps: int, params: dict):
+        self.kind = kind
+        self.num_timesteps = int(num_timesteps)
+        self.params = dict(params)
+
+    def __repr__(self) -> str:
+        extra = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"NoiseSchedule({self.kind!r}, num_timesteps={self.num_timesteps}, {extra})"
+
+    # -- closed forms, generic over a namespace, float64 ---------------------------------------
+    def _log_alpha_bar(self, xp, t):
+        p, n = self.params, float(self.num_timesteps)
+        if self.kind in ("linear", "quadratic", "sigmoid"):
+            b0, b1 = p["beta_start"], p["beta_end"]
+            if self.kind == "linear":
+                integral = t * t / 2.0
+            elif self.kind == "quadratic":
+                integral = t * t * t / 3.0
+            else:
+                a, b = p["sigmoid_start"], p["sigmoid_end"]
+                z0 = _softplus(xp, xp.full_like(t, a))
+                integral = (_softplus(xp, a + (b - a) * t) - z0) / (b - a)
+            return -n * (b0 * t + (b1 - b0) * integral)
+        if self.kind == "cosine":
+            s = p["s"]
+            f = xp.cos((t + s) / (1.0 + s) * (math.pi / 2.0))
+            f0 = math.cos(s / (1.0 + s) * (math.pi / 2.0))
+            floor = math.log(p["alpha_bar_min"])
+            tiny = xp.full_like(t, 1e-300)
+            return xp.maximum(2.0 * xp.log(xp.maximum(f, tiny) / f0), xp.full_like(t, floor))
+        # karras: VE sigma s(t) = sigma_max t^rho, alpha_bar = 1 / (1 + s^2)
+        sig = p["sigma_max"] * t ** p["rho"]
+        return -xp.log1p(sig * sig)
+
+    def _beta(self, xp, t):
+        p, n = self.params, float(self.num_timesteps)
+        if self.kind in ("linear", "quadratic", "sigmoid"):
+            b0, b1 = p["beta_start"], p["beta_end"]
+            if self.kind == "linear":
+                g = t
+            elif self.kind == "quadratic":
+                g = t * t
+            else:
+                a, b = p["sigmoid_start"], p["sigmoid_end"]
+                g = 1.0 / (1.0 + xp.exp(-(a + (b - a) * t)))
+            return n * (b0 + (b1 - b0) * g)
+        if self.kind == "cosine":
+            s = p["s"]
+            arg = (t + s) / (1.0 + s) * (math.pi / 2.0)
+            slope = math.pi / (1.0 + s) * xp.tan(arg)
+            floored = self._log_alpha_bar(xp, t) <= math.log(p["alpha_bar_min"])
+            return xp.where(floored, xp.zeros_like(t), slope)
+        smax, rho = p["sigma_max"], p["rho"]
+        sig = smax * t ** rho
+        dsig = smax * rho * t ** (rho - 1.0)
+        return 2.0 * sig * dsig / (1.0 + sig * sig)
+
+    # -- evaluation on scalars / arrays of any namespace ---------------------------------------
+    def _apply(self, t, fn):
+        if aa.is_array(t):
+            xp = aa.array_namespace(t=t)
+            out_dtype = t.dtype if xp.isdtype(t.dtype, "real floating") else xp.float64
+            t64 = xp.astype(t, xp.float64)
+            return xp.astype(fn(xp, t64), out_dtype)
+        try:
+            value = float(t)
+        except (TypeError, ValueError):
+            raise TypeError(f"`t` must be a real scalar or an array; got {t!r}") from None
+        with np.errstate(divide="ignore", over="ignore"):
+            return float(fn(np, np.asarray(value, dtype=np.float64)))
+
+    def log_alpha_bar(self, t):
+        r""":math:`\log\bar\alpha(t)` (closed form, 0 at t = 0)."""
+        return self._apply(t, self._log_alpha_bar)
+
+    def alpha_bar(self, t):
+        r""":math:`\bar\alpha(t)`, decreasing from 1 at t = 0."""
+        return self._apply(t, lambda xp, u: xp.exp(self._log_alpha_bar(xp, u)))
+
+    def alpha(self, t):
+        r""":math:`\sqrt{\bar\alpha(t)}` (the data scale of ``x_t``)."""
+        return self._apply(t, lambda xp, u: xp.exp(0.5 * self._log_alpha_bar(xp, u)))
+
+    def sigma(self, t):
+        r""":math:`\sqrt{1 - \bar\alpha(t)}` (the noise scale of ``x_t``)."""
+        return self._apply(t, lambda xp, u: xp.sqrt(-xp.expm1(self._log_alpha_bar(xp, u))))
+
+    def log_snr(self, t):
+        r""":math:`\lambda(t) = \log(\bar\alpha / (1 - \bar\alpha))` (+inf at t = 0)."""
+        def f(xp, u):
+            la = self._log_alpha_bar(xp, u)
+            return la - xp.log(-xp.expm1(la))
+        return self._apply(t, f)
+
+    def ve_sigma(self, t):
+        r"""Variance-exploding noise level :math:`\sqrt{(1 - \bar\alpha)/\bar\alpha}`.
+
+        ``x_t / sqrt(alpha_bar) = x_0 + ve_sigma(t) z``; for the ``karras`` kind this is
+        ``sigma_max t^rho``.
+        """
+        def f(xp, u):
+            la = self._log_alpha_bar(xp, u)
+            return xp.sqrt(-xp.expm1(la) / xp.exp(la))
+        return self._apply(t, f)
+
+    def beta(self, t):
+        r""":math:`\beta(t) = -\frac{d}{dt}\log\bar\alpha(t)` (closed form)."""
+        return self._apply(t, self._beta)
+
+    def t_from_log_alpha_bar(self, log_alpha_bar) -> np.ndarray:
+        """Invert the schedule: the t in [0, 1] with ``log alpha_bar(t) = log_alpha_bar``.
+
+        Vectorised bisection in float64 (64 halvings, so exact to rounding) on the host;
+        targets outside ``[log alpha_bar(1), 0]`` are clipped to the ends. Returns a float64
+        NumPy array shaped like the input.
+        """
+        target = np.asarray(log_alpha_bar, dtype=np.float64)
+        lo = np.zeros_like(target)
+        hi = np.ones_like(target)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            above = self._log_alpha_bar(np, mid) > target
+            lo = np.where(above, mid, lo)
+            hi = np.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
+
+def make_schedule(kind: str = "linear", num_timesteps: int = 1000, **params) -> NoiseSchedule:
+    r"""Build a continuous VP noise schedule (t in [0, 1], t = 0 data, t = 1 noise).
+
+    Kinds (:math:`N` = ``num_timesteps``, :math:`\beta_0, \beta_1` = ``beta_start``,
+    ``beta_end``):
+
+    * ``"linear"``: :math:`\bar\alpha = \exp(-N(\beta_0 t + (\beta_1-\beta_0) t^2/2))`,
+      i.e. :math:`\beta(t) = N(\beta_0 + (\beta_1-\beta_0) t)` (DDPM's betas 1e-4..0.02 as a
+      continuous-time schedule; :math:`\bar\alpha(1) \approx 4.3\cdot10^{-5}`).
+    * ``"quadratic"``: :math:`\beta(t) = N(\beta_0 + (\beta_1-\beta_0) t^2)`,
+      :math:`\bar\alpha = \exp(-N(\beta_0 t + (\beta_1-\beta_0) t^3/3))`.
+    * ``"sigmoid"``: :math:`\beta(t) = N(\beta_0 + (\beta_1-\beta_0)\,\mathrm{sigmoid}(a +
+      (b-a)t))` with ``sigmoid_start`` a = -6, ``sigmoid_end`` b = 6, integrated in closed form
+      with softplus.
+    * ``"cosine"`` (iDDPM, ``s`` = 0.008): :math:`\bar\alpha = f(t)/f(0)`,
+      :math:`f = \cos^2(\frac{t+s}{1+s}\frac{\pi}{2})`, floored at ``alpha_bar_min`` = 1e-8 (the
+      formula reaches 0 at t = 1, where no sampler can start); ``beta`` is 0 on the floor.
+    * ``"karras"`` (``sigma_min`` = 0.002, ``sigma_max`` = 80, ``rho`` = 7): the EDM noise
+      levels as a VP schedule, :math:`\bar\alpha = 1/(1+s(t)^2)` with the variance-exploding
+      level :math:`s(t) = \sigma_{max} t^\rho` (so :math:`\bar\alpha(0) = 1`,
+      :math:`s(1) = \sigma_{max}`, and :math:`s^{1/\rho}` is linear in t). ``sigma_min`` is
+      where :func:`timesteps` ``"karras"`` ends its ramp before the final step to t = 0, so
+      ``timesteps(n, "karras")`` reproduces k-diffusion's ``get_sigmas_karras(n, 0.002, 80)``
+      followed by 0.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`SCHEDULE_KINDS`.
+    num_timesteps : int
+        Scale :math:`N` of the beta kinds (the discrete DDPM length), >= 1.
+    **params
+        Kind-specific parameters listed above; unknown names raise ``TypeError``.
+
+    Returns
+    -------
+    NoiseSchedule
+    """
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"`kind` must be one of {SCHEDULE_KINDS}; got {kind!r}")
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, (int, np.integer)):
+        raise TypeError(f"`num_timesteps` must be an integer; got {num_timesteps!r}")
+    if num_timesteps < 1:
+        raise ValueError(f"`num_timesteps` must be at least 1; got {num_timesteps}")
+    defaults = _SCHEDULE_DEFAULTS[kind]
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown parameters {sorted(unknown)} for the {kind!r} schedule; "
+                        f"valid: {sorted(defaults)}")
+    full = dict(defaults)
+    for name, value in params.items():
+        full[name] = aa.finite_scalar(value, name)
+    if kind in ("linear", "quadratic", "sigmoid"):
+        if not 0.0 <= full["beta_start"] <= full["beta_end"] or full["beta_end"] <= 0.0:
+            raise ValueError(f"`beta_start` and `beta_end` must satisfy 0 <= beta_start <= "
+                             f"beta_end, beta_end > 0; got {full['beta_start']}, "
+                             f"{full['beta_end']}")
+        if kind == "sigmoid" and not full["sigmoid_start"] < full["sigmoid_end"]:
+            raise ValueError(f"`sigmoid_start` must be below `sigmoid_end`; got "
+                             f"{full['sigmoid_start']}, {full['sigmoid_end']}")
+    elif kind == "cosine":
+        aa.finite_scalar(full["s"], "s", positive=True)
+        if not 0.0 < full["alpha_bar_min"] < 1.0:
+            raise ValueError(f"`alpha_bar_min` must be in (0, 1); got {full['alpha_bar_min']}")
+    else:
+        aa.finite_scalar(full["sigma_min"], "sigma_min", positive=True)
+        aa.finite_scalar(full["rho"], "rho", positive=True)
+        if not full["sigma_min"] < full["sigma_max"]:
+            raise ValueError(f"`sigma_min` must be below `sigma_max`; got "
+                             f"{full['sigma_min']} >= {full['sigma_max']}")
+    return NoiseSchedule(kind, int(num_timesteps), full)
+
+
+def validate_grid(grid, name: str = "steps") -> np.ndarray:
+    """Check an explicit time grid: 1-D, >= 2 points, finite, in [0, 1], strictly decreasing.
+
+    Returns it as a float64 NumPy array (host).
+    """
+    if aa.is_array(grid):
+        grid = aa.to_numpy(grid)
+    try:
+        g = np.asarray(grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be an int or a 1-D sequence of times; got "
+                        f"{type(grid).__name__}") from None
+    if g.ndim != 1 or g.shape[0] < 2:
+        raise ValueError(f"`{name}` must be a 1-D grid of at least 2 times (>= 1 step); got "
+                         f"shape {g.shape}")
+    if not np.all(np.isfinite(g)) or g.min() < 0.0 or g.max() > 1.0:
+        raise ValueError(f"`{name}` must lie in [0, 1]; got min {g.min()}, max {g.max()}")
+    bad = np.nonzero(~(np.diff(g) < 0.0))[0]
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"`{name}` must be strictly decreasing (t = 1 noise -> t = 0 data); "
+                         f"got {g[i]!r} followed by {g[i + 1]!r} at index {i}")
+    return g
+
+
+def timesteps(n: int, kind: str = "linear", schedule: NoiseSchedule | None = None, *,
+              sigma_min: float | None = None, sigma_max: float | None = None,
+              rho: float | None = None, log_snr_max: float | None = None) -> np.ndarray:
+    r"""A sampling grid of ``n`` steps: ``n + 1`` times strictly decreasing from 1 to 0.
+
+    Kinds (:math:`u_k = k/n`, k = 0..n):
+
+    * ``"linear"``: :math:`t_k = 1 - u_k`.
+    * ``"quadratic"``: :math:`t_k = 1 - u_k^2` (denser near t = 1).
+    * ``"cosine"``: :math:`t_k = (1 + \cos(\pi u_k))/2` (denser at both ends).
+    * ``"uniform_alpha_bar"``: :math:`\bar\alpha(t_k)` equally spaced from
+      :math:`\bar\alpha(1)` to 1.
+    * ``"log_snr"``: ``n`` times equally spaced in :math:`\lambda = \log\mathrm{SNR}` from
+      :math:`\lambda(1)` to ``log_snr_max`` (default :math:`-2\log(0.002)`, the Karras
+      ``sigma_min``), then t = 0.
+    * ``"karras"``: ``n`` times whose variance-exploding levels
+      :math:`s_k = (s_{max}^{1/\rho} + \frac{k}{n-1}(s_{min}^{1/\rho} -
+      s_{max}^{1/\rho}))^\rho` run from ``sigma_max`` (default: the schedule's level at t = 1,
+      80 for the ``karras`` schedule) to ``sigma_min`` (default 0.002), then t = 0; with the
+      ``karras`` schedule these are k-diffusion's ``get_sigmas_karras(n)`` plus 0.
+
+    The schedule-dependent kinds invert ``schedule`` by bisection (default schedule: ``karras``
+    for the ``"karras"`` grid, ``linear`` otherwise).
+
+    Parameters
+    ----------
+    n : int
+        Number of steps, >= 1.
+    kind : str
+        One of :data:`TIMESTEP_KINDS`.
+    schedule : NoiseSchedule, optional
+    sigma_min, sigma_max, rho, log_snr_max : float, optional
+        Overrides for the ``"karras"`` and ``"log_snr"`` grids.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n + 1,), float64
+        ``t_0 = 1 > t_1 > ... > t_n = 0``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"`n` must be an integer number of steps; got {n!r}")
+    if n < 1:
+        raise ValueError(f"`n` must be at least 1 step; got {n}")
+    if kind not in TIMESTEP_KINDS:
+        raise ValueError(f"`kind` must be one of {TIMESTEP_KINDS}; got {kind!r}")
+    if schedule is not None and not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"`schedule` must be a NoiseSchedule (see make_schedule); got "
+                        f"{type(schedule).__name__}")
+    n = int(n)
+    u = np.arange(n + 1, dtype=np.float64) / n
+    if kind == "linear":
+        grid = 1.0 - u
+    elif kind == "quadratic":
+        grid = 1.0 - u * u
+    elif kind == "cosine":
+        grid = 0.5 * (1.0 + np.cos(np.pi * u))
+    else:
+        if schedule is None:
+            schedule = make_schedule("karras" if kind == "karras" else "linear")
+        la1 = float(schedule._log_alpha_bar(np, np.float64(1.0)))
+        if kind == "uniform_alpha_bar":
+            targets = np.log(np.linspace(math.exp(la1), 1.0, n + 1))
+            grid = schedule.t_from_log_alpha_bar(targets)
+        else:
+            if kind == "karras":
+                sp = schedule.params if schedule.kind == "karras" else {}
+                s_hi = math.sqrt(-math.expm1(la1) / math.exp(la1))
+                s_hi = float(sigma_max if sigma_max is not None else s_hi)
+                s_lo = float(sigma_min if sigma_min is not None else sp.get("sigma_min", 0.002))
+                r = float(rho if rho is not None else sp.get("rho", 7.0))
+                for nm, v in (("sigma_min", s_lo), ("sigma_max", s_hi), ("rho", r)):
+                    aa.finite_scalar(v, nm, positive=True)
+                if not s_lo < s_hi:
+                    raise ValueError(f"`sigma_min` must be below `sigma_max`; got {s_lo} >= "
+                                     f"{s_hi}")
+                ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+                levels = (s_hi ** (1 / r) + ramp * (s_lo ** (1 / r) - s_hi ** (1 / r))) ** r
+                lam = -2.0 * np.log(levels)
+            else:
+                top = float(log_snr_max if log_snr_max is not None else -2.0 * math.log(0.002))
+                lam1 = la1 - math.log(-math.expm1(la1))
+                if not top > lam1:
+                    raise ValueError(f"`log_snr_max` must exceed log-SNR(1) = {lam1:.4g}; got "
+                                     f"{top}")
+                lam = np.linspace(lam1, top, n)
+            # alpha_bar = sigmoid(lambda)  =>  log alpha_bar = -softplus(-lambda)
+            la = -np.logaddexp(0.0, -lam)
+            grid = np.append(schedule.t_from_log_alpha_bar(la), 0.0)
+        grid[0] = 1.0
+    grid[-1] = 0.0
+    return validate_grid(grid, name="timesteps")

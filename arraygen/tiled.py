@@ -1,0 +1,438 @@
+"""Tiled diffusion kernel: one tile loop over (x-block, y-block) pairs, three epilogues.
+
+For points ``x`` (N, d), ``y`` (M, d) and ``beta > 0`` the Gaussian kernel
+``K_ij = exp(-beta |x_i - y_j|^2)`` is applied without ever materialising the N x M matrix
+(DESIGN 4.4): peak extra memory is O((N + M) * tile). The Array-API implementation here is
+blocked over rows and columns; kernels live in ``arraygen/backends/<language>/tiled.py`` and
+the float64 oracles in ``arraygen/reference/tiled.py``.
+
+Distances: for ``d <= DIRECT_MAX_D`` every backend sums squared coordinate differences
+directly. For larger ``d`` the public functions first centre ``x`` and ``y`` by their common
+mean (the distance is translation invariant, and centring removes most of the cancellation)
+and the backends use the law of cosines ``|x|^2 + |y|^2 - 2 x.y`` (clamped at 0) on the
+matrix units, in full float32/float64 precision.
+
+Launcher contract for kernel backends (each implements the three launchers below). Inputs are
+arrays of the caller's namespace, already validated, in one compute dtype (float32 or
+float64), possibly non-contiguous; ``x`` (N, d) and ``y`` (M, d) are centred when
+``d > DIRECT_MAX_D``. ``beta`` is a Python float. Results come back in the caller's namespace
+and dtype. GPU kernels accumulate in the compute dtype (float32 for float32).
+
+``kernel_matvec(x, y, u, a, b, *, beta) -> out``
+    ``u``: (M, p); ``a``: (N,) or None; ``b``: (M,) or None (None means all ones).
+    ``out[i, k] = sum_j exp(-beta a_i b_j |x_i - y_j|^2) u[j, k]``, shape (N, p).
+    (Row and column scales are applied by :func:`kernel_matvec`, not by the kernels.)
+
+``kernel_logsumexp(x, y, w, *, beta) -> lse``
+    ``w``: (M,) log-weights (finite or -inf, at least one finite) or None (zeros).
+    ``lse[i] = log sum_j exp(w_j - beta |x_i - y_j|^2)``, shape (N,).
+
+``kernel_softmax_matvec(x, y, v, w, *, beta) -> (out, lse)``
+    ``v``: (M, p); ``w`` as above. ``out[i] = sum_j softmax_j(w_j - beta |x_i - y_j|^2) v_j``
+    (N, p), computed with an online (running max) softmax; ``lse`` as in kernel_logsumexp.
+
+The CUDA launchers may split the columns of ``y`` over thread blocks (:func:`column_splits`,
+for a full last wave) and merge the partial sums, or partial (max, sum, acc) triples, after
+the launch; no atomics.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import _array_api as aa
+from . import _dispatch
+
+__all__ = ["DIRECT_MAX_D", "column_splits", "kernel_logsumexp", "kernel_matvec",
+           "kernel_softmax_matvec"]
+
+#: Largest dimension for which distances are summed directly; above it, centred law of cosines.
+DIRECT_MAX_D = 16
+
+#: Elements of one (rows x columns [x d]) tile of the Array-API implementation.
+_TILE_ELEMENTS = 1 << 20
+_TILE_COLS = 2048
+
+# Fastest first, as measured by tools/gpu_bench_tiled.py on an H100 (N = M = 10^6, d = 3,
+# float32, pairs/s): matvec cupy 2.6e12, numba_cuda 2.4e12, triton 1.7e12; logsumexp cupy
+# 1.5e12, triton 1.5e12, numba_cuda 1.3e12; softmax_matvec triton 1.7e12, cupy 1.5e12,
+# numba_cuda 1.4e12.
+_GPU_ORDER = {
+    "kernel_matvec": ("cupy", "numba_cuda", "triton"),
+    "kernel_logsumexp": ("cupy", "triton", "numba_cuda"),
+    "kernel_softmax_matvec": ("triton", "cupy", "numba_cuda"),
+}
+
+for _op, _order in _GPU_ORDER.items():
+    _dispatch.register(
+        _op,
+        kernels={b: f"arraygen.backends.{b}.tiled:{_op}"
+                 for b in ("numba_cpu", "numba_cuda", "cupy", "triton")},
+        gpu_order=_order,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+def _check_finite(xp: Any, arr: Any, name: str) -> None:
+    if not aa.all_finite(xp, arr):
+        bad = int(xp.sum(xp.astype(~xp.isfinite(arr), xp.int64)))
+        raise ValueError(f"`{name}` contains {bad} non-finite values")
+
+
+def _points(xp, x, y, names=("x", "y")):
+    """Validate the point sets; return them in their common compute dtype and the out dtype."""
+    nx, ny = names
+    for name, arr in ((nx, x), (ny, y)):
+        if arr.ndim != 2:
+            raise ValueError(
+                f"`{name}` must be 2-D (points x dimensions); got shape {tuple(arr.shape)}"
+            )
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"`{nx}` and `{ny}` must have the same number of columns (dimension d); got "
+            f"`{nx}` of shape {tuple(x.shape)} and `{ny}` of shape {tuple(y.shape)}"
+        )
+    for name, arr in ((nx, x), (ny, y)):
+        if arr.shape[0] == 0:
+            raise ValueError(f"`{name}` must contain at least one point; got shape "
+                             f"{tuple(arr.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"`{nx}` and `{ny}` must have at least one column; got d = 0")
+    x, x_dt = aa.as_float_array(xp, x, nx)
+    y, y_dt = aa.as_float_array(xp, y, ny)
+    _check_finite(xp, x, nx)
+    _check_finite(xp, y, ny)
+    return x, y, [x_dt, y_dt]
+
+
+def _rhs(xp, v, m: int, name: str = "v"):
+    """``v`` (M,) or (M, p) -> ((M, p) float array, was_1d, out dtype)."""
+    if v.ndim not in (1, 2) or v.shape[0] != m:
+        raise ValueError(
+            f"`{name}` must have shape ({m},) or ({m}, p) (one row per point of `y`); got "
+            f"shape {tuple(v.shape)}"
+        )
+    v, v_dt = aa.as_float_array(xp, v, name)
+    _check_finite(xp, v, name)
+    one_d = v.ndim == 1
+    return (xp.reshape(v, (m, 1)) if one_d else v), one_d, v_dt
+
+
+def _vector(xp, value, n: int, name: str, like: Any, *, positive: bool = False):
+    """Optional per-point vector of shape (n,), finite (and positive if asked)."""
+    if value is None:
+        return None
+    if not aa.is_array(value):
+        raise TypeError(f"`{name}` must be an array of shape ({n},); got {type(value).__name__}")
+    aa.array_namespace(**{name: value, "x": like})
+    aa.check_same_device(**{name: value, "x": like})
+    if tuple(value.shape) != (n,):
+        raise ValueError(f"`{name}` must have shape ({n},); got shape {tuple(value.shape)}")
+    value, _ = aa.as_float_array(xp, value, name)
+    _check_finite(xp, value, name)
+    if positive and not bool(xp.all(value > 0)):
+        raise ValueError(f"`{name}` must be positive (inverse bandwidths); got min "
+                         f"{float(xp.min(value))}")
+    return value
+
+
+def _log_weights(xp, w, m: int, like: Any):
+    """log_weights (M,): finite or -inf, at least one finite; None stays None."""
+    if w is None:
+        return None
+    if not aa.is_array(w):
+        raise TypeError(f"`log_weights` must be an array of shape ({m},); got "
+                        f"{type(w).__name__}")
+    aa.array_namespace(log_weights=w, x=like)
+    aa.check_same_device(log_weights=w, x=like)
+    if tuple(w.shape) != (m,):
+        raise ValueError(f"`log_weights` must have shape ({m},) (one per point of `y`); got "
+                         f"shape {tuple(w.shape)}")
+    w, _ = aa.as_float_array(xp, w, "log_weights")
+    if bool(xp.any(xp.isnan(w) | (w == math.inf))):
+        raise ValueError("`log_weights` must not contain NaN or +inf (use -inf for zero weight)")
+    if not bool(xp.any(xp.isfinite(w))):
+        raise ValueError("`log_weights` must have at least one finite entry (all weights are 0)")
+    return w
+
+
+def _common(xp, arrays, dtypes):
+    """Cast arrays to the promoted compute dtype; return them and the output dtype."""
+    out_dtype = dtypes[0]
+    for dt in dtypes[1:]:
+        out_dtype = xp.result_type(out_dtype, dt)
+    work = aa.compute_dtype(xp, out_dtype)
+    cast = [None if a is None else (a if a.dtype == work else xp.astype(a, work)) for a in arrays]
+    return cast, out_dtype
+
+
+def _centre(xp, x, y):
+    """Subtract the common mean of x and y (both (., d)) when the law of cosines is used."""
+    if x.shape[1] <= DIRECT_MAX_D:
+        return x, y
+    n, m = x.shape[0], y.shape[0]
+    mean = (xp.sum(x, axis=0) + xp.sum(y, axis=0)) / float(n + m)
+    return x - mean, y - mean
+
+
+def column_splits(row_blocks: int, blocks_per_wave: int, max_splits: int = 8) -> int:
+    """Launch geometry for the CUDA launchers: split the columns of ``y`` S ways.
+
+    With ``B = row_blocks`` blocks of rows and ``C = blocks_per_wave`` resident blocks, one
+    launch over all columns takes ``ceil(B / C)`` waves of full-length blocks; S column splits
+    (partial results merged afterwards) cost ``ceil(B S / C) / S`` of those. Returns the S in
+    ``1..max_splits`` of least cost (the fewest splits on ties).
+    """
+    best, best_cost = 1, float(math.ceil(row_blocks / blocks_per_wave))
+    for splits in range(2, max_splits + 1):
+        cost = math.ceil(row_blocks * splits / blocks_per_wave) / splits
+        if cost < best_cost - 1e-9:
+            best, best_cost = splits, cost
+    return best
+
+
+def _cast_out(xp, a, out_dtype):
+    return a if a.dtype == out_dtype else xp.astype(a, out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# public ops
+# --------------------------------------------------------------------------------------------
+
+def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_bandwidth=None,
+                  y_bandwidth=None, backend: str | None = None):
+    r"""Gaussian-kernel matrix-vector product, tiled (never forms the N x M matrix).
+
+    .. math::
+
+        \mathrm{out}_i = r_i \sum_{j=1}^{M} \exp(-\beta\, a_i b_j \lVert x_i - y_j\rVert^2)\,
+                         c_j\, v_j
+
+    Parameters
+    ----------
+    x : array, shape (N, d)
+        Query points (rows), finite.
+    y : array, shape (M, d)
+        Source points (columns), finite, same ``d``.
+    v : array, shape (M,) or (M, p)
+        One or ``p`` right-hand sides.
+    beta : float
+        Inverse squared bandwidth, finite and > 0.
+    row_scale, col_scale : array, shape (N,) and (M,), optional
+        :math:`r` and :math:`c` (default ones), e.g. diffusion-map normalisations.
+    x_bandwidth, y_bandwidth : array, shape (N,) and (M,), optional
+        Per-point inverse bandwidths :math:`a, b > 0` (self-tuning kernels; default ones).
+    backend : str, optional
+        ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``
+        (default: ``ARRAYGEN_BACKEND`` or automatic, see :mod:`arraygen._dispatch`).
+
+    Returns
+    -------
+    out : array, shape (N,) if ``v`` is 1-D else (N, p)
+        In the inputs' namespace, device and promoted floating dtype.
+    """
+    xp = aa.array_namespace(x=x, y=y, v=v, row_scale=row_scale, col_scale=col_scale,
+                            x_bandwidth=x_bandwidth, y_bandwidth=y_bandwidth)
+    aa.check_same_device(x=x, y=y, v=v)
+    beta = aa.finite_scalar(beta, "beta", positive=True)
+    x, y, dts = _points(xp, x, y)
+    n, m = x.shape[0], y.shape[0]
+    v, one_d, v_dt = _rhs(xp, v, m)
+    r = _vector(xp, row_scale, n, "row_scale", x)
+    c = _vector(xp, col_scale, m, "col_scale", x)
+    a = _vector(xp, x_bandwidth, n, "x_bandwidth", x, positive=True)
+    b = _vector(xp, y_bandwidth, m, "y_bandwidth", x, positive=True)
+    (x, y, v, r, c, a, b), out_dtype = _common(xp, (x, y, v, r, c, a, b), dts + [v_dt])
+    x, y = _centre(xp, x, y)
+    u = v if c is None else c[:, None] * v
+    name = _dispatch.select("kernel_matvec", x, y, u, backend=backend)
+    if name == "array_api":
+        out = _matvec_xp(xp, x, y, u, a, b, beta)
+    else:
+        out = _dispatch.kernel("kernel_matvec", name)(x, y, u, a, b, beta=beta)
+    if r is not None:
+        out = r[:, None] * out
+    if one_d:
+        out = xp.reshape(out, (n,))
+    return _cast_out(xp, out, out_dtype)
+
+
+def kernel_logsumexp(x, y, *, beta: float, log_weights=None, backend: str | None = None):
+    r"""Row-wise log-sum-exp of the weighted Gaussian kernel, tiled.
+
+    .. math:: \mathrm{out}_i = \log \sum_{j=1}^{M} \exp(w_j - \beta \lVert x_i - y_j\rVert^2)
+
+    Parameters
+    ----------
+    x : array, shape (N, d)
+    y : array, shape (M, d), M >= 1
+    beta : float
+        Finite and > 0.
+    log_weights : array, shape (M,), optional
+        :math:`w_j` (default 0); ``-inf`` entries are zero weights, at least one must be finite.
+    backend : str, optional
+        As in :func:`kernel_matvec`.
+
+    Returns
+    -------
+    out : array, shape (N,)
+    """
+    xp = aa.array_namespace(x=x, y=y, log_weights=log_weights)
+    aa.check_same_device(x=x, y=y)
+    beta = aa.finite_scalar(beta, "beta", positive=True)
+    x, y, dts = _points(xp, x, y)
+    w = _log_weights(xp, log_weights, y.shape[0], x)
+    (x, y, w), out_dtype = _common(xp, (x, y, w), dts)
+    x, y = _centre(xp, x, y)
+    name = _dispatch.select("kernel_logsumexp", x, y, w, backend=backend)
+    if name == "array_api":
+        lse = _softmax_xp(xp, x, y, None, w, beta)[1]
+    else:
+        lse = _dispatch.kernel("kernel_logsumexp", name)(x, y, w, beta=beta)
+    return _cast_out(xp, lse, out_dtype)
+
+
+def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
+                          backend: str | None = None):
+    r"""Softmax-weighted average of ``v`` over ``y`` for every row ``x_i`` (online softmax).
+
+    .. math::
+
+        z_{ij} = w_j - \beta \lVert x_i - y_j\rVert^2, \qquad
+        \mathrm{out}_i = \sum_j \frac{e^{z_{ij}}}{\sum_k e^{z_{ik}}}\, v_j, \qquad
+        \mathrm{lse}_i = \log \sum_j e^{z_{ij}}
+
+    computed FlashAttention-style (running maximum, one pass over ``y``).
+
+    Parameters
+    ----------
+    x : array, shape (N, d)
+    y : array, shape (M, d)
+    v : array, shape (M,) or (M, p)
+    beta : float
+        Finite and > 0.
+    log_weights : array, shape (M,), optional
+        As in :func:`kernel_logsumexp`.
+    backend : str, optional
+        As in :func:`kernel_matvec`.
+
+    Returns
+    -------
+    out : array, shape (N,) or (N, p)
+    lse : array, shape (N,)
+    """
+    xp = aa.array_namespace(x=x, y=y, v=v, log_weights=log_weights)
+    aa.check_same_device(x=x, y=y, v=v)
+    beta = aa.finite_scalar(beta, "beta", positive=True)
+    x, y, dts = _points(xp, x, y)
+    n, m = x.shape[0], y.shape[0]
+    v, one_d, v_dt = _rhs(xp, v, m)
+    w = _log_weights(xp, log_weights, m, x)
+    (x, y, v, w), out_dtype = _common(xp, (x, y, v, w), dts + [v_dt])
+    x, y = _centre(xp, x, y)
+    name = _dispatch.select("kernel_softmax_matvec", x, y, v, w, backend=backend)
+    if name == "array_api":
+        out, lse = _softmax_xp(xp, x, y, v, w, beta)
+    else:
+        out, lse = _dispatch.kernel("kernel_softmax_matvec", name)(x, y, v, w, beta=beta)
+    if one_d:
+        out = xp.reshape(out, (n,))
+    return _cast_out(xp, out, out_dtype), _cast_out(xp, lse, out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Array-API implementation: blocked over rows and columns
+# --------------------------------------------------------------------------------------------
+
+def _tiles(n: int, m: int, d: int, tile: tuple[int, int] | None):
+    """Row and column block sizes: one tile holds about _TILE_ELEMENTS values."""
+    if tile is not None:
+        return max(1, int(tile[0])), max(1, int(tile[1]))
+    tc = min(m, _TILE_COLS)
+    depth = d if d <= DIRECT_MAX_D else 1
+    tr = max(1, min(n, _TILE_ELEMENTS // (tc * depth)))
+    return tr, tc
+
+
+def _sqdist(xp, xb, yb):
+    """|x_i - y_j|^2 for one (rows, cols) tile: direct for small d, law of cosines otherwise."""
+    d = xb.shape[1]
+    if d <= DIRECT_MAX_D:
+        acc = None
+        for k in range(d):
+            diff = xb[:, k:k + 1] - yb[:, k][None, :]
+            acc = diff * diff if acc is None else acc + diff * diff
+        return acc
+    xx = xp.sum(xb * xb, axis=1)
+    yy = xp.sum(yb * yb, axis=1)
+    d2 = xx[:, None] + yy[None, :] - 2.0 * xp.matmul(xb, xp.matrix_transpose(yb))
+    return xp.maximum(d2, xp.zeros((), dtype=d2.dtype, device=aa.device(d2)))
+
+
+def _matvec_xp(xp, x, y, u, a, b, beta, tile=None):
+    """Array-API tiled ``sum_j exp(-beta a_i b_j |x_i - y_j|^2) u_j`` (see module docstring)."""
+    n, m = x.shape[0], y.shape[0]
+    tr, tc = _tiles(n, m, x.shape[1], tile)
+    blocks = []
+    for i0 in range(0, n, tr):
+        i1 = min(n, i0 + tr)
+        xb = x[i0:i1, :]
+        acc = None
+        for j0 in range(0, m, tc):
+            j1 = min(m, j0 + tc)
+            expo = _sqdist(xp, xb, y[j0:j1, :]) * (-beta)
+            if a is not None:
+                expo = expo * a[i0:i1][:, None]
+            if b is not None:
+                expo = expo * b[j0:j1][None, :]
+            part = xp.matmul(xp.exp(expo), u[j0:j1, :])
+            acc = part if acc is None else acc + part
+        blocks.append(acc)
+    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
+
+
+def _softmax_xp(xp, x, y, v, w, beta, tile=None):
+    """Array-API online softmax: returns ``(out or None, lse)`` (see module docstring)."""
+    n, m = x.shape[0], y.shape[0]
+    tr, tc = _tiles(n, m, x.shape[1], tile)
+    dev, dt = aa.device(x), x.dtype
+    zero = xp.zeros((), dtype=dt, device=dev)
+    outs, lses = [], []
+    for i0 in range(0, n, tr):
+        i1 = min(n, i0 + tr)
+        xb = x[i0:i1, :]
+        mx = s = acc = None
+        for j0 in range(0, m, tc):
+            j1 = min(m, j0 + tc)
+            z = _sqdist(xp, xb, y[j0:j1, :]) * (-beta)
+            if w is not None:
+                z = z + w[j0:j1][None, :]
+            tile_max = xp.max(z, axis=1)
+            new = tile_max if mx is None else xp.maximum(mx, tile_max)
+            # rows whose weights so far are all zero keep a finite shift (no inf - inf)
+            shift = xp.where(xp.isfinite(new), new, zero)
+            p = xp.exp(z - shift[:, None])
+            ps = xp.sum(p, axis=1)
+            pv = None if v is None else xp.matmul(p, v[j0:j1, :])
+            if mx is None:
+                s, acc = ps, pv
+            else:
+                # exp(mx - new) <= 1; rows with no mass so far (mx = -inf, s = 0) get 0
+                scale = xp.where(xp.isfinite(mx), xp.exp(xp.where(xp.isfinite(mx), mx, new)
+                                                          - shift), zero)
+                s = s * scale + ps
+                acc = None if v is None else acc * scale[:, None] + pv
+            mx = new
+        shift = xp.where(xp.isfinite(mx), mx, zero)
+        lses.append(shift + xp.log(s))
+        if v is not None:
+            outs.append(acc / s[:, None])
+    lse = lses[0] if len(lses) == 1 else xp.concat(lses, axis=0)
+    if v is None:
+        return None, lse
+    out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
+    return out, lse
