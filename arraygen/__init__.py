@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 
-from . import (backends, bridge, cache, datasets, discrete, dmap, fisher, gaussian, gibbs, linalg,
-               metrics, ot, random, samplers, schedules, testing, tiled)
+from . import (backends, bridge, cache, datasets, discrete, dmap, fastsbot, fisher, gaussian, gibbs,
+               linalg, metrics, ot, random, samplers, schedules, testing, tiled)
 from ._dispatch import BackendError
 from .bridge import EmpiricalScore
 from .cache import PersistentKernelCache
 from .datasets import GaussianMixture, binarized_digits, load_binary_images, swiss_roll, two_moons
 from .discrete import BitflipDTM
+from .fastsbot import FastSBOTConfig, FastSBOTSolver
 from .dmap import DiffusionMap
 from .fisher import fisher_diagonal, fisher_langevin_step
 from .gaussian import gaussian_filter, gaussian_filter_fft, gaussian_kernel_fft
@@ -38,11 +39,12 @@ __version__ = "0.1.0"
 logging.getLogger("arraygen").addHandler(logging.NullHandler())
 
 __all__ = [
-    "BackendError", "BitflipDTM", "DiffusionMap", "EmpiricalScore", "GaussianMixture",
+    "BackendError", "BitflipDTM", "DiffusionMap", "EmpiricalScore", "FastSBOTConfig",
+    "FastSBOTSolver", "GaussianMixture",
     "NoiseSchedule", "PersistentKernelCache", "SchrodingerBridge", "SinkhornResult",
     "StencilIsing", "__version__", "backends", "binarized_digits", "bitflip_schedule", "bridge",
     "cache", "datasets", "ddim_invert", "discrete", "dmap", "eigsh", "energy",
-    "energy_distance", "exact_distribution", "fisher", "fisher_diagonal", "fisher_langevin_step",
+    "energy_distance", "exact_distribution", "fastsbot", "fisher", "fisher_diagonal", "fisher_langevin_step",
     "frechet_distance", "gaussian", "gaussian_filter", "gaussian_filter_fft",
     "gaussian_kernel_fft", "gibbs", "gibbs_sweeps", "kernel_logsumexp", "kernel_matvec",
     "kernel_softmax_matvec", "linalg", "load_binary_images", "mae", "make_schedule", "metrics",

@@ -136,8 +136,14 @@ def _why_not(backend: str, op: OpSpec, arrays: tuple[Any, ...]) -> str | None:
     return f"unknown backend {backend!r}"  # pragma: no cover
 
 
-def select(op_name: str, *arrays: Any, backend: str | None = None) -> str:
-    """Choose the backend for one call of ``op_name`` on ``arrays`` (see module docstring)."""
+def select(op_name: str, *arrays: Any, backend: str | None = None,
+           prefer_array_api: bool = False) -> str:
+    """Choose the backend for one call of ``op_name`` on ``arrays`` (see module docstring).
+
+    ``prefer_array_api`` is the op's size-based hint: when the choice is automatic, shapes the
+    kernels handle poorly (e.g. wide matrix-product problems better served by the vendor BLAS
+    through the Array-API path) take the Array-API path; explicit choices are unaffected.
+    """
     op = _OPS[op_name]
     arrays = tuple(a for a in arrays if a is not None and aa.is_array(a))
     choice, source = _requested(backend)
@@ -152,7 +158,9 @@ def select(op_name: str, *arrays: Any, backend: str | None = None) -> str:
         logger.debug("%s: backend %s (from %s)", op_name, choice, source)
         return choice
     kinds = {aa.device_kind(a)[0] for a in arrays}
-    if "cuda" in kinds:
+    if prefer_array_api:
+        order = ()
+    elif "cuda" in kinds:
         order = op.gpu_order
     elif arrays and all(aa.is_numpy_array(a) for a in arrays):
         order = ("numba_cpu",)

@@ -430,10 +430,10 @@ def sinkhorn(x, y, a=None, b=None, *, epsilon: float, max_iter: int = 1000, tol:
         error grows tenfold. The fixed point (the plan) does not depend on :math:`\omega`;
         the reported error is always that of the returned plan (both marginals).
     mixed_precision : bool
-        For float64 input and ``tol < 1e-3``: first iterate on float32 copies (annealing
-        included) until the marginal error is below 1e-3, then continue in float64 from those
-        potentials (and that over-relaxation factor). The float32 kernels are about twice as
-        fast on CPU; the result and its reported error are float64.
+        For float64 input and ``tol < 1e-4``: first iterate on float32 copies (annealing
+        included) until the marginal error is below 1e-4 (or stops improving), then continue
+        in float64 from those potentials (and that over-relaxation factor). The float32
+        kernels are about twice as fast on CPU; the result and its reported error are float64.
     check_every : int
         Check the marginal error every this many iterations (the check reuses the next
         update's log-sum-exp, so it costs one O(N) reduction and a host synchronisation).
@@ -678,7 +678,7 @@ def _refine_relaxation(errors: list, check_every: int, omega: float, window: int
 
 
 #: Marginal error at which ``mixed_precision`` hands over from float32 to float64.
-_MIXED_SWITCH = 1e-3
+_MIXED_SWITCH = 1e-4
 _STALL_CHECKS = 40
 
 
@@ -987,6 +987,7 @@ class SchrodingerBridge:
 
     @property
     def converged(self) -> bool:
+        """Whether the entropic OT solve reached ``tol`` (``result.converged``)."""
         return self.result.converged
 
     def _points(self, x, name: str):

@@ -49,6 +49,11 @@ __all__ = ["DIRECT_MAX_D", "column_splits", "kernel_logsumexp", "kernel_matvec",
 
 #: Largest dimension for which distances are summed directly; above it, centred law of cosines.
 DIRECT_MAX_D = 16
+#: Automatic dispatch sends problems with d > DIRECT_MAX_D and more right-hand sides than this
+#: to the Array-API path, whose blocked matrix products run on the vendor BLAS (e.g. the exact
+#: score of image data sets: d = 12288 and v = the images); the kernels keep per-row
+#: accumulators for at most this many columns at a time.
+KERNEL_MAX_RHS = 64
 
 #: Elements of one (rows x columns [x d]) tile of the Array-API implementation.
 _TILE_ELEMENTS = 1 << 20
@@ -249,7 +254,8 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
     (x, y, v, r, c, a, b), out_dtype = _common(xp, (x, y, v, r, c, a, b), dts + [v_dt])
     x, y = _centre(xp, x, y)
     u = v if c is None else c[:, None] * v
-    name = _dispatch.select("kernel_matvec", x, y, u, backend=backend)
+    name = _dispatch.select("kernel_matvec", x, y, u, backend=backend,
+                            prefer_array_api=_wide(x, u))
     if name == "array_api":
         out = _matvec_xp(xp, x, y, u, a, b, beta)
     else:
@@ -334,7 +340,8 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
     w = _log_weights(xp, log_weights, m, x)
     (x, y, v, w), out_dtype = _common(xp, (x, y, v, w), dts + [v_dt])
     x, y = _centre(xp, x, y)
-    name = _dispatch.select("kernel_softmax_matvec", x, y, v, w, backend=backend)
+    name = _dispatch.select("kernel_softmax_matvec", x, y, v, w, backend=backend,
+                            prefer_array_api=_wide(x, v))
     if name == "array_api":
         out, lse = _softmax_xp(xp, x, y, v, w, beta)
     else:
@@ -342,6 +349,12 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
     if one_d:
         out = xp.reshape(out, (n,))
     return _cast_out(xp, out, out_dtype), _cast_out(xp, lse, out_dtype)
+
+
+def _wide(x, v) -> bool:
+    """Matrix-product-shaped problems that automatic dispatch gives to the Array-API path."""
+    return x.shape[1] > DIRECT_MAX_D and v is not None and v.ndim == 2 and (
+        v.shape[1] > KERNEL_MAX_RHS)
 
 
 # --------------------------------------------------------------------------------------------

@@ -441,3 +441,20 @@ def test_bad_sweep_arguments():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="namespaces"):
         gibbs.gibbs_sweeps(model, torch.ones((2, 1, 3, 4), dtype=torch.int8))
+
+
+def test_numba_cpu_threaded_rows_match_array_api(monkeypatch):
+    """The multi-threaded row loop (used for large grids) gives the single-threaded result."""
+    from arraygen.backends import available
+
+    if available()["numba_cpu"] is not None:
+        pytest.skip(available()["numba_cpu"])
+    from arraygen.backends.numba_cpu import gibbs as nb
+
+    model = gibbs.StencilIsing.local((3, 9, 12), skip=(3,), coupling=0.3, bias=0.1,
+                                     boundary="periodic")
+    s0 = _random_spins(np.random.default_rng(3), (2, 3, 9, 12))
+    want = gibbs.gibbs_sweeps(model, s0, n_sweeps=3, rng=4, backend="array_api")
+    monkeypatch.setattr(nb, "PARALLEL_MIN_SITES", 1)
+    got = gibbs.gibbs_sweeps(model, s0, n_sweeps=3, rng=4, backend="numba_cpu")
+    np.testing.assert_array_equal(got, want)

@@ -382,3 +382,44 @@ def test_column_split_merge(kernel_backend, rng, dtype, monkeypatch):
     want, want_lse = ref.kernel_softmax_matvec(x, y, v, beta, w)
     _check_like(so, want, ns, dtype, m)
     _check_like(lse, want_lse, ns, dtype, m, _exponent_scale(x, y, beta))
+
+
+@pytest.mark.parametrize("d", [3, 40])
+def test_many_right_hand_sides(kernel_backend, rng, d):
+    """More columns than a kernel keeps accumulators for (KERNEL_MAX_RHS): chunked launches."""
+    kb = kernel_backend
+    n, m = (5, 7) if kb.simulated else (67, 129)
+    p = tiled.KERNEL_MAX_RHS + 6
+    x, y, v, beta = _problem(rng, n, m, d, p, "float32")
+    ns = kb.xp
+    out = tiled.kernel_matvec(ns.asarray(x), ns.asarray(y), ns.asarray(v), beta=beta,
+                              backend=kb.name)
+    _check_like(out, ref.kernel_matvec(x, y, v, beta), ns, "float32", m)
+    out, lse = tiled.kernel_softmax_matvec(ns.asarray(x), ns.asarray(y), ns.asarray(v),
+                                           beta=beta, backend=kb.name)
+    want, want_lse = ref.kernel_softmax_matvec(x, y, v, beta)
+    _check_like(out, want, ns, "float32", m)
+    _check_like(lse, want_lse, ns, "float32", m, _exponent_scale(x, y, beta))
+
+
+def test_wide_problems_prefer_array_api(monkeypatch):
+    """Automatic dispatch sends d > DIRECT_MAX_D with many right-hand sides to the BLAS path;
+    an explicit backend is still honoured."""
+    from arraygen import _dispatch
+
+    seen = []
+    original = _dispatch.select
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("prefer_array_api"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_dispatch, "select", spy)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((9, 20)), rng.standard_normal((11, 20))
+    v = rng.standard_normal((11, tiled.KERNEL_MAX_RHS + 1))
+    tiled.kernel_softmax_matvec(x, y, v, beta=0.1)
+    tiled.kernel_matvec(x, y, v, beta=0.1)
+    tiled.kernel_matvec(x, y, v[:, :3], beta=0.1)
+    assert seen == [True, True, False]
+    assert original("kernel_matvec", x, backend=None, prefer_array_api=True) == "array_api"

@@ -12,11 +12,13 @@ Peer: the same log-domain updates written in torch, chunked over rows
 subset (its pairs/s does not depend on N) and compared per pair: ``vs_peer`` is our pair rate
 over the peer's, i.e. the speed-up at equal iteration count.
 
-Run: ``bash tools/gpu_run.sh --only ot`` (``--quick``: N = 65_536).
+Run: ``bash tools/gpu_run.sh --only ot`` (``--quick``: N = 65_536); ``ARRAYGEN_BENCH_BACKENDS=cupy``
+restricts the backends (each full run takes about a minute).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from gpu_common import row
@@ -76,8 +78,9 @@ def run(quick: bool = False) -> list[dict]:
     rows = [row("sinkhorn_half_step", "peer", f"{peer_rows}x{n},d={d}",
                 peer_rows * float(n) / peer_rate * 1e3, "pairs/s", peer_rate, exp_rate,
                 err=None)]
+    wanted = os.environ.get("ARRAYGEN_BENCH_BACKENDS", "triton,cupy,numba_cuda").split(",")
     backends = [b for b in ("triton", "cupy", "numba_cuda")
-                if arraygen.backends.available()[b] is None]
+                if b in wanted and arraygen.backends.available()[b] is None]
     for backend in backends:
         xin, yin = x, y
         if backend != "triton":

@@ -24,7 +24,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import is_simulated
 from .._interop import cuda_device_context, like, to_torch
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
@@ -48,28 +47,6 @@ def _block_n(dd: int, pb: int) -> int:
     """Columns per tile: 32 for direct distances, 16 when tl.dot needs a second operand."""
     return 32 if dd > 0 and pb <= 1 else 16
 _LOWEST = -1e30
-
-
-def _fix_interpreter_index() -> None:
-    """Triton's interpreter turns scalar arguments into 1-element arrays and converts them with
-    ``int(array)``, which NumPy >= 2.4 rejects; loop bounds like ``range(0, m, BLOCK)`` then
-    fail. Wrap its tensor patch so ``__index__`` reads the single element."""
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "_arraygen_fixed", False):
-        return
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    patched._arraygen_fixed = True
-    interpreter._patch_lang_tensor = patched
-
-
-if is_simulated("triton"):
-    _fix_interpreter_index()
 
 
 @triton.jit
@@ -206,12 +183,15 @@ def _dot_prec(dtype) -> str:
     return "ieee64" if dtype == torch.float64 else "tf32x3"
 
 
+_MAX_PB = 64
+
+
 def _rhs_blocks(p: int, dtype):
-    """(PB, starts): right-hand sides per launch."""
+    """(PB, starts): right-hand sides per launch (at most ``_MAX_PB`` accumulators per row)."""
     if p == 1 or dtype == torch.float64:
         return 1, list(range(p))
-    pb = max(16, triton.next_power_of_2(p))
-    return pb, [0]
+    pb = min(_MAX_PB, max(16, triton.next_power_of_2(p)))
+    return pb, list(range(0, p, pb))
 
 
 def _common(xt, yt, beta):
