@@ -102,7 +102,8 @@ def _make_namespace(name: str) -> TestNamespace | None:
         import array_api_compat.torch as ns
         import torch
 
-        return TestNamespace(name, ns, torch.device(dev or "cpu"))
+        # an explicit index: results report cuda:0, and torch.device("cuda") != cuda:0
+        return TestNamespace(name, ns, torch.device("cuda:0" if dev == "cuda" else "cpu"))
     if module == "cupy":
         if not _cuda_usable():
             return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import ot as pot
 import pytest
 import scipy.stats
 from scipy.linalg import sqrtm
@@ -17,6 +16,8 @@ from arraygen.ot import (
     sliced_ot_map,
     sliced_wasserstein,
 )
+
+pot = pytest.importorskip("ot")
 
 
 def _clouds(rng, n=40, m=30, d=2):

@@ -67,7 +67,10 @@ def run(quick: bool = False) -> list[dict]:
     d = q.shape[1]
     flops = 4.0 * n_img * n_train * d * steps
     size = f"{n_img}x3x64x64,N={n_train},{steps} steps"
-    backend = arraygen._dispatch.select("kernel_softmax_matvec", q)
+    from arraygen.tiled import _wide
+
+    backend = arraygen._dispatch.select("kernel_softmax_matvec", q,
+                                        prefer_array_api=_wide(q, y))
     print(f"EmpiricalScore DDIM: {total:.2f} s, {n_img / total:.0f} images/s, softmax kernel "
           f"{kernel:.2f} s ({kernel / total:.0%} of the time, backend {backend}), "
           f"{flops / kernel / 1e12:.1f} TFLOP/s, finite={finite}")

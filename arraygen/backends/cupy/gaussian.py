@@ -58,7 +58,7 @@ def _device_taps(w, dtype):
     return taps
 
 
-def _one_pass(a, w, axis, code, cval, stream):
+def _one_pass(a, w, axis, code, cval):
     shape = a.shape
     n = shape[axis]
     inner = math.prod(shape[axis + 1:])
@@ -68,11 +68,11 @@ def _one_pass(a, w, axis, code, cval, stream):
     blocks = int(min((total + _THREADS - 1) // _THREADS, 65535 * 8))
     _pass_kernel(dtype_name(a))((blocks,), (_THREADS,),
                                 (a, out, w, np.int64(total), np.int32(n), np.int64(inner),
-                                 np.int32(r), np.int32(code), a.dtype.type(cval)), stream=stream)
+                                 np.int32(r), np.int32(code), a.dtype.type(cval)))
     return out
 
 
-def _fused(a, wy, wx, code, cval, stream):
+def _fused(a, wy, wx, code, cval):
     h, w_ = a.shape[-2], a.shape[-1]
     planes = a.size // (h * w_)
     ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
@@ -83,8 +83,7 @@ def _fused(a, wy, wx, code, cval, stream):
     out = cupy.empty_like(a)
     _fused_kernel(ctype, ry, rx, STRIP_TILES)((tiles_x * strips * planes,), (tw + 2 * rx,),
                                  (a, out, wy, wx, np.int32(h), np.int32(w_), np.int32(tiles_x),
-                                  np.int32(strips), np.int32(code), a.dtype.type(cval)),
-                                 stream=stream)
+                                  np.int32(strips), np.int32(code), a.dtype.type(cval)))
     return out
 
 
@@ -92,8 +91,7 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
     """Launcher: see the contract in :mod:`arraygen.gaussian`."""
     code = _MODE_CODE[mode]
     with _interop.cuda_device_context(x):
-        stream = stream_for(x)
-        with stream:
+        with stream_for(x):  # kernels launch on CuPy's current stream
             a = native(x)
             taps = {ax: _device_taps(w, a.dtype) for ax, w in zip(axes, weights)}
             radius = {ax: (len(w) - 1) // 2 for ax, w in zip(axes, weights)}
@@ -102,7 +100,7 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
                     and all(1 <= radius[ax] <= FUSED_MAX_RADIUS for ax in last2))
             for ax in axes:
                 if not (fuse and ax in last2):
-                    a = _one_pass(a, taps[ax], ax, code, cval, stream)
+                    a = _one_pass(a, taps[ax], ax, code, cval)
             if fuse:
-                a = _fused(a, taps[last2[0]], taps[last2[1]], code, cval, stream)
+                a = _fused(a, taps[last2[0]], taps[last2[1]], code, cval)
     return _interop.like(a, x)
