@@ -438,22 +438,7 @@ def _flow_grid(steps, default_kind: str) -> np.ndarray:
         return grid
     if isinstance(steps, bool):
         raise TypeError("`steps` must be an int or an increasing grid of flow times; got a bool")
-    try:
-        g = np.asarray(aa.to_numpy(steps) if aa.is_array(steps) else steps, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"`steps` must be an int or a 1-D sequence of flow times; got "
-                        f"{type(steps).__name__}") from None
-    if g.ndim != 1 or g.shape[0] < 2:
-        raise ValueError(f"`steps` must be a 1-D grid of at least 2 flow times; got shape "
-                         f"{g.shape}")
-    if not np.all(np.isfinite(g)) or g.min() < 0.0 or g.max() > 1.0:
-        raise ValueError(f"`steps` must lie in [0, 1]; got min {g.min()}, max {g.max()}")
-    bad = np.nonzero(~(np.diff(g) > 0.0))[0]
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"flow `steps` must be strictly increasing (t = 0 noise -> t = 1 "
-                         f"data); got {g[i]!r} followed by {g[i + 1]!r} at index {i}")
-    return g
+    return validate_grid(steps, "steps", increasing=True)
 
 
 def _bcast(xp, values, like):

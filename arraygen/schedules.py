@@ -362,8 +362,10 @@ def make_schedule(kind: str = "linear", num_timesteps: int = 1000, **params) -> 
     return NoiseSchedule(kind, int(num_timesteps), full)
 
 
-def validate_grid(grid, name: str = "steps") -> np.ndarray:
-    """Check an explicit time grid: 1-D, >= 2 points, finite, in [0, 1], strictly decreasing.
+def validate_grid(grid, name: str = "steps", *, increasing: bool = False) -> np.ndarray:
+    """Check an explicit time grid: 1-D, >= 2 points, finite, in [0, 1], strictly decreasing
+    (diffusion time: t = 1 noise -> t = 0 data) or, with ``increasing=True``, strictly
+    increasing (flow time: t = 0 noise -> t = 1 data).
 
     Returns it as a float64 NumPy array (host).
     """
@@ -379,11 +381,14 @@ def validate_grid(grid, name: str = "steps") -> np.ndarray:
                          f"shape {g.shape}")
     if not np.all(np.isfinite(g)) or g.min() < 0.0 or g.max() > 1.0:
         raise ValueError(f"`{name}` must lie in [0, 1]; got min {g.min()}, max {g.max()}")
-    bad = np.nonzero(~(np.diff(g) < 0.0))[0]
+    steps = np.diff(g)
+    bad = np.nonzero(~(steps > 0.0 if increasing else steps < 0.0))[0]
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"`{name}` must be strictly decreasing (t = 1 noise -> t = 0 data); "
-                         f"got {g[i]!r} followed by {g[i + 1]!r} at index {i}")
+        order = ("strictly increasing (flow time: t = 0 noise -> t = 1 data)" if increasing
+                 else "strictly decreasing (t = 1 noise -> t = 0 data)")
+        raise ValueError(f"`{name}` must be {order}; got {g[i]!r} followed by {g[i + 1]!r} "
+                         f"at index {i}")
     return g
 
 

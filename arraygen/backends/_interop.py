@@ -81,3 +81,12 @@ def cuda_device_context(x: Any):
     import cupy
 
     return cupy.cuda.Device(index)
+
+
+def float_dtype_name(dtype) -> str:
+    """``"float32"`` or ``"float64"`` from a dtype name, NumPy or torch dtype."""
+    text = str(dtype)
+    for name in ("float32", "float64"):
+        if name in text:
+            return name
+    raise ValueError(f"`dtype` must be float32 or float64; got {dtype!r}")

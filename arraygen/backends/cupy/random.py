@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _interop
+from .._interop import float_dtype_name
 from . import module, stream_for
 
 _NAMES = ("philox_stream_words", "philox_stream_normal<float>", "philox_stream_normal<double>")
@@ -23,15 +24,6 @@ def _launch(name: str, out, key) -> None:
             (out, np.int64(n), np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1)))
 
 
-def _dtype_name(dtype) -> str:
-    """``"float32"`` or ``"float64"`` from a dtype name, NumPy or torch dtype."""
-    text = str(dtype)
-    for name in ("float32", "float64"):
-        if name in text:
-            return name
-    raise ValueError(f"`dtype` must be float32 or float64; got {dtype!r}")
-
-
 def stream_words(key, n: int, like):
     """uint32 words ``0..n-1`` of ``key``'s stream, on ``like``'s device and in its library."""
     import cupy
@@ -46,7 +38,7 @@ def stream_normal(key, n: int, like, dtype):
     """Standard normals ``0..n-1`` of ``key``'s stream in ``dtype`` (float32/float64)."""
     import cupy
 
-    name = _dtype_name(dtype)
+    name = float_dtype_name(dtype)
     with _interop.cuda_device_context(like), stream_for(like):
         out = cupy.empty(int(n), dtype=name)
         _launch("philox_stream_normal<float>" if name == "float32"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._interop import like as _like
+from .._interop import float_dtype_name, like as _like
 from . import philox
 
 
@@ -34,15 +34,6 @@ def _normals(c2, c3, k0, k1, one, out):  # pragma: no cover - compiled
                 out[4 * b + lane] = z[lane]
 
 
-def _dtype_name(dtype) -> str:
-    """``"float32"`` or ``"float64"`` from a dtype name, NumPy or torch dtype."""
-    text = str(dtype)
-    for name in ("float32", "float64"):
-        if name in text:
-            return name
-    raise ValueError(f"`dtype` must be float32 or float64; got {dtype!r}")
-
-
 def stream_words(key, n: int, like):
     """uint32 words ``0..n-1`` of ``key``'s stream, as an array of ``like``'s library (host)."""
     out = np.empty(int(n), dtype=np.uint32)
@@ -52,7 +43,7 @@ def stream_words(key, n: int, like):
 
 def stream_normal(key, n: int, like, dtype):
     """Standard normals ``0..n-1`` of ``key``'s stream in ``dtype`` (float32/float64 name)."""
-    dt = np.dtype(_dtype_name(dtype))
+    dt = np.dtype(float_dtype_name(dtype))
     out = np.empty(int(n), dtype=dt)
     _normals(*philox.key_words(key), dt.type(1), out)
     return _like(out, like)

@@ -10,6 +10,7 @@ import numpy as np
 from numba import cuda
 
 from .. import _interop
+from .._interop import float_dtype_name
 from ..numba_cpu import philox as ph
 from . import device_view, empty, jit, stream_of, threads_per_block
 
@@ -63,15 +64,6 @@ def _launch(kernel, key, out):
         kernel[blocks, tpb, stream_of(out)](*ph.key_words(key), device_view(out))
 
 
-def _dtype_name(dtype) -> str:
-    """``"float32"`` or ``"float64"`` from a dtype name, NumPy or torch dtype."""
-    text = str(dtype)
-    for name in ("float32", "float64"):
-        if name in text:
-            return name
-    raise ValueError(f"`dtype` must be float32 or float64; got {dtype!r}")
-
-
 def stream_words(key, n: int, like):
     """uint32 words ``0..n-1`` of ``key``'s stream, beside ``like`` (its library and device)."""
     native = _native_like(like)
@@ -83,7 +75,7 @@ def stream_words(key, n: int, like):
 
 def stream_normal(key, n: int, like, dtype):
     """Standard normals ``0..n-1`` of ``key``'s stream in ``dtype``, beside ``like``."""
-    name = _dtype_name(dtype)
+    name = float_dtype_name(dtype)
     native = _native_like(like)
     with _interop.cuda_device_context(native):
         out = empty(native, int(n), name)

@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from .. import _interop
+from .._interop import float_dtype_name
 from . import philox
 
 QUADS = 256
@@ -50,15 +51,6 @@ def _run(key, n: int, like, dtype_name: str):
     return _interop.like(out, like)
 
 
-def _dtype_name(dtype) -> str:
-    """``"float32"`` or ``"float64"`` from a dtype name, NumPy or torch dtype."""
-    text = str(dtype)
-    for name in ("float32", "float64"):
-        if name in text:
-            return name
-    raise ValueError(f"`dtype` must be float32 or float64; got {dtype!r}")
-
-
 def stream_words(key, n: int, like):
     """uint32 words ``0..n-1`` of ``key``'s stream, beside ``like`` (its library and device)."""
     return _run(key, n, like, "uint32")
@@ -66,4 +58,4 @@ def stream_words(key, n: int, like):
 
 def stream_normal(key, n: int, like, dtype):
     """Standard normals ``0..n-1`` of ``key``'s stream in ``dtype`` (float32/float64)."""
-    return _run(key, n, like, _dtype_name(dtype))
+    return _run(key, n, like, float_dtype_name(dtype))
