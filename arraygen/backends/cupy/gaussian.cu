@@ -137,3 +137,145 @@ __global__ void __launch_bounds__(256 + 2 * RX) gauss2d(const T* __restrict__ x,
         }
     }
 }
+
+template <typename T> struct Vec;
+template <> struct Vec<float> { typedef float4 type; };
+template <> struct Vec<double> { typedef double2 type; };
+__device__ __forceinline__ void unpack(float4 v, float* a) { a[0] = v.x; a[1] = v.y; a[2] = v.z; a[3] = v.w; }
+__device__ __forceinline__ void unpack(double2 v, double* a) { a[0] = v.x; a[1] = v.y; }
+__device__ __forceinline__ float4 pack(const float* a) { return make_float4(a[0], a[1], a[2], a[3]); }
+__device__ __forceinline__ double2 pack(const double* a) { return make_double2(a[0], a[1]); }
+
+// Both passes over the last two axes of a C-contiguous (B, H, W) array, staged in shared
+// memory (the launcher's fused kernel; gauss2d above is kept for comparison). A block of 256
+// threads makes one TH x TW output tile: (1) it loads the TH + 2 RY rows x TW + 2 RA columns
+// of input around it (RA = RX rounded up to a 16-byte vector of VEC elements) into s with
+// independent 16-byte loads, all issued before the first shared-memory store, falling back to
+// element-wise loads with the mode's index remapping for vectors that leave the array (or when
+// !vec: W not a multiple of VEC); (2) the vertical pass turns s into m (TH rows, RPT outputs
+// per work item from RPT + 2 RY shared loads); (3) the horizontal pass makes VEC adjacent
+// outputs per work item from (VEC + 2 RX) values of m and writes them with one 16-byte store.
+template <typename T, int RY, int RX, int TH, int TW>
+__global__ void __launch_bounds__(256, sizeof(T) == 4 ? 4 : 2)
+gauss2t(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ wy,
+        const T* __restrict__ wx, int H, int W, int tiles_x, int tiles_y, int mode, T cval,
+        int vec) {
+    typedef typename Vec<T>::type V;
+    constexpr int NTH = 256;
+    constexpr int VEC = 16 / sizeof(T);
+    constexpr int RA = (RX + VEC - 1) / VEC * VEC;
+    constexpr int SW = TW + 2 * RA;
+    constexpr int SH = TH + 2 * RY;
+    constexpr int CPR = SW / VEC;            // vectors per staged row
+    constexpr int NCH = SH * CPR;            // vectors in the staged tile
+    constexpr int PER = (NCH + NTH - 1) / NTH;
+    constexpr int RPT = TH < 8 ? TH : 8;     // vertical outputs per work item
+    static_assert(TW % VEC == 0 && TH % RPT == 0, "tile shape");
+    __shared__ __align__(16) T s[SH][SW];
+    __shared__ __align__(16) T m[TH][SW];
+
+    const int t = threadIdx.x;
+    const i64 blk = blockIdx.x;
+    const int bx = (int)(blk % tiles_x);
+    const i64 rest = blk / tiles_x;
+    const int by = (int)(rest % tiles_y);
+    const i64 plane = (rest / tiles_y) * (i64)H * W;
+    const T* xp = x + plane;
+    const int x0 = bx * TW, y0 = by * TH;
+    const int cx = x0 - RA;  // global column of s[.][0]
+
+    // (1) stage the input tile
+    V v[PER];
+    bool ok[PER];
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        const int u = t + i * NTH;
+        const int r = u / CPR;
+        const int gc = cx + (u - r * CPR) * VEC;
+        const int gr = gauss_src(y0 - RY + r, H, mode);
+        ok[i] = u < NCH && vec && gr >= 0 && gc >= 0 && gc + VEC <= W;
+        if (ok[i]) v[i] = __ldg(reinterpret_cast<const V*>(xp + (i64)gr * W + gc));
+    }
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        const int u = t + i * NTH;
+        if (u >= NCH) continue;
+        const int r = u / CPR;
+        const int c = (u - r * CPR) * VEC;
+        if (ok[i]) {
+            *reinterpret_cast<V*>(&s[r][c]) = v[i];
+        } else {
+            const int gr = gauss_src(y0 - RY + r, H, mode);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) {
+                const int gc = gauss_src(cx + c + e, W, mode);
+                s[r][c + e] = (gr >= 0 && gc >= 0) ? __ldg(xp + (i64)gr * W + gc) : cval;
+            }
+        }
+    }
+    __syncthreads();
+
+    // (2) vertical pass: m[q][c] = sum_k wy[k] s[q + k][c]
+    {
+        T wv[2 * RY + 1];
+#pragma unroll
+        for (int k = 0; k <= 2 * RY; ++k) wv[k] = __ldg(wy + k);
+        for (int u = t; u < SW * (TH / RPT); u += NTH) {
+            const int run = u / SW;
+            const int c = u - run * SW;
+            const int q0 = run * RPT;
+            T acc[RPT];
+#pragma unroll
+            for (int q = 0; q < RPT; ++q) acc[q] = T(0);
+#pragma unroll
+            for (int j = 0; j < RPT + 2 * RY; ++j) {
+                const T a = s[q0 + j][c];
+#pragma unroll
+                for (int k = 0; k <= 2 * RY; ++k) {
+                    const int q = j - k;
+                    if (q >= 0 && q < RPT) acc[q] += wv[k] * a;
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < RPT; ++q) m[q0 + q][c] = acc[q];
+        }
+    }
+    __syncthreads();
+
+    // (3) horizontal pass: y[y0 + q][x0 + p] = sum_k wx[k] m[q][RA - RX + p + k]
+    T wh[2 * RX + 1];
+#pragma unroll
+    for (int k = 0; k <= 2 * RX; ++k) wh[k] = __ldg(wx + k);
+    const int rows = min(TH, H - y0);
+    constexpr int HP = TW / VEC;
+    for (int u = t; u < TH * HP; u += NTH) {
+        const int q = u / HP;
+        const int p = (u - q * HP) * VEC;
+        if (q >= rows || x0 + p >= W) continue;
+        T a[VEC + 2 * RX + VEC];
+        if constexpr ((RA - RX) % VEC == 0) {
+            const V* src = reinterpret_cast<const V*>(&m[q][RA - RX + p]);
+#pragma unroll
+            for (int g = 0; g < (2 * RX + VEC) / VEC; ++g) unpack(src[g], &a[g * VEC]);
+        } else {
+#pragma unroll
+            for (int g = 0; g < VEC + 2 * RX; ++g) a[g] = m[q][RA - RX + p + g];
+        }
+        T o[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            T acc = T(0);
+#pragma unroll
+            for (int k = 0; k <= 2 * RX; ++k) acc += wh[k] * a[e + k];
+            o[e] = acc;
+        }
+        T* out = y + plane + (i64)(y0 + q) * W + x0 + p;
+        if (vec && x0 + p + VEC <= W) {
+            *reinterpret_cast<V*>(out) = pack(o);
+        } else {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e)
+                if (x0 + p + e < W) out[e] = o[e];
+        }
+    }
+}

@@ -1,9 +1,12 @@
 """CuPy RawKernel launchers of the Gaussian hot path (contract: :mod:`arraygen.gaussian`).
 
-``gaussian.cu`` holds two kernels: ``gauss2d<T, RY, RX, TH, S>`` fuses the passes over the last
-two axes (radii up to :data:`FUSED_MAX_RADIUS`; one module per radius pair, compiled on first
-use and kept by CuPy's on-disk kernel cache), and ``gauss_pass<T>`` filters any one axis of a
-contiguous (outer, n, inner) view with a run-time radius, for every other case.
+``gaussian.cu`` holds three kernels: ``gauss2t<T, RY, RX, TH, TW>`` fuses the passes over the
+last two axes (radii up to :data:`FUSED_MAX_RADIUS`; one module per radius pair, compiled on
+first use and kept by CuPy's on-disk kernel cache): each 256-thread block stages a TH x TW
+output tile plus halo in shared memory with 16-byte loads, then runs both passes there and
+writes 16-byte stores. ``gauss2d<T, RY, RX, TH, S>`` is the earlier register-streaming fused
+kernel (kept for the benchmark's comparison rows), and ``gauss_pass<T>`` filters any one axis
+of a contiguous (outer, n, inner) view with a run-time radius, for every other case.
 """
 
 from __future__ import annotations
@@ -25,6 +28,29 @@ _THREADS = 256
 _FUSED_TILE_W = 256  # output columns per tile of the fused kernel (TW in gaussian.cu)
 #: Tiles per block of the fused kernel down a column strip (S in gaussian.cu).
 STRIP_TILES = 1
+
+
+#: Output columns per tile of the staged kernel (TW of gauss2t), per C type.
+_TILE_W = {"float": 128, "double": 64}
+_SMEM_LIMIT = 48 * 1024  # static shared memory of one block
+
+
+def _staged_tile_rows(ctype: str, ry: int, rx: int) -> int:
+    """Largest TH in (32, 16, 8) whose two shared tiles of gauss2t fit in static memory."""
+    size = 4 if ctype == "float" else 8
+    vec = 16 // size
+    sw = _TILE_W[ctype] + 2 * (-(-rx // vec) * vec)
+    for th in (32, 16, 8):
+        if (2 * th + 2 * ry) * sw * size < _SMEM_LIMIT:
+            return th
+    return 8  # unreachable for radii <= FUSED_MAX_RADIUS
+
+
+@functools.cache
+def _staged_kernel(ctype: str, ry: int, rx: int):
+    th = _staged_tile_rows(ctype, ry, rx)
+    name = f"gauss2t<{ctype}, {ry}, {rx}, {th}, {_TILE_W[ctype]}>"
+    return module("gaussian.cu", (name,)).get_function(name), th
 
 
 def _tile_rows(ctype: str) -> int:
@@ -87,6 +113,23 @@ def _fused(a, wy, wx, code, cval):
     return out
 
 
+def _staged(a, wy, wx, code, cval):
+    h, w_ = a.shape[-2], a.shape[-1]
+    planes = a.size // (h * w_)
+    ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
+    ctype = dtype_name(a)
+    kern, th = _staged_kernel(ctype, ry, rx)
+    tw = _TILE_W[ctype]
+    tiles_x, tiles_y = -(-w_ // tw), -(-h // th)
+    out = cupy.empty_like(a)
+    vec = 16 // a.dtype.itemsize
+    vec_ok = int(w_ % vec == 0 and a.data.ptr % 16 == 0 and out.data.ptr % 16 == 0)
+    kern((tiles_x * tiles_y * planes,), (256,),
+         (a, out, wy, wx, np.int32(h), np.int32(w_), np.int32(tiles_x), np.int32(tiles_y),
+          np.int32(code), a.dtype.type(cval), np.int32(vec_ok)))
+    return out
+
+
 def gaussian_filter(x, weights, *, axes, mode, cval):
     """Launcher: see the contract in :mod:`arraygen.gaussian`."""
     code = _MODE_CODE[mode]
@@ -102,5 +145,5 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
                 if not (fuse and ax in last2):
                     a = _one_pass(a, taps[ax], ax, code, cval)
             if fuse:
-                a = _fused(a, taps[last2[0]], taps[last2[1]], code, cval)
+                a = _staged(a, taps[last2[0]], taps[last2[1]], code, cval)
     return _interop.like(a, x)
