@@ -801,7 +801,7 @@ def _wasserstein_1d_pp(xp, u, v, a, b, p: float):
     return xp.astype(xp.sum(delta * diff, axis=0), u.dtype)
 
 
-def sliced_wasserstein(x, y, *, n_projections: int = 128, p: float = 2, rng=None, a=None,
+def sliced_wasserstein(x, y, n_projections: int = 128, p: float = 2, rng=None, *, a=None,
                        b=None, projections=None, check_finite: bool = True):
     r"""Sliced Wasserstein distance, Monte Carlo over random directions (as POT's).
 
