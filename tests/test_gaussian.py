@@ -112,14 +112,10 @@ def test_backend_gpu_tiles_and_fallbacks(kernel_backend, rng):
             _check(y, want, dtype, sigma)
 
 
-@pytest.mark.parametrize("strip", [1, 2, 4])
-def test_cupy_fused_strips(kernel_backend, strip, monkeypatch, rng):
-    """The fused CuPy kernel with S tiles per block: several strips, partial strips and tiles."""
+def test_cupy_fused_tiles(kernel_backend, rng):
+    """The fused CuPy kernel: several tiles, partial tiles, widths off the 16-byte vector path."""
     if kernel_backend.name != "cupy":
-        pytest.skip("CuPy fused-kernel variants")
-    from arraygen.backends.cupy import gaussian as cg
-
-    monkeypatch.setattr(cg, "STRIP_TILES", strip)
+        pytest.skip("CuPy fused-kernel cases")
     for shape, sigma, mode in [((2, 300, 531), (2.0, 3.5), "reflect"),
                                ((1, 67, 300), (1.0, 1.0), "constant"),
                                ((3, 150, 77), (3.0, 0.8), "mirror")]:

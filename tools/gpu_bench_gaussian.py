@@ -46,28 +46,6 @@ def _rel_err(y, want) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def _kernel_only(xc, th: int, strip: int):
-    """The fused CuPy kernel alone (taps already on the device, no Python layers): tile rows TH,
-    S tiles per block. Returns (fn, out)."""
-    import cupy
-
-    from arraygen.backends.cupy import gaussian as cg
-    from arraygen.backends.cupy import module
-    from arraygen.gaussian import gaussian_kernel1d
-
-    w = cg._device_taps(gaussian_kernel1d(SIGMA), np.float32)
-    r = (len(w) - 1) // 2
-    name = f"gauss2d<float, {r}, {r}, {th}, {strip}>"
-    kern = module("gaussian.cu", (name,)).get_function(name)
-    h, wd = xc.shape[-2:]
-    planes = xc.size // (h * wd)
-    tiles_x, strips = -(-wd // 256), -(-h // (th * strip))
-    out = cupy.full_like(xc, float("nan"))
-    args = (xc, out, w, w, np.int32(h), np.int32(wd), np.int32(tiles_x), np.int32(strips),
-            np.int32(0), np.float32(0.0))
-    return (lambda: kern((tiles_x * strips * planes,), (256 + 2 * r,), args)), out
-
-
 def _bench_shape(shape, quick, rows):
     import cupy
     import cupyx.scipy.ndimage as cndi
@@ -100,14 +78,6 @@ def _bench_shape(shape, quick, rows):
         ms = bench_ms(fn, rep_ms=rep)
         rows.append(row("gaussian_filter", name, size, ms, "GB/s", gbs(ms), ceiling,
                         "cupyx.ndimage", peer, err))
-    if available()["cupy"] is None:
-        for th, strip in ((32, 1), (32, 4), (16, 1), (16, 8)):
-            fn, out = _kernel_only(xc, th, strip)
-            fn()
-            err = _rel_err(out, want) if not bool(cupy.isnan(out).any()) else float("nan")
-            ms = bench_ms(fn, rep_ms=rep)
-            rows.append(row("gauss2d kernel only", f"TH={th},S={strip}", size, ms, "GB/s",
-                            gbs(ms), ceiling, "cupyx.ndimage", peer, err))
     torch_fn = lambda: _torch_separable(xt, SIGMA)
     ms = bench_ms(torch_fn, rep_ms=rep)
     rows.append(row("gaussian_filter", "peer:torch", size, ms, "GB/s", gbs(ms), ceiling,

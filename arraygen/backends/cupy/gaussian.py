@@ -1,12 +1,11 @@
 """CuPy RawKernel launchers of the Gaussian hot path (contract: :mod:`arraygen.gaussian`).
 
-``gaussian.cu`` holds three kernels: ``gauss2t<T, RY, RX, TH, TW>`` fuses the passes over the
+``gaussian.cu`` holds two kernels: ``gauss2t<T, RY, RX, TH, TW>`` fuses the passes over the
 last two axes (radii up to :data:`FUSED_MAX_RADIUS`; one module per radius pair, compiled on
 first use and kept by CuPy's on-disk kernel cache): each 256-thread block stages a TH x TW
 output tile plus halo in shared memory with 16-byte loads, then runs both passes there and
-writes 16-byte stores. ``gauss2d<T, RY, RX, TH, S>`` is the earlier register-streaming fused
-kernel (kept for the benchmark's comparison rows), and ``gauss_pass<T>`` filters any one axis
-of a contiguous (outer, n, inner) view with a run-time radius, for every other case.
+writes 16-byte stores; ``gauss_pass<T>`` filters any one axis of a contiguous (outer, n, inner)
+view with a run-time radius, for every other case.
 """
 
 from __future__ import annotations
@@ -25,11 +24,6 @@ _MODE_CODE = {m: i for i, m in enumerate(MODES)}
 #: Largest radius per axis that the fused 2-D kernel is instantiated for.
 FUSED_MAX_RADIUS = 16
 _THREADS = 256
-_FUSED_TILE_W = 256  # output columns per tile of the fused kernel (TW in gaussian.cu)
-#: Tiles per block of the fused kernel down a column strip (S in gaussian.cu).
-STRIP_TILES = 1
-
-
 #: Output columns per tile of the staged kernel (TW of gauss2t), per C type.
 _TILE_W = {"float": 128, "double": 64}
 _SMEM_LIMIT = 48 * 1024  # static shared memory of one block
@@ -53,19 +47,9 @@ def _staged_kernel(ctype: str, ry: int, rx: int):
     return module("gaussian.cu", (name,)).get_function(name), th
 
 
-def _tile_rows(ctype: str) -> int:
-    return 32 if ctype == "float" else 16
-
-
 @functools.cache
 def _pass_kernel(ctype: str):
     name = f"gauss_pass<{ctype}>"
-    return module("gaussian.cu", (name,)).get_function(name)
-
-
-@functools.cache
-def _fused_kernel(ctype: str, ry: int, rx: int, strip: int):
-    name = f"gauss2d<{ctype}, {ry}, {rx}, {_tile_rows(ctype)}, {strip}>"
     return module("gaussian.cu", (name,)).get_function(name)
 
 
@@ -95,21 +79,6 @@ def _one_pass(a, w, axis, code, cval):
     _pass_kernel(dtype_name(a))((blocks,), (_THREADS,),
                                 (a, out, w, np.int64(total), np.int32(n), np.int64(inner),
                                  np.int32(r), np.int32(code), a.dtype.type(cval)))
-    return out
-
-
-def _fused(a, wy, wx, code, cval):
-    h, w_ = a.shape[-2], a.shape[-1]
-    planes = a.size // (h * w_)
-    ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
-    ctype = dtype_name(a)
-    th = _tile_rows(ctype)
-    tw = _FUSED_TILE_W
-    tiles_x, strips = -(-w_ // tw), -(-h // (th * STRIP_TILES))
-    out = cupy.empty_like(a)
-    _fused_kernel(ctype, ry, rx, STRIP_TILES)((tiles_x * strips * planes,), (tw + 2 * rx,),
-                                 (a, out, wy, wx, np.int32(h), np.int32(w_), np.int32(tiles_x),
-                                  np.int32(strips), np.int32(code), a.dtype.type(cval)))
     return out
 
 
