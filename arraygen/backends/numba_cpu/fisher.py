@@ -7,13 +7,11 @@ bitwise reproducible for a fixed thread count).
 
 from __future__ import annotations
 
-import types
-
 import numba
 import numpy as np
 
 from .._interop import like, to_numpy_view
-from . import philox
+from . import compile_pair, philox
 
 TILE = 1 << 14  # elements per parallel work item
 PARALLEL_MIN = 1 << 17  # smaller arrays run on one thread (waking the thread pool costs more)
@@ -111,20 +109,9 @@ def _update(x, s, v, eps, noise, has_noise, m, one_m, one, h, two_h, n_per, part
                                     v_out)
 
 
-def _compile(func, **options):
-    """``{parallel: dispatcher}`` for a kernel: a prange version and a one-thread version."""
-    out = {}
-    for parallel in (True, False):
-        clone = types.FunctionType(func.__code__, func.__globals__, func.__name__,
-                                   func.__defaults__, func.__closure__)
-        clone.__qualname__ = f"{func.__qualname__}_{'parallel' if parallel else 'serial'}"
-        out[parallel] = numba.njit(parallel=parallel, cache=True, nogil=True, **options)(clone)
-    return out
-
-
-_DIAGONAL = _compile(_diagonal_kernel)
-_PARTIAL_SUMS = _compile(_partial_sums, fastmath={"reassoc"})
-_UPDATE = _compile(_update)
+_DIAGONAL = compile_pair(_diagonal_kernel)
+_PARTIAL_SUMS = compile_pair(_partial_sums, fastmath={"reassoc"})
+_UPDATE = compile_pair(_update)
 
 
 def _host(a) -> np.ndarray:

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from .._interop import like, to_numpy_view
-from . import philox
+from . import compile_pair, philox
 
 #: Grids with fewer sites run single-threaded: below this, starting threads and the barrier
 #: after every colour cost more than they save (measured on 2 shared cores: a 1024^2 sweep ran
@@ -22,8 +22,7 @@ from . import philox
 PARALLEL_MIN_SITES = 1 << 22
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _fill_uniforms(u, c2, c3, k0, k1):  # pragma: no cover - compiled
+def _fill_uniforms_kernel(u, c2, c3, k0, k1):  # pragma: no cover - compiled
     n = u.shape[0]
     for q in numba.prange((n + 3) // 4):
         w0, w1, w2, w3 = philox.philox4x32(q, c2, c3, k0, k1)
@@ -37,19 +36,7 @@ def _fill_uniforms(u, c2, c3, k0, k1):  # pragma: no cover - compiled
             u[e + 3] = philox.uniform_f32(w3)
 
 
-@numba.njit(cache=True, nogil=True)
-def _fill_uniforms_serial(u, c2, c3, k0, k1):  # pragma: no cover - compiled
-    n = u.shape[0]
-    for q in range((n + 3) // 4):
-        w0, w1, w2, w3 = philox.philox4x32(q, c2, c3, k0, k1)
-        e = 4 * q
-        u[e] = philox.uniform_f32(w0)
-        if e + 1 < n:
-            u[e + 1] = philox.uniform_f32(w1)
-        if e + 2 < n:
-            u[e + 2] = philox.uniform_f32(w2)
-        if e + 3 < n:
-            u[e + 3] = philox.uniform_f32(w3)
+_FILL_UNIFORMS = compile_pair(_fill_uniforms_kernel)
 
 
 @numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
@@ -241,7 +228,7 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
     parallel = B * N >= PARALLEL_MIN_SITES
     chunks = min(B * C * H, 4 * numba.get_num_threads())  # row blocks, a few per thread
     phase = _colour_phase if parallel else _colour_phase_serial
-    fill = _fill_uniforms if parallel else _fill_uniforms_serial
+    fill = _FILL_UNIFORMS[parallel]
     for t in range(n_sweeps):
         if u_all is None:
             c2, c3, k0, k1 = philox.key_words(key.advance(t))
