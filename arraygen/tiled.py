@@ -200,6 +200,21 @@ def column_splits(row_blocks: int, blocks_per_wave: int, max_splits: int = 8) ->
     return best
 
 
+def merge_column_splits(xp, acc, mx, sm):
+    """Merge the partial online softmaxes of S column splits (CUDA launchers).
+
+    ``mx`` (S, N): running maxima in log2 units; ``sm`` (S, N): sums of ``2**(e - mx)``;
+    ``acc`` (S, N, p): the matching weighted sums of ``v``. Returns ``(out (N, p), lse (N,))``
+    with ``lse`` in natural-log units.
+    """
+    top = xp.max(mx, axis=0)
+    wgt = xp.exp2(mx - top[None, :])
+    total = xp.sum(wgt * sm, axis=0)
+    lse = (top + xp.log2(total)) * math.log(2.0)
+    out = xp.sum(wgt[:, :, None] * acc, axis=0) / total[:, None]
+    return out, lse
+
+
 def _cast_out(xp, a, out_dtype):
     return a if a.dtype == out_dtype else xp.astype(a, out_dtype)
 

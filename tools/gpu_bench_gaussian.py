@@ -20,23 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpu_common import bench_ms, copy_bandwidth_gbs, row
 
+from asv_benchmarks.benchmarks.bench_gaussian import _torch_separable  # the peer, defined once
+
 SIGMA = 2.0
-
-
-def _torch_separable(x, sigma):
-    import torch
-
-    from arraygen.gaussian import gaussian_kernel1d, source_indices
-
-    w = torch.from_numpy(gaussian_kernel1d(sigma)).to(dtype=x.dtype, device=x.device)
-    r = (w.numel() - 1) // 2
-    b, c, h, wd = x.shape
-    y = x.reshape(b * c, 1, h, wd)
-    iy = torch.as_tensor(source_indices(h, r, "reflect"), device=x.device)
-    ix = torch.as_tensor(source_indices(wd, r, "reflect"), device=x.device)
-    y = torch.nn.functional.conv2d(y.index_select(2, iy), w.view(1, 1, -1, 1))
-    y = torch.nn.functional.conv2d(y.index_select(3, ix), w.view(1, 1, 1, -1))
-    return y.reshape(b, c, h, wd)
 
 
 def _rel_err(y, want) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cupy as cp
 import numpy as np
 
-from ...tiled import column_splits
+from ...tiled import column_splits, merge_column_splits
 from .._interop import cuda_device_context, like, to_cupy
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
@@ -25,7 +25,6 @@ _THREADS = 128
 _ROWS = 4
 _DIRECT_MAX_D = 16  # arraygen.tiled.DIRECT_MAX_D
 _LOG2E = 1.0 / math.log(2.0)
-_LN2 = math.log(2.0)
 
 
 @functools.cache
@@ -138,7 +137,7 @@ def _softmax(x, y, v, w, beta):
             _launch(name, (row_blocks, splits),
                     (xc, yc, vc, w2, np.int64(n), np.int64(m), np.int64(chunk), np.int32(p),
                      np.int32(c0), s, acc, mx, sm))
-        return merge_softmax(cp, acc[:, :, :p], mx, sm)
+        return merge_column_splits(cp, acc[:, :, :p], mx, sm)
     out = cp.empty((n, max(p, 1)), dtype)
     lse = cp.empty(n, dtype)
     # law of cosines: one row per thread, no column splits
@@ -149,16 +148,6 @@ def _softmax(x, y, v, w, beta):
         _launch(name, (grid,), (xc, yc, yy, vc, w2, np.int64(n), np.int64(m), np.int32(d),
                              np.int32(p), np.int32(c0), dtype(beta * _LOG2E), out, lse))
     return out[:, :p], lse
-
-
-def merge_softmax(xp, acc, mx, sm):
-    """Merge column splits: mx (S, N) in log2 units, sm (S, N), acc (S, N, p) -> (out, lse)."""
-    top = xp.max(mx, axis=0)
-    wgt = xp.exp2(mx - top[None, :])
-    total = xp.sum(wgt * sm, axis=0)
-    lse = (top + xp.log2(total)) * _LN2
-    out = xp.sum(wgt[:, :, None] * acc, axis=0) / total[:, None]
-    return out, lse
 
 
 def kernel_logsumexp(x, y, w, *, beta):

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ...tiled import column_splits
+from ...tiled import column_splits, merge_column_splits
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_numpy_view
 
@@ -259,16 +259,6 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
 _FORCE_SPLITS: int | None = None
 
 
-def merge_softmax(xp, acc, mx, sm):
-    """Merge column splits: mx (S, N) in log2 units, sm (S, N), acc (S, N, p) -> (out, lse)."""
-    top = xp.max(mx, axis=0)
-    wgt = xp.exp2(mx - top[None, :])
-    total = xp.sum(wgt * sm, axis=0)
-    lse = (top + xp.log2(total)) * _LN2
-    out = xp.sum(wgt[:, :, None] * acc, axis=0) / total[:, None]
-    return out, lse
-
-
 def _splits(kern, row_blocks: int, m: int) -> int:
     """Column splits for a fuller last wave (see arraygen.tiled.column_splits)."""
     if _FORCE_SPLITS is not None:
@@ -378,7 +368,7 @@ def _softmax(x, y, v, w, beta):
         for c0 in starts:
             kern[(row_blocks, splits), _THREADS](xc, yc, vc, w2, n, m, chunk, p, c0, s, acc, mx,
                                                  sm)
-        out, lse = merge_softmax(xp, acc[:, :, :p], mx, sm)
+        out, lse = merge_column_splits(xp, acc[:, :, :p], mx, sm)
         return xp.ascontiguousarray(out), lse
     out = xp.empty((n, max(p, 1)), dtype)
     lse = xp.empty(n, dtype)
