@@ -73,9 +73,10 @@ _dispatch.register(
         "cupy": "arraygen.backends.cupy.gibbs:gibbs_sweeps",
         "triton": "arraygen.backends.triton.gibbs:gibbs_sweeps",
     },
-    # H100, 4096^2, 10 sweeps (tools/gpu_bench_gibbs.py): nearest neighbour triton 4.0e10,
-    # cupy 3.6e10, numba_cuda 2.4e10 updates/s; 8 offsets all 0.9-0.95e10
-    gpu_order=("triton", "cupy", "numba_cuda"),
+    # H100, 4096^2, 10 sweeps (tools/gpu_bench_gibbs.py): nearest neighbour cupy (fused sweep
+    # kernel) 8.0-9.2e10, triton 3.9e10, numba_cuda 2.3e10 updates/s; 8 offsets cupy 1.6-2.0e10,
+    # triton and numba_cuda 0.9e10
+    gpu_order=("cupy", "triton", "numba_cuda"),
 )
 
 _MAX_LINEAR_COLOURS = 64

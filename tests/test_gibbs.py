@@ -458,3 +458,121 @@ def test_numba_cpu_threaded_rows_match_array_api(monkeypatch):
     monkeypatch.setattr(nb, "PARALLEL_MIN_SITES", 1)
     got = gibbs.gibbs_sweeps(model, s0, n_sweeps=3, rng=4, backend="numba_cpu")
     np.testing.assert_array_equal(got, want)
+
+
+CUPY_KERNELS = ("fused_stage", "fused_stage32", "fused_stage_sync32", "fused_global32", "tiled", "phase")
+CUPY_MODELS = {
+    "nn": gibbs.nearest_neighbour_offsets(),
+    "nn_skip": gibbs.nearest_neighbour_offsets(skip=(3,)),
+    "local8": gibbs.local_offsets(1, skip=(3,)),
+    "wide": ((0, 0, 5), (0, 2, -1), (0, 1, 0)),
+}
+
+
+@pytest.mark.parametrize("boundary", ["open", "periodic"])
+@pytest.mark.parametrize("model_name", sorted(CUPY_MODELS))
+@pytest.mark.parametrize("choice", CUPY_KERNELS)
+def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, boundary):
+    """Every CuPy sweep kernel, forced, on grids of several tiles each way, with a partial last
+    tile (the fused kernel's tiles are 14-62 rows x 104-248 columns): float64 with a batched bias and injected uniforms
+    against the oracle, float32 with the Philox stream against the per-colour kernel."""
+    from arraygen.backends import available
+
+    if available()["cupy"] is not None:
+        pytest.skip(available()["cupy"])
+    import cupy
+
+    from arraygen.backends.cupy import gibbs as cg
+
+    monkeypatch.setattr(cg, "KERNEL_CHOICE", choice)
+    offsets, periodic = CUPY_MODELS[model_name], boundary == "periodic"
+    gen = np.random.default_rng(11)
+    shape, B = (2, 70, 520), 2
+    j, h = _model_arrays(gen, offsets, shape, batch=B, scale=0.3)
+    model = gibbs.StencilIsing(offsets, cupy.asarray(j), cupy.asarray(h), boundary=boundary)
+    s0 = _random_spins(gen, (B,) + shape)
+    u, want = _uniforms_without_ties(gen, offsets, j, h, cupy.asnumpy(model.colors), s0, 2, 0.8,
+                                     periodic, 1e-9)
+    out = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=2, beta=0.8,
+                             uniforms=cupy.asarray(u), backend="cupy")
+    np.testing.assert_array_equal(cupy.asnumpy(out), want)
+    # float32 and the Philox stream: the same decisions as the one-launch-per-colour kernel
+    model = gibbs.StencilIsing(offsets, cupy.asarray(j, dtype=cupy.float32),
+                               cupy.asarray(h[0], dtype=cupy.float32), boundary=boundary)
+    got = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, rng=5, backend="cupy")
+    monkeypatch.setattr(cg, "KERNEL_CHOICE", "phase")
+    want = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, rng=5, backend="cupy")
+    np.testing.assert_array_equal(cupy.asnumpy(got), cupy.asnumpy(want))
+
+
+# (offsets, (C, H, W), boundary): odd sizes, W % 4 != 0, W % n != 0 (open), channel links
+CLASS_CASES = [
+    (gibbs.nearest_neighbour_offsets(), (1, 40, 18), "periodic"),
+    (gibbs.nearest_neighbour_offsets(), (1, 9, 7), "open"),
+    (gibbs.nearest_neighbour_offsets(skip=(3,)), (1, 24, 24), "periodic"),
+    (gibbs.local_offsets(1, skip=(3,)), (1, 40, 36), "periodic"),
+    (gibbs.local_offsets(1, skip=(3,)), (1, 11, 13), "open"),
+    (gibbs.local_offsets(1, skip=(2,)), (1, 64, 16), "periodic"),
+    (OFFSETS, (2, 30, 15), "open"),
+    (OFFSETS, (3, 9, 12), "periodic"),
+    (((0, 0, 1), (0, 0, 5)), (2, 5, 12), "periodic"),  # no row links: lag 0
+]
+
+
+def _class_case_inputs(index, batch, dtype):
+    offsets, shape, boundary = CLASS_CASES[index]
+    gen = np.random.default_rng(50 + index)
+    j, h = _model_arrays(gen, offsets, shape, batch=batch if batch > 1 else None, scale=0.4)
+    model = gibbs.StencilIsing(offsets, j.astype(dtype), h.astype(dtype), boundary=boundary)
+    return model, _random_spins(gen, (batch,) + shape), gen
+
+
+# schedules of the class-major kernel: (BANDS_MIN_SITES, WAVEFRONT_BYTES): one band, one sweep
+# per wavefront; one band, all sweeps; two bands (cones at band edges), several sweeps
+SCHEDULES = [(1 << 40, 1), (1 << 40, 1 << 40), (1, 1 << 40)]
+
+
+@pytest.mark.parametrize("schedule", range(len(SCHEDULES)))
+@pytest.mark.parametrize("index", range(len(CLASS_CASES)))
+def test_numba_cpu_class_major_matches_row_kernel(monkeypatch, index, schedule):
+    """The class-major wavefront kernel (bands, cones, sweep groups) gives bit for bit the
+    spins of the colour-by-colour row kernel: Philox stream, one and several chains."""
+    from arraygen.backends import available
+
+    if available()["numba_cpu"] is not None:
+        pytest.skip(available()["numba_cpu"])
+    import numba
+
+    from arraygen.backends.numba_cpu import gibbs as nb
+
+    bands_min, wavefront = SCHEDULES[schedule]
+    monkeypatch.setattr(nb, "BANDS_MIN_SITES", bands_min)
+    monkeypatch.setattr(nb, "WAVEFRONT_BYTES", wavefront)
+    if bands_min == 1 and numba.get_num_threads() < 2:
+        pytest.skip("needs two Numba threads")
+    for batch in (1, 3):
+        model, s0, _ = _class_case_inputs(index, batch, np.float32)
+        got = gibbs.gibbs_sweeps(model, s0, n_sweeps=7, beta=1.3, rng=11, backend="numba_cpu")
+        monkeypatch.setattr(nb, "CLASS_MAJOR", False)
+        want = gibbs.gibbs_sweeps(model, s0, n_sweeps=7, beta=1.3, rng=11, backend="numba_cpu")
+        monkeypatch.setattr(nb, "CLASS_MAJOR", True)
+        np.testing.assert_array_equal(got, want)
+        assert np.any(got != s0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index", [1, 4, 7])
+def test_numba_cpu_class_major_injected_uniforms(monkeypatch, index, dtype):
+    """Injected uniforms (both dtypes) and a per-chain bias through the class-major kernel."""
+    from arraygen.backends import available
+
+    if available()["numba_cpu"] is not None:
+        pytest.skip(available()["numba_cpu"])
+    from arraygen.backends.numba_cpu import gibbs as nb
+
+    model, s0, gen = _class_case_inputs(index, 2, dtype)
+    u = gen.random((4,) + s0.shape).astype(dtype)
+    got = gibbs.gibbs_sweeps(model, s0, n_sweeps=4, uniforms=u, backend="numba_cpu")
+    monkeypatch.setattr(nb, "CLASS_MAJOR", False)
+    want = gibbs.gibbs_sweeps(model, s0, n_sweeps=4, uniforms=u, backend="numba_cpu")
+    np.testing.assert_array_equal(got, want)

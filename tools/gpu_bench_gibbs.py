@@ -27,6 +27,9 @@ from gpu_common import bench_ms, copy_bandwidth_gbs, row
 L = 4096
 SWEEPS = 10
 BACKENDS = ("cupy", "triton", "numba_cuda")
+#: CuPy sweep kernels timed side by side (arraygen.backends.cupy.gibbs.KERNEL_CHOICE)
+CUPY_KERNELS = ("auto", "phase")
+LONG_SWEEPS = 100  # one call of this many sweeps: the per-call spin check is amortised
 
 
 def _model(name, size, device="cuda"):
@@ -101,9 +104,15 @@ def _bench_model(name: str, rep: float, bw: float) -> list[dict]:
     peer = updates / (peer_ms * 1e-3)
     rows.append(row("gibbs_sweeps", "peer:torch_roll", size, peer_ms, "upd/s", peer, ceiling,
                     None, None, None))
-    for backend in BACKENDS:
+    variants = [(b, None) for b in BACKENDS if b != "cupy"]
+    variants += [("cupy", k) for k in CUPY_KERNELS]
+    for backend, choice in variants:
         if available()[backend] is not None:
             continue
+        if choice is not None:
+            from arraygen.backends.cupy import gibbs as cupy_gibbs
+
+            cupy_gibbs.KERNEL_CHOICE = choice
 
         def fn(b=backend):
             return gibbs_sweeps(model, s, n_sweeps=SWEEPS, rng=3, backend=b)
@@ -115,8 +124,17 @@ def _bench_model(name: str, rep: float, bw: float) -> list[dict]:
         except Exception:  # noqa: BLE001 - report the failure, go on with the other backends
             traceback.print_exc()
             continue
-        rows.append(row("gibbs_sweeps", backend, size, ms, "upd/s", updates / (ms * 1e-3),
+        finally:
+            if choice is not None:
+                cupy_gibbs.KERNEL_CHOICE = "auto"
+        label = backend if choice in (None, "auto") else f"{backend}:{choice}"
+        rows.append(row("gibbs_sweeps", label, size, ms, "upd/s", updates / (ms * 1e-3),
                         ceiling, "torch_roll", peer, err))
+    if available()["cupy"] is None:
+        ms = bench_ms(lambda: gibbs_sweeps(model, s, n_sweeps=LONG_SWEEPS, rng=3, backend="cupy"),
+                      rep_ms=rep)
+        rows.append(row("gibbs_sweeps", f"cupy x{LONG_SWEEPS}", size, ms, "upd/s",
+                        LONG_SWEEPS * L * L / (ms * 1e-3), ceiling, "torch_roll", peer, None))
     ms = bench_ms(lambda: gibbs_sweeps(model, s, n_sweeps=2, rng=3, backend="array_api"),
                   rep_ms=rep)
     rows.append(row("gibbs_sweeps", "array_api", size, ms, "upd/s", 2 * L * L / (ms * 1e-3),

@@ -51,11 +51,10 @@ def main() -> int:
         t0 = time.time()
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=900",
                *args.tests.split()]
-        with open(out_dir / "tests.log", "w") as log:
-            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
-            log.write(proc.stdout)
-        tail = [ln for ln in proc.stdout.splitlines() if ln.strip()][-25:]
+        with open(out_dir / "tests.log", "w") as log:  # written as it goes: kept on timeout
+            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        text = (out_dir / "tests.log").read_text()
+        tail = [ln for ln in text.splitlines() if ln.strip()][-25:]
         print("\n".join(tail))
         summary.append(f"tests: exit {proc.returncode} in {time.time() - t0:.0f} s")
     rows = []

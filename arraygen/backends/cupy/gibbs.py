@@ -1,10 +1,15 @@
 """CuPy RawKernel launchers of the Gibbs hot path (contract: :mod:`arraygen.gibbs`).
 
-``gibbs.cu`` holds two kernels. ``gibbs_sweep_tiled<T>`` (plane-local stencils, every offset
-with dc = 0, and W % 4 == 0): one launch per sweep, tiles with a halo in shared memory, so a
-sweep reads couplings and bias about once whatever the number of colours. ``gibbs_phase<T>``
-(everything else): one launch per colour and sweep, one thread per quad of spins (one Philox
-block), in place on a private int8 copy of the spins. Both give identical spins.
+``gibbs.cu`` holds three kernels, all giving identical spins:
+
+- ``gibbs_sweep_fused<T, ...>``: plane-local stencils (every offset with dc = 0) with a linear
+  colouring and W % 4 == 0. One launch per sweep; the offsets and the colour pattern are
+  template arguments, so each model compiles its own kernel (NVRTC, cached by CuPy) with
+  unrolled neighbour loops. Reads the couplings and bias about once per sweep.
+- ``gibbs_sweep_tiled<T>``: plane-local stencils with W % 4 == 0 and any colouring (colours
+  read from the colour array); one launch per sweep, offsets read at run time.
+- ``gibbs_phase<T>``: everything else; one launch per colour and sweep, one thread per quad of
+  spins (one Philox block), in place on a private int8 copy of the spins.
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ _NAMES = ("arraygen::gibbs_phase<float>", "arraygen::gibbs_phase<double>",
           "arraygen::gibbs_sweep_tiled<float>", "arraygen::gibbs_sweep_tiled<double>")
 _TILE_QUADS = 32           # tile width in quads of spins (128 columns)
 _MAX_SMEM = 48 * 1024      # bytes of shared memory a tiled block may use
+_FUSED_MAX_COLOURS = 8
+_FUSED_MAX_OFFSETS = 16
+_FUSED_MAX_STAGED = 110 * 1024  # staged bytes per 256 threads: 512 threads still fit on an SM
+_MAX_BLOCK_SMEM = 227 * 1024    # the opt-in shared memory limit of one block (sm_80 and later)
+#: Which sweep kernel to use where several apply: "auto", or force "fused_stage" (couplings
+#: staged in shared memory by asynchronous copies), "fused_stage_sync" (by loads),
+#: "fused_global" (read from global memory), each with the suffix "32" for 32-quad-wide
+#: regions, "tiled" or "phase".
+KERNEL_CHOICE = "auto"
 
 
 def _kernel(name: str, ctype: str):
@@ -42,6 +56,47 @@ def _tiling(offsets, n_colors, H, W):
     if smem > _MAX_SMEM:
         return None
     return th, twq, ry, hq, smem
+
+
+def _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
+    """``(kernel name, threads, tile rows, tile quads, dynamic shared memory bytes)`` of the
+    fused kernel for this model, or None when it does not apply (``gibbs_sweep_fused`` in
+    gibbs.cu: regions of 8 qpt rows x rwq quads, rwq threads per row)."""
+    if (pattern is None or W % 4 or any(o[0] != 0 for o in offsets) or n_colors < 1
+            or n_colors > _FUSED_MAX_COLOURS or len(offsets) > _FUSED_MAX_OFFSETS
+            or C * H * W >= 2**31 or choice in ("tiled", "phase")):
+        return None
+    ry = max((abs(o[1]) for o in offsets), default=0)
+    rxq = -(-max((abs(o[2]) for o in offsets), default=0) // 4)
+    gy, gq = (n_colors - 1) * ry, (n_colors - 1) * rxq
+    size = 8 if ctype == "double" else 4
+
+    def layout(rwq, qpt):  # (window sites, bytes of staged couplings), or None if no tile left
+        if 8 * qpt - 2 * gy < 8 or rwq - 2 * gq < 8:
+            return None
+        window = (8 * qpt + 2 * ry) * 4 * (rwq + 2 * rxq)
+        return window, len(offsets) * window * size
+
+    rwq = 32 if choice.endswith("32") or W // 4 < 128 else 64
+    qpt = 4 if layout(rwq, 4) and 32 - 2 * gy >= 16 else 8
+    if layout(rwq, qpt) is None:
+        rwq = 32
+        if layout(rwq, qpt) is None:
+            return None
+    window, staged = layout(rwq, qpt)
+    forced = choice.startswith("fused_stage")
+    if forced and window + staged > _MAX_BLOCK_SMEM:
+        smaller = [(32, q) for q in (qpt, 4) if layout(32, q) and sum(layout(32, q)) <= _MAX_BLOCK_SMEM]
+        if smaller:  # a smaller region (more halo) whose couplings fit
+            rwq, qpt = smaller[0]
+            window, staged = layout(rwq, qpt)
+    stage = window + staged <= _MAX_BLOCK_SMEM and (
+        forced or (not choice.startswith("fused_global") and staged <= _FUSED_MAX_STAGED * rwq // 32))
+    n, _, pb, pd = pattern
+    pack = "".join(f", {o[1]}, {o[2]}" for o in offsets)
+    name = (f"arraygen::gibbs_sweep_fused<{ctype}, {str(bool(periodic)).lower()}, {n}, {pb}, "
+            f"{pd}, {rwq}, {qpt}, {(1 if 'sync' in choice else 2) if stage else 0}{pack}>")
+    return name, 8 * rwq, 8 * qpt - 2 * gy, rwq - 2 * gq, window + (staged if stage else 0)
 
 
 def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
@@ -68,8 +123,18 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
         ctype = dtype_name(j)
         bias_batched = np.int32(h.size != C * H * W)
         two_beta = dtype(2.0 * beta)
-        tiling = _tiling(offsets, n_colors, H, W)
-        if tiling is not None:
+        fused = _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, KERNEL_CHOICE)
+        tiling = None if fused is not None or KERNEL_CHOICE == "phase" else _tiling(
+            offsets, n_colors, H, W)
+        if fused is not None:
+            name, fused_threads, th, twq, fused_smem = fused
+            fused_kernel = module(SOURCE, (name,)).get_function(name)
+            if fused_smem > _MAX_SMEM:
+                fused_kernel.max_dynamic_shared_size_bytes = fused_smem
+            tiles_y, tiles_x = -(-H // th), -(-(W // 4) // twq)
+            grid = B * C * tiles_y * tiles_x
+            other = cupy.empty_like(s)
+        elif tiling is not None:
             th, twq, ry, hq, smem = tiling
             tiles_y, tiles_x = -(-H // th), -(-(W // 4) // twq)
             grid = B * C * tiles_y * tiles_x
@@ -86,6 +151,13 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
                 c2 = c3 = k0 = k1 = 0
                 u_t, has_u = u_all[t], np.int32(1)
             words = (np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1))
+            if fused is not None:
+                fused_kernel((grid,), (fused_threads,),
+                             (s, other, j, h, u_t, has_u, np.int32(C), np.int32(H), np.int32(W),
+                              np.int32(pa), np.int32(tiles_y), np.int32(tiles_x), bias_batched,
+                              two_beta) + words, shared_mem=fused_smem)
+                s, other = other, s
+                continue
             if tiling is not None:
                 kernel((grid,), (_THREADS,),
                        (s, other, j, h, col, offs, u_t, has_u, np.int32(C), np.int32(H),
