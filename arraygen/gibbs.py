@@ -477,9 +477,9 @@ def _check_spin_values(xp, s, name):
                         f"with arraygen.gibbs.to_spins")
     if xp.isdtype(s.dtype, "complex floating"):
         raise TypeError(f"`{name}` must be real; got dtype {s.dtype}")
-    bad = xp.logical_not(xp.logical_or(s == 1, s == -1))
-    n_bad = int(xp.sum(xp.astype(bad, xp.int64)))
-    if n_bad:
+    ok = xp.logical_or(s == 1, s == -1)
+    if not bool(xp.all(ok)):
+        n_bad = int(xp.sum(xp.astype(xp.logical_not(ok), xp.int64)))
         raise ValueError(f"`{name}` must contain only -1 and +1; {n_bad} values are not (use "
                          f"arraygen.gibbs.to_spins to convert {{0,1}} data)")
 
