@@ -281,11 +281,6 @@ __host__ __device__ constexpr int pack_max_abs(int parity) {
     return m;
 }
 
-__device__ __forceinline__ int wrap_once(int v, int n) {
-    // v in (-n, 2n): offsets are reduced to |d| <= n/2 and v - d has v in [0, n)
-    return v < 0 ? v + n : (v >= n ? v - n : v);
-}
-
 template <int V>
 struct Int {
     static constexpr int value = V;
@@ -325,7 +320,7 @@ __device__ __forceinline__ T field_global(T gamma, const signed char* sm, int si
         gamma += times_spin(__ldg(Jk + site), (int)sm[si + dy * SWB + dx]);
         const int by = gy - dy, bx = x - dx;
         if (PERIODIC) {
-            gamma += times_spin(__ldg(Jk + wrap_once(by, H) * W + wrap_once(bx, W)),
+            gamma += times_spin(__ldg(Jk + wrap(by, H) * W + wrap(bx, W)),
                                 (int)sm[si - dy * SWB - dx]);
         } else if (by >= 0 && by < H && bx >= 0 && bx < W) {
             gamma += times_spin(__ldg(Jk + by * W + bx), (int)sm[si - dy * SWB - dx]);
@@ -372,11 +367,6 @@ __device__ __forceinline__ void copy_async(T* dst, const U* src, int bytes_read)
 }
 
 __device__ __forceinline__ void wait_async() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
-template <typename T>
-__device__ __forceinline__ T pick4(const T (&v)[4], int lane) {
-    return lane == 0 ? v[0] : lane == 1 ? v[1] : lane == 2 ? v[2] : v[3];
-}
 
 template <typename T>
 __device__ __forceinline__ void load4(const T* __restrict__ p, T (&out)[4]);
