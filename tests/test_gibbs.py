@@ -460,7 +460,9 @@ def test_numba_cpu_threaded_rows_match_array_api(monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
-CUPY_KERNELS = ("fused_stage", "fused_stage32", "fused_stage_sync32", "fused_global32", "tiled", "phase")
+CUPY_KERNELS = ("stream", "stream32", "stream64x4", "stream64x4x2x1", "stream32x16x1x2",
+                "fused_stage", "fused_stage32", "fused_stage_sync32", "fused_global32", "tiled",
+                "phase")
 CUPY_MODELS = {
     "nn": gibbs.nearest_neighbour_offsets(),
     "nn_skip": gibbs.nearest_neighbour_offsets(skip=(3,)),
@@ -474,8 +476,10 @@ CUPY_MODELS = {
 @pytest.mark.parametrize("choice", CUPY_KERNELS)
 def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, boundary):
     """Every CuPy sweep kernel, forced, on grids of several tiles each way, with a partial last
-    tile (the fused kernel's tiles are 14-62 rows x 104-248 columns): float64 with a batched bias and injected uniforms
-    against the oracle, float32 with the Philox stream against the per-colour kernel."""
+    tile (the fused kernel's tiles are 14-62 rows x 104-248 columns; "stream32" streams chunks
+    of 24 rows, the last one partial, in strips of 80-120 columns): float64 with a batched bias
+    and injected uniforms against the oracle, float32 with the Philox stream against the
+    per-colour kernel."""
     from arraygen.backends import available
 
     if available()["cupy"] is not None:
@@ -485,6 +489,8 @@ def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, bounda
     from arraygen.backends.cupy import gibbs as cg
 
     monkeypatch.setattr(cg, "KERNEL_CHOICE", choice)
+    if choice == "stream32":
+        monkeypatch.setattr(cg, "STREAM_CHUNK_ROWS", 24)
     offsets, periodic = CUPY_MODELS[model_name], boundary == "periodic"
     gen = np.random.default_rng(11)
     shape, B = (2, 70, 520), 2
@@ -503,6 +509,45 @@ def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, bounda
     monkeypatch.setattr(cg, "KERNEL_CHOICE", "phase")
     want = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, rng=5, backend="cupy")
     np.testing.assert_array_equal(cupy.asnumpy(got), cupy.asnumpy(want))
+
+
+def test_cupy_branch_free_reciprocal_is_correctly_rounded():
+    """The sweep kernels' branch-free 1/x (x >= 1) equals __frcp_rn for every float32 in
+    [1, 2^126), and is at most 2^-126 above (where every uniform exceeds it)."""
+    from arraygen.backends import available
+
+    if available()["cupy"] is not None:
+        pytest.skip(available()["cupy"])
+    import cupy
+
+    from arraygen.backends.cupy import HERE
+
+    code = (HERE / "gibbs.cu").read_text() + r"""
+    extern "C" __global__ void rcp_mismatches(unsigned long long* bad, unsigned int first,
+                                              unsigned int count) {
+        unsigned long long n = 0;
+        for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < count;
+             i += gridDim.x * blockDim.x) {
+            const float x = __uint_as_float(first + i);
+            n += __float_as_uint(arraygen::ag_rcp(x)) != __float_as_uint(__frcp_rn(x));
+        }
+        atomicAdd(bad, n);
+    }
+    extern "C" __global__ void rcp_large(float* out, const float* x, int n) {
+        const int i = blockIdx.x * blockDim.x + threadIdx.x;
+        if (i < n) out[i] = arraygen::ag_rcp(x[i]);
+    }
+    """
+    mod = cupy.RawModule(code=code, options=("-std=c++17", f"-I{HERE}"))
+    bad = cupy.zeros(1, dtype=cupy.uint64)
+    first = int(np.float32(1.0).view(np.uint32))
+    count = int(np.float32(2.0**126).view(np.uint32)) - first  # every float in [1, 2^126)
+    mod.get_function("rcp_mismatches")((1024,), (256,), (bad, np.uint32(first), np.uint32(count)))
+    assert int(bad.get()[0]) == 0
+    x = cupy.asarray(np.array([2.0**126, 3e38, np.inf], dtype=np.float32))
+    out = cupy.empty_like(x)
+    mod.get_function("rcp_large")((1,), (32,), (out, x, np.int32(x.size)))
+    assert np.all(cupy.asnumpy(out) <= 2.0**-126)
 
 
 # (offsets, (C, H, W), boundary): odd sizes, W % 4 != 0, W % n != 0 (open), channel links

@@ -28,7 +28,7 @@ L = 4096
 SWEEPS = 10
 BACKENDS = ("cupy", "triton", "numba_cuda")
 #: CuPy sweep kernels timed side by side (arraygen.backends.cupy.gibbs.KERNEL_CHOICE)
-CUPY_KERNELS = ("auto", "phase")
+CUPY_KERNELS = ("auto", "stream32x16", "fused", "phase")
 LONG_SWEEPS = 100  # one call of this many sweeps: the per-call spin check is amortised
 
 

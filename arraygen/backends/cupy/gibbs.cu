@@ -295,7 +295,52 @@ __device__ __forceinline__ void static_for(F&& f) {
     }
 }
 
-__device__ __forceinline__ float ag_rcp(float x) { return __frcp_rn(x); }
+// The plane (b, c) that a block of a one-launch-per-sweep kernel works on, per_plane blocks
+// each: plane = b C + c, the block's index in the plane, and chain = b C H W (N = C H W).
+struct BlockPlane {
+    long long plane, chain;
+    int c, index;
+};
+__device__ __forceinline__ BlockPlane block_plane(int per_plane, int C, long long N) {
+    BlockPlane p;
+    p.plane = blockIdx.x / per_plane;
+    p.index = (int)(blockIdx.x - p.plane * per_plane);
+    p.c = (int)(p.plane % C);
+    p.chain = (p.plane / C) * N;
+    return p;
+}
+
+// REGULAR colourings (NC in {1, 2, 4}, PD odd): the first lane of colour col in the quads of
+// global row y, colour = (pa c + PB y + PD x) mod NC with 4 | x (PD is its own inverse mod NC)
+template <int NC, int PB, int PD>
+__device__ __forceinline__ int first_lane(int col, int pa_c, int y) {
+    const int base = ((pa_c + PB * y) % NC + NC) % NC;
+    return ((col - base + NC) * PD) % NC;
+}
+
+// f(Int<l0>{}) for a run-time lane l0 < NC, NC in {1, 2, 4}
+template <int NC, typename F>
+__device__ __forceinline__ void with_lane(int l0, F&& f) {
+    if (l0 == 0) f(Int<0>{});
+    else if constexpr (NC > 1) {
+        if (l0 == 1) f(Int<1 % NC>{});
+        else if constexpr (NC > 2) {
+            if (l0 == 2) f(Int<2 % NC>{});
+            else f(Int<3 % NC>{});
+        }
+    }
+}
+
+// 1 / x for x >= 1 (x = 1 + e in the heat-bath probability), branch-free so that the updates of
+// a phase overlap. float: for x < 2^126 the approximate reciprocal and one Newton step, the fast
+// path ptxas emits for __frcp_rn (correctly rounded); above, 0: 1 / x < 2^-126 lies below every
+// uniform ((w >> 9) + 0.5) 2^-23, so u < p decides the same.
+__device__ __forceinline__ float ag_rcp(float x) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    r = fmaf(r, -fmaf(x, r, -1.0f), r);
+    return x < 0x1p126f ? r : 0.0f;
+}
 __device__ __forceinline__ double ag_rcp(double x) { return __drcp_rn(x); }
 
 // J * s for a spin s in {-1, 0, +1} (sign-extended int8) without a conversion: the sign of J is
@@ -332,22 +377,25 @@ __device__ __forceinline__ T field_global(T gamma, const signed char* sm, int si
     }
 }
 
-// The same sum with the couplings staged in shared memory: js[((k SH + row) 4 + lane) SWQ + quad]
-// holds J[k] at window row `row`, column 4 quad + lane (lane-major rows: the threads of a warp,
-// on consecutive quads, read consecutive words). Zero outside an open grid.
-template <typename T, int SH, int SWQ, int KI, int... OFF>
-__device__ __forceinline__ T field_staged(T gamma, const signed char* sm, const T* js, int row,
-                                          int quad, int lane) {
+// The same sum with the couplings staged in shared memory: js[((k PLANE_ROWS + slot) 4 + lane) SWQ
+// + quad] holds J[k] at the window row kept in `slot`, column 4 quad + lane (lane-major rows: the
+// threads of a warp, on consecutive quads, read consecutive words), the spins are at
+// sm[slot 4 SWQ + 4 quad + lane]. at[RY + dy] = 4 SWQ x (the slot of the site's row + dy), in a
+// window of consecutive rows or a rolling ring of them: the offset of that row in both arrays
+// (in elements of js, in bytes of sm). Zero outside an open grid.
+template <typename T, int PLANE_ROWS, int SWQ, int RY, int KI, int... OFF>
+__device__ __forceinline__ T field_staged(T gamma, const signed char* sm, const T* js,
+                                          const int* at, int quad, int lane) {
     if constexpr (2 * KI < (int)sizeof...(OFF)) {
         constexpr int dy = PackAt<2 * KI, OFF...>::value, dx = PackAt<2 * KI + 1, OFF...>::value;
-        constexpr int SWB = 4 * SWQ;
-        const T* jk = js + KI * SH * 4 * SWQ;
+        const T* jk = js + KI * PLANE_ROWS * 4 * SWQ;
         const int bx = lane - dx;  // constant once the lane loop is unrolled
-        const int si = row * SWB + 4 * quad + lane;
-        gamma += times_spin(jk[(row * 4 + lane) * SWQ + quad], (int)sm[si + dy * SWB + dx]);
-        gamma += times_spin(jk[((row - dy) * 4 + (bx & 3)) * SWQ + quad + (bx >> 2)],
-                            (int)sm[si - dy * SWB - dx]);
-                return field_staged<T, SH, SWQ, KI + 1, OFF...>(gamma, sm, js, row, quad, lane);
+        const int fwd = at[RY + dy], here = at[RY], back = at[RY - dy];
+        gamma += times_spin(jk[here + lane * SWQ + quad], (int)sm[fwd + 4 * quad + lane + dx]);
+        gamma += times_spin(jk[back + (bx & 3) * SWQ + quad + (bx >> 2)],
+                            (int)sm[back + 4 * quad + lane - dx]);
+        return field_staged<T, PLANE_ROWS, SWQ, RY, KI + 1, OFF...>(gamma, sm, js, at, quad,
+                                                                   lane);
     } else {
         return gamma;
     }
@@ -439,11 +487,9 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
     const int WQ = W >> 2;
     const int HW = H * W;
     const long long N = (long long)C * HW;
-    const int tiles = tiles_y * tiles_x;
-    const long long plane = blockIdx.x / tiles;  // b * C + c
-    const int tile = (int)(blockIdx.x - plane * tiles);
-    const int c = (int)(plane % C);
-    const long long chain = (plane / C) * N;
+    const BlockPlane bp = block_plane(tiles_y * tiles_x, C, N);
+    const long long plane = bp.plane, chain = bp.chain;
+    const int c = bp.c, tile = bp.index;
     const int y_top = (tile / tiles_x) * (RH - 2 * GY) - GY - RY;  // global row of window row 0
     const int q_left = (tile % tiles_x) * (RWQ - 2 * GQ) - GQ - RXQ;
     const signed char* pin = s_in + plane * HW;
@@ -529,8 +575,11 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
         const int site = gy * W + x;
         T gamma;
         if constexpr (STAGE) {
-            gamma = field_staged<T, SH, SWQ, 0, OFF...>(hv[STAGE ? j : 0][LANE], sm, js, row,
-                                                       quad, LANE);
+            int at[2 * RY + 1];
+#pragma unroll
+            for (int i = 0; i <= 2 * RY; ++i) at[i] = (row - RY + i) * SWB;
+            gamma = field_staged<T, SH, SWQ, RY, 0, OFF...>(hv[STAGE ? j : 0][LANE], sm, js, at,
+                                                           quad, LANE);
         } else {
             gamma = field_global<T, PERIODIC, SWB, 0, OFF...>(
                 __ldg(hp + site), sm, row * SWB + 4 * quad + LANE, Jc, N, site, gy, x, H, W);
@@ -588,18 +637,8 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
             }
         };
         if constexpr (REGULAR) {
-            // colour of lane 0 of this thread's quads: (pa c + PB y + PD x0) mod NC, 4 | x0 and
-            // NC | 8, so it does not depend on the quad's column or on j
-            const int base = ((pa * c + PB * (y_top + RY + ly)) % NC + NC) % NC;
-            const int l0 = ((col - base + NC) * PD) % NC;
-            if (l0 == 0) phase(Int<0>{});
-            else if constexpr (NC > 1) {
-                if (l0 == 1) phase(Int<1 % NC>{});
-                else if constexpr (NC > 2) {
-                    if (l0 == 2) phase(Int<2 % NC>{});
-                    else phase(Int<3 % NC>{});
-                }
-            }
+            // the same for all of this thread's quads (rows 8 apart, NC | 8)
+            with_lane<NC>(first_lane<NC, PB, PD>(col, pa * c, y_top + RY + ly), phase);
         } else {
             phase(Int<0>{});
         }
@@ -615,6 +654,322 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
         const int oy = y_top + RY + r;
         if (r >= GY && r < RH - GY && oy < H && oq < WQ)
             reinterpret_cast<int*>(pout + oy * W)[oq] = sm_words[(RY + r) * SWQ + RXQ + lx];
+    }
+}
+
+
+// Row counts of the rolling window of gibbs_sweep_stream (the launcher in gibbs.py mirrors them).
+// Colour phase p runs LAG = RY rows behind phase p - 1. At a step whose phase-0 band starts at row
+// b, the rows read are [b - BELOW, b + ABOVE); RB more rows are fetched for the next step meanwhile.
+template <int NC, int RB, int... OFF>
+struct StreamRows {
+    static constexpr int RY = pack_max_abs<OFF...>(0);
+    static constexpr int LAG = RY;
+    static constexpr int BELOW = (NC - 1) * LAG + RY;
+    static constexpr int ABOVE = RB + RY;
+    static constexpr int RING = BELOW + ABOVE + RB;      // rows of spins and couplings kept
+    static constexpr int WORD_ROWS = (NC - 1) * LAG + RB;  // rows of Philox blocks kept
+};
+
+// One launch per sweep, streaming down the rows: for plane-local stencils with a linear colouring
+// colour = (pa c + PB y + PD x) mod NC and W % 4 == 0, like gibbs_sweep_fused, but with no halo
+// of rows to stage for each tile. Spins ping-pong s_in -> s_out.
+//
+// A block of (RB / QY) x (RWQ / QX) threads owns a strip of RWQ quads (its tile,
+// RWQ - 2 (NC - 1) RXQ quads, plus the colour halo in x) and a chunk of chunk_rows rows of one
+// plane (b, c). It walks the chunk in steps of RB rows: at each step colour phase p updates, in
+// shared memory, the sites of colour p in the band of RB rows that starts p LAG rows above
+// phase 0's band (each thread takes QY x QX quads of it), with a barrier between phases. A site's neighbours of
+// earlier colours lie at most RY rows away, so they were updated in an earlier step or phase;
+// those of later colours are still the sweep's inputs, since those phases run LAG >= RY rows
+// behind. Phase p covers the chunk grown by (NC - 1 - p) RY rows and RXQ quads on each side
+// (the colour halo), so the tile's sites end exact, as in gibbs_sweep_fused. Each row's spins,
+// couplings and Philox blocks are kept in rings in shared memory from the step that first
+// reads them to the last, fetched one step ahead by asynchronous copies: every coupling is
+// read from global memory once per block, and the chunk's rows only once.
+//
+// Shared memory (dynamic, bytes): K RING 4 SWQ sizeof(T) of couplings (lane-major, as
+// field_staged reads them), WORD_ROWS 4 RWQ 4 of Philox words, RING SWQ 4 of spins.
+template <typename T, bool PERIODIC, int NC, int PB, int PD, int RWQ, int RB, int QX, int QY,
+          int... OFF>
+__global__ void __launch_bounds__(RB / QY * RWQ / QX, 1)
+gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict__ s_out,
+                   const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u,
+                   int has_u, int C, int H, int W, int pa, int chunk_rows, int chunks,
+                   int strips, int bias_batched, T two_beta, unsigned int c2, unsigned int c3,
+                   unsigned int k0, unsigned int k1) {
+    using Rows = StreamRows<NC, RB, OFF...>;
+    constexpr int K = (int)sizeof...(OFF) / 2;
+    constexpr int RY = Rows::RY, LAG = Rows::LAG, RING = Rows::RING;
+    constexpr int WORD_ROWS = Rows::WORD_ROWS;
+    constexpr int RXQ = (pack_max_abs<OFF...>(1) + 3) / 4;
+    constexpr int TX = RWQ / QX, TY = RB / QY, NT = TX * TY;  // threads per row, rows, all
+    constexpr int GY = (NC - 1) * RY, GQ = (NC - 1) * RXQ;
+    static_assert(TX * QX == RWQ && TY * QY == RB, "QX | RWQ and QY | RB");
+    constexpr int SWQ = RWQ + 2 * RXQ, SWB = 4 * SWQ, PLANE = RING * 4 * SWQ;
+    static_assert(RWQ > 2 * GQ, "the colour halo leaves no tile");
+    extern __shared__ int smem_words[];
+    T* js = reinterpret_cast<T*>(smem_words);                                 // K planes
+    unsigned int* ws = reinterpret_cast<unsigned int*>(js + K * PLANE);     // Philox words
+    int* sm_words = reinterpret_cast<int*>(ws + WORD_ROWS * 4 * RWQ);        // spins
+    signed char* sm = reinterpret_cast<signed char*>(sm_words);
+
+    const int WQ = W >> 2;
+    const int HW = H * W;
+    const long long N = (long long)C * HW;
+    const BlockPlane bp = block_plane(chunks * strips, C, N);
+    const long long plane = bp.plane, chain = bp.chain;
+    const int c = bp.c, chunk = bp.index / strips, strip = bp.index - chunk * strips;
+    const int y0 = chunk * chunk_rows;
+    const int rows_out = min(chunk_rows, H - y0);
+    const int top = y0 - GY;              // first row of colour phase 0
+    const int origin = top - Rows::BELOW;  // the ring's row 0: no row read lies above it
+    const int q_left = strip * (RWQ - 2 * GQ) - GQ - RXQ;  // global quad of window quad 0
+    const signed char* pin = s_in + plane * HW;
+    const T* __restrict__ hp = h + (bias_batched ? chain : 0) + (long long)c * HW;
+    const T* __restrict__ Jc = J + (long long)c * HW;
+    const T* __restrict__ up = u + chain + (long long)c * HW;
+
+    // asynchronous copies of the spins and couplings of rows [r0, r0 + n) to their ring slots
+    // (zero-filled outside an open grid)
+    auto fetch = [&](int r0, int n) {
+        for (int t = threadIdx.x; t < n * SWQ; t += NT) {
+            const int i = t / SWQ, quad = t - i * SWQ;
+            const int slot = (r0 - origin + i) % RING;
+            int gy = r0 + i, gq = q_left + quad;
+            bool inside = true;
+            if (PERIODIC) {
+                gy = wrap(gy, H);
+                gq = wrap(gq, WQ);
+            } else {
+                inside = gy >= 0 && gy < H && gq >= 0 && gq < WQ;
+            }
+            const int g = inside ? gy * W + 4 * gq : 0;
+            copy_async(sm_words + slot * SWQ + quad, pin + g, inside ? 4 : 0);
+#pragma unroll
+            for (int k = 0; k < K; ++k) {
+#pragma unroll
+                for (int l = 0; l < 4; ++l)
+                    copy_async(js + k * PLANE + (slot * 4 + l) * SWQ + quad, Jc + k * N + g + l,
+                               inside ? (int)sizeof(T) : 0);
+            }
+        }
+    };
+    fetch(origin, Rows::BELOW + Rows::ABOVE);
+    wait_async();
+    __syncthreads();
+
+    // thread (lx, ly) takes, in each phase, the QY x QX quads (row ly + TY yj of the band,
+    // window quad RXQ + lx + TX xj): independent updates that overlap
+    const int lx = threadIdx.x % TX, ly = threadIdx.x / TX;
+    int gqs[QX];
+    bool qoks[QX];
+#pragma unroll
+    for (int xj = 0; xj < QX; ++xj) {
+        const int gq = q_left + RXQ + lx + TX * xj;
+        qoks[xj] = PERIODIC || (gq >= 0 && gq < WQ);
+        gqs[xj] = PERIODIC ? wrap(gq, WQ) : min(max(gq, 0), WQ - 1);  // in range, read if off
+    }
+    const PhiloxKey key{c2, c3, k0, k1};
+    // see gibbs_sweep_fused: with NC in {1, 2, 4} and PD odd, the sites of one colour in a quad
+    // are NC lanes apart from a lane l0 that depends on the row only (the same for a thread's
+    // rows, TY apart, when NC | PB TY)
+    constexpr bool REGULAR =
+        (NC == 1 || ((NC == 2 || NC == 4) && PD % 2 == 1)) && (QY == 1 || (PB * TY) % NC == 0);
+    constexpr int PER_QUAD = REGULAR ? 4 / NC : 1;
+    const int steps = (rows_out + 2 * GY + RB - 1) / RB;
+    // the global row of row r of the band (wrapped, or clamped into an open grid)
+    auto grid_row = [&](int r) { return PERIODIC ? wrap(r, H) : min(max(r, 0), H - 1); };
+    // the bias of the sites this thread updates in each phase (REGULAR: lanes l0 + NC m, else
+    // all 4), loaded one step ahead: a global load at the head of each update's sum would stall
+    // every phase
+    constexpr int BL = REGULAR ? PER_QUAD : 4;
+    T bias[NC][QY][QX][BL], bias_next[NC][QY][QX][BL];
+    auto load_bias = [&](int b) {
+        static_for<NC>([&](auto p_c) {
+            constexpr int P = decltype(p_c)::value;
+#pragma unroll
+            for (int yj = 0; yj < QY; ++yj) {
+                const int gy = grid_row(b - P * LAG + ly + TY * yj);
+                const int l0 = REGULAR ? first_lane<NC, PB, PD>(P, pa * c, gy) : 0;
+#pragma unroll
+                for (int xj = 0; xj < QX; ++xj) {
+                    const T* hq = hp + gy * W + 4 * gqs[xj];
+                    if constexpr (REGULAR) {
+#pragma unroll
+                        for (int m = 0; m < BL; ++m)
+                            bias_next[P][yj][xj][m] = __ldg(hq + l0 + NC * m);
+                    } else {
+                        load4<T>(hq, bias_next[P][yj][xj]);
+                    }
+                }
+            }
+        });
+    };
+    load_bias(top);
+
+    // ring offsets (4 SWQ slot) of the rows ly + TY yj - (NC - 1) LAG - RY + i of each step's
+    // band, i < ROWS: the rows every phase's sites and neighbours lie in; and the offsets of the
+    // rows of each phase in the ring of Philox words. Both advance by RB rows a step.
+    constexpr int ROWS = (NC - 1) * LAG + 2 * RY + 1;
+    int at[QY][ROWS], word_at[QY][NC];
+#pragma unroll
+    for (int yj = 0; yj < QY; ++yj) {
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i) at[yj][i] = (ly + TY * yj + i) % RING * SWB;
+#pragma unroll
+        for (int p = 0; p < NC; ++p)
+            word_at[yj][p] = (Rows::BELOW + ly + TY * yj - p * LAG) % WORD_ROWS * 4 * RWQ;
+    }
+
+#pragma unroll 1
+    for (int step = 0; step < steps; ++step) {
+        const int b = top + step * RB;
+        if (step > 0) {
+#pragma unroll
+            for (int yj = 0; yj < QY; ++yj) {
+#pragma unroll
+                for (int i = 0; i < ROWS; ++i) {
+                    const int v = at[yj][i] + RB % RING * SWB;
+                    at[yj][i] = v >= RING * SWB ? v - RING * SWB : v;
+                }
+#pragma unroll
+                for (int p = 0; p < NC; ++p) {
+                    const int v = word_at[yj][p] + RB % WORD_ROWS * 4 * RWQ;
+                    word_at[yj][p] = v >= WORD_ROWS * 4 * RWQ ? v - WORD_ROWS * 4 * RWQ : v;
+                }
+            }
+        }
+#pragma unroll
+        for (int p = 0; p < NC; ++p)
+#pragma unroll
+            for (int yj = 0; yj < QY; ++yj)
+#pragma unroll
+                for (int xj = 0; xj < QX; ++xj)
+#pragma unroll
+                    for (int l = 0; l < BL; ++l) bias[p][yj][xj][l] = bias_next[p][yj][xj][l];
+        if (step + 1 < steps) {
+            fetch(b + Rows::ABOVE, RB);
+            load_bias(b + RB);
+        }
+        static_for<NC>([&](auto p_c) {
+            constexpr int P = decltype(p_c)::value;
+            // rows of this thread's quads: global row, ring offsets of rows r - RY .. r + RY
+            constexpr int FIRST = (NC - 1 - P) * LAG;  // of row r - RY in `at`
+            int gys[QY], rows[QY];
+            bool row_on[QY];
+#pragma unroll
+            for (int yj = 0; yj < QY; ++yj) {
+                const int r = b - P * LAG + ly + TY * yj;
+                rows[yj] = r;
+                gys[yj] = grid_row(r);
+                row_on[yj] = r >= y0 - (NC - 1 - P) * RY &&
+                             r < y0 + rows_out + (NC - 1 - P) * RY && (PERIODIC || (r >= 0 && r < H));
+            }
+            auto on = [&](int yj, int xj) {
+                const int lq = lx + TX * xj;
+                return row_on[yj] && qoks[xj] && lq >= P * RXQ && lq < RWQ - P * RXQ;
+            };
+            // Philox blocks: drawn by phase 0, kept in the ring for the later phases
+            uint4 w4[QY][QX];
+#pragma unroll
+            for (int yj = 0; yj < QY; ++yj) {
+#pragma unroll
+                for (int xj = 0; xj < QX; ++xj) {
+                    w4[yj][xj] = make_uint4(0u, 0u, 0u, 0u);
+                    if (P != 0 || has_u) continue;
+                    w4[yj][xj] = philox4x32_10(
+                        (unsigned long long)((plane * H + gys[yj]) * WQ + gqs[xj]), key);
+                    if (NC > 1 && on(yj, xj)) {
+                        unsigned int* wq = ws + word_at[yj][P] + lx + TX * xj;
+                        wq[0] = w4[yj][xj].x;
+                        wq[RWQ] = w4[yj][xj].y;
+                        wq[2 * RWQ] = w4[yj][xj].z;
+                        wq[3 * RWQ] = w4[yj][xj].w;
+                    }
+                }
+            }
+            // the new spin of lane LANE of quad (yj, xj)
+            auto update = [&](auto lane_c, int yj, int xj) -> signed char {
+                constexpr int LANE = decltype(lane_c)::value;
+                const int quad = RXQ + lx + TX * xj;
+                const int site = gys[yj] * W + 4 * gqs[xj] + LANE;
+                const T hb = bias[P][yj][xj][REGULAR ? LANE / NC : LANE];
+                const T gamma = field_staged<T, RING, SWQ, RY, 0, OFF...>(hb, sm, js, at[yj] + FIRST,
+                                                                          quad, LANE);
+                const T p = ag_rcp((T)1 + ag_exp(-two_beta * gamma));
+                T ue;
+                if (has_u) {
+                    ue = __ldg(up + site);
+                } else {
+                    const uint4 wv = w4[yj][xj];
+                    const unsigned int w =
+                        P == 0 ? (LANE == 0 ? wv.x : LANE == 1 ? wv.y : LANE == 2 ? wv.z : wv.w)
+                               : ws[word_at[yj][P] + LANE * RWQ + lx + TX * xj];
+                    ue = (T)uniform_from_word(w, 0.0f);
+                }
+                return ue < p ? (signed char)1 : (signed char)-1;
+            };
+            if constexpr (REGULAR) {
+                // every quad, on or not (discarded), with compile-time lanes; stores after, so
+                // the updates overlap
+                auto phase = [&](auto l0_c) {
+                    constexpr int L0 = decltype(l0_c)::value;
+                    signed char fresh[QY][QX][PER_QUAD];
+#pragma unroll
+                    for (int yj = 0; yj < QY; ++yj)
+#pragma unroll
+                        for (int xj = 0; xj < QX; ++xj)
+                            static_for<PER_QUAD>([&](auto m) {
+                                fresh[yj][xj][m.value] =
+                                    update(Int<L0 + NC * decltype(m)::value>{}, yj, xj);
+                            });
+#pragma unroll
+                    for (int yj = 0; yj < QY; ++yj)
+#pragma unroll
+                        for (int xj = 0; xj < QX; ++xj) {
+                            if (!on(yj, xj)) continue;
+                            const int to = at[yj][FIRST + RY] + 4 * (RXQ + lx + TX * xj) + L0;
+#pragma unroll
+                            for (int m = 0; m < PER_QUAD; ++m) sm[to + NC * m] = fresh[yj][xj][m];
+                        }
+                };
+                // the colour of the band's row itself (an open grid's rows outside it too)
+                with_lane<NC>(first_lane<NC, PB, PD>(P, pa * c, PERIODIC ? gys[0] : rows[0]),
+                              phase);
+            } else {
+#pragma unroll
+                for (int yj = 0; yj < QY; ++yj)
+#pragma unroll
+                    for (int xj = 0; xj < QX; ++xj) {
+                        if (!on(yj, xj)) continue;
+                        const int colour0 = (pa * c + PB * gys[yj] + PD * 4 * gqs[xj]) % NC;
+                        const int to = at[yj][FIRST + RY] + 4 * (RXQ + lx + TX * xj);
+                        static_for<4>([&](auto lane) {
+                            if ((colour0 + PD * decltype(lane)::value) % NC == P)
+                                sm[to + decltype(lane)::value] = update(lane, yj, xj);
+                        });
+                    }
+            }
+            if constexpr (P == NC - 1) {
+                // the last phase completes the quad (its earlier colours were set by earlier
+                // phases, behind barriers; its own by this thread): write the tile's quads;
+                // unwrapped columns, so a periodic grid's last strip does not write the first's
+#pragma unroll
+                for (int yj = 0; yj < QY; ++yj)
+#pragma unroll
+                    for (int xj = 0; xj < QX; ++xj) {
+                        const int lq = lx + TX * xj;
+                        if (on(yj, xj) && lq >= GQ && lq < RWQ - GQ && q_left + RXQ + lq < WQ)
+                            reinterpret_cast<int*>(s_out + plane * HW + (long long)gys[yj] * W)
+                                [gqs[xj]] = sm_words[at[yj][FIRST + RY] / 4 + RXQ + lq];
+                    }
+            } else {
+                __syncthreads();
+            }
+        });
+        wait_async();
+        __syncthreads();
     }
 }
 

@@ -1,7 +1,12 @@
 """CuPy RawKernel launchers of the Gibbs hot path (contract: :mod:`arraygen.gibbs`).
 
-``gibbs.cu`` holds three kernels, all giving identical spins:
+``gibbs.cu`` holds four kernels, all giving identical spins:
 
+- ``gibbs_sweep_stream<T, ...>``: the same models as the next one; one launch per sweep, each
+  block streams down a strip of columns in steps of a few rows with the colour phases lagging
+  each other, keeping the rows in flight (spins, couplings, Philox blocks) in rings in shared
+  memory: the couplings are read about once per sweep with no halo of rows, so large stencils
+  (radius 3, 8 offsets) stay bound by memory bandwidth.
 - ``gibbs_sweep_fused<T, ...>``: plane-local stencils (every offset with dc = 0) with a linear
   colouring and W % 4 == 0. One launch per sweep; the offsets and the colour pattern are
   template arguments, so each model compiles its own kernel (NVRTC, cached by CuPy) with
@@ -13,6 +18,8 @@
 """
 
 from __future__ import annotations
+
+import functools
 
 import cupy
 import numpy as np
@@ -32,11 +39,18 @@ _FUSED_MAX_COLOURS = 8
 _FUSED_MAX_OFFSETS = 16
 _FUSED_MAX_STAGED = 110 * 1024  # staged bytes per 256 threads: 512 threads still fit on an SM
 _MAX_BLOCK_SMEM = 227 * 1024    # the opt-in shared memory limit of one block (sm_80 and later)
-#: Which sweep kernel to use where several apply: "auto", or force "fused_stage" (couplings
+_SMEM_PER_SM = 228 * 1024      # shared memory of one SM (sm_90), 1 KB of it reserved per block
+#: (strip quads, rows per step, quads per thread in x, in y) of the streaming kernel, preferred first
+_STREAM_SHAPES = ((32, 16, 1, 1), (64, 4, 1, 1), (32, 8, 1, 1), (32, 4, 1, 1))
+#: Which sweep kernel to use where several apply: "auto", or force "stream" (the first shape
+#: of _STREAM_SHAPES that fits), "stream32" (32-quad strips) or
+#: "stream<quads>x<rows per step>[x<quads per thread in x>x<in y>]", "fused" (its own choice of staging), "fused_stage" (couplings
 #: staged in shared memory by asynchronous copies), "fused_stage_sync" (by loads),
 #: "fused_global" (read from global memory), each with the suffix "32" for 32-quad-wide
 #: regions, "tiled" or "phase".
 KERNEL_CHOICE = "auto"
+#: Rows per chunk of the streaming kernel; None: chosen to fill the GPU (tests force small ones)
+STREAM_CHUNK_ROWS = None
 
 
 def _kernel(name: str, ctype: str):
@@ -58,16 +72,91 @@ def _tiling(offsets, n_colors, H, W):
     return th, twq, ry, hq, smem
 
 
-def _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
-    """``(kernel name, threads, tile rows, tile quads, dynamic shared memory bytes)`` of the
-    fused kernel for this model, or None when it does not apply (``gibbs_sweep_fused`` in
-    gibbs.cu: regions of 8 qpt rows x rwq quads, rwq threads per row)."""
+def _compiled_pattern(offsets, pattern, n_colors, C, H, W):
+    """``(ry, rxq)``, the stencil's radius in rows and in quads, when the kernels with the
+    stencil and colouring compiled in apply (plane-local offsets, a linear colouring,
+    W % 4 == 0); else None."""
     if (pattern is None or W % 4 or any(o[0] != 0 for o in offsets) or n_colors < 1
             or n_colors > _FUSED_MAX_COLOURS or len(offsets) > _FUSED_MAX_OFFSETS
-            or C * H * W >= 2**31 or choice in ("tiled", "phase")):
+            or C * H * W >= 2**31):
         return None
     ry = max((abs(o[1]) for o in offsets), default=0)
     rxq = -(-max((abs(o[2]) for o in offsets), default=0) // 4)
+    return ry, rxq
+
+
+def _template_args(offsets, pattern, periodic, ctype):
+    """``T, PERIODIC, NC, PB, PD``, then (after the kernel's own) the offsets' pack."""
+    n, _, pb, pd = pattern
+    pack = "".join(f", {o[1]}, {o[2]}" for o in offsets)
+    return f"{ctype}, {str(bool(periodic)).lower()}, {n}, {pb}, {pd}", pack
+
+
+def _stream(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
+    """``(kernel name, threads, tile quads, dynamic shared memory bytes, rows read per block
+    beyond its chunk)`` of the streaming kernel, or None when it does not apply
+    (``gibbs_sweep_stream`` in gibbs.cu; the ring sizes mirror ``StreamRows`` there)."""
+    radius = _compiled_pattern(offsets, pattern, n_colors, C, H, W)
+    if radius is None or not (choice == "auto" or choice.startswith("stream")):
+        return None
+    ry, rxq = radius
+    gq = (n_colors - 1) * rxq
+    size = 8 if ctype == "double" else 4
+    shapes = _STREAM_SHAPES
+    spec = choice.removeprefix("stream")
+    if "x" in spec:  # "stream<quads>x<rows>[x<qx>x<qy>]" forces one shape
+        shape = tuple(int(v) for v in spec.split("x"))
+        shapes = (shape + (1, 1)[len(shape) - 2:],)
+    for rwq, rb, qx, qy in shapes:
+        if rwq - 2 * gq < 8 or (rwq == 64 and (spec == "32" or W // 4 < 128)):
+            continue
+        ring = (n_colors + 1) * ry + 2 * rb          # StreamRows::RING
+        word_rows = (n_colors - 1) * ry + rb         # StreamRows::WORD_ROWS
+        swq = rwq + 2 * rxq
+        smem = len(offsets) * ring * 4 * swq * size + word_rows * 4 * rwq * 4 + ring * swq * 4
+        if smem <= _MAX_BLOCK_SMEM:
+            break
+    else:
+        return None
+    head, pack = _template_args(offsets, pattern, periodic, ctype)
+    name = f"arraygen::gibbs_sweep_stream<{head}, {rwq}, {rb}, {qx}, {qy}{pack}>"
+    return name, rb // qy * rwq // qx, rwq - 2 * gq, smem, 2 * (n_colors - 1) * ry + ring
+
+
+@functools.lru_cache(maxsize=256)
+def _chunk_rows(H: int, blocks_per_chunk_row: int, slots: int, extra_rows: int) -> int:
+    """Rows per chunk of the streaming kernel minimising (waves of blocks) x (rows a block
+    reads: its chunk plus ``extra_rows``), with ``blocks_per_chunk_row`` blocks (planes x
+    strips) per chunk index and ``slots`` blocks resident on the GPU at once."""
+    best = None
+    for chunks in range(1, max(1, H // 8) + 1):
+        rows = -(-H // chunks)
+        waves = -(-blocks_per_chunk_row * -(-H // rows) // slots)
+        cost = waves * (rows + extra_rows)
+        if best is None or cost < best[0]:
+            best = (cost, rows)
+    return best[1]
+
+
+def _resident_blocks(kernel, threads: int, smem: int) -> int:
+    """Blocks of ``kernel`` resident on the whole GPU at once (threads, registers, shared memory)."""
+    device = cupy.cuda.Device()
+    sms = device.attributes["MultiProcessorCount"]
+    regs = max(int(getattr(kernel, "num_regs", 0) or 0), 1)
+    per_sm = min(2048 // threads, _SMEM_PER_SM // (smem + 1024),
+                 65536 // (-(-regs * 32 // 256) * 256 // 32 * threads))
+    return sms * max(per_sm, 1)
+
+
+def _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
+    """``(kernel name, threads, tile rows, tile quads, dynamic shared memory bytes, staged)`` of
+    the fused kernel for this model, or None when it does not apply (``gibbs_sweep_fused`` in
+    gibbs.cu: regions of 8 qpt rows x rwq quads, rwq threads per row; ``staged``: the couplings
+    are staged in shared memory)."""
+    radius = _compiled_pattern(offsets, pattern, n_colors, C, H, W)
+    if radius is None or choice in ("tiled", "phase") or choice.startswith("stream"):
+        return None
+    ry, rxq = radius
     gy, gq = (n_colors - 1) * ry, (n_colors - 1) * rxq
     size = 8 if ctype == "double" else 4
 
@@ -92,11 +181,10 @@ def _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
             window, staged = layout(rwq, qpt)
     stage = window + staged <= _MAX_BLOCK_SMEM and (
         forced or (not choice.startswith("fused_global") and staged <= _FUSED_MAX_STAGED * rwq // 32))
-    n, _, pb, pd = pattern
-    pack = "".join(f", {o[1]}, {o[2]}" for o in offsets)
-    name = (f"arraygen::gibbs_sweep_fused<{ctype}, {str(bool(periodic)).lower()}, {n}, {pb}, "
-            f"{pd}, {rwq}, {qpt}, {(1 if 'sync' in choice else 2) if stage else 0}{pack}>")
-    return name, 8 * rwq, 8 * qpt - 2 * gy, rwq - 2 * gq, window + (staged if stage else 0)
+    head, pack = _template_args(offsets, pattern, periodic, ctype)
+    name = (f"arraygen::gibbs_sweep_fused<{head}, {rwq}, {qpt}, "
+            f"{(1 if 'sync' in choice else 2) if stage else 0}{pack}>")
+    return name, 8 * rwq, 8 * qpt - 2 * gy, rwq - 2 * gq, window + (staged if stage else 0), stage
 
 
 def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
@@ -124,15 +212,34 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
         bias_batched = np.int32(h.size != C * H * W)
         two_beta = dtype(2.0 * beta)
         fused = _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, KERNEL_CHOICE)
-        tiling = None if fused is not None or KERNEL_CHOICE == "phase" else _tiling(
+        stream = None
+        if fused is None or (KERNEL_CHOICE == "auto" and not fused[5]):
+            # auto: the fused kernel where it stages the couplings (small stencils), else stream
+            stream = _stream(offsets, pattern, n_colors, C, H, W, periodic, ctype, KERNEL_CHOICE)
+            fused = fused if stream is None else None
+        tiling = None if stream or fused or KERNEL_CHOICE == "phase" else _tiling(
             offsets, n_colors, H, W)
-        if fused is not None:
-            name, fused_threads, th, twq, fused_smem = fused
+        if stream is not None:
+            name, fused_threads, twq, fused_smem, extra_rows = stream
+            fused_kernel = module(SOURCE, (name,)).get_function(name)
+            if fused_smem > _MAX_SMEM:
+                fused_kernel.max_dynamic_shared_size_bytes = fused_smem
+            strips = -(-(W // 4) // twq)
+            chunk_rows = STREAM_CHUNK_ROWS or _chunk_rows(
+                H, B * C * strips, _resident_blocks(fused_kernel, fused_threads, fused_smem),
+                extra_rows)
+            chunks = -(-H // chunk_rows)
+            grid = B * C * chunks * strips
+            layout = (np.int32(chunk_rows), np.int32(chunks), np.int32(strips))
+            other = cupy.empty_like(s)
+        elif fused is not None:
+            name, fused_threads, th, twq, fused_smem, _ = fused
             fused_kernel = module(SOURCE, (name,)).get_function(name)
             if fused_smem > _MAX_SMEM:
                 fused_kernel.max_dynamic_shared_size_bytes = fused_smem
             tiles_y, tiles_x = -(-H // th), -(-(W // 4) // twq)
             grid = B * C * tiles_y * tiles_x
+            layout = (np.int32(tiles_y), np.int32(tiles_x))
             other = cupy.empty_like(s)
         elif tiling is not None:
             th, twq, ry, hq, smem = tiling
@@ -151,11 +258,11 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
                 c2 = c3 = k0 = k1 = 0
                 u_t, has_u = u_all[t], np.int32(1)
             words = (np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1))
-            if fused is not None:
+            if stream is not None or fused is not None:
                 fused_kernel((grid,), (fused_threads,),
                              (s, other, j, h, u_t, has_u, np.int32(C), np.int32(H), np.int32(W),
-                              np.int32(pa), np.int32(tiles_y), np.int32(tiles_x), bias_batched,
-                              two_beta) + words, shared_mem=fused_smem)
+                              np.int32(pa)) + layout + (bias_batched, two_beta) + words,
+                             shared_mem=fused_smem)
                 s, other = other, s
                 continue
             if tiling is not None:
