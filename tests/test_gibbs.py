@@ -477,7 +477,7 @@ CUPY_MODELS = {
 def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, boundary):
     """Every CuPy sweep kernel, forced, on grids of several tiles each way, with a partial last
     tile (the fused kernel's tiles are 14-62 rows x 104-248 columns; "stream32" streams chunks
-    of 24 rows, the last one partial, in strips of 80-120 columns): float64 with a batched bias
+    of 24 rows, the last one partial, in strips of 104-120 columns): float64 with a batched bias
     and injected uniforms against the oracle, float32 with the Philox stream against the
     per-colour kernel."""
     from arraygen.backends import available
