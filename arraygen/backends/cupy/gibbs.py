@@ -44,8 +44,9 @@ _SMEM_PER_SM = 228 * 1024      # shared memory of one SM (sm_90), 1 KB of it res
 _STREAM_SHAPES = ((32, 16, 1, 1), (64, 4, 1, 1), (32, 8, 1, 1), (32, 4, 1, 1))
 #: Which sweep kernel to use where several apply: "auto", or force "stream" (the first shape
 #: of _STREAM_SHAPES that fits), "stream32" (32-quad strips) or
-#: "stream<quads>x<rows per step>[x<quads per thread in x>x<in y>]", "fused" (its own choice of staging), "fused_stage" (couplings
-#: staged in shared memory by asynchronous copies), "fused_stage_sync" (by loads),
+#: "stream<quads>x<rows per step>[x<quads per thread in x>x<in y>]", "fused" (its own choice
+#: of staging), "fused_stage" (couplings staged in shared memory by asynchronous copies),
+#: "fused_stage_sync" (by loads),
 #: "fused_global" (read from global memory), each with the suffix "32" for 32-quad-wide
 #: regions, "tiled" or "phase".
 KERNEL_CHOICE = "auto"
@@ -143,8 +144,9 @@ def _resident_blocks(kernel, threads: int, smem: int) -> int:
     device = cupy.cuda.Device()
     sms = device.attributes["MultiProcessorCount"]
     regs = max(int(getattr(kernel, "num_regs", 0) or 0), 1)
+    regs_per_warp = -(-regs * 32 // 256) * 256  # allocated in units of 256
     per_sm = min(2048 // threads, _SMEM_PER_SM // (smem + 1024),
-                 65536 // (-(-regs * 32 // 256) * 256 // 32 * threads))
+                 65536 // (regs_per_warp * (threads // 32)))
     return sms * max(per_sm, 1)
 
 
@@ -187,6 +189,15 @@ def _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
     return name, 8 * rwq, 8 * qpt - 2 * gy, rwq - 2 * gq, window + (staged if stage else 0), stage
 
 
+def _sweep_kernel(name: str, smem: int):
+    """The compiled one-launch-per-sweep kernel ``name``, allowed ``smem`` bytes of dynamic
+    shared memory."""
+    kernel = module(SOURCE, (name,)).get_function(name)
+    if smem > _MAX_SMEM:
+        kernel.max_dynamic_shared_size_bytes = smem
+    return kernel
+
+
 def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
                  n_sweeps, beta, uniforms, key):
     """Launcher (contract in :mod:`arraygen.gibbs`): spins (B, C, H, W) int8 -> new spins."""
@@ -220,23 +231,19 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
         tiling = None if stream or fused or KERNEL_CHOICE == "phase" else _tiling(
             offsets, n_colors, H, W)
         if stream is not None:
-            name, fused_threads, twq, fused_smem, extra_rows = stream
-            fused_kernel = module(SOURCE, (name,)).get_function(name)
-            if fused_smem > _MAX_SMEM:
-                fused_kernel.max_dynamic_shared_size_bytes = fused_smem
+            name, sweep_threads, twq, sweep_smem, extra_rows = stream
+            sweep_kernel = _sweep_kernel(name, sweep_smem)
             strips = -(-(W // 4) // twq)
             chunk_rows = STREAM_CHUNK_ROWS or _chunk_rows(
-                H, B * C * strips, _resident_blocks(fused_kernel, fused_threads, fused_smem),
+                H, B * C * strips, _resident_blocks(sweep_kernel, sweep_threads, sweep_smem),
                 extra_rows)
             chunks = -(-H // chunk_rows)
             grid = B * C * chunks * strips
             layout = (np.int32(chunk_rows), np.int32(chunks), np.int32(strips))
             other = cupy.empty_like(s)
         elif fused is not None:
-            name, fused_threads, th, twq, fused_smem, _ = fused
-            fused_kernel = module(SOURCE, (name,)).get_function(name)
-            if fused_smem > _MAX_SMEM:
-                fused_kernel.max_dynamic_shared_size_bytes = fused_smem
+            name, sweep_threads, th, twq, sweep_smem, _ = fused
+            sweep_kernel = _sweep_kernel(name, sweep_smem)
             tiles_y, tiles_x = -(-H // th), -(-(W // 4) // twq)
             grid = B * C * tiles_y * tiles_x
             layout = (np.int32(tiles_y), np.int32(tiles_x))
@@ -259,10 +266,10 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
                 u_t, has_u = u_all[t], np.int32(1)
             words = (np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1))
             if stream is not None or fused is not None:
-                fused_kernel((grid,), (fused_threads,),
+                sweep_kernel((grid,), (sweep_threads,),
                              (s, other, j, h, u_t, has_u, np.int32(C), np.int32(H), np.int32(W),
                               np.int32(pa)) + layout + (bias_batched, two_beta) + words,
-                             shared_mem=fused_smem)
+                             shared_mem=sweep_smem)
                 s, other = other, s
                 continue
             if tiling is not None:
