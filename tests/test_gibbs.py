@@ -476,8 +476,9 @@ CUPY_MODELS = {
 @pytest.mark.parametrize("choice", CUPY_KERNELS)
 def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, boundary):
     """Every CuPy sweep kernel, forced, on grids of several tiles each way, with a partial last
-    tile (the fused kernel's tiles are 14-62 rows x 104-248 columns; "stream32" streams chunks
-    of 24 rows, the last one partial, in strips of 104-120 columns): float64 with a batched bias
+    tile (the fused kernel's tiles are 14-62 rows x 104-248 columns; "stream32" streams 2 chunks
+    of 24 rows of strips of 104-120 columns, then gives the last 22 rows of every strip to
+    blocks of 17 rows, which run on into the next strip or plane): float64 with a batched bias
     and injected uniforms against the oracle, float32 with the Philox stream against the
     per-colour kernel."""
     from arraygen.backends import available
@@ -490,7 +491,7 @@ def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, bounda
 
     monkeypatch.setattr(cg, "KERNEL_CHOICE", choice)
     if choice == "stream32":
-        monkeypatch.setattr(cg, "STREAM_CHUNK_ROWS", 24)
+        monkeypatch.setattr(cg, "STREAM_LAYOUT", (24, 2, 17))
     offsets, periodic = CUPY_MODELS[model_name], boundary == "periodic"
     gen = np.random.default_rng(11)
     shape, B = (2, 70, 520), 2

@@ -314,8 +314,9 @@ __device__ __forceinline__ BlockPlane block_plane(int per_plane, int C, long lon
 // global row y, colour = (pa c + PB y + PD x) mod NC with 4 | x (PD is its own inverse mod NC)
 template <int NC, int PB, int PD>
 __device__ __forceinline__ int first_lane(int col, int pa_c, int y) {
-    const int base = ((pa_c + PB * y) % NC + NC) % NC;
-    return ((col - base + NC) * PD) % NC;
+    const int v = (col - pa_c - PB * y) * PD;
+    if constexpr ((NC & (NC - 1)) == 0) return (int)((unsigned)v & (NC - 1));  // y may be < 0
+    else return (v % NC + NC) % NC;
 }
 
 // f(Int<l0>{}) for a run-time lane l0 < NC, NC in {1, 2, 4}
@@ -671,37 +672,56 @@ struct StreamRows {
     static constexpr int WORD_ROWS = (NC - 1) * LAG + RB;  // rows of Philox blocks kept
 };
 
-// One launch per sweep, streaming down the rows: for plane-local stencils with a linear colouring
-// colour = (pa c + PB y + PD x) mod NC and W % 4 == 0, like gibbs_sweep_fused, but with no halo
-// of rows to stage for each tile. Spins ping-pong s_in -> s_out.
+// A grid row that moves down by D rows a step: r, and the row read for it (wrapped into a
+// periodic grid, clamped into an open one: an open grid's rows outside it are read, not used)
+template <bool PERIODIC, int D>
+struct RowCursor {
+    int r, gy;
+    __device__ __forceinline__ void start(int row, int H) {
+        r = row;
+        gy = PERIODIC ? wrap(row, H) : min(max(row, 0), H - 1);
+    }
+    __device__ __forceinline__ void advance(int H) {
+        r += D;
+        gy = PERIODIC ? wrap(gy + D, H) : min(max(r, 0), H - 1);
+    }
+};
+
+// (v + D) mod N for 0 <= v < N, 0 <= D < N
+template <int D, int N>
+__device__ __forceinline__ int add_mod(int v) {
+    v += D;
+    return v >= N ? v - N : v;
+}
+
+// The rows of strip `strip` of plane `plane` from y0 to y0 + rows_out.
 //
-// A block of (RB / QY) x (RWQ / QX) threads owns a strip of RWQ quads (its tile,
-// RWQ - 2 (NC - 1) RXQ quads, plus the colour halo in x) and a chunk of chunk_rows rows of one
-// plane (b, c). It walks the chunk in steps of RB rows: at each step colour phase p updates, in
-// shared memory, the sites of colour p in the band of RB rows that starts p LAG rows above
-// phase 0's band (each thread takes QY x QX quads of it), with a barrier between phases. A site's neighbours of
-// earlier colours lie at most RY rows away, so they were updated in an earlier step or phase;
-// those of later colours are still the sweep's inputs, since those phases run LAG >= RY rows
-// behind. Phase p covers the chunk grown by (NC - 1 - p) RY rows and RXQ quads on each side
-// (the colour halo), so the tile's sites end exact, as in gibbs_sweep_fused. Each row's spins,
-// couplings and Philox blocks are kept in rings in shared memory from the step that first
-// reads them to the last, fetched one step ahead by asynchronous copies: every coupling is
-// read from global memory once per block, and the chunk's rows only once.
+// A block of (RB / QY) x (RWQ / QX) threads takes the strip's RWQ quads (its tile,
+// RWQ - 2 (NC - 1) RXQ quads, plus the colour halo in x) and walks the rows in steps of RB
+// rows: at each step colour phase p updates, in shared memory, the sites of colour p in the
+// band of RB rows that starts p LAG rows above phase 0's band (each thread takes QY x QX quads
+// of it), with a barrier between phases. A site's neighbours of earlier colours lie at most RY
+// rows away, so they were updated in an earlier step or phase; those of later colours are
+// still the sweep's inputs, since those phases run LAG >= RY rows behind. Phase p covers the
+// rows grown by (NC - 1 - p) RY rows and RXQ quads on each side (the colour halo), so the
+// tile's sites end exact, as in gibbs_sweep_fused. Each row's spins, couplings and Philox
+// blocks are kept in rings in shared memory from the step that first reads them to the last,
+// fetched one step ahead (by 16-byte loads into registers, stored to the ring a phase later):
+// every coupling is read from global memory once per block, and the segment's rows only once.
 //
 // Shared memory (dynamic, bytes): K RING 4 SWQ sizeof(T) of couplings (lane-major, as
 // field_staged reads them), WORD_ROWS 4 RWQ 4 of Philox words, RING SWQ 4 of spins.
 template <typename T, bool PERIODIC, int NC, int PB, int PD, int RWQ, int RB, int QX, int QY,
           int... OFF>
-__global__ void __launch_bounds__(RB / QY * RWQ / QX, 1)
-gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict__ s_out,
-                   const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u,
-                   int has_u, int C, int H, int W, int pa, int chunk_rows, int chunks,
-                   int strips, int bias_batched, T two_beta, unsigned int c2, unsigned int c3,
-                   unsigned int k0, unsigned int k1) {
+__device__ __forceinline__ void stream_segment(
+    const signed char* __restrict__ s_in, signed char* __restrict__ s_out,
+    const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u, int has_u, int C,
+    int H, int W, int pa, long long plane, int strip, int y0, int rows_out, int bias_batched,
+    T two_beta, const PhiloxKey key) {
     using Rows = StreamRows<NC, RB, OFF...>;
     constexpr int K = (int)sizeof...(OFF) / 2;
     constexpr int RY = Rows::RY, LAG = Rows::LAG, RING = Rows::RING;
-    constexpr int WORD_ROWS = Rows::WORD_ROWS;
+    constexpr int BELOW = Rows::BELOW, ABOVE = Rows::ABOVE, WORD_ROWS = Rows::WORD_ROWS;
     constexpr int RXQ = (pack_max_abs<OFF...>(1) + 3) / 4;
     constexpr int TX = RWQ / QX, TY = RB / QY, NT = TX * TY;  // threads per row, rows, all
     constexpr int GY = (NC - 1) * RY, GQ = (NC - 1) * RXQ;
@@ -717,47 +737,43 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
     const int WQ = W >> 2;
     const int HW = H * W;
     const long long N = (long long)C * HW;
-    const BlockPlane bp = block_plane(chunks * strips, C, N);
-    const long long plane = bp.plane, chain = bp.chain;
-    const int c = bp.c, chunk = bp.index / strips, strip = bp.index - chunk * strips;
-    const int y0 = chunk * chunk_rows;
-    const int rows_out = min(chunk_rows, H - y0);
+    const int c = (int)(plane % C);
+    const long long chain = (plane / C) * N;
     const int top = y0 - GY;              // first row of colour phase 0
-    const int origin = top - Rows::BELOW;  // the ring's row 0: no row read lies above it
+    const int origin = top - BELOW;       // the ring's row 0: no row read lies above it
     const int q_left = strip * (RWQ - 2 * GQ) - GQ - RXQ;  // global quad of window quad 0
     const signed char* pin = s_in + plane * HW;
     const T* __restrict__ hp = h + (bias_batched ? chain : 0) + (long long)c * HW;
     const T* __restrict__ Jc = J + (long long)c * HW;
     const T* __restrict__ up = u + chain + (long long)c * HW;
 
-    // asynchronous copies of the spins and couplings of rows [r0, r0 + n) to their ring slots
-    // (zero-filled outside an open grid)
-    auto fetch = [&](int r0, int n) {
-        for (int t = threadIdx.x; t < n * SWQ; t += NT) {
-            const int i = t / SWQ, quad = t - i * SWQ;
-            const int slot = (r0 - origin + i) % RING;
-            int gy = r0 + i, gq = q_left + quad;
-            bool inside = true;
-            if (PERIODIC) {
-                gy = wrap(gy, H);
-                gq = wrap(gq, WQ);
-            } else {
-                inside = gy >= 0 && gy < H && gq >= 0 && gq < WQ;
-            }
-            const int g = inside ? gy * W + 4 * gq : 0;
-            copy_async(sm_words + slot * SWQ + quad, pin + g, inside ? 4 : 0);
-#pragma unroll
-            for (int k = 0; k < K; ++k) {
-#pragma unroll
-                for (int l = 0; l < 4; ++l)
-                    copy_async(js + k * PLANE + (slot * 4 + l) * SWQ + quad, Jc + k * N + g + l,
-                               inside ? (int)sizeof(T) : 0);
-            }
+    // the window column of window quad `quad`: grid quad (wrapped) and whether it is inside
+    auto column = [&](int quad, int& gq) {
+        gq = q_left + quad;
+        if (PERIODIC) {
+            gq = wrap(gq, WQ);
+            return true;
         }
+        return gq >= 0 && gq < WQ;
     };
-    fetch(origin, Rows::BELOW + Rows::ABOVE);
-    wait_async();
-    __syncthreads();
+    // the first BELOW + ABOVE rows, before the first step, by asynchronous copies to their
+    // ring slots (zero-filled outside an open grid)
+    for (int t = threadIdx.x; t < (BELOW + ABOVE) * SWQ; t += NT) {
+        const int i = t / SWQ, quad = t - i * SWQ, r = origin + i;
+        int gq;
+        const bool inside = column(quad, gq) && (PERIODIC || (r >= 0 && r < H));
+        const int g = inside ? (PERIODIC ? wrap(r, H) : r) * W + 4 * gq : 0;
+        const int bytes = inside ? (int)sizeof(T) : 0;
+        copy_async(sm_words + i * SWQ + quad, pin + g, inside ? 4 : 0);
+        const T* src = Jc + g;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+#pragma unroll
+            for (int l = 0; l < 4; ++l)
+                copy_async(js + k * PLANE + i * SWB + l * SWQ + quad, src + l, bytes);
+            src += N;
+        }
+    }
 
     // thread (lx, ly) takes, in each phase, the QY x QX quads (row ly + TY yj of the band,
     // window quad RXQ + lx + TX xj): independent updates that overlap
@@ -766,11 +782,133 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
     bool qoks[QX];
 #pragma unroll
     for (int xj = 0; xj < QX; ++xj) {
-        const int gq = q_left + RXQ + lx + TX * xj;
-        qoks[xj] = PERIODIC || (gq >= 0 && gq < WQ);
-        gqs[xj] = PERIODIC ? wrap(gq, WQ) : min(max(gq, 0), WQ - 1);  // in range, read if off
+        qoks[xj] = column(RXQ + lx + TX * xj, gqs[xj]);
+        if (!PERIODIC) gqs[xj] = min(max(gqs[xj], 0), WQ - 1);  // in range, read if off
     }
-    const PhiloxKey key{c2, c3, k0, k1};
+    // Each step fetches the rows [b + ABOVE, b + ABOVE + RB) of the next, by 16-byte loads
+    // into registers (a quad's 4 couplings of one offset, or its 4 spins: a unit) and stores
+    // to the ring after a phase: the loads of group g of units are issued at the start of
+    // phase g and stored at the start of phase g + 1, so their latency hides behind a phase.
+    // Unit 0 is the spins, unit 1 + k the couplings of offset k. This thread fetches the quads
+    // it updates, of rows ly + TY yj, and its share of the units of the 2 RXQ halo quads of
+    // each row (in group 0).
+    constexpr int UNITS = K + 1, GROUPS = NC > 1 ? NC - 1 : 1;
+    constexpr int PER_GROUP = (UNITS + GROUPS - 1) / GROUPS;
+    constexpr int HALO = RB * 2 * RXQ * UNITS, HALO_IT = (HALO + NT - 1) / NT;
+    constexpr int HI = HALO_IT > 0 ? HALO_IT : 1;
+    RowCursor<PERIODIC, RB> fetch_row[QY], halo_row[HI];
+    int fetch_slot[QY], halo_slot[HI], halo_quad[HI], halo_col[HI];
+    bool halo_on[HI];
+    const T* halo_src[HI];
+#pragma unroll
+    for (int yj = 0; yj < QY; ++yj) {
+        fetch_slot[yj] = BELOW + ABOVE + ly + TY * yj;
+        fetch_row[yj].start(origin + fetch_slot[yj], H);
+    }
+#pragma unroll
+    for (int it = 0; it < HALO_IT; ++it) {
+        constexpr int HW2 = RXQ > 0 ? 2 * RXQ : 1;  // (no halo when RXQ = 0: no iteration)
+        const int v = threadIdx.x + NT * it, item = v / UNITS, unit = v - item * UNITS;
+        const int i = item / HW2, hq = item - i * HW2;
+        int gq;
+        const int quad = hq < RXQ ? hq : RWQ + hq;
+        halo_quad[it] = quad + (unit == 0 ? 0 : (unit - 1) * PLANE);  // + the plane's offset
+        halo_on[it] = column(quad, gq) && v < HALO;
+        halo_col[it] = 4 * gq;
+        halo_src[it] = unit == 0 ? nullptr : Jc + (unit - 1) * N;
+        halo_slot[it] = BELOW + ABOVE + i;
+        halo_row[it].start(origin + halo_slot[it], H);
+    }
+    T unit_regs[QY][QX][PER_GROUP][4], halo_regs[HI][4];
+    int spin_regs[QY][QX], halo_spins[HI];
+    auto fetch_load = [&](auto g_c) {
+        constexpr int G = decltype(g_c)::value;
+#pragma unroll
+        for (int yj = 0; yj < QY; ++yj) {
+            const RowCursor<PERIODIC, RB>& f = fetch_row[yj];
+            const bool row_in = PERIODIC || (f.r >= 0 && f.r < H);
+#pragma unroll
+            for (int xj = 0; xj < QX; ++xj) {
+                const bool inside = row_in && qoks[xj];
+                const int g = f.gy * W + 4 * gqs[xj];
+                static_for<PER_GROUP>([&](auto m_c) {
+                    constexpr int M = decltype(m_c)::value, U = G * PER_GROUP + M;
+                    if constexpr (U == 0) {
+                        spin_regs[yj][xj] =
+                            inside ? __ldg(reinterpret_cast<const int*>(pin + g)) : 0;
+                    } else if constexpr (U < UNITS) {
+                        T* v = unit_regs[yj][xj][M];
+                        if (inside) load4<T>(Jc + (U - 1) * N + g, unit_regs[yj][xj][M]);
+                        else v[0] = v[1] = v[2] = v[3] = (T)0;
+                    }
+                });
+            }
+        }
+        if constexpr (G == 0) {
+#pragma unroll
+            for (int it = 0; it < HALO_IT; ++it) {
+                const RowCursor<PERIODIC, RB>& f = halo_row[it];
+                const bool inside = halo_on[it] && (PERIODIC || (f.r >= 0 && f.r < H));
+                const int g = f.gy * W + halo_col[it];
+                T* v = halo_regs[it];
+                v[0] = v[1] = v[2] = v[3] = (T)0;
+                halo_spins[it] = 0;
+                if (inside && halo_src[it] == nullptr)
+                    halo_spins[it] = __ldg(reinterpret_cast<const int*>(pin + g));
+                else if (inside)
+                    load4<T>(halo_src[it] + g, halo_regs[it]);
+            }
+        }
+    };
+    auto fetch_store = [&](auto g_c) {
+        constexpr int G = decltype(g_c)::value;
+#pragma unroll
+        for (int yj = 0; yj < QY; ++yj) {
+#pragma unroll
+            for (int xj = 0; xj < QX; ++xj) {
+                const int quad = RXQ + lx + TX * xj;
+                static_for<PER_GROUP>([&](auto m_c) {
+                    constexpr int M = decltype(m_c)::value, U = G * PER_GROUP + M;
+                    if constexpr (U == 0) {
+                        sm_words[fetch_slot[yj] * SWQ + quad] = spin_regs[yj][xj];
+                    } else if constexpr (U < UNITS) {
+                        T* dst = js + (U - 1) * PLANE + fetch_slot[yj] * SWB + quad;
+#pragma unroll
+                        for (int l = 0; l < 4; ++l) dst[l * SWQ] = unit_regs[yj][xj][M][l];
+                    }
+                });
+            }
+        }
+        if constexpr (G == 0) {
+#pragma unroll
+            for (int it = 0; it < HALO_IT; ++it) {
+                if (HALO % NT == 0 || threadIdx.x + NT * it < HALO) {
+                    if (halo_src[it] == nullptr) {
+                        sm_words[halo_slot[it] * SWQ + halo_quad[it]] = halo_spins[it];
+                    } else {
+                        T* dst = js + halo_slot[it] * SWB + halo_quad[it];
+#pragma unroll
+                        for (int l = 0; l < 4; ++l) dst[l * SWQ] = halo_regs[it][l];
+                    }
+                }
+            }
+        }
+        if constexpr (G == GROUPS - 1) {  // the rows of the step after
+#pragma unroll
+            for (int yj = 0; yj < QY; ++yj) {
+                fetch_slot[yj] = add_mod<RB % RING, RING>(fetch_slot[yj]);
+                fetch_row[yj].advance(H);
+            }
+#pragma unroll
+            for (int it = 0; it < HALO_IT; ++it) {
+                halo_slot[it] = add_mod<RB % RING, RING>(halo_slot[it]);
+                halo_row[it].advance(H);
+            }
+        }
+    };
+    wait_async();
+    __syncthreads();
+
     // see gibbs_sweep_fused: with NC in {1, 2, 4} and PD odd, the sites of one colour in a quad
     // are NC lanes apart from a lane l0 that depends on the row only (the same for a thread's
     // rows, TY apart, when NC | PB TY)
@@ -778,20 +916,24 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
         (NC == 1 || ((NC == 2 || NC == 4) && PD % 2 == 1)) && (QY == 1 || (PB * TY) % NC == 0);
     constexpr int PER_QUAD = REGULAR ? 4 / NC : 1;
     const int steps = (rows_out + 2 * GY + RB - 1) / RB;
-    // the global row of row r of the band (wrapped, or clamped into an open grid)
-    auto grid_row = [&](int r) { return PERIODIC ? wrap(r, H) : min(max(r, 0), H - 1); };
+    // the rows of this thread's quads in each phase's band at the next step
+    RowCursor<PERIODIC, RB> next_row[NC][QY];
+#pragma unroll
+    for (int p = 0; p < NC; ++p)
+#pragma unroll
+        for (int yj = 0; yj < QY; ++yj) next_row[p][yj].start(top - p * LAG + ly + TY * yj, H);
     // the bias of the sites this thread updates in each phase (REGULAR: lanes l0 + NC m, else
     // all 4), loaded one step ahead: a global load at the head of each update's sum would stall
     // every phase
     constexpr int BL = REGULAR ? PER_QUAD : 4;
     T bias[NC][QY][QX][BL], bias_next[NC][QY][QX][BL];
-    auto load_bias = [&](int b) {
+    auto load_bias = [&]() {
         static_for<NC>([&](auto p_c) {
             constexpr int P = decltype(p_c)::value;
 #pragma unroll
             for (int yj = 0; yj < QY; ++yj) {
-                const int gy = grid_row(b - P * LAG + ly + TY * yj);
-                const int l0 = REGULAR ? first_lane<NC, PB, PD>(P, pa * c, gy) : 0;
+                const int gy = next_row[P][yj].gy;
+                [[maybe_unused]] const int l0 = REGULAR ? first_lane<NC, PB, PD>(P, pa * c, gy) : 0;
 #pragma unroll
                 for (int xj = 0; xj < QX; ++xj) {
                     const T* hq = hp + gy * W + 4 * gqs[xj];
@@ -806,7 +948,7 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
             }
         });
     };
-    load_bias(top);
+    load_bias();
 
     // ring offsets (4 SWQ slot) of the rows ly + TY yj - (NC - 1) LAG - RY + i of each step's
     // band, i < ROWS: the rows every phase's sites and neighbours lie in; and the offsets of the
@@ -819,50 +961,49 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
         for (int i = 0; i < ROWS; ++i) at[yj][i] = (ly + TY * yj + i) % RING * SWB;
 #pragma unroll
         for (int p = 0; p < NC; ++p)
-            word_at[yj][p] = (Rows::BELOW + ly + TY * yj - p * LAG) % WORD_ROWS * 4 * RWQ;
+            word_at[yj][p] = (BELOW + ly + TY * yj - p * LAG) % WORD_ROWS * 4 * RWQ;
     }
 
 #pragma unroll 1
     for (int step = 0; step < steps; ++step) {
-        const int b = top + step * RB;
         if (step > 0) {
 #pragma unroll
             for (int yj = 0; yj < QY; ++yj) {
 #pragma unroll
-                for (int i = 0; i < ROWS; ++i) {
-                    const int v = at[yj][i] + RB % RING * SWB;
-                    at[yj][i] = v >= RING * SWB ? v - RING * SWB : v;
-                }
+                for (int i = 0; i < ROWS; ++i)
+                    at[yj][i] = add_mod<RB % RING * SWB, RING * SWB>(at[yj][i]);
 #pragma unroll
-                for (int p = 0; p < NC; ++p) {
-                    const int v = word_at[yj][p] + RB % WORD_ROWS * 4 * RWQ;
-                    word_at[yj][p] = v >= WORD_ROWS * 4 * RWQ ? v - WORD_ROWS * 4 * RWQ : v;
-                }
+                for (int p = 0; p < NC; ++p)
+                    word_at[yj][p] =
+                        add_mod<RB % WORD_ROWS * 4 * RWQ, WORD_ROWS * 4 * RWQ>(word_at[yj][p]);
             }
         }
+        RowCursor<PERIODIC, RB> row[NC][QY];
 #pragma unroll
         for (int p = 0; p < NC; ++p)
 #pragma unroll
-            for (int yj = 0; yj < QY; ++yj)
+            for (int yj = 0; yj < QY; ++yj) {
+                row[p][yj] = next_row[p][yj];
+                next_row[p][yj].advance(H);
 #pragma unroll
                 for (int xj = 0; xj < QX; ++xj)
 #pragma unroll
                     for (int l = 0; l < BL; ++l) bias[p][yj][xj][l] = bias_next[p][yj][xj][l];
-        if (step + 1 < steps) {
-            fetch(b + Rows::ABOVE, RB);
-            load_bias(b + RB);
-        }
+            }
+        const bool fetching = step + 1 < steps;
+        if (fetching) load_bias();
         static_for<NC>([&](auto p_c) {
             constexpr int P = decltype(p_c)::value;
+            if (fetching) {
+                if constexpr (P >= 1 && P - 1 < GROUPS) fetch_store(Int<P - 1>{});
+                if constexpr (P < GROUPS) fetch_load(Int<P>{});
+            }
             // rows of this thread's quads: global row, ring offsets of rows r - RY .. r + RY
             constexpr int FIRST = (NC - 1 - P) * LAG;  // of row r - RY in `at`
-            int gys[QY], rows[QY];
             bool row_on[QY];
 #pragma unroll
             for (int yj = 0; yj < QY; ++yj) {
-                const int r = b - P * LAG + ly + TY * yj;
-                rows[yj] = r;
-                gys[yj] = grid_row(r);
+                const int r = row[P][yj].r;
                 row_on[yj] = r >= y0 - (NC - 1 - P) * RY &&
                              r < y0 + rows_out + (NC - 1 - P) * RY && (PERIODIC || (r >= 0 && r < H));
             }
@@ -879,7 +1020,7 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
                     w4[yj][xj] = make_uint4(0u, 0u, 0u, 0u);
                     if (P != 0 || has_u) continue;
                     w4[yj][xj] = philox4x32_10(
-                        (unsigned long long)((plane * H + gys[yj]) * WQ + gqs[xj]), key);
+                        (unsigned long long)((plane * H + row[P][yj].gy) * WQ + gqs[xj]), key);
                     if (NC > 1 && on(yj, xj)) {
                         unsigned int* wq = ws + word_at[yj][P] + lx + TX * xj;
                         wq[0] = w4[yj][xj].x;
@@ -893,14 +1034,13 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
             auto update = [&](auto lane_c, int yj, int xj) -> signed char {
                 constexpr int LANE = decltype(lane_c)::value;
                 const int quad = RXQ + lx + TX * xj;
-                const int site = gys[yj] * W + 4 * gqs[xj] + LANE;
                 const T hb = bias[P][yj][xj][REGULAR ? LANE / NC : LANE];
                 const T gamma = field_staged<T, RING, SWQ, RY, 0, OFF...>(hb, sm, js, at[yj] + FIRST,
                                                                           quad, LANE);
                 const T p = ag_rcp((T)1 + ag_exp(-two_beta * gamma));
                 T ue;
                 if (has_u) {
-                    ue = __ldg(up + site);
+                    ue = __ldg(up + row[P][yj].gy * W + 4 * gqs[xj] + LANE);
                 } else {
                     const uint4 wv = w4[yj][xj];
                     const unsigned int w =
@@ -935,7 +1075,7 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
                         }
                 };
                 // the colour of the band's row itself (an open grid's rows outside it too)
-                with_lane<NC>(first_lane<NC, PB, PD>(P, pa * c, PERIODIC ? gys[0] : rows[0]),
+                with_lane<NC>(first_lane<NC, PB, PD>(P, pa * c, PERIODIC ? row[P][0].gy : row[P][0].r),
                               phase);
             } else {
 #pragma unroll
@@ -943,7 +1083,7 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
 #pragma unroll
                     for (int xj = 0; xj < QX; ++xj) {
                         if (!on(yj, xj)) continue;
-                        const int colour0 = (pa * c + PB * gys[yj] + PD * 4 * gqs[xj]) % NC;
+                        const int colour0 = (pa * c + PB * row[P][yj].gy + PD * 4 * gqs[xj]) % NC;
                         const int to = at[yj][FIRST + RY] + 4 * (RXQ + lx + TX * xj);
                         static_for<4>([&](auto lane) {
                             if ((colour0 + PD * decltype(lane)::value) % NC == P)
@@ -961,15 +1101,65 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
                     for (int xj = 0; xj < QX; ++xj) {
                         const int lq = lx + TX * xj;
                         if (on(yj, xj) && lq >= GQ && lq < RWQ - GQ && q_left + RXQ + lq < WQ)
-                            reinterpret_cast<int*>(s_out + plane * HW + (long long)gys[yj] * W)
-                                [gqs[xj]] = sm_words[at[yj][FIRST + RY] / 4 + RXQ + lq];
+                            reinterpret_cast<int*>(s_out + plane * HW +
+                                                   (long long)row[P][yj].gy * W)[gqs[xj]] =
+                                sm_words[at[yj][FIRST + RY] / 4 + RXQ + lq];
                     }
             } else {
                 __syncthreads();
             }
         });
-        wait_async();
+        if constexpr (NC == GROUPS) {  // one phase: its loads are stored after it
+            if (fetching) fetch_store(Int<0>{});
+        }
         __syncthreads();
+    }
+}
+
+// One launch per sweep, streaming down the rows: for plane-local stencils with a linear colouring
+// colour = (pa c + PB y + PD x) mod NC and W % 4 == 0, like gibbs_sweep_fused, but with no halo
+// of rows to stage for each tile. Spins ping-pong s_in -> s_out.
+//
+// The blocks: first the head, planes x chunks x strips blocks (plane, chunk, strip), strips
+// fastest, each taking chunk_rows rows of one strip (the last chunk may be shorter): the blocks
+// that run together stream adjacent strips at the same rows, so the columns their windows share
+// are read from L2. Then the tail: the rows [chunks chunk_rows, H) of every (plane, strip)
+// column, laid end to end (plane-major, then strip, then row), tail_rows_per_block rows to a
+// block, one segment per column it touches: blocks the head leaves idle in its last wave.
+template <typename T, bool PERIODIC, int NC, int PB, int PD, int RWQ, int RB, int QX, int QY,
+          int... OFF>
+__global__ void __launch_bounds__(RB / QY * RWQ / QX, 1)
+gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict__ s_out,
+                   const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u,
+                   int has_u, int C, int H, int W, int pa, int chunk_rows, int chunks,
+                   int strips, int planes, int tail_rows_per_block, int bias_batched,
+                   T two_beta, unsigned int c2, unsigned int c3, unsigned int k0,
+                   unsigned int k1) {
+    // two call sites: each SM runs one block, so only one inlined copy of the segment is hot
+    // there, and the head's stays as simple as a block with one segment
+    const PhiloxKey key{c2, c3, k0, k1};
+    const long long head_blocks = (long long)planes * chunks * strips;
+    if (blockIdx.x < head_blocks) {
+        const long long plane = blockIdx.x / (chunks * strips);
+        const int index = (int)(blockIdx.x - plane * (chunks * strips));
+        const int chunk = index / strips, strip = index - chunk * strips;
+        const int y0 = chunk * chunk_rows;
+        stream_segment<T, PERIODIC, NC, PB, PD, RWQ, RB, QX, QY, OFF...>(
+            s_in, s_out, J, h, u, has_u, C, H, W, pa, plane, strip, y0,
+            min(chunk_rows, H - y0), bias_batched, two_beta, key);
+        return;
+    }
+    const int tail_top = min(chunks * chunk_rows, H), tail = H - tail_top;
+    long long pos = (blockIdx.x - head_blocks) * tail_rows_per_block;
+    const long long end = min(pos + tail_rows_per_block, (long long)planes * strips * tail);
+    while (pos < end) {
+        const long long column = pos / tail;  // plane strips + strip
+        const int y = (int)(pos - column * tail);
+        const int rows_out = (int)min((long long)(tail - y), end - pos);
+        stream_segment<T, PERIODIC, NC, PB, PD, RWQ, RB, QX, QY, OFF...>(
+            s_in, s_out, J, h, u, has_u, C, H, W, pa, column / strips, (int)(column % strips),
+            tail_top + y, rows_out, bias_batched, two_beta, key);
+        pos += rows_out;
     }
 }
 

@@ -50,8 +50,9 @@ _STREAM_SHAPES = ((32, 16, 1, 1), (64, 4, 1, 1), (32, 8, 1, 1), (32, 4, 1, 1))
 #: "fused_global" (read from global memory), each with the suffix "32" for 32-quad-wide
 #: regions, "tiled" or "phase".
 KERNEL_CHOICE = "auto"
-#: Rows per chunk of the streaming kernel; None: chosen to fill the GPU (tests force small ones)
-STREAM_CHUNK_ROWS = None
+#: ``(chunk rows, chunks, tail rows per block)`` of the streaming kernel's blocks (see
+#: ``_stream_layout``); None: chosen to fill the GPU (tests force small ones)
+STREAM_LAYOUT = None
 
 
 def _kernel(name: str, ctype: str):
@@ -125,17 +126,33 @@ def _stream(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
 
 
 @functools.lru_cache(maxsize=256)
-def _chunk_rows(H: int, blocks_per_chunk_row: int, slots: int, extra_rows: int) -> int:
-    """Rows per chunk of the streaming kernel minimising (waves of blocks) x (rows a block
-    reads: its chunk plus ``extra_rows``), with ``blocks_per_chunk_row`` blocks (planes x
-    strips) per chunk index and ``slots`` blocks resident on the GPU at once."""
+def _stream_layout(H: int, columns: int, slots: int, extra_rows: int):
+    """``(chunk_rows, chunks, tail_rows_per_block, blocks)`` of the streaming kernel for
+    ``columns`` (plane, strip) columns of H rows, with ``slots`` blocks resident on the GPU at
+    once and ``extra_rows`` rows of overhead per block segment (halo and ring fill).
+
+    The head splits every column into ``chunks`` chunks of ``chunk_rows`` rows, a block each,
+    the blocks of one chunk streaming adjacent strips side by side (their shared columns come
+    from L2). When the head fills one wave but leaves some of its slots idle, the rows below
+    it (the tail) go, end to end, to those idle blocks. Chosen to minimise the time of the
+    slowest slot: (waves) x (rows a block reads, overheads included)."""
     best = None
-    for chunks in range(1, max(1, H // 8) + 1):
-        rows = -(-H // chunks)
-        waves = -(-blocks_per_chunk_row * -(-H // rows) // slots)
-        cost = waves * (rows + extra_rows)
+    for n in range(1, max(1, H // 8) + 1):  # head only, in waves
+        rows = -(-H // n)
+        blocks = columns * -(-H // rows)
+        cost = -(-blocks // slots) * (rows + extra_rows)
         if best is None or cost < best[0]:
-            best = (cost, rows)
+            best = (cost, (rows, blocks // columns, 0, blocks))
+    chunks, idle = divmod(slots, columns)
+    if chunks and idle:  # head and tail in one wave
+        for rows in range(-(-H * columns // slots), H // chunks + 1):
+            tail = H - chunks * rows
+            per_block = -(-columns * tail // idle)
+            segments = -(-per_block // tail) + 1 if tail else 0
+            cost = max(rows + extra_rows, per_block + segments * extra_rows)
+            if cost < best[0]:
+                tail_blocks = -(-columns * tail // per_block) if tail else 0
+                best = (cost, (rows, chunks, per_block, columns * chunks + tail_blocks))
     return best[1]
 
 
@@ -234,12 +251,16 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
             name, sweep_threads, twq, sweep_smem, extra_rows = stream
             sweep_kernel = _sweep_kernel(name, sweep_smem)
             strips = -(-(W // 4) // twq)
-            chunk_rows = STREAM_CHUNK_ROWS or _chunk_rows(
-                H, B * C * strips, _resident_blocks(sweep_kernel, sweep_threads, sweep_smem),
-                extra_rows)
-            chunks = -(-H // chunk_rows)
-            grid = B * C * chunks * strips
-            layout = (np.int32(chunk_rows), np.int32(chunks), np.int32(strips))
+            if STREAM_LAYOUT is None:
+                chunk_rows, chunks, tail_rows, grid = _stream_layout(
+                    H, B * C * strips,
+                    _resident_blocks(sweep_kernel, sweep_threads, sweep_smem), extra_rows)
+            else:
+                chunk_rows, chunks, tail_rows = STREAM_LAYOUT
+                tail = B * C * strips * (H - min(chunk_rows * chunks, H))
+                grid = B * C * strips * chunks + (-(-tail // tail_rows) if tail else 0)
+            layout = (np.int32(chunk_rows), np.int32(chunks), np.int32(strips),
+                      np.int32(B * C), np.int32(tail_rows))
             other = cupy.empty_like(s)
         elif fused is not None:
             name, sweep_threads, th, twq, sweep_smem, _ = fused
