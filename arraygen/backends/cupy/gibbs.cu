@@ -796,6 +796,8 @@ __device__ __forceinline__ void stream_segment(
     constexpr int PER_GROUP = (UNITS + GROUPS - 1) / GROUPS;
     constexpr int HALO = RB * 2 * RXQ * UNITS, HALO_IT = (HALO + NT - 1) / NT;
     constexpr int HI = HALO_IT > 0 ? HALO_IT : 1;
+    // whether this thread has a halo unit in iteration it
+    auto halo_active = [&](int it) { return HALO % NT == 0 || threadIdx.x + NT * it < HALO; };
     RowCursor<PERIODIC, RB> fetch_row[QY], halo_row[HI];
     int fetch_slot[QY], halo_slot[HI], halo_quad[HI], halo_col[HI];
     bool halo_on[HI];
@@ -813,7 +815,7 @@ __device__ __forceinline__ void stream_segment(
         int gq;
         const int quad = hq < RXQ ? hq : RWQ + hq;
         halo_quad[it] = quad + (unit == 0 ? 0 : (unit - 1) * PLANE);  // + the plane's offset
-        halo_on[it] = column(quad, gq) && v < HALO;
+        halo_on[it] = column(quad, gq) && halo_active(it);
         halo_col[it] = 4 * gq;
         halo_src[it] = unit == 0 ? nullptr : Jc + (unit - 1) * N;
         halo_slot[it] = BELOW + ABOVE + i;
@@ -882,7 +884,7 @@ __device__ __forceinline__ void stream_segment(
         if constexpr (G == 0) {
 #pragma unroll
             for (int it = 0; it < HALO_IT; ++it) {
-                if (HALO % NT == 0 || threadIdx.x + NT * it < HALO) {
+                if (halo_active(it)) {
                     if (halo_src[it] == nullptr) {
                         sm_words[halo_slot[it] * SWQ + halo_quad[it]] = halo_spins[it];
                     } else {

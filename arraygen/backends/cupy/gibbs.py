@@ -125,6 +125,13 @@ def _stream(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
     return name, rb // qy * rwq // qx, rwq - 2 * gq, smem, 2 * (n_colors - 1) * ry + ring
 
 
+def _stream_blocks(H: int, columns: int, chunk_rows: int, chunks: int, tail_rows: int) -> int:
+    """Blocks of the streaming kernel's layout: ``chunks`` head blocks per column, then the
+    tail rows [chunks chunk_rows, H) of all columns, ``tail_rows`` per block."""
+    tail = columns * (H - min(chunk_rows * chunks, H))
+    return columns * chunks + (-(-tail // tail_rows) if tail else 0)
+
+
 @functools.lru_cache(maxsize=256)
 def _stream_layout(H: int, columns: int, slots: int, extra_rows: int):
     """``(chunk_rows, chunks, tail_rows_per_block, blocks)`` of the streaming kernel for
@@ -151,8 +158,8 @@ def _stream_layout(H: int, columns: int, slots: int, extra_rows: int):
             segments = -(-per_block // tail) + 1 if tail else 0
             cost = max(rows + extra_rows, per_block + segments * extra_rows)
             if cost < best[0]:
-                tail_blocks = -(-columns * tail // per_block) if tail else 0
-                best = (cost, (rows, chunks, per_block, columns * chunks + tail_blocks))
+                best = (cost, (rows, chunks, per_block,
+                               _stream_blocks(H, columns, rows, chunks, per_block)))
     return best[1]
 
 
@@ -257,8 +264,7 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
                     _resident_blocks(sweep_kernel, sweep_threads, sweep_smem), extra_rows)
             else:
                 chunk_rows, chunks, tail_rows = STREAM_LAYOUT
-                tail = B * C * strips * (H - min(chunk_rows * chunks, H))
-                grid = B * C * strips * chunks + (-(-tail // tail_rows) if tail else 0)
+                grid = _stream_blocks(H, B * C * strips, chunk_rows, chunks, tail_rows)
             layout = (np.int32(chunk_rows), np.int32(chunks), np.int32(strips),
                       np.int32(B * C), np.int32(tail_rows))
             other = cupy.empty_like(s)

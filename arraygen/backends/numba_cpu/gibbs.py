@@ -301,26 +301,29 @@ def _pm(j, s):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def _plus4(acc, m, j0, s0, j1, s1, j2, s2, j3, s3):  # pragma: no cover - compiled
+    """acc + j0[m] s0[m] + ... + j3[m] s3[m], added left to right."""
+    acc += _pm(j0[m], s0[m])
+    acc += _pm(j1[m], s1[m])
+    acc += _pm(j2[m], s2[m])
+    return acc + _pm(j3[m], s3[m])
+
+
+@numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
 def _add4(g, src, L, j0, s0, j1, s1, j2, s2, j3, s3):  # pragma: no cover - compiled
     """g[m] = src[m] + j0[m] s0[m] + ... + j3[m] s3[m] (added left to right), m < L.
 
     ``src`` must not overlap ``g`` (LLVM would not vectorise): :func:`_acc4` adds in place.
     """
     for m in range(L):
-        acc = src[m] + _pm(j0[m], s0[m])
-        acc += _pm(j1[m], s1[m])
-        acc += _pm(j2[m], s2[m])
-        g[m] = acc + _pm(j3[m], s3[m])
+        g[m] = _plus4(src[m], m, j0, s0, j1, s1, j2, s2, j3, s3)
 
 
 @numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
 def _acc4(g, L, j0, s0, j1, s1, j2, s2, j3, s3):  # pragma: no cover - compiled
     """g[m] += j0[m] s0[m] + ... + j3[m] s3[m] (added to g left to right), m < L."""
     for m in range(L):
-        acc = g[m] + _pm(j0[m], s0[m])
-        acc += _pm(j1[m], s1[m])
-        acc += _pm(j2[m], s2[m])
-        g[m] = acc + _pm(j3[m], s3[m])
+        g[m] = _plus4(g[m], m, j0, s0, j1, s1, j2, s2, j3, s3)
 
 
 @numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
