@@ -73,9 +73,10 @@ _dispatch.register(
         "cupy": "arraygen.backends.cupy.gibbs:gibbs_sweeps",
         "triton": "arraygen.backends.triton.gibbs:gibbs_sweeps",
     },
-    # H100, 4096^2, 10 sweeps (tools/gpu_bench_gibbs.py): nearest neighbour cupy (fused sweep
-    # kernel) 8.0-9.2e10, triton 3.9e10, numba_cuda 2.3e10 updates/s; 8 offsets cupy 1.6-2.0e10,
-    # triton and numba_cuda 0.9e10
+    # H100, 4096^2, 10 sweeps per call (tools/gpu_bench_gibbs.py): nearest neighbour cupy (fused
+    # sweep kernel) 9.9e10 (1.48e11 at 100 sweeps per call), triton 4.0e10, numba_cuda 2.5e10
+    # updates/s; 8 offsets cupy (streaming kernel) 3.6e10 (4.2e10 at 100), triton and numba_cuda
+    # 0.9e10
     gpu_order=("cupy", "triton", "numba_cuda"),
 )
 

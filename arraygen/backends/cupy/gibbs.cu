@@ -432,7 +432,8 @@ __device__ __forceinline__ void load4<double>(const double* __restrict__ p, doub
 }
 
 // One launch per sweep for plane-local stencils (every dc == 0) with a linear colouring
-// colour = (pa c + PB y + PD x) mod NC and W % 4 == 0. Spins ping-pong s_in -> s_out.
+// colour = (pa c + PB y + PD x) mod NC and W % 4 == 0. Spins ping-pong s_in -> s_out. HAS_U: the
+// uniforms are read from u (injected), else drawn from the Philox stream keyed by (c2, c3, k0, k1).
 //
 // A block of 8 RWQ threads (RWQ = 32 or 64) owns a region of RH = 8 QPT rows x RWQ quads of one
 // plane (b, c); thread t takes quad t % RWQ of rows t / RWQ + 8 j, so warps read whole rows. Shared
@@ -464,12 +465,12 @@ __host__ __device__ constexpr int fused_min_blocks() {
                 ? 4 : 2) * 32 / RWQ;
 }
 
-template <typename T, bool PERIODIC, int NC, int PB, int PD, int RWQ, int QPT, int STAGE,
-          int... OFF>
+template <typename T, bool PERIODIC, bool HAS_U, int NC, int PB, int PD, int RWQ, int QPT,
+          int STAGE, int... OFF>
 __global__ void __launch_bounds__(8 * RWQ, (fused_min_blocks<T, STAGE, RWQ, QPT, OFF...>()))
 gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict__ s_out,
                   const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u,
-                  int has_u, int C, int H, int W, int pa, int tiles_y, int tiles_x,
+                  int C, int H, int W, int pa, int tiles_y, int tiles_x,
                   int bias_batched, T two_beta, unsigned int c2, unsigned int c3,
                   unsigned int k0, unsigned int k1) {
     constexpr int K = (int)sizeof...(OFF) / 2;
@@ -555,7 +556,7 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
             words[j] = make_uint4(0u, 0u, 0u, 0u);
             if (!qok || !(PERIODIC || (gy >= 0 && gy < H))) continue;
             if constexpr (STAGE) load4<T>(hp + gy * W + x0, hv[j]);
-            if (!has_u)
+            if constexpr (!HAS_U)
                 words[j] = philox4x32_10((unsigned long long)((plane * H + gy) * WQ + gq), key);
         }
     }
@@ -573,7 +574,7 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
     auto update = [&](auto lane_c, int j, int row, int gy, int x0u, uint4 w4) -> signed char {
         constexpr int LANE = decltype(lane_c)::value;
         const int x = x0u + LANE;
-        const int site = gy * W + x;
+        [[maybe_unused]] const int site = gy * W + x;
         T gamma;
         if constexpr (STAGE) {
             int at[2 * RY + 1];
@@ -586,8 +587,13 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
                 __ldg(hp + site), sm, row * SWB + 4 * quad + LANE, Jc, N, site, gy, x, H, W);
         }
         const T p = ag_rcp((T)1 + ag_exp(-two_beta * gamma));  // = 1 / (1 + e), correctly rounded
-        const unsigned int w = LANE == 0 ? w4.x : LANE == 1 ? w4.y : LANE == 2 ? w4.z : w4.w;
-        const T ue = has_u ? __ldg(up + site) : (T)uniform_from_word(w, 0.0f);
+        T ue;
+        if constexpr (HAS_U) {
+            ue = __ldg(up + site);
+        } else {
+            const unsigned int w = LANE == 0 ? w4.x : LANE == 1 ? w4.y : LANE == 2 ? w4.z : w4.w;
+            ue = (T)uniform_from_word(w, 0.0f);
+        }
         return ue < p ? (signed char)1 : (signed char)-1;
     };
 
@@ -610,7 +616,7 @@ gibbs_sweep_fused(const signed char* __restrict__ s_in, signed char* __restrict_
                 const int x0u = active ? x0 : 0;
                 uint4 w4 = make_uint4(0u, 0u, 0u, 0u);
                 if constexpr (KEEP) w4 = words[j];
-                else if (!has_u)
+                else if constexpr (!HAS_U)
                     w4 = philox4x32_10((unsigned long long)((plane * H + gy) * WQ + gq), key);
                 const int row = RY + r;
                 if constexpr (REGULAR) {
@@ -673,7 +679,8 @@ struct StreamRows {
 };
 
 // A grid row that moves down by D rows a step: r, and the row read for it (wrapped into a
-// periodic grid, clamped into an open one: an open grid's rows outside it are read, not used)
+// periodic grid, clamped into an open one: an open grid's rows outside it are read, not used).
+// advance takes d = D mod H.
 template <bool PERIODIC, int D>
 struct RowCursor {
     int r, gy;
@@ -681,9 +688,14 @@ struct RowCursor {
         r = row;
         gy = PERIODIC ? wrap(row, H) : min(max(row, 0), H - 1);
     }
-    __device__ __forceinline__ void advance(int H) {
+    __device__ __forceinline__ void advance(int H, int d) {
         r += D;
-        gy = PERIODIC ? wrap(gy + D, H) : min(max(r, 0), H - 1);
+        if (PERIODIC) {
+            gy += d;
+            gy = gy >= H ? gy - H : gy;
+        } else {
+            gy = min(max(r, 0), H - 1);
+        }
     }
 };
 
@@ -711,11 +723,11 @@ __device__ __forceinline__ int add_mod(int v) {
 //
 // Shared memory (dynamic, bytes): K RING 4 SWQ sizeof(T) of couplings (lane-major, as
 // field_staged reads them), WORD_ROWS 4 RWQ 4 of Philox words, RING SWQ 4 of spins.
-template <typename T, bool PERIODIC, int NC, int PB, int PD, int RWQ, int RB, int QX, int QY,
-          int... OFF>
+template <typename T, bool PERIODIC, bool HAS_U, int NC, int PB, int PD, int RWQ, int RB, int QX,
+          int QY, int... OFF>
 __device__ __forceinline__ void stream_segment(
     const signed char* __restrict__ s_in, signed char* __restrict__ s_out,
-    const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u, int has_u, int C,
+    const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u, int C,
     int H, int W, int pa, long long plane, int strip, int y0, int rows_out, int bias_batched,
     T two_beta, const PhiloxKey key) {
     using Rows = StreamRows<NC, RB, OFF...>;
@@ -743,6 +755,9 @@ __device__ __forceinline__ void stream_segment(
     const int origin = top - BELOW;       // the ring's row 0: no row read lies above it
     const int q_left = strip * (RWQ - 2 * GQ) - GQ - RXQ;  // global quad of window quad 0
     const signed char* pin = s_in + plane * HW;
+    signed char* pout = s_out + plane * HW;
+    const unsigned long long first_block = (unsigned long long)plane * H * WQ;  // Philox counter
+    const int rb_mod_h = RB % H;
     const T* __restrict__ hp = h + (bias_batched ? chain : 0) + (long long)c * HW;
     const T* __restrict__ Jc = J + (long long)c * HW;
     const T* __restrict__ up = u + chain + (long long)c * HW;
@@ -794,10 +809,18 @@ __device__ __forceinline__ void stream_segment(
     // each row (in group 0).
     constexpr int UNITS = K + 1, GROUPS = NC > 1 ? NC - 1 : 1;
     constexpr int PER_GROUP = (UNITS + GROUPS - 1) / GROUPS;
-    constexpr int HALO = RB * 2 * RXQ * UNITS, HALO_IT = (HALO + NT - 1) / NT;
+    // The halo units are shared out evenly over the warps (PER_WARP each), so that every warp
+    // reaches the barriers with the same work: lane l of warp w takes units
+    // w PER_WARP + l + WARP it, l + WARP it < PER_WARP.
+    constexpr int HALO = RB * 2 * RXQ * UNITS, WARP = NT < 32 ? NT : 32, WARPS = NT / WARP;
+    constexpr int PER_WARP = (HALO + WARPS - 1) / WARPS, HALO_IT = (PER_WARP + WARP - 1) / WARP;
     constexpr int HI = HALO_IT > 0 ? HALO_IT : 1;
+    const int halo_lane = threadIdx.x % WARP;
+    const int halo_first = threadIdx.x / WARP * PER_WARP + halo_lane;
     // whether this thread has a halo unit in iteration it
-    auto halo_active = [&](int it) { return HALO % NT == 0 || threadIdx.x + NT * it < HALO; };
+    auto halo_active = [&](int it) {
+        return halo_lane + WARP * it < PER_WARP && halo_first + WARP * it < HALO;
+    };
     RowCursor<PERIODIC, RB> fetch_row[QY], halo_row[HI];
     int fetch_slot[QY], halo_slot[HI], halo_quad[HI], halo_col[HI];
     bool halo_on[HI];
@@ -810,7 +833,7 @@ __device__ __forceinline__ void stream_segment(
 #pragma unroll
     for (int it = 0; it < HALO_IT; ++it) {
         constexpr int HW2 = RXQ > 0 ? 2 * RXQ : 1;  // (no halo when RXQ = 0: no iteration)
-        const int v = threadIdx.x + NT * it, item = v / UNITS, unit = v - item * UNITS;
+        const int v = halo_first + WARP * it, item = v / UNITS, unit = v - item * UNITS;
         const int i = item / HW2, hq = item - i * HW2;
         int gq;
         const int quad = hq < RXQ ? hq : RWQ + hq;
@@ -832,7 +855,8 @@ __device__ __forceinline__ void stream_segment(
 #pragma unroll
             for (int xj = 0; xj < QX; ++xj) {
                 const bool inside = row_in && qoks[xj];
-                const int g = f.gy * W + 4 * gqs[xj];
+                const unsigned g = f.gy * W + 4 * gqs[xj];
+                const T* quad_j = Jc + g;  // offset k's couplings at quad_j + k N
                 static_for<PER_GROUP>([&](auto m_c) {
                     constexpr int M = decltype(m_c)::value, U = G * PER_GROUP + M;
                     if constexpr (U == 0) {
@@ -840,7 +864,7 @@ __device__ __forceinline__ void stream_segment(
                             inside ? __ldg(reinterpret_cast<const int*>(pin + g)) : 0;
                     } else if constexpr (U < UNITS) {
                         T* v = unit_regs[yj][xj][M];
-                        if (inside) load4<T>(Jc + (U - 1) * N + g, unit_regs[yj][xj][M]);
+                        if (inside) load4<T>(quad_j + (U - 1) * N, unit_regs[yj][xj][M]);
                         else v[0] = v[1] = v[2] = v[3] = (T)0;
                     }
                 });
@@ -851,7 +875,7 @@ __device__ __forceinline__ void stream_segment(
             for (int it = 0; it < HALO_IT; ++it) {
                 const RowCursor<PERIODIC, RB>& f = halo_row[it];
                 const bool inside = halo_on[it] && (PERIODIC || (f.r >= 0 && f.r < H));
-                const int g = f.gy * W + halo_col[it];
+                const unsigned g = f.gy * W + halo_col[it];
                 T* v = halo_regs[it];
                 v[0] = v[1] = v[2] = v[3] = (T)0;
                 halo_spins[it] = 0;
@@ -899,12 +923,12 @@ __device__ __forceinline__ void stream_segment(
 #pragma unroll
             for (int yj = 0; yj < QY; ++yj) {
                 fetch_slot[yj] = add_mod<RB % RING, RING>(fetch_slot[yj]);
-                fetch_row[yj].advance(H);
+                fetch_row[yj].advance(H, rb_mod_h);
             }
 #pragma unroll
             for (int it = 0; it < HALO_IT; ++it) {
                 halo_slot[it] = add_mod<RB % RING, RING>(halo_slot[it]);
-                halo_row[it].advance(H);
+                halo_row[it].advance(H, rb_mod_h);
             }
         }
     };
@@ -938,7 +962,7 @@ __device__ __forceinline__ void stream_segment(
                 [[maybe_unused]] const int l0 = REGULAR ? first_lane<NC, PB, PD>(P, pa * c, gy) : 0;
 #pragma unroll
                 for (int xj = 0; xj < QX; ++xj) {
-                    const T* hq = hp + gy * W + 4 * gqs[xj];
+                    const T* hq = hp + (unsigned)(gy * W + 4 * gqs[xj]);
                     if constexpr (REGULAR) {
 #pragma unroll
                         for (int m = 0; m < BL; ++m)
@@ -986,7 +1010,7 @@ __device__ __forceinline__ void stream_segment(
 #pragma unroll
             for (int yj = 0; yj < QY; ++yj) {
                 row[p][yj] = next_row[p][yj];
-                next_row[p][yj].advance(H);
+                next_row[p][yj].advance(H, rb_mod_h);
 #pragma unroll
                 for (int xj = 0; xj < QX; ++xj)
 #pragma unroll
@@ -1020,9 +1044,9 @@ __device__ __forceinline__ void stream_segment(
 #pragma unroll
                 for (int xj = 0; xj < QX; ++xj) {
                     w4[yj][xj] = make_uint4(0u, 0u, 0u, 0u);
-                    if (P != 0 || has_u) continue;
+                    if (P != 0 || HAS_U) continue;
                     w4[yj][xj] = philox4x32_10(
-                        (unsigned long long)((plane * H + row[P][yj].gy) * WQ + gqs[xj]), key);
+                        first_block + (unsigned)(row[P][yj].gy * WQ + gqs[xj]), key);
                     if (NC > 1 && on(yj, xj)) {
                         unsigned int* wq = ws + word_at[yj][P] + lx + TX * xj;
                         wq[0] = w4[yj][xj].x;
@@ -1041,7 +1065,7 @@ __device__ __forceinline__ void stream_segment(
                                                                           quad, LANE);
                 const T p = ag_rcp((T)1 + ag_exp(-two_beta * gamma));
                 T ue;
-                if (has_u) {
+                if constexpr (HAS_U) {
                     ue = __ldg(up + row[P][yj].gy * W + 4 * gqs[xj] + LANE);
                 } else {
                     const uint4 wv = w4[yj][xj];
@@ -1103,8 +1127,7 @@ __device__ __forceinline__ void stream_segment(
                     for (int xj = 0; xj < QX; ++xj) {
                         const int lq = lx + TX * xj;
                         if (on(yj, xj) && lq >= GQ && lq < RWQ - GQ && q_left + RXQ + lq < WQ)
-                            reinterpret_cast<int*>(s_out + plane * HW +
-                                                   (long long)row[P][yj].gy * W)[gqs[xj]] =
+                            reinterpret_cast<int*>(pout)[(unsigned)(row[P][yj].gy * WQ + gqs[xj])] =
                                 sm_words[at[yj][FIRST + RY] / 4 + RXQ + lq];
                     }
             } else {
@@ -1119,8 +1142,8 @@ __device__ __forceinline__ void stream_segment(
 }
 
 // One launch per sweep, streaming down the rows: for plane-local stencils with a linear colouring
-// colour = (pa c + PB y + PD x) mod NC and W % 4 == 0, like gibbs_sweep_fused, but with no halo
-// of rows to stage for each tile. Spins ping-pong s_in -> s_out.
+// colour = (pa c + PB y + PD x) mod NC and W % 4 == 0, like gibbs_sweep_fused (HAS_U too), but
+// with no halo of rows to stage for each tile. Spins ping-pong s_in -> s_out.
 //
 // The blocks: first the head, planes x chunks x strips blocks (plane, chunk, strip), strips
 // fastest, each taking chunk_rows rows of one strip (the last chunk may be shorter): the blocks
@@ -1128,12 +1151,12 @@ __device__ __forceinline__ void stream_segment(
 // are read from L2. Then the tail: the rows [chunks chunk_rows, H) of every (plane, strip)
 // column, laid end to end (plane-major, then strip, then row), tail_rows_per_block rows to a
 // block, one segment per column it touches: blocks the head leaves idle in its last wave.
-template <typename T, bool PERIODIC, int NC, int PB, int PD, int RWQ, int RB, int QX, int QY,
-          int... OFF>
+template <typename T, bool PERIODIC, bool HAS_U, int NC, int PB, int PD, int RWQ, int RB, int QX,
+          int QY, int... OFF>
 __global__ void __launch_bounds__(RB / QY * RWQ / QX, 1)
 gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict__ s_out,
                    const T* __restrict__ J, const T* __restrict__ h, const T* __restrict__ u,
-                   int has_u, int C, int H, int W, int pa, int chunk_rows, int chunks,
+                   int C, int H, int W, int pa, int chunk_rows, int chunks,
                    int strips, int planes, int tail_rows_per_block, int bias_batched,
                    T two_beta, unsigned int c2, unsigned int c3, unsigned int k0,
                    unsigned int k1) {
@@ -1146,8 +1169,8 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
         const int index = (int)(blockIdx.x - plane * (chunks * strips));
         const int chunk = index / strips, strip = index - chunk * strips;
         const int y0 = chunk * chunk_rows;
-        stream_segment<T, PERIODIC, NC, PB, PD, RWQ, RB, QX, QY, OFF...>(
-            s_in, s_out, J, h, u, has_u, C, H, W, pa, plane, strip, y0,
+        stream_segment<T, PERIODIC, HAS_U, NC, PB, PD, RWQ, RB, QX, QY, OFF...>(
+            s_in, s_out, J, h, u, C, H, W, pa, plane, strip, y0,
             min(chunk_rows, H - y0), bias_batched, two_beta, key);
         return;
     }
@@ -1158,8 +1181,8 @@ gibbs_sweep_stream(const signed char* __restrict__ s_in, signed char* __restrict
         const long long column = pos / tail;  // plane strips + strip
         const int y = (int)(pos - column * tail);
         const int rows_out = (int)min((long long)(tail - y), end - pos);
-        stream_segment<T, PERIODIC, NC, PB, PD, RWQ, RB, QX, QY, OFF...>(
-            s_in, s_out, J, h, u, has_u, C, H, W, pa, column / strips, (int)(column % strips),
+        stream_segment<T, PERIODIC, HAS_U, NC, PB, PD, RWQ, RB, QX, QY, OFF...>(
+            s_in, s_out, J, h, u, C, H, W, pa, column / strips, (int)(column % strips),
             tail_top + y, rows_out, bias_batched, two_beta, key);
         pos += rows_out;
     }

@@ -87,14 +87,15 @@ def _compiled_pattern(offsets, pattern, n_colors, C, H, W):
     return ry, rxq
 
 
-def _template_args(offsets, pattern, periodic, ctype):
-    """``T, PERIODIC, NC, PB, PD``, then (after the kernel's own) the offsets' pack."""
+def _template_args(offsets, pattern, periodic, injected, ctype):
+    """``T, PERIODIC, HAS_U, NC, PB, PD``, then (after the kernel's own) the offsets' pack."""
     n, _, pb, pd = pattern
     pack = "".join(f", {o[1]}, {o[2]}" for o in offsets)
-    return f"{ctype}, {str(bool(periodic)).lower()}, {n}, {pb}, {pd}", pack
+    flags = ", ".join(str(bool(v)).lower() for v in (periodic, injected))
+    return f"{ctype}, {flags}, {n}, {pb}, {pd}", pack
 
 
-def _stream(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
+def _stream(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype, choice):
     """``(kernel name, threads, tile quads, dynamic shared memory bytes, rows read per block
     beyond its chunk)`` of the streaming kernel, or None when it does not apply
     (``gibbs_sweep_stream`` in gibbs.cu; the ring sizes mirror ``StreamRows`` there)."""
@@ -120,7 +121,7 @@ def _stream(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
             break
     else:
         return None
-    head, pack = _template_args(offsets, pattern, periodic, ctype)
+    head, pack = _template_args(offsets, pattern, periodic, injected, ctype)
     name = f"arraygen::gibbs_sweep_stream<{head}, {rwq}, {rb}, {qx}, {qy}{pack}>"
     return name, rb // qy * rwq // qx, rwq - 2 * gq, smem, 2 * (n_colors - 1) * ry + ring
 
@@ -174,7 +175,7 @@ def _resident_blocks(kernel, threads: int, smem: int) -> int:
     return sms * max(per_sm, 1)
 
 
-def _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
+def _fused(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype, choice):
     """``(kernel name, threads, tile rows, tile quads, dynamic shared memory bytes, staged)`` of
     the fused kernel for this model, or None when it does not apply (``gibbs_sweep_fused`` in
     gibbs.cu: regions of 8 qpt rows x rwq quads, rwq threads per row; ``staged``: the couplings
@@ -207,7 +208,7 @@ def _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, choice):
             window, staged = layout(rwq, qpt)
     stage = window + staged <= _MAX_BLOCK_SMEM and (
         forced or (not choice.startswith("fused_global") and staged <= _FUSED_MAX_STAGED * rwq // 32))
-    head, pack = _template_args(offsets, pattern, periodic, ctype)
+    head, pack = _template_args(offsets, pattern, periodic, injected, ctype)
     name = (f"arraygen::gibbs_sweep_fused<{head}, {rwq}, {qpt}, "
             f"{(1 if 'sync' in choice else 2) if stage else 0}{pack}>")
     return name, 8 * rwq, 8 * qpt - 2 * gy, rwq - 2 * gq, window + (staged if stage else 0), stage
@@ -246,11 +247,14 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
         ctype = dtype_name(j)
         bias_batched = np.int32(h.size != C * H * W)
         two_beta = dtype(2.0 * beta)
-        fused = _fused(offsets, pattern, n_colors, C, H, W, periodic, ctype, KERNEL_CHOICE)
+        injected = u_all is not None
+        fused = _fused(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype,
+                       KERNEL_CHOICE)
         stream = None
         if fused is None or (KERNEL_CHOICE == "auto" and not fused[5]):
             # auto: the fused kernel where it stages the couplings (small stencils), else stream
-            stream = _stream(offsets, pattern, n_colors, C, H, W, periodic, ctype, KERNEL_CHOICE)
+            stream = _stream(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype,
+                             KERNEL_CHOICE)
             fused = fused if stream is None else None
         tiling = None if stream or fused or KERNEL_CHOICE == "phase" else _tiling(
             offsets, n_colors, H, W)
@@ -294,7 +298,7 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
             words = (np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1))
             if stream is not None or fused is not None:
                 sweep_kernel((grid,), (sweep_threads,),
-                             (s, other, j, h, u_t, has_u, np.int32(C), np.int32(H), np.int32(W),
+                             (s, other, j, h, u_t, np.int32(C), np.int32(H), np.int32(W),
                               np.int32(pa)) + layout + (bias_batched, two_beta) + words,
                              shared_mem=sweep_smem)
                 s, other = other, s
