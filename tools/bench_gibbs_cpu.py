@@ -9,6 +9,13 @@ peer: the same roll-shifted heat bath over the model's colours). Each repeat tim
 the peer (10 sweeps per call): ``--calls`` arraygen calls back to back (as asv times them), then
 one peer call; the table shows medians over all calls in spin updates per second, and the median
 of the first arraygen call of each block ("cold": caches and the second core left to the peer).
+
+With thrml installed (``pip install thrml``, the ``bench`` extra), each block also times one call
+of thrml's block Gibbs on the same model, up to ``--thrml-max-size`` (thrml builds the graph from
+one Python object per node and edge: 3 s at 256^2 with 4 offsets): its ``IsingEBM`` with one edge
+per site and offset carrying the same coupling, the model's colour classes as blocks, 10 sweeps
+per call compiled once (``eqx.filter_jit``; the first call, compilation included, is reported
+apart).
 """
 
 from __future__ import annotations
@@ -58,6 +65,65 @@ def _cases(size):
                                                          loc.n_colors, SWEEPS, gen))
 
 
+def _thrml_sweeps(model, s, n_sweeps=SWEEPS):
+    """``(call, setup seconds)``: ``call()`` runs thrml's block Gibbs for ``n_sweeps`` sweeps of
+    ``model`` (one chain, periodic, C = 1, beta = 1) from the spins ``s`` with a new key each time
+    and returns the spins (H, W) in {-1, +1}; None when thrml is not installed."""
+    try:
+        import equinox as eqx
+        import jax
+        import jax.numpy as jnp
+        import thrml
+        from thrml.models import IsingEBM, IsingSamplingProgram
+    except ImportError:
+        return None
+    t0 = time.perf_counter()
+    j, h = np.asarray(model.couplings)[:, 0], np.asarray(model.bias)[0]
+    sites = np.arange(h.size).reshape(h.shape)
+    nodes = [thrml.SpinNode() for _ in range(h.size)]
+    edges = [(nodes[a], nodes[b]) for _, dy, dx in model.offsets
+             for a, b in zip(sites.ravel(), np.roll(sites, (-dy, -dx), (0, 1)).ravel())]
+    ebm = IsingEBM(nodes, edges, jnp.asarray(h.ravel()), jnp.asarray(j.ravel()),
+                   jnp.asarray(1.0, dtype=jnp.float32))
+    colours = np.asarray(model.colors).ravel()
+    members = [np.flatnonzero(colours == c) for c in range(model.n_colors)]
+    blocks = [thrml.Block([nodes[i] for i in m]) for m in members]
+    program = IsingSamplingProgram(ebm, blocks, clamped_blocks=[])
+    schedule = thrml.SamplingSchedule(n_warmup=n_sweeps, n_samples=1, steps_per_sample=1)
+    up = np.asarray(s).ravel() > 0
+    start = [jnp.asarray(up[m]) for m in members]
+    run = eqx.filter_jit(lambda key: thrml.sample_states(key, program, schedule, start, [], blocks))
+    seeds = iter(range(2**30))
+
+    def call():
+        out = jax.block_until_ready(run(jax.random.key(next(seeds))))
+        spins = np.empty(h.size, dtype=np.int8)
+        for m, block in zip(members, out):
+            spins[m] = np.where(np.asarray(block)[0], 1, -1)
+        return spins.reshape(h.shape)
+
+    return call, time.perf_counter() - t0
+
+
+def _thrml_check(size, n_sweeps, chains=8):
+    """The same model in thrml and arraygen: the mean of s(x) s(x + 1) after ``n_sweeps`` sweeps
+    from the same start, over ``chains`` chains each (nearest neighbour, L = size)."""
+    _, model, s, _ = next(_cases(size))
+    thrml_run = _thrml_sweeps(model, s, n_sweeps)
+    if thrml_run is None:
+        print("thrml is not installed")
+        return
+    pair = lambda a: float((a * np.roll(a, -1, -1)).mean())
+    theirs = [pair(thrml_run[0]()) for _ in range(chains)]
+    ours = [pair(np.asarray(gibbs.gibbs_sweeps(model, s, n_sweeps=n_sweeps, rng=10 + c,
+                                               backend="numba_cpu"))[0, 0])
+            for c in range(chains)]
+    for name, v in (("thrml", theirs), ("numba_cpu", ours)):
+        error = np.std(v) / np.sqrt(chains)
+        print(f"{name:9} mean s(x) s(x + 1) after {n_sweeps} sweeps: {np.mean(v):.5f} "
+              f"+- {error:.5f} (standard error, {chains} chains, L = {size})")
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     fn()
@@ -70,36 +136,59 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=5, help="arraygen calls per block")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--no-peer", action="store_true", help="time arraygen only")
+    parser.add_argument("--thrml-max-size", type=int, default=256,
+                        help="largest L timed with thrml (when installed)")
+    parser.add_argument("--thrml-check", type=int, metavar="SWEEPS",
+                        help="only compare thrml's and arraygen's nearest-neighbour correlation "
+                             "after SWEEPS sweeps (the same model in both)")
     args = parser.parse_args(argv)
+    if args.thrml_check:
+        _thrml_check(args.sizes[0], args.thrml_check)
+        return
     print(f"{'model':8} {'L':>5} {'numba_cpu':>10} {'(cold)':>9} {'NumPy peer':>10} {'ratio':>6}"
-          f"  updates/s: medians over {args.repeats} blocks")
+          f" {'thrml':>10} {'ratio':>6}  updates/s: medians over {args.repeats} blocks")
+    notes = []
     for size in args.sizes:
         for name, model, s, peer in _cases(size):
-            row = _measure(model, s, peer, size, args)
+            thrml_run = None
+            if not args.no_peer and size <= args.thrml_max_size:
+                thrml_run = _thrml_sweeps(model, s)
+            if thrml_run is not None:
+                first = _timed(thrml_run[0])
+                notes.append(f"thrml {name} L={size}: graph built in {thrml_run[1]:.1f} s, "
+                             f"first call (compilation) {first:.1f} s")
+            row = _measure(model, s, peer, thrml_run and thrml_run[0], size, args)
             print(f"{name:8} {size:5} " + row)
+    print("\n".join(notes))
 
 
-def _measure(model, s, peer, size, args):
-    """One table row: arraygen's median rate (all calls, cold calls), the peer's, the ratio."""
+def _measure(model, s, peer, thrml_run, size, args):
+    """One table row: arraygen's median rate (all calls, cold calls), then the NumPy peer's and
+    thrml's (when given) with arraygen's ratio to each."""
     gen = np.random.default_rng(1)
 
     def ours():
         return gibbs.gibbs_sweeps(model, s, n_sweeps=SWEEPS, rng=3, backend="numba_cpu")
 
     ours()
-    t_ours, t_cold, t_peer = [], [], []
+    t_ours, t_cold, t_peer, t_thrml = [], [], [], []
     for _ in range(args.repeats):
         block = [_timed(ours) for _ in range(args.calls)]
         t_cold.append(block[0])
         t_ours += block
         if not args.no_peer:
             t_peer.append(_timed(lambda: peer(gen)))
+        if thrml_run is not None:
+            t_thrml.append(_timed(thrml_run))
     updates = SWEEPS * size * size
     rate = updates / np.median(t_ours)
     row = f"{rate:10.3g} {updates / np.median(t_cold):9.3g}"
-    if t_peer:
-        peer_rate = updates / np.median(t_peer)
-        row += f" {peer_rate:10.3g} {rate / peer_rate:6.1f}"
+    for times in (t_peer, t_thrml):
+        if times:
+            peer_rate = updates / np.median(times)
+            row += f" {peer_rate:10.3g} {rate / peer_rate:6.1f}"
+        else:
+            row += f" {'-':>10} {'-':>6}"
     return row
 
 if __name__ == "__main__":
