@@ -754,6 +754,8 @@ __device__ __forceinline__ void stream_segment(
     const int top = y0 - GY;              // first row of colour phase 0
     const int origin = top - BELOW;       // the ring's row 0: no row read lies above it
     const int q_left = strip * (RWQ - 2 * GQ) - GQ - RXQ;  // global quad of window quad 0
+    // offsets within a plane are 32-bit unsigned (the launcher compiles this kernel for
+    // C H W < 2^31), which saves their sign extensions in the step's addresses
     const signed char* pin = s_in + plane * HW;
     signed char* pout = s_out + plane * HW;
     const unsigned long long first_block = (unsigned long long)plane * H * WQ;  // Philox counter
