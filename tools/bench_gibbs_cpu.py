@@ -66,9 +66,10 @@ def _cases(size):
 
 
 def _thrml_sweeps(model, s, n_sweeps=SWEEPS):
-    """``(call, setup seconds)``: ``call()`` runs thrml's block Gibbs for ``n_sweeps`` sweeps of
-    ``model`` (one chain, periodic, C = 1, beta = 1) from the spins ``s`` with a new key each time
-    and returns the spins (H, W) in {-1, +1}; None when thrml is not installed."""
+    """``(call, setup seconds, to_grid)``: ``call()`` runs thrml's block Gibbs for ``n_sweeps``
+    sweeps of ``model`` (one chain, periodic, C = 1, beta = 1) from the spins ``s`` with a new key
+    each time and returns thrml's per-block states, which ``to_grid`` turns into the spins (H, W)
+    in {-1, +1} (outside the timed call); None when thrml is not installed."""
     try:
         import equinox as eqx
         import jax
@@ -95,14 +96,14 @@ def _thrml_sweeps(model, s, n_sweeps=SWEEPS):
     run = eqx.filter_jit(lambda key: thrml.sample_states(key, program, schedule, start, [], blocks))
     seeds = iter(range(2**30))
 
-    def call():
-        out = jax.block_until_ready(run(jax.random.key(next(seeds))))
+    def to_grid(states):
         spins = np.empty(h.size, dtype=np.int8)
-        for m, block in zip(members, out):
+        for m, block in zip(members, states):
             spins[m] = np.where(np.asarray(block)[0], 1, -1)
         return spins.reshape(h.shape)
 
-    return call, time.perf_counter() - t0
+    call = lambda: jax.block_until_ready(run(jax.random.key(next(seeds))))
+    return call, time.perf_counter() - t0, to_grid
 
 
 def _thrml_check(size, n_sweeps, chains=8):
@@ -113,8 +114,9 @@ def _thrml_check(size, n_sweeps, chains=8):
     if thrml_run is None:
         print("thrml is not installed")
         return
+    call, _, to_grid = thrml_run
     pair = lambda a: float((a * np.roll(a, -1, -1)).mean())
-    theirs = [pair(thrml_run[0]()) for _ in range(chains)]
+    theirs = [pair(to_grid(call())) for _ in range(chains)]
     ours = [pair(np.asarray(gibbs.gibbs_sweeps(model, s, n_sweeps=n_sweeps, rng=10 + c,
                                                backend="numba_cpu"))[0, 0])
             for c in range(chains)]
@@ -153,13 +155,16 @@ def main(argv=None):
             thrml_run = None
             if not args.no_peer and size <= args.thrml_max_size:
                 thrml_run = _thrml_sweeps(model, s)
+            thrml_call = None
             if thrml_run is not None:
-                first = _timed(thrml_run[0])
-                notes.append(f"thrml {name} L={size}: graph built in {thrml_run[1]:.1f} s, "
+                thrml_call, setup, _ = thrml_run
+                first = _timed(thrml_call)
+                notes.append(f"thrml {name} L={size}: graph built in {setup:.1f} s, "
                              f"first call (compilation) {first:.1f} s")
-            row = _measure(model, s, peer, thrml_run and thrml_run[0], size, args)
+            row = _measure(model, s, peer, thrml_call, size, args)
             print(f"{name:8} {size:5} " + row)
-    print("\n".join(notes))
+    if notes:
+        print("\n".join(notes))
 
 
 def _measure(model, s, peer, thrml_run, size, args):
