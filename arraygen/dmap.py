@@ -56,6 +56,7 @@ import numpy as np
 from . import _array_api as aa
 from . import linalg as _linalg
 from . import random as _random
+from ._kernels.tiled import DIRECT_MAX_D
 from .tiled import kernel_matvec, kernel_softmax_matvec
 
 __all__ = ["DiffusionMap", "DoobTransform"]
@@ -119,12 +120,11 @@ def _validate_options(n_components, alpha, epsilon, t, eigensolver, tol, n_neigh
 # bandwidths
 # --------------------------------------------------------------------------------------------
 
-_DIRECT_MAX_D = 16
 
 
 def _block_sqdist(xp, xb, y):
     """(rows, M) squared distances: direct differences for small d, law of cosines otherwise."""
-    if xb.shape[1] <= _DIRECT_MAX_D:
+    if xb.shape[1] <= DIRECT_MAX_D:
         acc = None
         for k in range(xb.shape[1]):
             diff = xb[:, k:k + 1] - y[:, k][None, :]

@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _array_api as aa
 from . import _dispatch
+from ._kernels.gaussian import MODES, source_indices  # noqa: F401
 
 __all__ = ["MODES", "gaussian_filter", "gaussian_filter_fft", "gaussian_kernel1d",
            "gaussian_kernel_fft"]
@@ -48,7 +49,6 @@ __all__ = ["MODES", "gaussian_filter", "gaussian_filter_fft", "gaussian_kernel1d
 logger = logging.getLogger("arraygen")
 
 #: Boundary modes, in the order of their integer codes used by the kernels.
-MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 _ALIASES = {"grid-mirror": "reflect", "grid-wrap": "wrap", "grid-constant": "constant"}
 #: Below this sigma an axis is left unchanged (scipy's threshold).
 _SIGMA_SKIP = 1e-15
@@ -137,24 +137,6 @@ def _kernel1d(sigma: float, truncate: float) -> np.ndarray:
     w = w / w.sum()
     w.flags.writeable = False
     return w
-
-
-def source_indices(n: int, r: int, mode: str) -> np.ndarray:
-    """Source index of ``i = -r .. n - 1 + r`` along an axis of length ``n`` (-1: cval)."""
-    i = np.arange(-r, n + r, dtype=np.int64)
-    if mode == "constant":
-        return np.where((i >= 0) & (i < n), i, -1)
-    if mode == "nearest":
-        return np.clip(i, 0, n - 1)
-    if mode == "wrap":
-        return np.mod(i, n)
-    if n == 1:
-        return np.zeros_like(i)
-    if mode == "reflect":
-        j = np.mod(i, 2 * n)
-        return np.where(j >= n, 2 * n - 1 - j, j)
-    j = np.mod(i, 2 * n - 2)  # mirror
-    return np.where(j >= n, 2 * n - 2 - j, j)
 
 
 # public op ---------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ import numpy as np
 from . import _array_api as aa
 from . import _dispatch
 from . import random as _random
+from ._kernels.gibbs import symmetric_offsets  # noqa: F401
 
 __all__ = [
     "Moments",
@@ -260,14 +261,6 @@ def _shift_np(a: np.ndarray, o, periodic: bool, fill=0) -> np.ndarray:
         dst.append(slice(max(-d, 0), n + min(-d, 0)))
     out[tuple(dst)] = a[tuple(src)]
     return out
-
-
-def symmetric_offsets(offsets, shape):
-    """Periodic offsets reduced to [-n/2, n/2) per axis: the same neighbours on the torus.
-
-    Kernels wrap ``i + o`` with one conditional add or subtract; this guarantees it suffices.
-    """
-    return tuple(tuple(((d + n // 2) % n) - n // 2 for d, n in zip(o, shape)) for o in offsets)
 
 
 def _edge_mask(offsets, shape, periodic) -> np.ndarray:

@@ -43,12 +43,11 @@ from typing import Any
 
 from . import _array_api as aa
 from . import _dispatch
+from ._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits  # noqa: F401
 
 __all__ = ["DIRECT_MAX_D", "column_splits", "kernel_logsumexp", "kernel_matvec",
            "kernel_softmax_matvec"]
 
-#: Largest dimension for which distances are summed directly; above it, centred law of cosines.
-DIRECT_MAX_D = 16
 #: Automatic dispatch sends problems with d > DIRECT_MAX_D and more right-hand sides than this
 #: to the Array-API path, whose blocked matrix products run on the vendor BLAS (e.g. the exact
 #: score of image data sets: d = 12288 and v = the images); the kernels keep per-row
@@ -182,37 +181,6 @@ def _centre(xp, x, y):
     n, m = x.shape[0], y.shape[0]
     mean = (xp.sum(x, axis=0) + xp.sum(y, axis=0)) / float(n + m)
     return x - mean, y - mean
-
-
-def column_splits(row_blocks: int, blocks_per_wave: int, max_splits: int = 8) -> int:
-    """Launch geometry for the CUDA launchers: split the columns of ``y`` S ways.
-
-    With ``B = row_blocks`` blocks of rows and ``C = blocks_per_wave`` resident blocks, one
-    launch over all columns takes ``ceil(B / C)`` waves of full-length blocks; S column splits
-    (partial results merged afterwards) cost ``ceil(B S / C) / S`` of those. Returns the S in
-    ``1..max_splits`` of least cost (the fewest splits on ties).
-    """
-    best, best_cost = 1, float(math.ceil(row_blocks / blocks_per_wave))
-    for splits in range(2, max_splits + 1):
-        cost = math.ceil(row_blocks * splits / blocks_per_wave) / splits
-        if cost < best_cost - 1e-9:
-            best, best_cost = splits, cost
-    return best
-
-
-def merge_column_splits(xp, acc, mx, sm):
-    """Merge the partial online softmaxes of S column splits (CUDA launchers).
-
-    ``mx`` (S, N): running maxima in log2 units; ``sm`` (S, N): sums of ``2**(e - mx)``;
-    ``acc`` (S, N, p): the matching weighted sums of ``v``. Returns ``(out (N, p), lse (N,))``
-    with ``lse`` in natural-log units.
-    """
-    top = xp.max(mx, axis=0)
-    wgt = xp.exp2(mx - top[None, :])
-    total = xp.sum(wgt * sm, axis=0)
-    lse = (top + xp.log2(total)) * math.log(2.0)
-    out = xp.sum(wgt[:, :, None] * acc, axis=0) / total[:, None]
-    return out, lse
 
 
 def _cast_out(xp, a, out_dtype):

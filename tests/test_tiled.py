@@ -49,12 +49,6 @@ def _exponent_scale(x, y, beta):
                         + np.max(np.sum(np.asarray(y, np.float64) ** 2, axis=1)))
 
 
-def test_direct_threshold_agrees():
-    from arraygen.backends.numba_cpu import tiled as nb
-
-    assert nb._DIRECT_MAX_D == tiled.DIRECT_MAX_D
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [1, 3, 17, 256])
 @pytest.mark.parametrize("p", [0, 3])

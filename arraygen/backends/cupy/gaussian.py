@@ -16,7 +16,7 @@ import math
 import cupy
 import numpy as np
 
-from ...gaussian import MODES
+from ..._kernels.gaussian import MODES
 from .. import _interop
 from . import dtype_name, module, native, stream_for
 

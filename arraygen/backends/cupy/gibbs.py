@@ -24,7 +24,7 @@ import functools
 import cupy
 import numpy as np
 
-from ...gibbs import symmetric_offsets
+from ..._kernels.gibbs import symmetric_offsets
 from .. import _interop
 from . import dtype_name, module, native, stream_for
 

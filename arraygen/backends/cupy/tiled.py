@@ -15,7 +15,7 @@ from pathlib import Path
 import cupy as cp
 import numpy as np
 
-from ...tiled import column_splits, merge_column_splits
+from ..._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits
 from .._interop import cuda_device_context, like, to_cupy
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
@@ -23,7 +23,6 @@ __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 _SOURCE = Path(__file__).with_name("tiled.cu")
 _THREADS = 128
 _ROWS = 4
-_DIRECT_MAX_D = 16  # arraygen.tiled.DIRECT_MAX_D
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -87,7 +86,7 @@ def kernel_matvec(x, y, u, a, b, *, beta):
         ct = _ctype(dtype)
         pc, starts = _chunks(p)
         bw_s = "true" if bw else "false"
-        if d <= _DIRECT_MAX_D:
+        if d <= DIRECT_MAX_D:
             s = dtype(math.sqrt(beta * _LOG2E))
             name = f"tiled_matvec_direct<{ct}, {d}, {pc}, {bw_s}>"
             row_blocks = -(-n // (_THREADS * _ROWS))
@@ -124,7 +123,7 @@ def _softmax(x, y, v, w, beta):
         p = vc.shape[1]
         pc, starts = _chunks(p)
     ct = _ctype(dtype)
-    if d <= _DIRECT_MAX_D:
+    if d <= DIRECT_MAX_D:
         s = dtype(math.sqrt(beta * _LOG2E))
         name = f"tiled_softmax_direct<{ct}, {d}, {pc}>"
         row_blocks = -(-n // (_THREADS * _ROWS))

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ...gaussian import MODES
+from ..._kernels.gaussian import MODES
 from .. import _interop
 
 _MODE_CODE = {m: i for i, m in enumerate(MODES)}

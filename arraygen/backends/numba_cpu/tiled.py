@@ -28,13 +28,13 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .._interop import like, to_numpy_view
+from ..._kernels.tiled import DIRECT_MAX_D
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 
 _BLOCK = 512
 _ROWS_PER_TASK = 16
 _LOG2E = 1.0 / math.log(2.0)
-_DIRECT_MAX_D = 16  # arraygen.tiled.DIRECT_MAX_D (the tests check they agree)
 
 _P32 = (1.0, 0.6931472067028329, 0.24022650922289554, 0.05550327226669895,
         0.00961805667843204, 0.0013400428177711937, 0.00015461444724808513)
@@ -297,7 +297,7 @@ _KERNELS: dict = {}
 
 
 def _kernels(dtype, d: int):
-    dim = d if d <= _DIRECT_MAX_D else 0
+    dim = d if d <= DIRECT_MAX_D else 0
     key = (np.dtype(dtype).name, dim)
     if key not in _KERNELS:
         _KERNELS[key] = _make(np.dtype(dtype).type, dim)

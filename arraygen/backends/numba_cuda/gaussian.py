@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ...gaussian import source_indices
+from ..._kernels.gaussian import source_indices
 from .. import _interop
 from . import contiguous, device_view, empty_like, jit, stream_of, threads_per_block
 

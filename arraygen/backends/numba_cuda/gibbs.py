@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ...gibbs import symmetric_offsets
+from ..._kernels.gibbs import symmetric_offsets
 from .. import _interop
 from ..numba_cpu import philox as ph
 from . import contiguous, device_view, empty, stream_of, threads_per_block

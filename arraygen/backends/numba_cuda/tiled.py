@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ...tiled import column_splits, merge_column_splits
+from ..._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_numpy_view
 
@@ -30,7 +30,6 @@ __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 _THREADS = 128
 _ROWS = 4
 _TJ = 64
-_DIRECT_MAX_D = 16  # arraygen.tiled.DIRECT_MAX_D
 _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
 
@@ -322,7 +321,7 @@ def kernel_matvec(x, y, u, a, b, *, beta):
         bc = _native(b, dtype) if b is not None else xp.ones(m, dtype)
         pc, starts = _chunks(p)
         name = np.dtype(dtype).name
-        if d <= _DIRECT_MAX_D:
+        if d <= DIRECT_MAX_D:
             kern, _ = _direct_kernels(name, d, pc, bw)
             row_blocks = -(-n // (_THREADS * _ROWS))
             splits = _splits(kern, row_blocks, m)
@@ -356,7 +355,7 @@ def _softmax(x, y, v, w, beta):
         p = vc.shape[1]
         pc, starts = _chunks(p)
     name = np.dtype(dtype).name
-    if d <= _DIRECT_MAX_D:
+    if d <= DIRECT_MAX_D:
         _, kern = _direct_kernels(name, d, pc, False)
         row_blocks = -(-n // (_THREADS * _ROWS))
         splits = _splits(kern, row_blocks, m)

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...gaussian import source_indices
+from ..._kernels.gaussian import source_indices
 from .. import _interop
 
 _BLOCK_INNER = 512

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...gibbs import symmetric_offsets
+from ..._kernels.gibbs import symmetric_offsets
 from .. import _interop, is_simulated
 from . import philox
 

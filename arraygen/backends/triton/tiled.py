@@ -25,10 +25,10 @@ import triton
 import triton.language as tl
 
 from .._interop import cuda_device_context, like, to_torch
+from ..._kernels.tiled import DIRECT_MAX_D
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 
-_DIRECT_MAX_D = 16  # arraygen.tiled.DIRECT_MAX_D
 _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
 # (BLOCK_N, BLOCK_M) tiles with rows on the fast axis: 4 warps x 32 lanes x 4 rows, so every
@@ -199,7 +199,7 @@ def _common(xt, yt, beta):
     n, d = xt.shape
     m = yt.shape[0]
     s = math.sqrt(beta * _LOG2E)
-    if d <= _DIRECT_MAX_D:
+    if d <= DIRECT_MAX_D:
         xs, ys = (xt * s).t().contiguous(), (yt * s).t().contiguous()
         return xs, ys, xt.new_zeros(1), n, m, d, d
     xs, ys = (xt * s).contiguous(), (yt * s).contiguous()
