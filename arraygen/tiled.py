@@ -235,14 +235,8 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
     a = _vector(xp, x_bandwidth, n, "x_bandwidth", x, positive=True)
     b = _vector(xp, y_bandwidth, m, "y_bandwidth", x, positive=True)
     (x, y, v, r, c, a, b), out_dtype = _common(xp, (x, y, v, r, c, a, b), dts + [v_dt])
-    x, y = _centre(xp, x, y)
     u = v if c is None else c[:, None] * v
-    name = _dispatch.select("kernel_matvec", x, y, u, backend=backend,
-                            prefer_array_api=_wide(x, u))
-    if name == "array_api":
-        out = _matvec_xp(xp, x, y, u, a, b, beta)
-    else:
-        out = _dispatch.kernel("kernel_matvec", name)(x, y, u, a, b, beta=beta)
+    out = _matvec(xp, x, y, u, beta=beta, a=a, b=b, backend=backend)
     if r is not None:
         out = r[:, None] * out
     if one_d:
@@ -276,13 +270,7 @@ def kernel_logsumexp(x, y, *, beta: float, log_weights=None, backend: str | None
     x, y, dts = _points(xp, x, y)
     w = _log_weights(xp, log_weights, y.shape[0], x)
     (x, y, w), out_dtype = _common(xp, (x, y, w), dts)
-    x, y = _centre(xp, x, y)
-    name = _dispatch.select("kernel_logsumexp", x, y, w, backend=backend)
-    if name == "array_api":
-        lse = _softmax_xp(xp, x, y, None, w, beta)[1]
-    else:
-        lse = _dispatch.kernel("kernel_logsumexp", name)(x, y, w, beta=beta)
-    return _cast_out(xp, lse, out_dtype)
+    return _cast_out(xp, _logsumexp(xp, x, y, w, beta=beta, backend=backend), out_dtype)
 
 
 def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
@@ -322,16 +310,49 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
     v, one_d, v_dt = _rhs(xp, v, m)
     w = _log_weights(xp, log_weights, m, x)
     (x, y, v, w), out_dtype = _common(xp, (x, y, v, w), dts + [v_dt])
+    out, lse = _softmax_matvec(xp, x, y, v, w, beta=beta, backend=backend)
+    if one_d:
+        out = xp.reshape(out, (n,))
+    return _cast_out(xp, out, out_dtype), _cast_out(xp, lse, out_dtype)
+
+
+
+# --------------------------------------------------------------------------------------------
+# private cores: trusted inputs (algorithms call these; no validation, no host sync)
+# --------------------------------------------------------------------------------------------
+
+def _matvec(xp, x, y, u, *, beta: float, a=None, b=None, backend: str | None = None):
+    """:func:`kernel_matvec` on trusted inputs: ``sum_j exp(-beta a_i b_j |x_i - y_j|^2) u_j``.
+
+    ``x`` (N, d), ``y`` (M, d), ``u`` (M, p), ``a`` (N,) / ``b`` (M,) or None: one namespace,
+    device and compute dtype, finite; ``beta`` a positive Python float. Returns (N, p) in the
+    compute dtype. No validation and no device-to-host synchronisation.
+    """
+    x, y = _centre(xp, x, y)
+    name = _dispatch.select("kernel_matvec", x, y, u, backend=backend,
+                            prefer_array_api=_wide(x, u))
+    if name == "array_api":
+        return _matvec_xp(xp, x, y, u, a, b, beta)
+    return _dispatch.kernel("kernel_matvec", name)(x, y, u, a, b, beta=beta)
+
+
+def _logsumexp(xp, x, y, w=None, *, beta: float, backend: str | None = None):
+    """:func:`kernel_logsumexp` on trusted inputs (``w`` (M,) log-weights or None): (N,)."""
+    x, y = _centre(xp, x, y)
+    name = _dispatch.select("kernel_logsumexp", x, y, w, backend=backend)
+    if name == "array_api":
+        return _softmax_xp(xp, x, y, None, w, beta)[1]
+    return _dispatch.kernel("kernel_logsumexp", name)(x, y, w, beta=beta)
+
+
+def _softmax_matvec(xp, x, y, v, w=None, *, beta: float, backend: str | None = None):
+    """:func:`kernel_softmax_matvec` on trusted inputs (``v`` (M, p)): ``(out (N, p), lse (N,))``."""
     x, y = _centre(xp, x, y)
     name = _dispatch.select("kernel_softmax_matvec", x, y, v, w, backend=backend,
                             prefer_array_api=_wide(x, v))
     if name == "array_api":
-        out, lse = _softmax_xp(xp, x, y, v, w, beta)
-    else:
-        out, lse = _dispatch.kernel("kernel_softmax_matvec", name)(x, y, v, w, beta=beta)
-    if one_d:
-        out = xp.reshape(out, (n,))
-    return _cast_out(xp, out, out_dtype), _cast_out(xp, lse, out_dtype)
+        return _softmax_xp(xp, x, y, v, w, beta)
+    return _dispatch.kernel("kernel_softmax_matvec", name)(x, y, v, w, beta=beta)
 
 
 def _wide(x, v) -> bool:
