@@ -175,11 +175,11 @@ def _shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def _block_words(key: Key, n: int, xp, device):
-    """The (ceil(n/4), 4) int64 array of stream words for elements 0..n-1."""
+def _block_words(key: Key, n: int, xp, device, first_block: int = 0):
+    """The (ceil(n/4), 4) int64 array of stream words of blocks ``first_block ...``."""
     n_blocks = -(-n // 4)
     wide = xp.int64 if aa.is_torch_namespace(xp) else xp.uint64
-    b = xp.arange(n_blocks, dtype=wide, device=device)
+    b = xp.arange(first_block, first_block + n_blocks, dtype=wide, device=device)
     c2, c3 = key.counter_words
     k0, k1 = key.key_words
     zero = xp.zeros_like(b)
@@ -187,13 +187,30 @@ def _block_words(key: Key, n: int, xp, device):
     return xp.stack(words, axis=-1)
 
 
-def bits(key: Key | int, shape, *, like=None, xp=None, device=None):
-    """The raw uint32 stream words of ``key`` for an array of ``shape`` (C order)."""
+def _check_offset(offset) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise ValueError(f"`offset` must be a non-negative integer; got {offset!r}")
+    return int(offset)
+
+
+def _element_blocks(key: Key, n: int, offset: int, xp, device):
+    """Blocks covering elements ``offset .. offset + n - 1`` and the element index of the first."""
+    skip = offset % 4
+    return _block_words(key, n + skip, xp, device, first_block=offset // 4), skip
+
+
+def bits(key: Key | int, shape, *, offset: int = 0, like=None, xp=None, device=None):
+    """The raw uint32 stream words of ``key`` for an array of ``shape`` (C order).
+
+    ``offset`` starts at element ``offset`` of the stream, so a chunk of a larger array draws
+    exactly the words the whole call gives it.
+    """
     key = _need_key(key)
     xp, device = _resolve_namespace(like, xp, device)
     shape = _shape(shape)
     n = math.prod(shape)
-    words = xp.reshape(_block_words(key, n, xp, device), (-1,))[:n]
+    blocks, skip = _element_blocks(key, n, _check_offset(offset), xp, device)
+    words = xp.reshape(blocks, (-1,))[skip:skip + n]
     return xp.reshape(xp.astype(words, xp.uint32), shape)
 
 
@@ -222,13 +239,18 @@ def _to_uniform(xp, words, dtype):
     return (xp.astype(words, xp.float64) + 0.5) * (2.0**-32)
 
 
-def uniform(key: Key | int, shape, *, dtype=None, like=None, xp=None, device=None):
+def uniform(key: Key | int, shape, *, offset: int = 0, dtype=None, like=None, xp=None,
+            device=None):
     """Uniform floats in the open interval (0, 1) from the stream of ``key``.
 
     Parameters
     ----------
     key : Key or int
     shape : int or tuple of int
+    offset : int, optional
+        First element of the stream (default 0): ``uniform(k, (n,), offset=s)`` equals
+        ``uniform(k, (s + n,))[s:]``, so chunks of a large array draw the numbers of the whole
+        call.
     dtype : float32 or float64, optional
         Default: ``like``'s compute dtype, else the namespace's default float.
     like : array, optional
@@ -241,11 +263,13 @@ def uniform(key: Key | int, shape, *, dtype=None, like=None, xp=None, device=Non
     dtype = _float_dtype(xp, dtype, like)
     shape = _shape(shape)
     n = math.prod(shape)
-    words = xp.reshape(_block_words(key, n, xp, device), (-1,))[:n]
+    blocks, skip = _element_blocks(key, n, _check_offset(offset), xp, device)
+    words = xp.reshape(blocks, (-1,))[skip:skip + n]
     return xp.reshape(_to_uniform(xp, words, dtype), shape)
 
 
-def normal(key: Key | int, shape, *, dtype=None, like=None, xp=None, device=None):
+def normal(key: Key | int, shape, *, offset: int = 0, dtype=None, like=None, xp=None,
+           device=None):
     """Standard normal floats from the stream of ``key`` (Box-Muller inside each Philox block).
 
     Parameters are as for :func:`uniform`.
@@ -255,14 +279,15 @@ def normal(key: Key | int, shape, *, dtype=None, like=None, xp=None, device=None
     dtype = _float_dtype(xp, dtype, like)
     shape = _shape(shape)
     n = math.prod(shape)
-    u = _to_uniform(xp, _block_words(key, n, xp, device), dtype)
+    blocks, skip = _element_blocks(key, n, _check_offset(offset), xp, device)
+    u = _to_uniform(xp, blocks, dtype)
     r01 = xp.sqrt(-2.0 * xp.log(u[:, 0]))
     r23 = xp.sqrt(-2.0 * xp.log(u[:, 2]))
     t1 = _TWO_PI * u[:, 1]
     t3 = _TWO_PI * u[:, 3]
     z = xp.stack([r01 * xp.cos(t1), r01 * xp.sin(t1), r23 * xp.cos(t3), r23 * xp.sin(t3)],
                  axis=-1)
-    return xp.reshape(xp.reshape(z, (-1,))[:n], shape)
+    return xp.reshape(xp.reshape(z, (-1,))[skip:skip + n], shape)
 
 
 def normal_like(rng: Any, x, *, dtype=None):
