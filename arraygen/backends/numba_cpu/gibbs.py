@@ -29,7 +29,8 @@ import numpy as np
 
 from .._interop import like, to_numpy_view
 from . import compile_pair, philox
-from .tiled import _as_float, _as_int
+from .bits import as_float as _as_float
+from .bits import as_int as _as_int
 
 #: The row kernel runs single-threaded on grids with fewer sites: below this, starting threads
 #: and the barrier after every colour cost more than they save (measured on 2 shared cores: a

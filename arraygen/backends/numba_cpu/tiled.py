@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from .._interop import like, to_numpy_view
+from .bits import as_float as _as_float
+from .bits import as_int as _as_int
 from ..._kernels.tiled import DIRECT_MAX_D
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
@@ -39,34 +39,6 @@ _LOG2E = 1.0 / math.log(2.0)
 _P32 = (1.0, 0.6931472067028329, 0.24022650922289554, 0.05550327226669895,
         0.00961805667843204, 0.0013400428177711937, 0.00015461444724808513)
 _P64 = tuple(math.log(2.0) ** k / math.factorial(k) for k in range(14))
-
-
-@intrinsic
-def _as_float(typingctx, bits):
-    """Reinterpret int32 -> float32 or int64 -> float64 bits (an LLVM bitcast)."""
-    if bits == types.int32:
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.FloatType())
-        return types.float32(types.int32), codegen
-    if bits == types.int64:
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.DoubleType())
-        return types.float64(types.int64), codegen
-    return None
-
-
-@intrinsic
-def _as_int(typingctx, value):
-    """Reinterpret float32 -> int32 or float64 -> int64 bits (an LLVM bitcast)."""
-    if value == types.float32:
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(32))
-        return types.int32(types.float32), codegen
-    if value == types.float64:
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(64))
-        return types.int64(types.float64), codegen
-    return None
 
 
 # Floating-point max reductions do not vectorise here; integer ones do. The key

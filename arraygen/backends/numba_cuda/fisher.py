@@ -17,7 +17,7 @@ import numpy as np
 from numba import cuda
 
 from .. import _interop
-from ..numba_cpu import philox as ph
+from .. import _philox as ph
 from . import contiguous, device_view, empty, empty_like, jit, stream_of, threads_per_block
 
 MAX_TPB = 256

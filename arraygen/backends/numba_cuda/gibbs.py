@@ -15,7 +15,7 @@ from numba import cuda
 
 from ..._kernels.gibbs import symmetric_offsets
 from .. import _interop
-from ..numba_cpu import philox as ph
+from .. import _philox as ph
 from . import contiguous, device_view, empty, stream_of, threads_per_block
 
 

@@ -11,7 +11,7 @@ from numba import cuda
 
 from .. import _interop
 from .._interop import float_dtype_name
-from ..numba_cpu import philox as ph
+from .. import _philox as ph
 from . import device_view, empty, jit, stream_of, threads_per_block
 
 
