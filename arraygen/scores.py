@@ -2,9 +2,10 @@ r"""Score models built from data: the exact score of a noised empirical distribu
 
 :class:`EmpiricalScore` is the model a perfectly trained diffusion network would converge to on
 a finite data set: the score of the VP-noised empirical measure
-:math:`p_t = \frac1N\sum_j N(\alpha y_j, \sigma^2 I)` (:math:`\alpha^2 = \bar\alpha(t)`,
-:math:`\sigma^2 = 1 - \bar\alpha(t)`). It is exact, so it serves tests and demos as a ground
-truth for the samplers (a sampler driven by it reproduces the training points as t -> 0).
+:math:`p_t = \sum_j w_j N(\alpha y_j, \sigma^2 I)` (:math:`\alpha^2 = \bar\alpha(t)`,
+:math:`\sigma^2 = 1 - \bar\alpha(t)`). It is exact, so it serves tests, demos and benchmarks as
+a ground truth for the samplers (a sampler driven by it reproduces the training points as
+t -> 0).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 import numpy as np
 
 from . import _array_api as aa
+from . import _validation as V
+from . import tiled as _tiled
 
 __all__ = ["EmpiricalScore"]
 
@@ -33,25 +36,35 @@ class EmpiricalScore:
 
     Since :math:`\lVert x - \alpha y_j\rVert^2 = \alpha^2\lVert x/\alpha - y_j\rVert^2`, the
     weights are :math:`\mathrm{softmax}_j(\log w_j - \beta\lVert x/\alpha - y_j\rVert^2)` with
-    :math:`\beta = \bar\alpha / (2(1-\bar\alpha))`, which is exactly
-    :func:`arraygen.tiled.kernel_softmax_matvec` on the points ``x / alpha`` against the data
-    (tiled: the B x N weight matrix is never formed). At :math:`\bar\alpha = 0` the posterior
-    is the prior (the weighted data mean). The score does not exist at
-    :math:`\bar\alpha = 1` (t = 0), which raises.
+    :math:`\beta = \bar\alpha / (2(1-\bar\alpha))`: one call of the tiled online-softmax core
+    (``arraygen.tiled._softmax_matvec``, the kernel behind
+    :func:`arraygen.tiled.kernel_softmax_matvec`) on the points ``x / alpha`` against the data;
+    the B x N weight matrix is never formed. At :math:`\bar\alpha = 0` the posterior is the
+    prior (the weighted data mean). The score does not exist at :math:`\bar\alpha = 1`
+    (t = 0), which raises.
 
-    Images and other tensors are flattened: ``data`` of shape (N, ...) and queries of shape
-    (B, ...) with the same trailing shape.
+    The data are validated once, here; each call checks only the query's library and shape
+    (no host synchronisation unless ``t`` is an array of per-sample times).
+
+    Tensors are flattened: ``data`` of shape (N, ...) and queries of shape (B, ...) with the
+    same trailing shape; 1-D ``data`` of shape (N,) is N points in one dimension (queries (B,)).
 
     Parameters
     ----------
-    data : array, shape (N, ...)
-        The data points (finite).
+    data : array, shape (N, ...) or (N,)
+        The data points (finite). Lists are read as NumPy arrays.
     schedule : NoiseSchedule
         Gives :math:`\bar\alpha(t)`.
     weights : array, shape (N,), optional
-        Probabilities of the points (non-negative, summing to 1).
+        Probabilities of the points (finite, non-negative, summing to 1).
     backend : str, optional
-        Passed to :func:`~arraygen.tiled.kernel_softmax_matvec`.
+        Kernel backend of the softmax core (as :func:`arraygen.tiled.kernel_softmax_matvec`).
+
+    Attributes
+    ----------
+    prediction : str
+        ``"score"``: calling the model returns the score (pass ``prediction="score"`` to the
+        samplers, or use :meth:`denoise` / :meth:`eps` with ``"x0"`` / ``"epsilon"``).
 
     Examples
     --------
@@ -59,45 +72,55 @@ class EmpiricalScore:
     >>> from arraygen.schedules import make_schedule
     >>> from arraygen.scores import EmpiricalScore
     >>> model = EmpiricalScore(np.array([[-1.0], [1.0]]), make_schedule("linear"))
-    >>> score = model(np.zeros((1, 1)), 0.5)    # model(x, t), prediction="score"
+    >>> model(np.zeros((1, 1)), 0.5)          # symmetric data: the score at 0 vanishes
+    array([[0.]])
+    >>> x0 = model.denoise(np.array([[3.0]]), 0.01)   # near t = 0: the nearest data point
+    >>> bool(abs(x0[0, 0] - 1.0) < 1e-6)
+    True
     """
 
     prediction = "score"
 
     def __init__(self, data, schedule, *, weights=None, backend: str | None = None):
-        xp = aa.array_namespace(data=data, weights=weights)
-        if not hasattr(schedule, "alpha_bar"):
+        from .schedules import NoiseSchedule
+
+        if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"`schedule` must be a NoiseSchedule (see make_schedule); got "
                             f"{type(schedule).__name__}")
-        if data.ndim < 2 or data.shape[0] < 1:
-            raise ValueError(f"`data` must have shape (N, ...) with N >= 1 and at least one "
-                             f"feature axis; got shape {tuple(data.shape)}")
-        flat, _ = aa.as_float_array(xp, xp.reshape(data, (data.shape[0], -1)), "data")
-        if not aa.all_finite(xp, flat):
-            raise ValueError("`data` contains non-finite values")
+        if backend is not None and not isinstance(backend, str):
+            raise TypeError(f"`backend` must be a backend name or None; got {backend!r}")
+        xp, (data, weights) = V.common_namespace(data=data, weights=weights)
+        if data.ndim == 0 or data.shape[0] < 1:
+            raise ValueError(f"`data` must have shape (N, ...) with N >= 1; got shape "
+                             f"{tuple(data.shape)}")
+        self.item_shape = tuple(int(s) for s in data.shape[1:])
+        flat = xp.reshape(data, (data.shape[0], -1)) if data.ndim != 2 else data
+        flat, _ = V.as_points(xp, flat, "data")
         self.xp = xp
         self.schedule = schedule
-        self.item_shape = tuple(int(s) for s in data.shape[1:])
         self.data = flat
         self.backend = backend
         self.log_weights = None
         if weights is not None:
-            aa.check_same_device(data=data, weights=weights)
-            w = xp.astype(weights, flat.dtype)
-            if tuple(w.shape) != (flat.shape[0],):
-                raise ValueError(f"`weights` must have shape ({flat.shape[0]},); got shape "
-                                 f"{tuple(weights.shape)}")
-            if not aa.all_finite(xp, w) or bool(xp.any(w < 0)):
-                raise ValueError("`weights` must be finite and non-negative")
-            total = float(xp.sum(w))
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"`weights` must sum to 1; got sum {total!r}")
+            w = V.as_vector(xp, weights, flat.shape[0], "weights", flat)
+            lo = V.host_float(xp.min(w))
+            if lo < 0:
+                raise ValueError(f"`weights` must be non-negative; got minimum {lo:.6g}")
+            total = V.host_float(xp.sum(w))
+            tol = 1e-9 if w.dtype == xp.float64 else 1e-5
+            if not abs(total - 1.0) <= tol:
+                raise ValueError(f"`weights` must sum to 1 (probabilities); got sum {total!r}")
             safe = xp.where(w > 0, w, xp.ones_like(w))
             self.log_weights = xp.where(w > 0, xp.log(safe), xp.full_like(w, -math.inf))
+        self._cast = {flat.dtype: (flat, self.log_weights)}
 
     def __call__(self, x, t):
         """The score :math:`\\nabla\\log p_t(x)`, shaped like ``x`` (``model(x, t)``)."""
         return self.score(x, t)
+
+    def __repr__(self) -> str:
+        return (f"EmpiricalScore({self.data.shape[0]} points of shape {self.item_shape}, "
+                f"{self.schedule!r})")
 
     # -- public quantities --------------------------------------------------------------------
     def denoise(self, x, t):
@@ -114,68 +137,75 @@ class EmpiricalScore:
 
     # -- implementation -----------------------------------------------------------------------
     def _flatten(self, x):
+        if not aa.is_array(x):
+            x = V.as_array(x, "x")
         xp = aa.array_namespace(x=x, data=self.data)
         aa.check_same_device(x=x, data=self.data)
-        if tuple(x.shape[1:]) != self.item_shape or x.ndim < 2:
-            raise ValueError(f"`x` must have shape (B, {', '.join(map(str, self.item_shape))}) "
-                             f"like the data's items; got shape {tuple(x.shape)}")
+        if x.ndim < 1 or tuple(x.shape[1:]) != self.item_shape:
+            want = ", ".join(["B"] + [str(s) for s in self.item_shape])
+            raise ValueError(f"`x` must have shape ({want}) like the data's items; got shape "
+                             f"{tuple(x.shape)}")
         xf, out_dtype = aa.as_float_array(xp, xp.reshape(x, (x.shape[0], -1)), "x")
         return xp, xf, out_dtype
 
     def _eval(self, x, t, target: str):
         xp, xf, out_dtype = self._flatten(x)
         b = xf.shape[0]
-        if aa.is_array(t):
+        if aa.is_array(t) and math.prod(t.shape) > 1:
             t_host = np.asarray(aa.to_numpy(t), dtype=np.float64).reshape(-1)
-            if t_host.shape[0] not in (1, b):
+            if t_host.shape[0] != b:
                 raise ValueError(f"`t` must be a scalar or have shape ({b},); got shape "
                                  f"{tuple(t.shape)}")
             values = np.unique(t_host)
-            if values.shape[0] == 1:
-                out = self._at(xp, xf, float(values[0]), target)
-            else:
-                parts = []
-                for v in values:
-                    idx = np.nonzero(t_host == v)[0]
-                    sel = xp.asarray(idx, device=aa.device(xf))
-                    parts.append((idx, self._at(xp, xp.take(xf, sel, axis=0), float(v), target)))
-                order = np.concatenate([idx for idx, _ in parts])
-                stacked = xp.concat([p for _, p in parts], axis=0)
-                inverse = np.empty(b, dtype=np.int64)
-                inverse[order] = np.arange(b)
-                out = xp.take(stacked, xp.asarray(inverse, device=aa.device(xf)), axis=0)
+            parts = []
+            for v in values:
+                idx = np.nonzero(t_host == v)[0]
+                sel = xp.asarray(idx, device=aa.device(xf))
+                parts.append((idx, self._at(xp, xp.take(xf, sel, axis=0),
+                                            self._time(float(v)), target)))
+            order = np.concatenate([idx for idx, _ in parts])
+            stacked = xp.concat([p for _, p in parts], axis=0)
+            inverse = np.empty(b, dtype=np.int64)
+            inverse[order] = np.arange(b)
+            out = xp.take(stacked, xp.asarray(inverse, device=aa.device(xf)), axis=0)
         else:
-            out = self._at(xp, xf, aa.finite_scalar(t, "t"), target)
+            out = self._at(xp, xf, self._time(V.check_scalar(t, "t")), target)
         out = xp.reshape(out, tuple(x.shape))
         return out if out.dtype == out_dtype else xp.astype(out, out_dtype)
 
-    def _at(self, xp, xf, t: float, target: str):
+    def _time(self, t: float) -> float:
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"`t` must be in [0, 1]; got {t}")
         ab = float(self.schedule.alpha_bar(t))
         if ab >= 1.0:
             raise ValueError(f"the noised empirical score is undefined at alpha_bar = 1 "
                              f"(t = {t}); evaluate at t > 0")
-        data = self.data if self.data.dtype == xf.dtype else xp.astype(self.data, xf.dtype)
-        if ab <= 0.0:
-            if self.log_weights is None:
-                post = xp.broadcast_to(xp.mean(data, axis=0)[None, :], tuple(xf.shape))
-            else:
-                w = xp.astype(xp.exp(self.log_weights), xf.dtype)
-                post = xp.broadcast_to(xp.sum(w[:, None] * data, axis=0)[None, :],
-                                       tuple(xf.shape))
-        else:
-            from .tiled import kernel_softmax_matvec
+        return ab
 
+    def _data_in(self, xp, dtype):
+        hit = self._cast.get(dtype)
+        if hit is None:
+            w = self.log_weights
+            hit = (xp.astype(self.data, dtype), None if w is None else xp.astype(w, dtype))
+            self._cast[dtype] = hit
+        return hit
+
+    def _at(self, xp, xf, ab: float, target: str):
+        data, logw = self._data_in(xp, xf.dtype)
+        if ab <= 0.0:
+            if logw is None:
+                mean = xp.mean(data, axis=0)
+            else:
+                mean = xp.sum(xp.exp(logw)[:, None] * data, axis=0)
+            post = xp.broadcast_to(mean[None, :], tuple(xf.shape))
+        else:
             alpha = math.sqrt(ab)
             beta = ab / (2.0 * (1.0 - ab))
-            post, _ = kernel_softmax_matvec(xf / alpha, data, data, beta=beta,
-                                            log_weights=self.log_weights, backend=self.backend)
+            post, _ = _tiled._softmax_matvec(xp, xf / alpha, data, data, logw, beta=beta,
+                                             backend=self.backend)
         if target == "x0":
             return post
         alpha, var = math.sqrt(ab), 1.0 - ab
         if target == "score":
             return (alpha * post - xf) / var
         return (xf - alpha * post) / math.sqrt(var)
-
-
