@@ -1,0 +1,341 @@
+"""Chunk-level Dask paths: a dask array in, a dask array out, the ordinary op on every chunk.
+
+The public ops call these when an input is a dask array (:func:`is_dask_array`). Each builds a
+graph of O(number of chunks) tasks whose tasks call the ordinary public op on NumPy or CuPy
+chunks, so every chunk gets the ordinary kernels (numba_cpu, cupy, triton) and the ordinary
+validation. Nothing here computes: results are lazy dask arrays.
+
+Mapping (DESIGN §3):
+
+- tiled ops (``kernel_matvec``, ``kernel_logsumexp``, ``kernel_softmax_matvec``): row chunks of
+  ``x`` (with ``row_scale`` and ``x_bandwidth``), while ``y``, ``v``, ``col_scale``,
+  ``y_bandwidth`` and ``log_weights`` are one chunk each, broadcast to every task
+  (``blockwise`` with the ``y`` rows contracted). A row of these reductions depends on no other
+  row, so for ``d <= DIRECT_MAX_D`` the result is bitwise equal to the in-memory call;
+- ``gaussian_filter``: ``map_overlap`` with a halo of the filter radius on the filtered axes
+  (``boundary="none"``: the filter's own mode handles the true border; ``"periodic"`` for wrap);
+- ``fisher_*`` and batch-parallel callables: chunks of the batch axis (the per-sample
+  normalisation needs every non-batch axis in one chunk); noise is drawn per chunk at the
+  chunk's element offset of the Philox stream, so it is the noise of the whole call.
+
+Dask is imported lazily: importing arraygen does not import dask.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["fisher_diagonal", "fisher_langevin_step", "gaussian_filter", "is_dask_array",
+           "kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec", "map_batches",
+           "materialize"]
+
+
+def is_dask_array(x: Any) -> bool:
+    """True for a ``dask.array.Array`` (without importing dask when it is not loaded)."""
+    import sys
+
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(x, da.Array)
+
+
+def any_dask(*arrays: Any) -> bool:
+    """True when any argument is a dask array."""
+    return any(is_dask_array(a) for a in arrays)
+
+
+def materialize(*arrays: Any):
+    """Persist dask arrays (keeps an iterative algorithm's graph from growing); others as is.
+
+    Returns one array for one argument, else a tuple.
+    """
+    out = tuple(a.persist() if is_dask_array(a) else a for a in arrays)
+    return out[0] if len(out) == 1 else out
+
+
+def _da():
+    import dask.array as da
+
+    return da
+
+
+def _one_chunk(a: Any):
+    """A dask array of ``a`` in a single chunk (NumPy/CuPy arrays are wrapped once)."""
+    if a is None:
+        return None
+    da = _da()
+    if is_dask_array(a):
+        return a.rechunk(-1) if a.numblocks != (1,) * a.ndim else a
+    return da.from_array(a, chunks=a.shape)
+
+
+def _row_chunked(a: Any, chunks) -> Any:
+    """A per-row vector ``(N,)`` chunked like the rows of ``x``."""
+    if a is None:
+        return None
+    da = _da()
+    if is_dask_array(a):
+        return a.rechunk((chunks,))
+    return da.from_array(a, chunks=(chunks,))
+
+
+def _points(x: Any):
+    """``x`` as a dask array ``(N, d)`` with the d axis in one chunk ((N,) becomes (N, 1))."""
+    if x.ndim == 1:
+        x = x.reshape((x.shape[0], 1))
+    return x.rechunk({1: -1}) if x.numblocks[1] != 1 else x
+
+
+def _meta(x: Any, dtype: Any, ndim: int | None = None):
+    """An empty ``ndim``-D array of ``x``'s chunk type with ``dtype`` (NumPy or CuPy chunks)."""
+    ndim = x.ndim if ndim is None else ndim
+    return x._meta.astype(dtype).reshape(-1)[:0].reshape((0,) * ndim)
+
+
+def _result_dtype(*arrays: Any):
+    import numpy as np
+
+    dts = [a.dtype for a in arrays if a is not None]
+    out = np.result_type(*dts)
+    if out.kind != "f":
+        out = np.dtype(np.float64)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# tiled ops: row chunks of x, everything indexed by the rows of y broadcast in one chunk
+# --------------------------------------------------------------------------------------------
+
+def _args(named: dict[str, tuple[Any, str | None]]):
+    """Flatten ``{name: (array, index)}`` for blockwise; returns (args, names present)."""
+    args, names = [], []
+    for name, (arr, ind) in named.items():
+        if arr is not None:
+            args += [arr, ind]
+            names.append(name)
+    return args, names
+
+
+def _tiled_blockwise(op_name: str, x, y, *, rows: dict, cols: dict, rhs, options: dict,
+                     outputs: int):
+    """One blockwise graph over the row chunks of ``x`` calling ``arraygen.tiled.<op_name>``."""
+    da = _da()
+    x = _points(x)
+    y = _points(_one_chunk(y) if not is_dask_array(y) else y).rechunk(-1)
+    row_chunks = x.chunks[0]
+    named = {"x": (x, "ij"), "y": (y, "kj")}
+    one_d = rhs is not None and rhs.ndim == 1
+    if rhs is not None:
+        named["v"] = (_one_chunk(rhs), "k" if one_d else "kp")
+    for name, arr in rows.items():
+        named[name] = (_row_chunked(arr, row_chunks), "i")
+    for name, arr in cols.items():
+        named[name] = (_one_chunk(arr), "k")
+    args, names = _args(named)
+    dtype = _result_dtype(x, y, rhs)
+
+    def call(*chunks):
+        from . import tiled
+
+        kw = dict(zip(names, chunks))
+        xs, ys = kw.pop("x"), kw.pop("y")
+        fn = getattr(tiled, op_name)
+        if "v" in kw:
+            return fn(xs, ys, kw.pop("v"), **kw, **options)
+        return fn(xs, ys, **kw, **options)
+
+    out_ind = "i" if rhs is None or one_d else "ip"
+    if outputs == 1:
+        return da.blockwise(call, out_ind, *args, concatenate=True, dtype=dtype,
+                            meta=_meta(x, dtype, len(out_ind)))
+    # kernel_softmax_matvec: (out, lse). Stack lse as an extra column, then split.
+    def call_stacked(*chunks):
+        out, lse = call(*chunks)
+        xp_out = out.reshape((out.shape[0], -1))
+        try:
+            import array_api_compat
+
+            xp = array_api_compat.array_namespace(out)
+        except Exception:  # pragma: no cover - every chunk type has a namespace
+            raise
+        return xp.concat([xp_out, lse[:, None]], axis=1)
+
+    stacked = da.blockwise(call_stacked, "iq", *args, concatenate=True, dtype=dtype,
+                           new_axes={"q": (rhs.shape[1] if rhs.ndim == 2 else 1) + 1},
+                           meta=_meta(x, dtype, 2))
+    out = stacked[:, :-1]
+    if one_d:
+        out = out[:, 0]
+    return out, stacked[:, -1]
+
+
+def kernel_matvec(x, y, v, *, beta, row_scale=None, col_scale=None, x_bandwidth=None,
+                  y_bandwidth=None, backend=None, check_finite=True):
+    """Dask path of :func:`arraygen.kernel_matvec`: a lazy ``(N,)`` or ``(N, p)`` result."""
+    return _tiled_blockwise(
+        "kernel_matvec", x, y, rows={"row_scale": row_scale, "x_bandwidth": x_bandwidth},
+        cols={"col_scale": col_scale, "y_bandwidth": y_bandwidth}, rhs=v,
+        options=_options(beta=beta, backend=backend, check_finite=check_finite), outputs=1)
+
+
+def kernel_logsumexp(x, y, *, beta, log_weights=None, backend=None, check_finite=True):
+    """Dask path of :func:`arraygen.kernel_logsumexp`: a lazy ``(N,)`` result."""
+    return _tiled_blockwise(
+        "kernel_logsumexp", x, y, rows={}, cols={"log_weights": log_weights}, rhs=None,
+        options=_options(beta=beta, backend=backend, check_finite=check_finite), outputs=1)
+
+
+def kernel_softmax_matvec(x, y, v, *, beta, log_weights=None, backend=None, check_finite=True):
+    """Dask path of :func:`arraygen.kernel_softmax_matvec`: lazy ``(out, lse)``."""
+    return _tiled_blockwise(
+        "kernel_softmax_matvec", x, y, rows={}, cols={"log_weights": log_weights}, rhs=v,
+        options=_options(beta=beta, backend=backend, check_finite=check_finite), outputs=2)
+
+
+def _options(**kw):
+    """Keyword options for the per-chunk call; ``check_finite`` only where the op has it."""
+    import inspect
+
+    from . import tiled
+
+    if "check_finite" in kw and "check_finite" not in inspect.signature(
+            tiled.kernel_matvec).parameters:
+        kw.pop("check_finite")
+    return {k: v for k, v in kw.items() if v is not None or k == "backend"}
+
+
+# --------------------------------------------------------------------------------------------
+# gaussian_filter: halo exchange
+# --------------------------------------------------------------------------------------------
+
+def gaussian_filter(x, sigma, *, axes=(-2, -1), mode="reflect", cval=0.0, truncate=4.0,
+                    backend=None, **options):
+    """Dask path of :func:`arraygen.gaussian_filter` (``map_overlap``, halo = filter radius)."""
+    from . import gaussian
+
+    ndim = x.ndim
+    axes_t = (axes,) if isinstance(axes, int) else tuple(axes)
+    axes_t = tuple(a % ndim for a in axes_t)
+    sigmas = _per_axis(sigma, len(axes_t))
+    modes = _per_axis(mode, len(axes_t))
+    radius = options.get("radius")
+    radii = _per_axis(radius, len(axes_t)) if radius is not None else [
+        int(float(truncate) * float(s) + 0.5) for s in sigmas]
+    depth = {a: 0 for a in range(ndim)}
+    boundary = {a: "none" for a in range(ndim)}
+    for a, r, m in zip(axes_t, radii, modes):
+        depth[a] = min(int(r), x.shape[a])
+        if m in ("wrap", "grid-wrap"):
+            boundary[a] = "periodic"
+    # dask needs every chunk at least as deep as the halo
+    chunks = {a: max(max(x.chunks[a]), depth[a]) if depth[a] else x.chunks[a]
+              for a in range(ndim)}
+    if any(min(x.chunks[a]) < depth[a] for a in range(ndim)):
+        x = x.rechunk(chunks)
+
+    def call(block):
+        return gaussian.gaussian_filter(block, sigma, axes=axes, mode=mode, cval=cval,
+                                        truncate=truncate, backend=backend, **options)
+
+    dtype = _result_dtype(x)
+    return x.map_overlap(call, depth=depth, boundary=boundary, dtype=dtype,
+                         meta=_meta(x, dtype))
+
+
+def _per_axis(value, n: int) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"expected {n} per-axis values; got {value!r}")
+        return list(value)
+    return [value] * n
+
+
+# --------------------------------------------------------------------------------------------
+# batch-parallel: Fisher and any per-sample callable
+# --------------------------------------------------------------------------------------------
+
+def _batch_chunked(a, like):
+    """``a`` chunked like ``like``'s batch axis with every other axis in one chunk."""
+    da = _da()
+    if a is None:
+        return None
+    if not is_dask_array(a):
+        a = da.from_array(a, chunks=a.shape)
+    return a.rechunk((like.chunks[0],) + tuple((s,) for s in a.shape[1:]))
+
+
+def map_batches(fn, x, *arrays, dtype=None, **kwargs):
+    """Apply ``fn(x_chunk, *array_chunks, **kwargs)`` to chunks of the batch (first) axis.
+
+    Every other axis is put in one chunk; ``arrays`` of the same leading length are chunked
+    the same way. ``fn`` must return an array shaped like its first argument.
+    """
+    x = x.rechunk({i: -1 for i in range(1, x.ndim)})
+    chunked = [_batch_chunked(a, x) if getattr(a, "ndim", 0) else a for a in arrays]
+    dtype = dtype or _result_dtype(x)
+    return x.map_blocks(lambda *blocks: fn(*blocks, **kwargs), *chunked, dtype=dtype,
+                        meta=_meta(x, dtype))
+
+
+def fisher_diagonal(score, alpha_bar=None, **options):
+    """Dask path of :func:`arraygen.fisher_diagonal` (elementwise per batch chunk)."""
+    from . import fisher
+
+    if getattr(alpha_bar, "ndim", 0) == 1:
+        col = alpha_bar.reshape((-1,) + (1,) * (score.ndim - 1))
+        return map_batches(lambda s, a: fisher.fisher_diagonal(s, a.reshape((-1,)), **options),
+                           score, col)
+    return map_batches(lambda s: fisher.fisher_diagonal(s, alpha_bar, **options), score)
+
+
+def fisher_langevin_step(x, score, v, alpha_bar, *, step_size, noise=None, rng=None, **options):
+    """Dask path of :func:`arraygen.fisher_langevin_step`: ``(x_new, v_new)``, lazy.
+
+    With ``rng`` an int or :class:`arraygen.random.Key`, each batch chunk draws the Philox
+    normals at its own element offset, i.e. exactly the noise of the whole call.
+    """
+    import numpy as np
+
+    from . import fisher
+    from . import random as _random
+
+    da = _da()
+    x = x.rechunk({i: -1 for i in range(1, x.ndim)})
+    per_sample = math.prod(x.shape[1:])
+    score_c, v_c = _batch_chunked(score, x), _batch_chunked(v, x)
+    ab = None
+    if getattr(alpha_bar, "ndim", 0) == 1:  # (B,) as (B, 1, ..., 1) so blocks align on axis 0
+        ab = _batch_chunked(alpha_bar.reshape((-1,) + (1,) * (x.ndim - 1)), x)
+    key = None
+    if noise is None:
+        key = _random.as_key(rng)
+        if isinstance(key, np.random.Generator):
+            raise TypeError("`rng` must be an int seed or arraygen.random.Key for dask input "
+                            "(a NumPy Generator cannot give every chunk its part of one stream)")
+    noise_c = _batch_chunked(noise, x)
+    dtype = _result_dtype(x, score, v)
+
+    def step(xb, sb, vb, *rest, block_info=None):
+        rest = list(rest)
+        a = rest.pop(0).reshape((-1,)) if ab is not None else alpha_bar
+        z = rest.pop(0) if noise_c is not None else None
+        if z is None:
+            start = block_info[0]["array-location"][0][0]
+            work = np.float32 if xb.dtype in (np.float16, np.float32) else np.float64
+            z = _random.normal(key, tuple(xb.shape), offset=start * per_sample, dtype=work,
+                               like=xb)
+        xn, vn = fisher.fisher_langevin_step(xb, sb, vb, a, step_size=step_size, noise=z,
+                                             **options)
+        return _stack(xn, vn)
+
+    extra = [a for a in (ab, noise_c) if a is not None]
+    out = da.map_blocks(step, x, score_c, v_c, *extra, dtype=dtype, new_axis=0,
+                        chunks=((2,),) + x.chunks, meta=_meta(x, dtype))
+    return out[0], out[1]
+
+
+def _stack(a, b):
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(a)
+    return xp.stack([a, b])
