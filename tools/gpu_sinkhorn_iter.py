@@ -5,7 +5,7 @@ N = M = 65,536 points in 3-D, float32 torch CUDA tensors, epsilon 0.01, a fixed 
 iterations (tol below reach). The per-iteration time shows what validation and host syncs
 inside the loop cost.
 
-    python tools/gpu_bench_sinkhorn_iter.py --baseline .baseline   # on the device machine
+    python tools/gpu_sinkhorn_iter.py --baseline .baseline   # on the device machine
 """
 
 from __future__ import annotations
