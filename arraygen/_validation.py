@@ -38,8 +38,10 @@ __all__ = [
     "as_marginals",
     "as_point_pair",
     "as_points",
+    "as_rhs",
     "as_vector",
     "check_choice",
+    "check_exponent_range",
     "check_fits_dtype",
     "check_int",
     "check_model_output",
@@ -324,6 +326,62 @@ def as_vector(xp: Any, value: Any, size: int, name: str, like: Any, *,
     if positive and not bool(xp.all(value > 0)):
         raise ValueError(f"`{name}` must be positive; got minimum {host_float(xp.min(value))}")
     return value
+
+
+def as_rhs(xp: Any, v: Any, rows: int, name: str = "v", *, rows_of: str = "y",
+           check_finite: bool = True):
+    """Right-hand sides ``(rows,)`` or ``(rows, p)``: returns ``(v (rows, p), was_1d, out_dtype)``.
+
+    ``v`` comes back 2-D in its compute dtype (float32 for half inputs; integers become the
+    default float); ``out_dtype`` is the dtype a result built from it should have. ``rows_of``
+    names the argument whose length ``rows`` is (for the error message).
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> v, one_d, dt = as_rhs(xp, [1, 2, 3], 3)
+    >>> v.shape, one_d, str(dt)
+    ((3, 1), True, 'float64')
+    """
+    v = as_array(v, name)
+    if v.ndim not in (1, 2) or v.shape[0] != rows:
+        raise ValueError(f"`{name}` must have shape ({rows},) or ({rows}, p) (one row per point "
+                         f"of `{rows_of}`); got shape {tuple(v.shape)}")
+    v, out_dtype = _as_float(xp, v, name)
+    if check_finite:
+        require_finite(xp, v, name)
+    one_d = v.ndim == 1
+    return (xp.reshape(v, (rows, 1)) if one_d else v), one_d, out_dtype
+
+
+def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
+                         x_name: str = "x", y_name: str = "y") -> None:
+    """``ValueError`` naming ``name`` if ``scale * |x_i - y_j|^2`` can overflow x's dtype.
+
+    For Gaussian-kernel exponents ``-scale * |x_i - y_j|^2`` with ``x`` (N, d), ``y`` (M, d)
+    finite, in one compute dtype. The largest squared distance is bounded on the host in float64
+    by ``(max_i |x_i| + max_j |y_j|)^2`` (two reductions, one synchronisation each); if that
+    bound, or the bound times ``scale``, exceeds the dtype's largest value, the kernels would
+    produce ``inf - inf`` or an all-``-inf`` row (NaN). ``scale`` must already be a positive
+    Python float; :func:`check_fits_dtype` checks the scale alone.
+    """
+    if not xp.isdtype(x.dtype, "real floating"):
+        return
+    big = float(xp.finfo(x.dtype).max)
+    wide = xp.float64 if hasattr(xp, "float64") else x.dtype
+    radii = []
+    for arr in (x, y):
+        a = arr if arr.dtype == wide else xp.astype(arr, wide)
+        radii.append(math.sqrt(host_float(xp.max(xp.sum(a * a, axis=-1)))))
+    bound = (radii[0] + radii[1]) ** 2
+    if bound > big:
+        raise ValueError(f"`{x_name}` and `{y_name}` are too large for {x.dtype}: squared "
+                         f"distances up to {bound:.3g} overflow (max {big:.3g}); rescale the "
+                         "data or use float64")
+    if scale * bound > big:
+        raise ValueError(f"`{name}` = {scale:.6g} is too large for {x.dtype} with these points: "
+                         f"the kernel exponent reaches {scale * bound:.3g} (max {big:.3g}); "
+                         "rescale the data or use float64")
 
 
 def as_log_weights(xp: Any, w: Any, size: int, like: Any, name: str = "log_weights"):

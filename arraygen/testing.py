@@ -46,6 +46,12 @@ def _dtype_name(dtype: Any) -> str:
     raise ValueError(f"no tolerance for dtype {dtype!r}; expected one of {sorted(EPS)}")
 
 
+def _is_exact_dtype(dtype: Any) -> bool:
+    """Integer and boolean dtypes (any namespace): compared exactly."""
+    text = str(dtype).replace("torch.", "")
+    return text == "bool" or "int" in text
+
+
 def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float, float]:
     """``(rtol, atol)`` for comparing a result computed in ``dtype`` with a float64 oracle.
 
@@ -62,9 +68,21 @@ def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float,
     -------
     rtol, atol_scale
         ``atol_scale`` multiplies ``max|desired|`` to give the absolute tolerance.
+
+    Examples
+    --------
+    >>> tol("float64", "elementwise")
+    (1.7763568394002505e-15, 0.0)
+    >>> rtol, atol_scale = tol("float32", "reduction", n_terms=100)
+    >>> round(rtol / EPS["float32"])
+    56
+    >>> tol("int64")
+    (0.0, 0.0)
     """
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}")
+    if kind == "exact" or _is_exact_dtype(dtype):
+        return 0.0, 0.0
     name = _dtype_name(dtype)
     half = name in ("float16", "bfloat16")
     eps = EPS["float32"] if half else EPS[name]
@@ -86,32 +104,93 @@ def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float,
     return rtol, atol_scale
 
 
+def _typed(value: Any) -> bool:
+    """True for arrays and NumPy scalars (they carry a namespace, device and dtype)."""
+    return isinstance(value, np.generic) or aa.is_array(value)
+
+
+def _library(value: Any) -> str:
+    return "numpy" if isinstance(value, np.generic) else aa._library_name(value)
+
+
+def _where(value: Any) -> Any:
+    """Device kind of an array: ("cpu", None), ("cuda", 0)... (NumPy scalars are on the host)."""
+    return ("cpu", None) if isinstance(value, np.generic) else aa.device_kind(value)
+
+
 def assert_close(actual: Any, desired: Any, *, rtol: float | None = None,
                  atol: float | None = None, kind: str = "elementwise", n_terms: int = 1,
-                 dtype: Any = None, check_dtype: Any = None, equal_nan: bool = False,
+                 dtype: Any = None, check_namespace: bool = True, check_dtype: Any = True,
+                 check_device: bool = True, check_shape: bool = True, equal_nan: bool = False,
                  err_msg: str = "") -> None:
     """Assert ``|actual - desired| <= atol + rtol |desired|`` elementwise; NaN never passes.
+
+    Like SciPy's ``xp_assert_close``, the array's namespace, device and dtype are checked
+    first, against ``desired`` when it is an array or a NumPy scalar (a Python number or list
+    sets no expectation): build the oracle in the namespace, device and dtype the result must
+    have (``xp.asarray(ref, dtype=...)``), or relax a check explicitly.
 
     Parameters
     ----------
     actual
         Result under test (any namespace, any device; copied to the host for the comparison).
     desired
-        Oracle, usually a float64 NumPy array.
+        Oracle (its namespace, device and dtype are the expected ones).
     rtol, atol
         Override the table; by default ``tol(dtype or actual.dtype, kind, n_terms)`` with
         ``atol = atol_scale * max|desired|``.
+    kind, n_terms, dtype
+        Select the row of the tolerance table (see :func:`tol`).
+    check_namespace
+        ``actual`` must be an array of ``desired``'s library (NumPy, torch, CuPy...).
     check_dtype
-        If given, ``actual.dtype`` must equal it.
+        True: ``actual.dtype`` must equal ``desired``'s dtype; a dtype: ``actual.dtype`` must
+        equal it; False: no dtype check.
+    check_device
+        ``actual`` must be on ``desired``'s device (compared as (kind, index), so a NumPy
+        oracle means "on the host").
+    check_shape
+        Shapes must be equal (False: ``desired`` is broadcast to ``actual``'s shape).
+    equal_nan
+        NaN in both places passes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> assert_close(np.float64(1.0) + 1e-17, np.float64(1.0))
+    >>> assert_close(np.ones(2, np.float32), np.ones(2))
+    Traceback (most recent call last):
+    ...
+    AssertionError: dtypes do not match: actual float32, desired float64 ...
+    >>> assert_close(np.ones(2, np.float32), np.ones(2), check_dtype=False)
     """
     __tracebackhide__ = True
-    if check_dtype is not None and actual.dtype != check_dtype:
-        raise AssertionError(f"dtype {actual.dtype} != expected {check_dtype}. {err_msg}")
-    a = np.asarray(to_numpy(actual), dtype=np.float64)
-    d = np.asarray(to_numpy(desired), dtype=np.float64)
+    typed = _typed(desired)
+    if check_namespace and typed:
+        got = _library(actual) if _typed(actual) else type(actual).__name__
+        if got != _library(desired):
+            raise AssertionError(f"namespaces do not match: actual is {got}, desired is "
+                                 f"{_library(desired)} (pass check_namespace=False to compare "
+                                 f"values only). {err_msg}")
+    if check_device and typed and _typed(actual) and _where(actual) != _where(desired):
+        raise AssertionError(f"devices do not match: actual on {_where(actual)}, desired on "
+                             f"{_where(desired)}. {err_msg}")
+    if isinstance(check_dtype, bool):
+        want = getattr(desired, "dtype", None) if (check_dtype and typed) else None
+    else:
+        want = check_dtype
+    if want is not None and getattr(actual, "dtype", None) != want:
+        raise AssertionError(f"dtypes do not match: actual {getattr(actual, 'dtype', None)}, "
+                             f"desired {want} (pass check_dtype=False to compare values only)"
+                             f". {err_msg}")
+    a = np.asarray(to_numpy(actual) if _typed(actual) else actual, dtype=np.float64)
+    d = np.asarray(to_numpy(desired) if _typed(desired) else desired, dtype=np.float64)
     if a.shape != d.shape:
-        raise AssertionError(f"shape {a.shape} != expected {d.shape}. {err_msg}")
-    table_rtol, atol_scale = tol(dtype if dtype is not None else actual.dtype, kind, n_terms)
+        if check_shape:
+            raise AssertionError(f"shape {a.shape} != expected {d.shape}. {err_msg}")
+        d = np.broadcast_to(d, a.shape)
+    tol_dtype = dtype if dtype is not None else getattr(actual, "dtype", "float64")
+    table_rtol, atol_scale = tol(tol_dtype, kind, n_terms)
     rtol = table_rtol if rtol is None else rtol
     finite = np.isfinite(d)
     scale = float(np.max(np.abs(d[finite]))) if finite.any() else 0.0

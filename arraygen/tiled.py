@@ -38,11 +38,11 @@ the launch; no atomics.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from . import _array_api as aa
 from . import _dispatch
+from . import _validation as _v
 from ._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits  # noqa: F401
 
 __all__ = ["DIRECT_MAX_D", "column_splits", "kernel_logsumexp", "kernel_matvec",
@@ -78,100 +78,30 @@ for _op, _order in _GPU_ORDER.items():
 
 
 # --------------------------------------------------------------------------------------------
-# validation
+# boundary (validation through arraygen._validation, once per public call)
 # --------------------------------------------------------------------------------------------
 
-def _check_finite(xp: Any, arr: Any, name: str) -> None:
-    if not aa.all_finite(xp, arr):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(arr), xp.int64)))
-        raise ValueError(f"`{name}` contains {bad} non-finite values")
+def _boundary(xp, x, y, v, beta, check_finite: bool):
+    """Points, right-hand sides and ``beta`` of a public op as trusted core inputs.
 
-
-def _points(xp, x, y, names=("x", "y")):
-    """Validate the point sets; return them in their common compute dtype and the out dtype."""
-    nx, ny = names
-    for name, arr in ((nx, x), (ny, y)):
-        if arr.ndim != 2:
-            raise ValueError(
-                f"`{name}` must be 2-D (points x dimensions); got shape {tuple(arr.shape)}"
-            )
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"`{nx}` and `{ny}` must have the same number of columns (dimension d); got "
-            f"`{nx}` of shape {tuple(x.shape)} and `{ny}` of shape {tuple(y.shape)}"
-        )
-    for name, arr in ((nx, x), (ny, y)):
-        if arr.shape[0] == 0:
-            raise ValueError(f"`{name}` must contain at least one point; got shape "
-                             f"{tuple(arr.shape)}")
-    if x.shape[1] == 0:
-        raise ValueError(f"`{nx}` and `{ny}` must have at least one column; got d = 0")
-    x, x_dt = aa.as_float_array(xp, x, nx)
-    y, y_dt = aa.as_float_array(xp, y, ny)
-    _check_finite(xp, x, nx)
-    _check_finite(xp, y, ny)
-    return x, y, [x_dt, y_dt]
-
-
-def _rhs(xp, v, m: int, name: str = "v"):
-    """``v`` (M,) or (M, p) -> ((M, p) float array, was_1d, out dtype)."""
-    if v.ndim not in (1, 2) or v.shape[0] != m:
-        raise ValueError(
-            f"`{name}` must have shape ({m},) or ({m}, p) (one row per point of `y`); got "
-            f"shape {tuple(v.shape)}"
-        )
-    v, v_dt = aa.as_float_array(xp, v, name)
-    _check_finite(xp, v, name)
-    one_d = v.ndim == 1
-    return (xp.reshape(v, (m, 1)) if one_d else v), one_d, v_dt
-
-
-def _vector(xp, value, n: int, name: str, like: Any, *, positive: bool = False):
-    """Optional per-point vector of shape (n,), finite (and positive if asked)."""
-    if value is None:
-        return None
-    if not aa.is_array(value):
-        raise TypeError(f"`{name}` must be an array of shape ({n},); got {type(value).__name__}")
-    aa.array_namespace(**{name: value, "x": like})
-    aa.check_same_device(**{name: value, "x": like})
-    if tuple(value.shape) != (n,):
-        raise ValueError(f"`{name}` must have shape ({n},); got shape {tuple(value.shape)}")
-    value, _ = aa.as_float_array(xp, value, name)
-    _check_finite(xp, value, name)
-    if positive and not bool(xp.all(value > 0)):
-        raise ValueError(f"`{name}` must be positive (inverse bandwidths); got min "
-                         f"{float(xp.min(value))}")
-    return value
-
-
-def _log_weights(xp, w, m: int, like: Any):
-    """log_weights (M,): finite or -inf, at least one finite; None stays None."""
-    if w is None:
-        return None
-    if not aa.is_array(w):
-        raise TypeError(f"`log_weights` must be an array of shape ({m},); got "
-                        f"{type(w).__name__}")
-    aa.array_namespace(log_weights=w, x=like)
-    aa.check_same_device(log_weights=w, x=like)
-    if tuple(w.shape) != (m,):
-        raise ValueError(f"`log_weights` must have shape ({m},) (one per point of `y`); got "
-                         f"shape {tuple(w.shape)}")
-    w, _ = aa.as_float_array(xp, w, "log_weights")
-    if bool(xp.any(xp.isnan(w) | (w == math.inf))):
-        raise ValueError("`log_weights` must not contain NaN or +inf (use -inf for zero weight)")
-    if not bool(xp.any(xp.isfinite(w))):
-        raise ValueError("`log_weights` must have at least one finite entry (all weights are 0)")
-    return w
-
-
-def _common(xp, arrays, dtypes):
-    """Cast arrays to the promoted compute dtype; return them and the output dtype."""
-    out_dtype = dtypes[0]
-    for dt in dtypes[1:]:
-        out_dtype = xp.result_type(out_dtype, dt)
-    work = aa.compute_dtype(xp, out_dtype)
-    cast = [None if a is None else (a if a.dtype == work else xp.astype(a, work)) for a in arrays]
-    return cast, out_dtype
+    Returns ``(x, y, v2d or None, one_d, beta, out_dtype)`` with every array in the compute
+    dtype. ``beta`` is checked on the host in float64 against the compute dtype (and, with
+    ``check_finite``, ``beta * max |x_i - y_j|^2`` too), so float32 never sees an infinite
+    or flushed ``beta``.
+    """
+    beta = _v.check_scalar(beta, "beta", positive=True)
+    x, y, out_dtype = _v.as_point_pair(xp, x, y, check_finite=check_finite)
+    one_d = False
+    if v is not None:
+        v, one_d, v_dt = _v.as_rhs(xp, v, y.shape[0], "v", check_finite=check_finite)
+        out_dtype = xp.result_type(out_dtype, v_dt)
+    (x, y, v), _ = _v.promote_float(xp, x, y, v)
+    work = x.dtype
+    if aa.compute_dtype(xp, out_dtype) != work:  # integer-only inputs: default float
+        work = aa.compute_dtype(xp, out_dtype)
+        x, y, v = (None if a is None else xp.astype(a, work) for a in (x, y, v))
+    _v.check_fits_dtype(xp, beta, work, "beta")
+    return x, y, v, one_d, beta, out_dtype
 
 
 def _centre(xp, x, y):
@@ -192,7 +122,7 @@ def _cast_out(xp, a, out_dtype):
 # --------------------------------------------------------------------------------------------
 
 def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_bandwidth=None,
-                  y_bandwidth=None, backend: str | None = None):
+                  y_bandwidth=None, check_finite: bool = True, backend: str | None = None):
     r"""Gaussian-kernel matrix-vector product, tiled (never forms the N x M matrix).
 
     .. math::
@@ -202,9 +132,9 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
 
     Parameters
     ----------
-    x : array, shape (N, d)
-        Query points (rows), finite.
-    y : array, shape (M, d)
+    x : array, shape (N, d) or (N,)
+        Query points (rows), finite; ``(N,)`` is N points in one dimension.
+    y : array, shape (M, d) or (M,)
         Source points (columns), finite, same ``d``.
     v : array, shape (M,) or (M, p)
         One or ``p`` right-hand sides.
@@ -214,6 +144,10 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
         :math:`r` and :math:`c` (default ones), e.g. diffusion-map normalisations.
     x_bandwidth, y_bandwidth : array, shape (N,) and (M,), optional
         Per-point inverse bandwidths :math:`a, b > 0` (self-tuning kernels; default ones).
+    check_finite : bool
+        Check that the inputs are finite and that ``beta`` times the largest squared distance
+        fits the compute dtype (a few reductions and host synchronisations; default True).
+        ``beta`` itself is always checked against the compute dtype on the host.
     backend : str, optional
         ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``
         (default: ``ARRAYGEN_BACKEND`` or automatic, see :mod:`arraygen._dispatch`).
@@ -222,19 +156,31 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
     -------
     out : array, shape (N,) if ``v`` is 1-D else (N, p)
         In the inputs' namespace, device and promoted floating dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.tiled import kernel_matvec
+    >>> x = np.array([[0.0], [1.0]])
+    >>> out = kernel_matvec(x, x, np.ones(2), beta=1.0, backend="array_api")
+    >>> np.allclose(out, 1 + np.exp(-1.0))
+    True
     """
-    xp = aa.array_namespace(x=x, y=y, v=v, row_scale=row_scale, col_scale=col_scale,
-                            x_bandwidth=x_bandwidth, y_bandwidth=y_bandwidth)
-    aa.check_same_device(x=x, y=y, v=v)
-    beta = aa.finite_scalar(beta, "beta", positive=True)
-    x, y, dts = _points(xp, x, y)
+    xp, (x, y, v, r, c, a, b) = _v.common_namespace(
+        x=x, y=y, v=v, row_scale=row_scale, col_scale=col_scale, x_bandwidth=x_bandwidth,
+        y_bandwidth=y_bandwidth)
+    x, y, v, one_d, beta, out_dtype = _boundary(xp, x, y, v, beta, check_finite)
     n, m = x.shape[0], y.shape[0]
-    v, one_d, v_dt = _rhs(xp, v, m)
-    r = _vector(xp, row_scale, n, "row_scale", x)
-    c = _vector(xp, col_scale, m, "col_scale", x)
-    a = _vector(xp, x_bandwidth, n, "x_bandwidth", x, positive=True)
-    b = _vector(xp, y_bandwidth, m, "y_bandwidth", x, positive=True)
-    (x, y, v, r, c, a, b), out_dtype = _common(xp, (x, y, v, r, c, a, b), dts + [v_dt])
+    r = _v.as_vector(xp, r, n, "row_scale", x, check_finite=check_finite)
+    c = _v.as_vector(xp, c, m, "col_scale", x, check_finite=check_finite)
+    a = _v.as_vector(xp, a, n, "x_bandwidth", x, positive=True, check_finite=check_finite)
+    b = _v.as_vector(xp, b, m, "y_bandwidth", x, positive=True, check_finite=check_finite)
+    if check_finite:
+        scale = beta
+        for bw in (a, b):
+            if bw is not None:
+                scale *= _v.host_float(xp.max(bw))
+        _v.check_exponent_range(xp, scale, x, y, "beta")
     u = v if c is None else c[:, None] * v
     out = _matvec(xp, x, y, u, beta=beta, a=a, b=b, backend=backend)
     if r is not None:
@@ -244,37 +190,48 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
     return _cast_out(xp, out, out_dtype)
 
 
-def kernel_logsumexp(x, y, *, beta: float, log_weights=None, backend: str | None = None):
+def kernel_logsumexp(x, y, *, beta: float, log_weights=None, check_finite: bool = True,
+                     backend: str | None = None):
     r"""Row-wise log-sum-exp of the weighted Gaussian kernel, tiled.
 
     .. math:: \mathrm{out}_i = \log \sum_{j=1}^{M} \exp(w_j - \beta \lVert x_i - y_j\rVert^2)
 
     Parameters
     ----------
-    x : array, shape (N, d)
-    y : array, shape (M, d), M >= 1
+    x : array, shape (N, d) or (N,)
+    y : array, shape (M, d) or (M,), M >= 1
     beta : float
         Finite and > 0.
     log_weights : array, shape (M,), optional
         :math:`w_j` (default 0); ``-inf`` entries are zero weights, at least one must be finite.
+    check_finite : bool
+        As in :func:`kernel_matvec`.
     backend : str, optional
         As in :func:`kernel_matvec`.
 
     Returns
     -------
     out : array, shape (N,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.tiled import kernel_logsumexp
+    >>> x = np.array([0.0, 1.0])  # two points in 1-D
+    >>> lse = kernel_logsumexp(x, x, beta=1.0, backend="array_api")
+    >>> np.allclose(lse, np.log(1 + np.exp(-1.0)))
+    True
     """
-    xp = aa.array_namespace(x=x, y=y, log_weights=log_weights)
-    aa.check_same_device(x=x, y=y)
-    beta = aa.finite_scalar(beta, "beta", positive=True)
-    x, y, dts = _points(xp, x, y)
-    w = _log_weights(xp, log_weights, y.shape[0], x)
-    (x, y, w), out_dtype = _common(xp, (x, y, w), dts)
+    xp, (x, y, w) = _v.common_namespace(x=x, y=y, log_weights=log_weights)
+    x, y, _, _, beta, out_dtype = _boundary(xp, x, y, None, beta, check_finite)
+    w = _v.as_log_weights(xp, w, y.shape[0], x)
+    if check_finite:
+        _v.check_exponent_range(xp, beta, x, y, "beta")
     return _cast_out(xp, _logsumexp(xp, x, y, w, beta=beta, backend=backend), out_dtype)
 
 
 def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
-                          backend: str | None = None):
+                          check_finite: bool = True, backend: str | None = None):
     r"""Softmax-weighted average of ``v`` over ``y`` for every row ``x_i`` (online softmax).
 
     .. math::
@@ -287,13 +244,15 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
 
     Parameters
     ----------
-    x : array, shape (N, d)
-    y : array, shape (M, d)
+    x : array, shape (N, d) or (N,)
+    y : array, shape (M, d) or (M,)
     v : array, shape (M,) or (M, p)
     beta : float
         Finite and > 0.
     log_weights : array, shape (M,), optional
         As in :func:`kernel_logsumexp`.
+    check_finite : bool
+        As in :func:`kernel_matvec`.
     backend : str, optional
         As in :func:`kernel_matvec`.
 
@@ -301,15 +260,23 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
     -------
     out : array, shape (N,) or (N, p)
     lse : array, shape (N,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.tiled import kernel_softmax_matvec
+    >>> x, v = np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    >>> out, lse = kernel_softmax_matvec(x, x, v, beta=1.0, backend="array_api")
+    >>> w = np.exp(-1.0) / (1 + np.exp(-1.0))   # weight of the other point
+    >>> np.allclose(out, [w, 1 - w])
+    True
     """
-    xp = aa.array_namespace(x=x, y=y, v=v, log_weights=log_weights)
-    aa.check_same_device(x=x, y=y, v=v)
-    beta = aa.finite_scalar(beta, "beta", positive=True)
-    x, y, dts = _points(xp, x, y)
-    n, m = x.shape[0], y.shape[0]
-    v, one_d, v_dt = _rhs(xp, v, m)
-    w = _log_weights(xp, log_weights, m, x)
-    (x, y, v, w), out_dtype = _common(xp, (x, y, v, w), dts + [v_dt])
+    xp, (x, y, v, w) = _v.common_namespace(x=x, y=y, v=v, log_weights=log_weights)
+    x, y, v, one_d, beta, out_dtype = _boundary(xp, x, y, v, beta, check_finite)
+    n = x.shape[0]
+    w = _v.as_log_weights(xp, w, y.shape[0], x)
+    if check_finite:
+        _v.check_exponent_range(xp, beta, x, y, "beta")
     out, lse = _softmax_matvec(xp, x, y, v, w, beta=beta, backend=backend)
     if one_d:
         out = xp.reshape(out, (n,))
