@@ -176,7 +176,16 @@ def select(op_name: str, *arrays: Any, backend: str | None = None,
 
 
 def kernel(op_name: str, backend: str) -> Callable[..., Any]:
-    """Import and return the launcher of ``op_name`` for a kernel backend."""
+    """Import and return the launcher of ``op_name`` for a kernel backend.
+
+    Numba CPU launchers come wrapped by :func:`arraygen.backends.numba_cpu.thread_safe` (safe to
+    call from many Python threads under any Numba threading layer) when they are not already.
+    """
     target = _OPS[op_name].kernels[backend]
     module, _, function = target.partition(":")
-    return getattr(importlib.import_module(module), function)
+    launcher = getattr(importlib.import_module(module), function)
+    if backend == "numba_cpu" and not getattr(launcher, "thread_safe", False):
+        from .backends.numba_cpu import thread_safe
+
+        launcher = thread_safe(launcher)
+    return launcher

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from .._interop import like, to_numpy_view
-from . import compile_pair, philox
+from . import compile_pair, philox, thread_safe
 
 TILE = 1 << 14  # elements per parallel work item
 PARALLEL_MIN = 1 << 17  # smaller arrays run on one thread (waking the thread pool costs more)
@@ -119,6 +119,7 @@ def _host(a) -> np.ndarray:
     return np.ascontiguousarray(to_numpy_view(a))
 
 
+@thread_safe
 def fisher_diagonal(score, eps):
     """``score**2 + eps`` (per-batch ``eps``); see :mod:`arraygen.fisher` for the contract."""
     s = _host(score)
@@ -130,6 +131,7 @@ def fisher_diagonal(score, eps):
     return like(out, score)
 
 
+@thread_safe
 def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
     """Fused pSGLD step; see :mod:`arraygen.fisher` for the contract."""
     xs, ss, vs = _host(x), _host(score), _host(v)

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from .._interop import like, to_numpy_view
-from . import compile_pair, philox
+from . import compile_pair, philox, thread_safe
 from .bits import as_float as _as_float
 from .bits import as_int as _as_int
 
@@ -706,6 +706,7 @@ def _row_pattern(colors: np.ndarray, n_colors: int, W: int):
     return 0, np.zeros(1, dtype=np.int64)
 
 
+@thread_safe
 def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
                  n_sweeps, beta, uniforms, key):
     """Launcher (contract in :mod:`arraygen.gibbs`): spins (B, C, H, W) int8 -> new spins."""

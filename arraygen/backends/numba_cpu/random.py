@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from .._interop import float_dtype_name, like as _like
-from . import philox
+from . import philox, thread_safe
 
 
 @numba.njit(parallel=True, cache=True)
@@ -34,6 +34,7 @@ def _normals(c2, c3, k0, k1, one, out):  # pragma: no cover - compiled
                 out[4 * b + lane] = z[lane]
 
 
+@thread_safe
 def stream_words(key, n: int, like):
     """uint32 words ``0..n-1`` of ``key``'s stream, as an array of ``like``'s library (host)."""
     out = np.empty(int(n), dtype=np.uint32)
@@ -41,6 +42,7 @@ def stream_words(key, n: int, like):
     return _like(out, like)
 
 
+@thread_safe
 def stream_normal(key, n: int, like, dtype):
     """Standard normals ``0..n-1`` of ``key``'s stream in ``dtype`` (float32/float64 name)."""
     dt = np.dtype(float_dtype_name(dtype))

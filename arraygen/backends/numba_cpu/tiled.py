@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._interop import like, to_numpy_view
+from . import thread_safe
 from .bits import as_float as _as_float
 from .bits import as_int as _as_int
 from ..._kernels.tiled import DIRECT_MAX_D
@@ -289,6 +290,7 @@ def _prepare(x, y):
     return xh, yt, yy, dtype
 
 
+@thread_safe
 def kernel_matvec(x, y, u, a, b, *, beta):
     """``out[i, k] = sum_j exp(-beta a_i b_j |x_i - y_j|^2) u[j, k]`` (see arraygen.tiled)."""
     xh, yt, yy, dtype = _prepare(x, y)
@@ -319,12 +321,14 @@ def _softmax(x, y, v, w, beta):
     return out, lse
 
 
+@thread_safe
 def kernel_logsumexp(x, y, w, *, beta):
     """``lse[i] = log sum_j exp(w_j - beta |x_i - y_j|^2)`` (see arraygen.tiled)."""
     _, lse = _softmax(x, y, None, w, beta)
     return like(lse, x)
 
 
+@thread_safe
 def kernel_softmax_matvec(x, y, v, w, *, beta):
     """Online-softmax average of ``v`` and the row log-sum-exp (see arraygen.tiled)."""
     out, lse = _softmax(x, y, v, w, beta)
