@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .._interop import like, to_numpy_view
 from . import thread_safe
@@ -104,51 +105,92 @@ def _exp2_f64(t):
     return p * _as_float((np.int64(n) + np.int64(1023)) << np.int64(52))
 
 
+def _exp2(t):
+    """``2**t`` by :func:`_exp2_f32` or :func:`_exp2_f64` after ``t``'s type (Numba only)."""
+    raise TypeError("_exp2 is only callable from Numba-compiled code")
+
+
+def _key(t):
+    """The integer max-key of a float32/float64 (Numba only)."""
+    raise TypeError("_key is only callable from Numba-compiled code")
+
+
+def _unkey(k):
+    """The float of an int32/int64 max-key (Numba only)."""
+    raise TypeError("_unkey is only callable from Numba-compiled code")
+
+
+# Generic over the dtype through overloads (not closures over dispatchers), so the kernels made
+# by _make close over plain values only and Numba's on-disk cache finds them again in a new
+# process (the cache key hashes the closure's values; a dispatcher hashes differently in each).
+@overload(_exp2, inline="always")
+def _exp2_overload(t):
+    if t == types.float32:
+        return lambda t: _exp2_f32(t)
+    return lambda t: _exp2_f64(t)
+
+
+@overload(_key, inline="always")
+def _key_overload(t):
+    if t == types.float32:
+        return lambda t: _key_f32(t)
+    return lambda t: _key_f64(t)
+
+
+@overload(_unkey, inline="always")
+def _unkey_overload(k):
+    if k == types.int32:
+        return lambda k: _unkey_f32(k)
+    return lambda k: _unkey_f64(k)
+
+
+@njit(fastmath=True, inline="always")
+def _logits(xi, yt, yy, j0, nb, scale, b, has_b, w2, has_w, z, dim, zero, two, kmin):
+    """z[j] = w2_j + scale b_j |x_i - y_{j0+j}|^2 for one block; returns max_j z[j].
+
+    ``dim > 0``: direct distances in ``dim`` coordinates; ``dim = 0``: the law of cosines.
+    ``zero``, ``two`` and ``kmin`` (the least key) are constants of the kernel's dtype.
+    """
+    if dim == 0:
+        xx = zero
+        for k in range(xi.shape[0]):
+            xx += xi[k] * xi[k]
+        for j in range(nb):
+            z[j] = 0.0
+        for k in range(xi.shape[0]):
+            xk = xi[k]
+            for j in range(nb):
+                z[j] += xk * yt[k, j0 + j]
+        for j in range(nb):
+            z[j] = max(xx + yy[j0 + j] - two * z[j], zero)
+    kmax = kmin
+    for j in range(nb):
+        if dim > 0:
+            d2 = zero
+            for k in range(dim):
+                diff = xi[k] - yt[k, j0 + j]
+                d2 += diff * diff
+        else:
+            d2 = z[j]
+        t = scale * d2
+        if has_b:
+            t *= b[j0 + j]
+        if has_w:
+            t += w2[j0 + j]
+        z[j] = t
+        kmax = max(kmax, _key(t))
+    return _unkey(kmax)
+
+
 def _make(dtype, dim):
     """Compile the kernels for one dtype and, for direct distances, one dimension ``dim``.
 
     ``dim = 0`` selects the law-of-cosines kernels (any d, centred points).
     """
-    f32 = dtype == np.float32
-    exp2 = _exp2_f32 if f32 else _exp2_f64
-    key, unkey = (_key_f32, _unkey_f32) if f32 else (_key_f64, _unkey_f64)
-    ikey = np.int32 if f32 else np.int64
+    ikey = np.int32 if dtype == np.float32 else np.int64
     lowest = float(-np.finfo(dtype).max)
     lowest_key = int(np.iinfo(ikey).min) + 1
     direct = dim > 0
-
-    @njit(fastmath=True)
-    def logits(xi, yt, yy, j0, nb, scale, b, has_b, w2, has_w, z):
-        """z[j] = w2_j + scale b_j |x_i - y_{j0+j}|^2 for one block; returns max_j z[j]."""
-        if not direct:
-            xx = dtype(0.0)
-            for k in range(xi.shape[0]):
-                xx += xi[k] * xi[k]
-            for j in range(nb):
-                z[j] = 0.0
-            for k in range(xi.shape[0]):
-                xk = xi[k]
-                for j in range(nb):
-                    z[j] += xk * yt[k, j0 + j]
-            for j in range(nb):
-                z[j] = max(xx + yy[j0 + j] - dtype(2.0) * z[j], dtype(0.0))
-        kmax = ikey(lowest_key)
-        for j in range(nb):
-            if direct:
-                d2 = dtype(0.0)
-                for k in range(dim):
-                    diff = xi[k] - yt[k, j0 + j]
-                    d2 += diff * diff
-            else:
-                d2 = z[j]
-            t = scale * d2
-            if has_b:
-                t *= b[j0 + j]
-            if has_w:
-                t += w2[j0 + j]
-            z[j] = t
-            kmax = max(kmax, key(t))
-        return unkey(kmax)
 
     @njit(parallel=True, fastmath=True, cache=True)
     def matvec(x, yt, yy, ut, a, b, nbeta, has_a, has_b, out):
@@ -172,15 +214,16 @@ def _make(dtype, dim):
                         for k in range(dim):
                             diff = xi[k] - yt[k, j]
                             d2 += diff * diff
-                        s += exp2(scale * d2) * ut[0, j]
+                        s += _exp2(scale * d2) * ut[0, j]
                     acc[0] = s
                 else:
                     for jb in range((m + _BLOCK - 1) // _BLOCK):
                         j0 = jb * _BLOCK
                         nb = min(_BLOCK, m - j0)
-                        logits(xi, yt, yy, j0, nb, scale, b, has_b, yy, False, z)
+                        _logits(xi, yt, yy, j0, nb, scale, b, has_b, yy, False, z, dim, dtype(0.0),
+                                dtype(2.0), ikey(lowest_key))
                         for j in range(nb):
-                            z[j] = exp2(z[j])
+                            z[j] = _exp2(z[j])
                         for c in range(p):
                             s = dtype(0.0)
                             for j in range(nb):
@@ -218,7 +261,7 @@ def _make(dtype, dim):
                                     d2 += diff * diff
                                 t = w2[j0 + j] + nbeta * d2
                                 z[j] = t
-                                kmax = max(kmax, key(t))
+                                kmax = max(kmax, _key(t))
                         else:
                             for j in range(nb):
                                 d2 = dtype(0.0)
@@ -227,12 +270,13 @@ def _make(dtype, dim):
                                     d2 += diff * diff
                                 t = nbeta * d2
                                 z[j] = t
-                                kmax = max(kmax, key(t))
-                        bmax = unkey(kmax)
+                                kmax = max(kmax, _key(t))
+                        bmax = _unkey(kmax)
                     else:
-                        bmax = logits(xi, yt, yy, j0, nb, nbeta, yy, False, w2, has_w, z)
+                        bmax = _logits(xi, yt, yy, j0, nb, nbeta, yy, False, w2, has_w, z, dim,
+                                   dtype(0.0), dtype(2.0), ikey(lowest_key))
                     if bmax > mx:
-                        r = exp2(mx - bmax)  # 0 on the first block (mx = lowest)
+                        r = _exp2(mx - bmax)  # 0 on the first block (mx = lowest)
                         ssum *= r
                         for c in range(p):
                             acc[c] *= r
@@ -240,17 +284,17 @@ def _make(dtype, dim):
                     s = dtype(0.0)
                     if p == 0:
                         for j in range(nb):
-                            s += exp2(z[j] - mx)
+                            s += _exp2(z[j] - mx)
                     elif p == 1:
                         s1 = dtype(0.0)
                         for j in range(nb):
-                            e = exp2(z[j] - mx)
+                            e = _exp2(z[j] - mx)
                             s += e
                             s1 += e * vt[0, j0 + j]
                         acc[0] += s1
                     else:
                         for j in range(nb):
-                            e = exp2(z[j] - mx)
+                            e = _exp2(z[j] - mx)
                             z[j] = e
                             s += e
                         for c in range(p):
