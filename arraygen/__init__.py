@@ -23,7 +23,7 @@ from .discrete import BitflipDTM
 from .fastsbot import FastSBOTConfig, FastSBOTSolver
 from .dmap import DiffusionMap
 from .fisher import fisher_diagonal, fisher_langevin_step
-from .gaussian import gaussian_filter, gaussian_filter_fft, gaussian_kernel_fft
+from .gaussian import gaussian_filter, gaussian_filter1d, gaussian_filter_fft, gaussian_kernel_fft
 from .gibbs import StencilIsing, energy, exact_distribution, gibbs_sweeps, moments
 from .linalg import eigsh
 from .metrics import energy_distance, frechet_distance, mae, mmd, mse, psnr, ssim
@@ -45,7 +45,7 @@ __all__ = [
     "StencilIsing", "__version__", "backends", "binarized_digits", "bitflip_schedule", "bridge",
     "cache", "datasets", "ddim_invert", "discrete", "dmap", "eigsh", "energy",
     "energy_distance", "exact_distribution", "fastsbot", "fisher", "fisher_diagonal", "fisher_langevin_step",
-    "frechet_distance", "gaussian", "gaussian_filter", "gaussian_filter_fft",
+    "frechet_distance", "gaussian", "gaussian_filter", "gaussian_filter1d", "gaussian_filter_fft",
     "gaussian_kernel_fft", "gibbs", "gibbs_sweeps", "kernel_logsumexp", "kernel_matvec",
     "kernel_softmax_matvec", "linalg", "load_binary_images", "mae", "make_schedule", "metrics",
     "mmd", "moments", "mse", "ot", "psnr", "random", "sample_ddim", "sample_ddpm",

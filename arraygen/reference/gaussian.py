@@ -17,12 +17,21 @@ _NUMPY_PAD = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge", "w
               "constant": "constant"}
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """w[k] = exp(-(k - r)^2 / (2 sigma^2)) / sum, k = 0..2r, r = int(truncate * sigma + 0.5)."""
-    r = int(truncate * sigma + 0.5)
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0, order: int = 0,
+                      radius: int | None = None) -> np.ndarray:
+    """w[k] = g^(order)(k - r) / sum_j g(j - r), k = 0..2r, g(x) = exp(-x^2 / (2 sigma^2)).
+
+    r = int(truncate * sigma + 0.5) unless ``radius`` is given. The derivative is written with
+    probabilists' Hermite polynomials, g^(n)(x) = (-1/sigma)^n He_n(x / sigma) g(x) (not with
+    the recursion the library uses).
+    """
+    r = int(truncate * sigma + 0.5) if radius is None else int(radius)
     k = np.arange(-r, r + 1, dtype=np.float64)
-    w = np.exp(-0.5 * k * k / (sigma * sigma))
-    return w / w.sum()
+    g = np.exp(-0.5 * k * k / (sigma * sigma))
+    coef = np.zeros(order + 1)
+    coef[order] = 1.0
+    he = np.polynomial.hermite_e.hermeval(k / sigma, coef)
+    return (-1.0 / sigma) ** order * he * g / g.sum()
 
 
 def correlate1d(x: np.ndarray, w: np.ndarray, axis: int, mode: str, cval: float = 0.0):
@@ -41,15 +50,24 @@ def correlate1d(x: np.ndarray, w: np.ndarray, axis: int, mode: str, cval: float 
     return np.moveaxis(out, -1, axis)
 
 
-def gaussian_filter(x, sigma, axes=(-2, -1), mode: str = "reflect", cval: float = 0.0,
-                    truncate: float = 4.0) -> np.ndarray:
-    """Separable Gaussian filter along ``axes`` (sigma scalar or one per axis; 0 skips an axis)."""
+def gaussian_filter(x, sigma, axes=(-2, -1), mode="reflect", cval: float = 0.0,
+                    truncate: float = 4.0, order=0, radius=None) -> np.ndarray:
+    """Separable Gaussian filter along ``axes`` (sigma scalar or one per axis; 0 skips an axis).
+
+    ``order``, ``mode`` and ``radius`` are scalars or one per axis; each pass correlates with
+    the reversed kernel (convolution with the derivative kernel).
+    """
     y = np.asarray(x, dtype=np.float64)
     axes = (axes,) if np.isscalar(axes) else tuple(axes)
-    sigmas = [float(sigma)] * len(axes) if np.isscalar(sigma) else [float(s) for s in sigma]
-    for ax, s in zip(axes, sigmas):
+
+    def per_axis(v):
+        return list(v) if isinstance(v, (list, tuple)) else [v] * len(axes)
+
+    for ax, s, o, m, r in zip(axes, per_axis(sigma), per_axis(order), per_axis(mode),
+                              per_axis(radius)):
         if s > 1e-15:
-            y = correlate1d(y, gaussian_kernel1d(s, truncate), ax % y.ndim, mode, cval)
+            w = gaussian_kernel1d(float(s), truncate, o, r)[::-1]
+            y = correlate1d(y, w, ax % y.ndim, m, cval)
     return y
 
 
