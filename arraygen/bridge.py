@@ -1,10 +1,11 @@
-r"""Score models built from data: the exact score of a noised empirical distribution.
+r"""Static Schrödinger bridges between two point clouds, from entropic optimal transport.
 
-:class:`EmpiricalScore` is the model a perfectly trained diffusion network would converge to on
-a finite data set: the score of the VP-noised empirical measure
-:math:`p_t = \frac1N\sum_j N(\alpha y_j, \sigma^2 I)` (:math:`\alpha^2 = \bar\alpha(t)`,
-:math:`\sigma^2 = 1 - \bar\alpha(t)`). It is exact, so it serves tests and demos as a ground
-truth for the samplers (a sampler driven by it reproduces the training points as t -> 0).
+:class:`SchrodingerBridge` solves the entropic OT problem between the endpoint clouds with
+:func:`arraygen.sinkhorn.sinkhorn` (cost :math:`\lVert x-y\rVert^2`,
+:math:`\varepsilon = 2\sigma^2`) and exposes the bridge's drift, paths and coupling.
+
+For backward compatibility this module also re-exports :class:`~arraygen.scores.EmpiricalScore`
+(now in :mod:`arraygen.scores`) and the FastSB-OT solver of :mod:`arraygen.fastsbot`.
 """
 
 from __future__ import annotations
@@ -14,169 +15,236 @@ import math
 import numpy as np
 
 from . import _array_api as aa
+from . import _validation as V
+from . import random as _random
+from . import tiled as _tiled
+from ._sinkhorn_kernels import sqdist_dense
+from .scores import EmpiricalScore
+from .sliced import _gaussian_matrix
+from .sinkhorn import _detach, _options, _problem, _solve
 
-__all__ = ["EmpiricalScore"]
+__all__ = ["EmpiricalScore", "SchrodingerBridge"]
 
 
-class EmpiricalScore:
-    r"""Exact score and denoiser of the VP-noised empirical distribution of ``data``.
+class SchrodingerBridge:
+    r"""Static Schrödinger bridge between two point clouds, from entropic OT.
 
-    For :math:`x_t = \alpha x_0 + \sigma z` with :math:`x_0` drawn from the data points
-    :math:`y_j` (with probabilities :math:`w_j`, uniform by default):
+    Reference process: :math:`dX_t = \sigma dW_t` on :math:`t \in [0, 1]`. The bridge's
+    endpoint coupling solves entropic OT with cost :math:`\lVert x-y\rVert^2` and
+    :math:`\varepsilon = 2\sigma^2`:
+    :math:`\pi_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}`. Given its endpoints the
+    bridge is a Brownian bridge, so :math:`X_t = (1-t)x_{0,i} + t x_{1,j} +
+    \sigma\sqrt{t(1-t)} Z`, :math:`(i, j) \sim \pi`. Its drift is
 
     .. math::
 
-        E[x_0 \mid x_t = x] = \sum_j \pi_j(x)\, y_j,\qquad
-        \pi_j(x) \propto w_j \exp\Bigl(-\frac{\lVert x - \alpha y_j\rVert^2}{2\sigma^2}\Bigr),
+        u(x, t) = \frac{E[X_1 \mid X_t = x] - x}{1 - t},
         \qquad
-        \nabla\log p_t(x) = \frac{\alpha E[x_0 \mid x] - x}{\sigma^2}.
+        E[X_1 \mid X_t = x] = \sum_j \operatorname{softmax}_j\Big(\log b_j + \frac{g_j}{\varepsilon}
+            - \frac{\lVert x - x_{1,j}\rVert^2}{2\sigma^2 (1-t)}\Big)\, x_{1,j}
 
-    Since :math:`\lVert x - \alpha y_j\rVert^2 = \alpha^2\lVert x/\alpha - y_j\rVert^2`, the
-    weights are :math:`\mathrm{softmax}_j(\log w_j - \beta\lVert x/\alpha - y_j\rVert^2)` with
-    :math:`\beta = \bar\alpha / (2(1-\bar\alpha))`, which is exactly
-    :func:`arraygen.tiled.kernel_softmax_matvec` on the points ``x / alpha`` against the data
-    (tiled: the B x N weight matrix is never formed). At :math:`\bar\alpha = 0` the posterior
-    is the prior (the weighted data mean). The score does not exist at
-    :math:`\bar\alpha = 1` (t = 0), which raises.
-
-    Images and other tensors are flattened: ``data`` of shape (N, ...) and queries of shape
-    (B, ...) with the same trailing shape.
+    (one tiled softmax average; at t = 0 the weights are the plan's row i when x = x_{0,i}).
 
     Parameters
     ----------
-    data : array, shape (N, ...)
-        The data points (finite).
-    schedule : NoiseSchedule
-        Gives :math:`\bar\alpha(t)`.
-    weights : array, shape (N,), optional
-        Probabilities of the points (non-negative, summing to 1).
-    backend : str, optional
-        Passed to :func:`~arraygen.tiled.kernel_softmax_matvec`.
+    x0 : array, shape (N, d)
+        Source cloud (time 0).
+    x1 : array, shape (M, d)
+        Target cloud (time 1).
+    sigma : float
+        Noise level :math:`\sigma > 0` of the reference Brownian motion.
+    a, b : array, optional
+        Weights of ``x0`` and ``x1`` (default uniform).
+    max_iter, tol, scaling, relaxation, check_finite, progress, backend
+        Passed to :func:`arraygen.sinkhorn.sinkhorn` (defaults here: ``scaling=0.5``,
+        ``relaxation="auto"``).
+
+    Attributes
+    ----------
+    sigma, epsilon : float
+    result : SinkhornResult
+        The entropic OT solution (``result.f``, ``result.g``, ``result.converged``...).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from arraygen.schedules import make_schedule
-    >>> from arraygen.bridge import EmpiricalScore
-    >>> model = EmpiricalScore(np.array([[-1.0], [1.0]]), make_schedule("linear"))
-    >>> score = model(np.zeros((1, 1)), 0.5)    # model(x, t), prediction="score"
+    >>> from arraygen.bridge import SchrodingerBridge
+    >>> rng = np.random.default_rng(0)
+    >>> sb = SchrodingerBridge(rng.normal(size=(50, 2)), rng.normal(3.0, 1.0, (40, 2)), 0.5)
+    >>> sb.converged, sb.sample_paths(np.zeros((5, 2)), 10, rng=0).shape
+    (True, (11, 5, 2))
     """
 
-    prediction = "score"
-
-    def __init__(self, data, schedule, *, weights=None, backend: str | None = None):
-        xp = aa.array_namespace(data=data, weights=weights)
-        if not hasattr(schedule, "alpha_bar"):
-            raise TypeError(f"`schedule` must be a NoiseSchedule (see make_schedule); got "
-                            f"{type(schedule).__name__}")
-        if data.ndim < 2 or data.shape[0] < 1:
-            raise ValueError(f"`data` must have shape (N, ...) with N >= 1 and at least one "
-                             f"feature axis; got shape {tuple(data.shape)}")
-        flat, _ = aa.as_float_array(xp, xp.reshape(data, (data.shape[0], -1)), "data")
-        if not aa.all_finite(xp, flat):
-            raise ValueError("`data` contains non-finite values")
-        self.xp = xp
-        self.schedule = schedule
-        self.item_shape = tuple(int(s) for s in data.shape[1:])
-        self.data = flat
+    def __init__(self, x0, x1, sigma: float, *, a=None, b=None, max_iter: int = 2000,
+                 tol: float | None = None, scaling: float | None = 0.5,
+                 relaxation: float | str = "auto", check_finite: bool = True,
+                 progress: bool = False, backend: str | None = None):
+        self.sigma = V.check_scalar(sigma, "sigma", positive=True)
+        self.epsilon = 2.0 * self.sigma ** 2
+        if not self.epsilon > 0.0 or not math.isfinite(self.epsilon):
+            raise ValueError(f"`sigma` = {self.sigma:.6g} is out of range: epsilon = 2 sigma^2 "
+                             "underflows or overflows float64")
         self.backend = backend
-        self.log_weights = None
-        if weights is not None:
-            aa.check_same_device(data=data, weights=weights)
-            w = xp.astype(weights, flat.dtype)
-            if tuple(w.shape) != (flat.shape[0],):
-                raise ValueError(f"`weights` must have shape ({flat.shape[0]},); got shape "
-                                 f"{tuple(weights.shape)}")
-            if not aa.all_finite(xp, w) or bool(xp.any(w < 0)):
-                raise ValueError("`weights` must be finite and non-negative")
-            total = float(xp.sum(w))
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"`weights` must sum to 1; got sum {total!r}")
-            safe = xp.where(w > 0, w, xp.ones_like(w))
-            self.log_weights = xp.where(w > 0, xp.log(safe), xp.full_like(w, -math.inf))
+        opts = _options(epsilon=self.epsilon, max_iter=max_iter, tol=tol, scaling=scaling,
+                        relaxation=relaxation, mixed_precision=False, check_every=1,
+                        progress=progress, callback=None)
+        xp, (x0, x1, a, b) = V.common_namespace(x0=x0, x1=x1, a=a, b=b)
+        prob = _problem(xp, x0, x1, a, b, names=("x0", "x1"), epsilon=self.epsilon,
+                        epsilon_name="sigma", check_finite=check_finite, backend=backend)
+        self.result = _solve(prob, stacklevel=3, **opts)
+        self._xp = xp
 
-    def __call__(self, x, t):
-        """The score :math:`\\nabla\\log p_t(x)`, shaped like ``x`` (``model(x, t)``)."""
-        return self.score(x, t)
+    @property
+    def converged(self) -> bool:
+        """Whether the entropic OT solve reached ``tol`` (``result.converged``)."""
+        return self.result.converged
 
-    # -- public quantities --------------------------------------------------------------------
-    def denoise(self, x, t):
-        r"""Posterior mean :math:`E[x_0 \mid x_t = x]`, shaped like ``x``."""
-        return self._eval(x, t, "x0")
+    def _points(self, x, name: str):
+        xp = self._xp
+        x = V.as_array(x, name)
+        aa.array_namespace(**{name: x, "x0": self.result._x})
+        aa.check_same_device(**{name: x, "x0": self.result._x})
+        d = self.result._x.shape[1]
+        if x.ndim == 1 and d == 1:
+            x = xp.reshape(x, (x.shape[0], 1))
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(f"`{name}` must have shape (n, {d}) (the clouds' dimension); got "
+                             f"shape {tuple(x.shape)}")
+        x, out_dtype = aa.as_float_array(xp, _detach(x), name)
+        work = self.result._x.dtype
+        return (x if x.dtype == work else xp.astype(x, work)), out_dtype
 
-    def score(self, x, t):
-        r"""Score :math:`\nabla\log p_t(x) = (\alpha E[x_0 \mid x] - x)/\sigma^2`."""
-        return self._eval(x, t, "score")
+    def _posterior_mean(self, xc, t: float):
+        """E[X_1 | X_t = x] in centred coordinates."""
+        res = self.result
+        out, _ = _tiled._softmax_matvec(self._xp, xc, res._y, res._y,
+                                        res._col_log_scale(),
+                                        beta=1.0 / (self.epsilon * (1.0 - t)),
+                                        backend=self.backend)
+        return out
 
-    def eps(self, x, t):
-        r"""Noise prediction :math:`(x - \alpha E[x_0 \mid x])/\sigma`."""
-        return self._eval(x, t, "epsilon")
+    def _cast(self, a, dtype):
+        return a if a.dtype == dtype else self._xp.astype(a, dtype)
 
-    # -- implementation -----------------------------------------------------------------------
-    def _flatten(self, x):
-        xp = aa.array_namespace(x=x, data=self.data)
-        aa.check_same_device(x=x, data=self.data)
-        if tuple(x.shape[1:]) != self.item_shape or x.ndim < 2:
-            raise ValueError(f"`x` must have shape (B, {', '.join(map(str, self.item_shape))}) "
-                             f"like the data's items; got shape {tuple(x.shape)}")
-        xf, out_dtype = aa.as_float_array(xp, xp.reshape(x, (x.shape[0], -1)), "x")
-        return xp, xf, out_dtype
+    def drift(self, x, t: float):
+        r"""Bridge drift :math:`u(x, t) = (E[X_1 \mid X_t = x] - x) / (1 - t)`.
 
-    def _eval(self, x, t, target: str):
-        xp, xf, out_dtype = self._flatten(x)
-        b = xf.shape[0]
-        if aa.is_array(t):
-            t_host = np.asarray(aa.to_numpy(t), dtype=np.float64).reshape(-1)
-            if t_host.shape[0] not in (1, b):
-                raise ValueError(f"`t` must be a scalar or have shape ({b},); got shape "
-                                 f"{tuple(t.shape)}")
-            values = np.unique(t_host)
-            if values.shape[0] == 1:
-                out = self._at(xp, xf, float(values[0]), target)
-            else:
-                parts = []
-                for v in values:
-                    idx = np.nonzero(t_host == v)[0]
-                    sel = xp.asarray(idx, device=aa.device(xf))
-                    parts.append((idx, self._at(xp, xp.take(xf, sel, axis=0), float(v), target)))
-                order = np.concatenate([idx for idx, _ in parts])
-                stacked = xp.concat([p for _, p in parts], axis=0)
-                inverse = np.empty(b, dtype=np.int64)
-                inverse[order] = np.arange(b)
-                out = xp.take(stacked, xp.asarray(inverse, device=aa.device(xf)), axis=0)
-        else:
-            out = self._at(xp, xf, aa.finite_scalar(t, "t"), target)
-        out = xp.reshape(out, tuple(x.shape))
-        return out if out.dtype == out_dtype else xp.astype(out, out_dtype)
+        Parameters
+        ----------
+        x : array, shape (n, d)
+        t : float in [0, 1)
 
-    def _at(self, xp, xf, t: float, target: str):
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"`t` must be in [0, 1]; got {t}")
-        ab = float(self.schedule.alpha_bar(t))
-        if ab >= 1.0:
-            raise ValueError(f"the noised empirical score is undefined at alpha_bar = 1 "
-                             f"(t = {t}); evaluate at t > 0")
-        data = self.data if self.data.dtype == xf.dtype else xp.astype(self.data, xf.dtype)
-        if ab <= 0.0:
-            if self.log_weights is None:
-                post = xp.broadcast_to(xp.mean(data, axis=0)[None, :], tuple(xf.shape))
-            else:
-                w = xp.astype(xp.exp(self.log_weights), xf.dtype)
-                post = xp.broadcast_to(xp.sum(w[:, None] * data, axis=0)[None, :],
-                                       tuple(xf.shape))
-        else:
-            from .tiled import kernel_softmax_matvec
+        Returns
+        -------
+        array, shape (n, d), like ``x``.
+        """
+        t = V.check_scalar(t, "t")
+        if not 0.0 <= t < 1.0:
+            raise ValueError(f"`t` must lie in [0, 1) (the drift is singular at t = 1); got {t}")
+        x, out_dtype = self._points(x, "x")
+        xc = x - self.result._shift
+        return self._cast((self._posterior_mean(xc, t) - xc) / (1.0 - t), out_dtype)
 
-            alpha = math.sqrt(ab)
-            beta = ab / (2.0 * (1.0 - ab))
-            post, _ = kernel_softmax_matvec(xf / alpha, data, data, beta=beta,
-                                            log_weights=self.log_weights, backend=self.backend)
-        if target == "x0":
-            return post
-        alpha, var = math.sqrt(ab), 1.0 - ab
-        if target == "score":
-            return (alpha * post - xf) / var
-        return (xf - alpha * post) / math.sqrt(var)
+    def sample_paths(self, x_start, n_steps: int, rng=None, *, progress: bool = False,
+                     callback=None):
+        r"""Simulate the bridge from ``x_start`` at t = 0 by Euler-Maruyama.
+
+        :math:`x_{k+1} = x_k + u(x_k, t_k)\,\Delta t + \sigma\sqrt{\Delta t}\, z_k` with
+        :math:`t_k = k/n` and :math:`\Delta t = 1/n`.
+
+        Parameters
+        ----------
+        x_start : array, shape (n, d)
+            Starting points (typically ``x0`` or a subset).
+        n_steps : int
+            Number of steps (>= 1).
+        rng : int, Key or numpy.random.Generator, optional
+            Noise source; step k uses ``key.advance(k)``.
+        progress : bool
+            tqdm progress bar.
+        callback : callable, optional
+            ``callback(k, t, x)`` after each step.
+
+        Returns
+        -------
+        array, shape (n_steps + 1, n, d): the path, ``paths[0] = x_start``.
+        """
+        xp = self._xp
+        n_steps = V.check_int(n_steps, "n_steps", minimum=1)
+        x, out_dtype = self._points(x_start, "x_start")
+        gen = _random.as_key(rng)
+        dt = 1.0 / n_steps
+        noise_scale = self.sigma * math.sqrt(dt)
+        shift = self.result._shift
+        xc = x - shift
+        path = [x]
+        steps = range(n_steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="bridge", leave=False)
+        for k in steps:
+            t = k * dt
+            drift = (self._posterior_mean(xc, t) - xc) / (1.0 - t)
+            g = gen if isinstance(gen, np.random.Generator) else gen.advance(k)
+            xc = xc + dt * drift + noise_scale * _gaussian_matrix(g, tuple(xc.shape), xc)
+            path.append(xc + shift)
+            if callback is not None:
+                callback(k, t + dt, path[-1])
+        return self._cast(xp.stack(path, axis=0), out_dtype)
+
+    def sample_coupling(self, n: int, rng=None, *, max_elements: int = 1 << 22):
+        r"""Draw ``n`` index pairs (i, j) from the coupling :math:`\pi`, row by row.
+
+        i is drawn from ``a``; then j from the plan's conditional row
+        :math:`\pi_{ij}/a_i = \operatorname{softmax}_j(\log b_j + (g_j - C_{ij})/\varepsilon)`
+        by inverse CDF, in blocks of at most ``max_elements`` entries (never the N x M plan).
+
+        Parameters
+        ----------
+        n : int
+            Number of pairs.
+        rng : int, Key or numpy.random.Generator, optional
+        max_elements : int
+            Memory bound (entries) of one block of conditional rows.
+
+        Returns
+        -------
+        i, j : int64 arrays, shape (n,)
+            Indices into ``x0`` and ``x1``.
+        """
+        xp = self._xp
+        n = V.check_int(n, "n", minimum=0)
+        max_elements = V.check_int(max_elements, "max_elements", minimum=1)
+        res = self.result
+        xc, yc = res._x, res._y
+        gen = _random.as_key(rng)
+        u_i, u_j = (_uniforms(gen, n, xc, step) for step in (0, 1))
+        cdf_a = xp.cumulative_sum(xp.astype(xp.exp(res._log_a), xp.float64))
+        i = xp.searchsorted(cdf_a, u_i * cdf_a[-1], side="right")
+        i = xp.clip(xp.astype(i, xp.int64), 0, xc.shape[0] - 1)
+        m = yc.shape[0]
+        rows = max(1, max_elements // m)
+        w = res._col_log_scale()
+        picks = []
+        for s0 in range(0, n, rows):
+            s1 = min(n, s0 + rows)
+            z = w[None, :] - sqdist_dense(xp, xp.take(xc, i[s0:s1], axis=0), yc) / self.epsilon
+            z = z - xp.max(z, axis=1, keepdims=True)
+            cdf = xp.cumulative_sum(xp.astype(xp.exp(z), xp.float64), axis=1)
+            below = xp.astype(cdf <= (u_j[s0:s1] * cdf[:, -1])[:, None], xp.int64)
+            picks.append(xp.clip(xp.sum(below, axis=1), 0, m - 1))
+        j = xp.concat(picks) if picks else xp.zeros((0,), dtype=xp.int64, device=aa.device(xc))
+        return i, j
+
+
+def _uniforms(gen, n: int, like, step: int):
+    """n float64 uniforms in (0, 1) on ``like``'s device from a Key (advanced by step) or a
+    NumPy Generator."""
+    xp = aa.array_namespace(like=like)
+    if isinstance(gen, np.random.Generator):
+        return xp.asarray(gen.random(n), device=aa.device(like))
+    return _random.uniform(gen.advance(step), (n,), dtype=xp.float64, like=like)
 
 
 from .fastsbot import FastSBOTConfig, FastSBOTSolver, SelfCheckReport  # noqa: E402,F401
