@@ -27,7 +27,8 @@ from .gaussian import gaussian_filter, gaussian_filter1d, gaussian_filter_fft, g
 from .gibbs import StencilIsing, energy, exact_distribution, gibbs_sweeps, moments
 from .linalg import eigsh
 from .metrics import energy_distance, frechet_distance, mae, mmd, mse, psnr, ssim
-from .ot import SchrodingerBridge, SinkhornResult, sinkhorn, sliced_ot_map, sliced_wasserstein
+from .ot import (ConvergenceWarning, SchrodingerBridge, SinkhornResult, max_sliced_wasserstein,
+                 sinkhorn, sinkhorn_divergence, sliced_ot_map, sliced_wasserstein)
 from .samplers import (ddim_invert, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler,
                        sample_flow_ddim, sample_flow_heun, sample_flow_sde, sample_heun,
                        sample_sde)
@@ -39,7 +40,8 @@ __version__ = "0.1.0"
 logging.getLogger("arraygen").addHandler(logging.NullHandler())
 
 __all__ = [
-    "BackendError", "BitflipDTM", "DiffusionMap", "EmpiricalScore", "FastSBOTConfig",
+    "BackendError", "BitflipDTM", "ConvergenceWarning", "max_sliced_wasserstein",
+    "sinkhorn_divergence", "DiffusionMap", "EmpiricalScore", "FastSBOTConfig",
     "FastSBOTSolver", "GaussianMixture",
     "NoiseSchedule", "PersistentKernelCache", "SchrodingerBridge", "SinkhornResult",
     "StencilIsing", "__version__", "backends", "binarized_digits", "bitflip_schedule", "bridge",
