@@ -1,11 +1,9 @@
-"""Image and distribution metrics against the peers a user would call instead.
+"""Image and distribution metrics (tracking): SSIM, PSNR, Frechet distance, MMD.
 
-SSIM / PSNR on 16 RGB 256 x 256 images (peer_numbers P6: uniform noise smoothed with sigma 3 px
-and rescaled to [0, 1]; the second image adds N(0, 0.05^2) noise, clipped), against
-scikit-image (``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``, one call per
-image and channel). Frechet distance on (2000, 256) features against pytorch-fid's formula
-(``scipy.linalg.sqrtm``). MMD (Gaussian kernel) on (4000, 2) points against the dense NumPy
-formula. ``backend`` parameters: ``"array_api@<namespace>"`` or ``"peer:<name>"``.
+SSIM / PSNR on RGB images (uniform noise smoothed with sigma 3 px and rescaled to [0, 1]; the
+second image adds N(0, 0.05^2) noise, clipped). Frechet distance on (2000, d) features. MMD
+(Gaussian kernel, bandwidth 1) on (n, 2) points. scikit-image, scipy's ``sqrtm`` formula and the
+dense NumPy MMD are timed in ``asv_benchmarks/compare/bench_metrics.py``.
 """
 
 from __future__ import annotations
@@ -14,151 +12,97 @@ import functools
 
 import numpy as np
 
-from .common import gpu_present, split, synchronize, to_namespace
+from .common import require_backend, split, synchronize, to_namespace, with_gpu
 
-GPU = gpu_present()
+IMAGE_SIZES = ["4x3x64x64", "16x3x256x256"]
 
 
 @functools.cache
-def _images():
+def images(size: str = "16x3x256x256"):
     from scipy import ndimage
 
+    shape = tuple(int(s) for s in size.split("x"))
     rng = np.random.default_rng(0)
-    x = ndimage.gaussian_filter(rng.random((16, 3, 256, 256)), sigma=(0, 0, 3, 3))
+    x = ndimage.gaussian_filter(rng.random(shape), sigma=(0, 0, 3, 3))
     x = (x - x.min()) / (x.max() - x.min())
     y = np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1)
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def _skimage(metric, x, y):
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+@functools.cache
+def features(d: int, n: int = 2000):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, d))
+    b = rng.standard_normal((n, d)) @ (np.eye(d) + 0.05 * rng.standard_normal((d, d))) + 0.1
+    return a, b
 
-    out = np.empty(x.shape[:2])
-    for i in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            if metric == "ssim":
-                out[i, c] = structural_similarity(x[i, c], y[i, c], data_range=1.0,
-                                                  gaussian_weights=True, sigma=1.5,
-                                                  use_sample_covariance=False)
-            else:
-                out[i, c] = peak_signal_noise_ratio(x[i, c], y[i, c], data_range=1.0)
-    return out
+
+@functools.cache
+def clouds(n: int):
+    rng = np.random.default_rng(2)
+    return (rng.standard_normal((n, 2)).astype(np.float32),
+            (rng.standard_normal((n, 2)) + 0.3).astype(np.float32))
 
 
 class ImageMetrics:
-    params = [["array_api@numpy", "array_api@torch:cpu", "peer:skimage"]
-              + (["array_api@torch:cuda", "array_api@cupy"] if GPU else []), ["ssim", "psnr"]]
-    param_names = ["backend", "metric"]
+    params = [with_gpu(["array_api@numpy", "array_api@torch:cpu"],
+                       ["array_api@torch:cuda", "array_api@cupy"]), ["ssim", "psnr"],
+              IMAGE_SIZES]
+    param_names = ["backend", "metric", "size"]
     timeout = 300
 
-    def setup(self, param, metric):
-        backend, ns = split(param)
-        self.backend, self.ns, self.metric = backend, ns, metric
-        xh, yh = _images()
-        self.host = (xh, yh)
-        if backend == "peer:skimage":
-            self.x, self.y = xh.astype(np.float64), yh.astype(np.float64)
-        else:
-            self.x, self.y = to_namespace(xh, ns), to_namespace(yh, ns)
-        self.run()
-        synchronize(self.ns)
-
-    def run(self):
-        if self.backend == "peer:skimage":
-            return _skimage(self.metric, self.x, self.y)
+    def setup(self, param, metric, size):
         from arraygen import metrics
 
-        fn = metrics.ssim if self.metric == "ssim" else metrics.psnr
-        return fn(self.x, self.y, data_range=1.0)
-
-    def time_metric(self, param, metric):
+        _, self.ns = split(param)
+        self.fn = metrics.ssim if metric == "ssim" else metrics.psnr
+        self.x, self.y = (to_namespace(a, self.ns) for a in images(size))
         self.run()
+
+    def run(self):
+        out = self.fn(self.x, self.y, data_range=1.0)
         synchronize(self.ns)
+        return out
 
-    def peakmem_metric(self, param, metric):
+    def time_metric(self, param, metric, size):
         self.run()
-
-    def track_diff_vs_skimage(self, param, metric):
-        from arraygen.testing import to_numpy
-
-        ref = _skimage(self.metric, *(a.astype(np.float64) for a in self.host))
-        return float(np.max(np.abs(np.asarray(to_numpy(self.run()), np.float64) - ref)))
 
 
 class FrechetDistance:
-    params = [["array_api@numpy", "array_api@torch:cpu", "peer:scipy_sqrtm"]
-              + (["array_api@torch:cuda"] if GPU else [])]
-    param_names = ["backend"]
+    params = [with_gpu(["array_api@numpy", "array_api@torch:cpu"], ["array_api@torch:cuda"]),
+              [64, 256]]
+    param_names = ["backend", "dim"]
     timeout = 300
 
-    def setup(self, param):
-        backend, ns = split(param)
-        self.backend, self.ns = backend, ns
-        rng = np.random.default_rng(1)
-        self.a_host = rng.standard_normal((2000, 256))
-        self.b_host = rng.standard_normal((2000, 256)) @ (np.eye(256) + 0.05 * rng.standard_normal(
-            (256, 256))) + 0.1
-        if backend.startswith("peer"):
-            self.a, self.b = self.a_host, self.b_host
-        else:
-            self.a, self.b = to_namespace(self.a_host, ns), to_namespace(self.b_host, ns)
+    def setup(self, param, dim):
+        _, self.ns = split(param)
+        self.a, self.b = (to_namespace(v, self.ns) for v in features(dim))
 
-    def run(self):
-        if self.backend == "peer:scipy_sqrtm":
-            import scipy.linalg
-
-            mu1, mu2 = self.a.mean(0), self.b.mean(0)
-            s1, s2 = np.cov(self.a, rowvar=False), np.cov(self.b, rowvar=False)
-            covmean = scipy.linalg.sqrtm(s1 @ s2).real
-            return ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    def time_frechet(self, param, dim):
         from arraygen.metrics import frechet_distance
 
-        return frechet_distance(self.a, self.b)
-
-    def time_frechet(self, param):
-        self.run()
+        frechet_distance(self.a, self.b)
         synchronize(self.ns)
 
 
 class MMD:
-    params = [["array_api@numpy", "numba_cpu@numpy", "array_api@torch:cpu", "peer:dense_numpy"]
-              + (["triton@torch:cuda", "cupy@cupy"] if GPU else []), [1000, 4000]]
+    params = [with_gpu(["numba_cpu@numpy", "array_api@numpy", "array_api@torch:cpu"],
+                       ["triton@torch:cuda", "cupy@cupy"]), [1000, 4000]]
     param_names = ["backend", "n"]
     timeout = 300
 
     def setup(self, param, n):
-        backend, ns = split(param)
-        if not backend.startswith("peer"):
-            from .common import require_backend
-
-            require_backend(backend)
-        self.backend, self.ns = backend, ns
-        rng = np.random.default_rng(2)
-        self.xh = rng.standard_normal((n, 2)).astype(np.float32)
-        self.yh = (rng.standard_normal((n, 2)) + 0.3).astype(np.float32)
-        if backend.startswith("peer"):
-            self.x, self.y = self.xh.astype(np.float64), self.yh.astype(np.float64)
-        else:
-            self.x, self.y = to_namespace(self.xh, ns), to_namespace(self.yh, ns)
+        self.backend, self.ns = split(param)
+        require_backend(self.backend)
+        self.x, self.y = (to_namespace(v, self.ns) for v in clouds(n))
         self.run()
-        synchronize(self.ns)
 
     def run(self):
-        if self.backend == "peer:dense_numpy":
-            def gram(a, b):
-                d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-                return np.exp(-d2 / 2.0)
-            n, m = self.x.shape[0], self.y.shape[0]
-            return ((gram(self.x, self.x).sum() - n) / (n * (n - 1))
-                    + (gram(self.y, self.y).sum() - m) / (m * (m - 1))
-                    - 2 * gram(self.x, self.y).mean())
         from arraygen.metrics import mmd
 
-        return mmd(self.x, self.y, bandwidth=1.0, backend=self.backend)
+        out = mmd(self.x, self.y, bandwidth=1.0, backend=self.backend)
+        synchronize(self.ns)
+        return out
 
     def time_mmd(self, param, n):
-        self.run()
-        synchronize(self.ns)
-
-    def peakmem_mmd(self, param, n):
         self.run()

@@ -1,22 +1,31 @@
-"""Shared benchmark helpers: backends x namespaces, synchronisation, fixed-seed data.
+"""Shared benchmark helpers: backends x namespaces, synchronisation, fixed-seed data, skips.
 
 A benchmark parameter ``backend`` is ``"<backend>@<namespace>"``: the arraygen backend and the
-namespace/device its inputs live in (``numba_cpu@numpy``, ``triton@torch:cuda``...), or
-``"peer:<name>"`` for the code a user would write instead. ``setup`` raises
-``NotImplementedError`` (asv: skip) when a combination cannot run here.
-Data must not be changed, only appended (comparisons across history).
+namespace/device its inputs live in (``numba_cpu@numpy``, ``triton@torch:cuda``...), or (in the
+comparison suite, ``asv_benchmarks/compare``) ``"peer:<name>@<namespace>"`` for the code a user
+would write instead. ``setup`` raises ``NotImplementedError`` (asv's skip; the message is printed
+by ``asv run -e``) when a combination cannot run here. Data must not be changed, only appended
+(comparisons across history).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 
 import numpy as np
 
+#: GPU namespaces: their cases join the parameter grids only where a GPU is present.
+GPU_NAMESPACES = ("torch:cuda", "cupy")
+
 
 def gpu_present() -> bool:
     return os.path.exists("/dev/nvidiactl")
+
+
+def on_gpu(namespace: str) -> bool:
+    return namespace in GPU_NAMESPACES
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,18 +39,13 @@ def to_namespace(a: np.ndarray, namespace: str):
     if namespace == "numpy":
         return a
     if namespace.startswith("torch"):
-        import torch
-
+        torch = require_module("torch", "torch")
         dev = namespace.partition(":")[2] or "cpu"
         if dev == "cuda" and not torch.cuda.is_available():
             raise NotImplementedError("no CUDA device")
         return torch.from_numpy(np.ascontiguousarray(a)).to(dev)
     if namespace == "cupy":
-        try:
-            import cupy
-        except ImportError:
-            raise NotImplementedError("cupy not installed") from None
-        return cupy.asarray(a)
+        return require_module("cupy", "cupy-cuda13x").asarray(a)
     raise NotImplementedError(namespace)
 
 
@@ -56,15 +60,34 @@ def synchronize(namespace: str) -> None:
         cupy.cuda.get_current_stream().synchronize()
 
 
-def require_backend(name: str) -> None:
-    """Raise NotImplementedError (asv skip) unless arraygen's backend ``name`` is usable."""
-    from arraygen.backends import available
+def require_module(module: str, pip_name: str | None = None):
+    """Import ``module`` or skip (asv: ``NotImplementedError`` in setup) saying how to get it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise NotImplementedError(f"{module} is not installed ({exc}): "
+                                  f"pip install {pip_name or module}") from None
 
-    if name != "array_api" and available().get(name) is not None:
-        raise NotImplementedError(available()[name])
+
+def require_backend(name: str) -> None:
+    """Skip (``NotImplementedError``) unless arraygen's backend ``name`` runs natively here."""
+    from arraygen.backends import available, is_simulated
+
+    if name == "array_api":
+        return
+    reason = available().get(name)
+    if reason is not None:
+        raise NotImplementedError(f"backend {name}: {reason}")
+    if name in ("numba_cuda", "triton") and is_simulated(name):
+        raise NotImplementedError(f"backend {name} runs in its CPU simulator here")
 
 
 def split(param: str) -> tuple[str, str]:
     """``"numba_cpu@numpy"`` -> ``("numba_cpu", "numpy")``."""
     backend, _, namespace = param.partition("@")
     return backend, namespace or "numpy"
+
+
+def with_gpu(cpu: list, gpu: list) -> list:
+    """The parameter list: ``cpu``, plus ``gpu`` where a GPU is present."""
+    return list(cpu) + (list(gpu) if gpu_present() else [])
