@@ -45,17 +45,30 @@ the form :func:`sample_euler` and :func:`sample_heun` discretise (Karras et al. 
 Name map (same algorithm on the same grid; k-diffusion's sigmas are ``schedule.ve_sigma(t)``,
 and ``timesteps(n, "karras")`` on ``make_schedule("karras")`` is its ``get_sigmas_karras(n)``):
 
-=============================  =======================  ========================================
-arraygen                       k-diffusion              diffusers
-=============================  =======================  ========================================
-``sample_euler``               ``sample_euler``         ``EulerDiscreteScheduler``
-``sample_heun``                ``sample_heun``          ``HeunDiscreteScheduler``
-``sample_dpmpp_2m``            ``sample_dpmpp_2m``      ``DPMSolverMultistepScheduler`` (2M, ++)
-``sample_dpmpp_2m(sde=True)``  ``sample_dpmpp_2m_sde``  same, ``algorithm_type="sde-dpmsolver++"``
-``sample_ddim``                (= ``sample_euler``)     ``DDIMScheduler``
-``sample_ddpm``                --                       ``DDPMScheduler``
-``sample_sde``                 --                       ``ScoreSdeVpScheduler`` (+ corrector)
-=============================  =======================  ========================================
+=============================  =============================  ==========================================
+arraygen                       k-diffusion                    diffusers
+=============================  =============================  ==========================================
+``sample_euler``               ``sample_euler``               ``EulerDiscreteScheduler``
+``sample_heun``                ``sample_heun``                ``HeunDiscreteScheduler``
+``sample_dpmpp_2m``            ``sample_dpmpp_2m``            ``DPMSolverMultistepScheduler`` (2M, ++)
+``sample_dpmpp_2m(sde=True)``  ``sample_dpmpp_2m_sde``        same, ``algorithm_type="sde-dpmsolver++"``
+``sample_ddim``                (= ``sample_euler``)           ``DDIMScheduler``
+``sample_ddpm``                --                             ``DDPMScheduler``
+``sample_sde``                 --                             ``ScoreSdeVpScheduler`` (+ corrector)
+``sample_unipc``               --                             ``UniPCMultistepScheduler`` (bh2)
+``sample_dpmpp_3m_sde``        ``sample_dpmpp_3m_sde``        --
+``sample_euler_ancestral``     ``sample_euler_ancestral``     ``EulerAncestralDiscreteScheduler``
+``sample_dpmpp_2s_ancestral``  ``sample_dpmpp_2s_ancestral``  --
+=============================  =============================  ==========================================
+
+Grids: with an int ``steps`` every diffusion sampler uses the same grid kind,
+:data:`DEFAULT_GRID` (``"log_snr"``: t = 1, then equal log-SNR steps from VE sigma 80 to 0.002,
+then t = 0), so samplers compared at equal evaluations share one discretisation; ``grid=``
+names another kind of :func:`arraygen.schedules.timesteps` (``"leading"``/``"linspace"``/
+``"trailing"`` reproduce diffusers' spacings on a table schedule) or passes an explicit
+decreasing array of t. A trained model's discrete table enters through
+:meth:`NoiseSchedule.from_alphas_cumprod` / :meth:`NoiseSchedule.from_diffusers`, its timestep
+argument through :func:`discrete_time_model`.
 
 Every sampler is stateless and batched (axis 0 is the batch; any trailing shape), runs in
 ``x``'s namespace and on its device in ``x``'s compute dtype (float32 for half input) with
@@ -68,19 +81,26 @@ backend (a NumPy Generator draws on the host instead).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
 import numpy as np
 
 from . import _array_api as aa
+from . import _solvers
+from . import _validation as _v
 from . import random as _random
-from .schedules import TIMESTEP_KINDS, NoiseSchedule, timesteps, validate_grid
+from .schedules import (FLOW_TIMESTEP_KINDS, TIMESTEP_KINDS, NoiseSchedule, flow_timesteps,
+                        timesteps, validate_grid)
 
 __all__ = [
+    "DEFAULT_FLOW_GRID",
+    "DEFAULT_GRID",
     "PREDICTIONS",
     "convert_prediction",
     "ddim_invert",
+    "discrete_time_model",
     "dynamic_threshold",
     "flow_score",
     "flow_to_data",
@@ -88,12 +108,16 @@ __all__ = [
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
+    "sample_dpmpp_2s_ancestral",
+    "sample_dpmpp_3m_sde",
     "sample_euler",
+    "sample_euler_ancestral",
     "sample_flow_ddim",
     "sample_flow_heun",
     "sample_flow_sde",
     "sample_heun",
     "sample_sde",
+    "sample_unipc",
     "to_eps",
     "to_score",
     "to_v",
@@ -131,9 +155,7 @@ def _coefficients(xp, alpha_bar, like):
         a = xp.astype(xp.sqrt(ab), like.dtype)
         s = xp.astype(xp.sqrt(1.0 - ab), like.dtype)
         return a, s
-    ab = aa.finite_scalar(alpha_bar, "alpha_bar")
-    if not 0.0 <= ab <= 1.0:
-        raise ValueError(f"`alpha_bar` must be in [0, 1]; got {ab}")
+    ab = _v.check_scalar(alpha_bar, "alpha_bar", low=0.0, high=1.0)
     return math.sqrt(ab), math.sqrt(1.0 - ab)
 
 
@@ -267,10 +289,9 @@ def dynamic_threshold(x0, percentile: float = 0.995, *, floor: float = 1.0):
     array like ``x0``.
     """
     xp = aa.array_namespace(x0=x0)
-    percentile = aa.finite_scalar(percentile, "percentile")
-    if not 0.0 < percentile <= 1.0:
-        raise ValueError(f"`percentile` must be in (0, 1]; got {percentile}")
-    floor = aa.finite_scalar(floor, "floor", positive=True)
+    percentile = _v.check_scalar(percentile, "percentile", low=0.0, high=1.0,
+                                 low_inclusive=False)
+    floor = _v.check_scalar(floor, "floor", positive=True)
     if x0.ndim < 1 or x0.shape[0] == 0:
         raise ValueError(f"`x0` must have a non-empty batch axis; got shape {tuple(x0.shape)}")
     b = x0.shape[0]
@@ -290,62 +311,152 @@ def dynamic_threshold(x0, percentile: float = 0.995, *, floor: float = 1.0):
 # shared machinery
 # --------------------------------------------------------------------------------------------
 
+#: The default grid of every diffusion sampler when ``steps`` is an int: equal steps in log-SNR
+#: from t = 1 (first level capped at VE sigma 80) down to VE sigma 0.002, then t = 0. Measured on
+#: the exact Gaussian (cosine and linear VP, 16-D, tools/bench_samplers_cpu.py) it beats the
+#: linear-t and (capped) Karras grids for DPM++(2M), UniPC, Euler and DDIM at 10-50 evaluations.
+DEFAULT_GRID = "log_snr"
+
+#: Default grid of the flow-matching samplers (``flow_timesteps`` kind).
+DEFAULT_FLOW_GRID = "linear"
+
+_GRID_KINDS = tuple(k for k in TIMESTEP_KINDS if k != "sigmas")
+
+
+def _requires_prediction(allowed):
+    """Make ``prediction`` a required keyword whose absence names the choices."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if kwargs.get("prediction") is None:
+                raise TypeError(
+                    f"{fn.__name__}() needs `prediction=`: what the model returns, one of "
+                    f"{', '.join(repr(a) for a in allowed)} (diffusers/Stable Diffusion UNets "
+                    f"are 'epsilon' or 'v'; there is no default because a wrong guess gives "
+                    f"wrong samples silently)")
+            return fn(*args, **kwargs)
+        return wrapper
+    return deco
+
+
+def _is_step_count(steps) -> bool:
+    return isinstance(steps, (bool, int, float, str, np.integer, np.floating)) or (
+        aa.is_array(steps) and steps.ndim == 0)
+
+
+def _diffusion_grid(steps, grid, schedule: NoiseSchedule) -> np.ndarray:
+    """The decreasing grid from ``steps`` (int or explicit grid) and ``grid`` (kind or array)."""
+    if grid is not None and not isinstance(grid, str):
+        g = validate_grid(grid, "grid")
+        if steps is not None:
+            n = _v.check_int(steps, "steps", minimum=1)
+            if n != g.shape[0] - 1:
+                raise ValueError(f"`steps` = {n} disagrees with the explicit `grid` of "
+                                 f"{g.shape[0] - 1} steps; pass one of them")
+        return g
+    if grid is not None and grid == "sigmas":
+        raise ValueError("grid='sigmas' needs the levels: pass "
+                         "grid=timesteps(n, 'sigmas', schedule, sigmas=[...])")
+    kind = DEFAULT_GRID if grid is None else _v.check_choice(grid, "grid", _GRID_KINDS)
+    if steps is None:
+        raise TypeError("`steps` is required: a number of steps, or pass an explicit `grid`")
+    if not _is_step_count(steps):
+        return validate_grid(steps, "steps")
+    return timesteps(_v.check_int(steps, "steps", minimum=1), kind, schedule)
+
+
+def _flow_grid(steps, grid, shift: float) -> np.ndarray:
+    """Increasing flow-time grid (t = 0 noise -> t = 1 data)."""
+    if grid is not None and not isinstance(grid, str):
+        g = validate_grid(grid, "grid", increasing=True)
+        if steps is not None and _v.check_int(steps, "steps", minimum=1) != g.shape[0] - 1:
+            raise ValueError(f"`steps` = {steps} disagrees with the explicit `grid` of "
+                             f"{g.shape[0] - 1} steps; pass one of them")
+        return g
+    kind = DEFAULT_FLOW_GRID if grid is None else _v.check_choice(grid, "grid",
+                                                                  FLOW_TIMESTEP_KINDS)
+    if steps is None:
+        raise TypeError("`steps` is required: a number of steps, or pass an explicit `grid`")
+    if not _is_step_count(steps):
+        return validate_grid(steps, "steps", increasing=True)
+    return flow_timesteps(_v.check_int(steps, "steps", minimum=1), kind, shift=shift)
+
+
+def _resolve_model_dtype(xp, model_dtype, x_dtype):
+    if model_dtype is None:
+        return x_dtype if aa.is_half(xp, x_dtype) else None
+    if isinstance(model_dtype, str):
+        dt = getattr(xp, model_dtype, None)
+        if dt is None and model_dtype == "bfloat16":
+            raise TypeError("`model_dtype` 'bfloat16' is not available in this array library")
+        model_dtype = dt
+    try:
+        ok = model_dtype is not None and xp.isdtype(model_dtype, "real floating")
+    except Exception:
+        ok = False
+    if not ok and "bfloat16" not in str(model_dtype):
+        raise TypeError(f"`model_dtype` must be a real floating dtype of x's library (or its "
+                        f"name); got {model_dtype!r}")
+    return model_dtype
+
+
 class _Run:
     """Everything a sampler loop needs: validated input, grid, model wrapper, noise, progress."""
 
     def __init__(self, model, x, *, schedule, steps, prediction, rng, progress, callback,
-                 default_grid, allowed_predictions=_VP_PREDICTIONS, flow=False,
+                 grid=None, allowed_predictions=_VP_PREDICTIONS, flow=False,
                  batched_t=False, dynamic_thresholding=None, draws_per_step=1,
-                 needs_rng=False):
+                 needs_rng=False, model_dtype=None, shift=1.0):
         if not callable(model):
             raise TypeError(f"`model` must be callable as model(x, t); got "
                             f"{type(model).__name__}")
         _check_prediction(prediction, allowed_predictions)
         if callback is not None and not callable(callback):
             raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+        x = _v.as_array(x, "x")
         self.xp = aa.array_namespace(x=x)
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"`x` must have a non-empty batch axis (B, ...); got shape "
                              f"{tuple(x.shape)}")
         self.x, self.out_dtype = aa.as_float_array(self.xp, x, "x")
-        if not aa.all_finite(self.xp, self.x):
-            raise ValueError("`x` (the starting noise) contains non-finite values")
+        _v.require_finite(self.xp, self.x, "x")
+        self.model_dtype = _resolve_model_dtype(self.xp, model_dtype, x.dtype)
         self.device = aa.device(self.x)
         self.model = model
+        self.model_name = getattr(model, "__name__", None) or type(model).__name__
         self.prediction = prediction
         self.flow = flow
         if flow:
             if schedule is not None:
                 logger.debug("flow-matching samplers ignore `schedule` (the path is fixed)")
             self.schedule = None
-            self.grid = _flow_grid(steps, default_grid)
+            self.grid = _flow_grid(steps, grid, _v.check_scalar(shift, "shift", positive=True))
         else:
             if not isinstance(schedule, NoiseSchedule):
                 raise TypeError(f"`schedule` must be a NoiseSchedule (see make_schedule); got "
                                 f"{type(schedule).__name__}")
             self.schedule = schedule
-            self.grid = _diffusion_grid(steps, default_grid, schedule)
-            la = schedule._log_alpha_bar(np, self.grid)
-            self.log_ab = la
-            self.alpha_bar = np.exp(la)
-            self.alpha = np.exp(0.5 * la)
-            self.sigma = np.sqrt(-np.expm1(la))
-            with np.errstate(divide="ignore"):
-                self.lam = 0.5 * (la - np.log(-np.expm1(la)))  # log(alpha / sigma)
-            self.ve = self.sigma / self.alpha
+            self.grid = _diffusion_grid(steps, grid, schedule)
+            c = self.coef = _solvers.GridCoefficients(schedule, self.grid)
+            self.log_ab, self.alpha_bar, self.alpha = c.log_ab, c.alpha_bar, c.alpha
+            self.sigma, self.lam, self.ve = c.sigma, c.lam, c.ve
             if self.alpha_bar[0] <= 0.0:
                 raise ValueError("alpha_bar is 0 at the first time of the grid; start below "
                                  "t = 1 or use a schedule with alpha_bar(1) > 0")
-            if self.sigma[0] == 0.0:
-                raise ValueError("the grid starts at a time with alpha_bar = 1 (no noise)")
+            flat = np.nonzero(self.sigma[:-1] == 0.0)[0]
+            if flat.size:
+                i = int(flat[0])
+                raise ValueError(f"the schedule has no noise (alpha_bar = 1 in float64) at "
+                                 f"t = {self.grid[i]:.6g}, step {i} of the grid, before its "
+                                 f"last time: use a grid inside the schedule's noisy range "
+                                 f"(e.g. the default grid) or a less extreme schedule")
         self.batched_t = bool(batched_t)
         if dynamic_thresholding is True:
             dynamic_thresholding = 0.995
         if dynamic_thresholding not in (None, False):
-            dynamic_thresholding = aa.finite_scalar(dynamic_thresholding, "dynamic_thresholding")
-            if not 0.0 < dynamic_thresholding <= 1.0:
-                raise ValueError(f"`dynamic_thresholding` must be a percentile in (0, 1]; got "
-                                 f"{dynamic_thresholding}")
+            dynamic_thresholding = _v.check_scalar(dynamic_thresholding,
+                                                   "dynamic_thresholding", low=0.0, high=1.0,
+                                                   low_inclusive=False)
         else:
             dynamic_thresholding = None
         self.threshold = dynamic_thresholding
@@ -354,29 +465,51 @@ class _Run:
         self.callback = callback
         self.progress = progress
         self.nfe = 0
+        self._pending = []  # (device bool, step, t): finiteness checked without a sync per step
+        self._immediate = aa.is_numpy_array(self.x)
 
     # -- model evaluation ---------------------------------------------------------------------
-    def raw(self, x, t: float):
+    def raw(self, x, t: float, step: int | None = None):
         xp = self.xp
-        tt = (xp.full((x.shape[0],), t, dtype=x.dtype, device=self.device)
+        xm = x if self.model_dtype is None else xp.astype(x, self.model_dtype)
+        tt = (xp.full((x.shape[0],), t, dtype=xm.dtype, device=self.device)
               if self.batched_t else float(t))
-        out = self.model(x, tt)
+        out = self.model(xm, tt)
         self.nfe += 1
-        if not aa.is_array(out):
-            raise TypeError(f"the model must return an array; got {type(out).__name__}")
-        if tuple(out.shape) != tuple(x.shape):
-            raise ValueError(f"the model returned shape {tuple(out.shape)} for input shape "
-                             f"{tuple(x.shape)}")
-        return out if out.dtype == x.dtype else xp.astype(out, x.dtype)
+        _v.check_model_output(xp, out, xm, model="model", step=step, t=t, check_finite=False)
+        if out.dtype != x.dtype:
+            out = xp.astype(out, x.dtype)
+        if self._immediate:
+            if not aa.all_finite(xp, out):
+                self._raise_non_finite(step, t)
+        else:
+            self._pending.append((xp.all(xp.isfinite(out)), step, t))
+        return out
+
+    def _raise_non_finite(self, step, t):
+        where = f" at step {step}" if step is not None else ""
+        raise ValueError(f"`model` ({self.model_name}) returned non-finite values (NaN or "
+                         f"inf){where} (t = {t:.6g}); the sample would be NaN")
+
+    def _flush(self):
+        if not self._pending:
+            return
+        xp = self.xp
+        ok = aa.to_numpy(xp.stack([f for f, _, _ in self._pending]))
+        bad = np.nonzero(~ok.astype(bool))[0]
+        pending, self._pending = self._pending, []
+        if bad.size:
+            _, step, t = pending[int(bad[0])]
+            self._raise_non_finite(step, t)
 
     def predict(self, x, k: int, target: str):
         """Model prediction of kind ``target`` at grid index ``k`` (thresholded if x0)."""
         return self.predict_at(x, float(self.grid[k]), float(self.alpha[k]),
-                               float(self.sigma[k]), target)
+                               float(self.sigma[k]), target, step=k)
 
-    def predict_at(self, x, t: float, a: float, s: float, target: str):
+    def predict_at(self, x, t: float, a: float, s: float, target: str, step=None):
         """Prediction at time ``t`` with ``alpha = a``, ``sigma = s`` (VP)."""
-        out = self.raw(x, t)
+        out = self.raw(x, t, step)
         out = _convert(out, x, a, s, self.prediction, target)
         if target == "x0" and self.threshold is not None:
             out = dynamic_threshold(out, self.threshold)
@@ -404,41 +537,35 @@ class _Run:
             it = tqdm(it, total=n, disable=False)
         return it
 
-    def report(self, k: int, x, denoised=None):
-        if self.callback is not None:
-            self.callback({"step": k, "t": float(self.grid[k]), "t_next": float(self.grid[k + 1]),
-                           "x": x, "denoised": denoised, "nfe": self.nfe})
+    def report(self, k: int, x, denoised=None, *, t=None, t_next=None):
+        """Call the callback; returns its replacement for ``x`` when it returns one."""
+        if self.callback is None:
+            return x
+        t = float(self.grid[k]) if t is None else t
+        t_next = float(self.grid[k + 1]) if t_next is None else t_next
+        new = self.callback({"step": k, "t": t, "t_next": t_next, "x": x,
+                             "denoised": denoised, "nfe": self.nfe})
+        if new is None:
+            return x
+        _v.check_model_output(self.xp, new, x, model="callback", step=k, t=t,
+                              check_finite=False)
+        return new if new.dtype == x.dtype else self.xp.astype(new, x.dtype)
 
     def finish(self, x):
+        self._flush()
         logger.debug("sampler finished: %d steps, %d model evaluations",
                      self.grid.shape[0] - 1, self.nfe)
         return x if x.dtype == self.out_dtype else self.xp.astype(x, self.out_dtype)
 
 
-def _diffusion_grid(steps, default_kind: str, schedule: NoiseSchedule) -> np.ndarray:
-    if default_kind not in TIMESTEP_KINDS:
-        raise ValueError(f"`grid` must be one of {TIMESTEP_KINDS}; got {default_kind!r}")
-    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
-        if steps < 1:
-            raise ValueError(f"`steps` must be at least 1; got {steps}")
-        return timesteps(int(steps), default_kind, schedule)
-    if isinstance(steps, bool):
-        raise TypeError("`steps` must be an int or a decreasing grid of times; got a bool")
-    return validate_grid(steps, "steps")
-
-
-def _flow_grid(steps, default_kind: str) -> np.ndarray:
-    """Increasing flow-time grid (t = 0 noise -> t = 1 data)."""
-    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
-        if steps < 1:
-            raise ValueError(f"`steps` must be at least 1; got {steps}")
-        u = np.arange(int(steps) + 1, dtype=np.float64) / int(steps)
-        grid = u * u if default_kind == "quadratic" else u
-        grid[-1] = 1.0
-        return grid
-    if isinstance(steps, bool):
-        raise TypeError("`steps` must be an int or an increasing grid of flow times; got a bool")
-    return validate_grid(steps, "steps", increasing=True)
+def _one_eval_loop(run: _Run, stepper):
+    """The loop of every one-evaluation-per-step sampler (see :mod:`arraygen._solvers`)."""
+    x = run.x
+    for k in run.steps():
+        d = run.denoise(x, k)
+        x = stepper.step(k, x, d, lambda j, k=k: run.noise(k, j))
+        x = run.report(k, x, d)
+    return run.finish(x)
 
 
 def _bcast(xp, values, like):
@@ -453,6 +580,54 @@ def _sample_norm(xp, v):
     return _bcast(xp, n, v)
 
 
+def discrete_time_model(model, num_timesteps: int):
+    r"""Wrap a network that takes a discrete timestep (diffusers' UNets) as ``model(x, t)``.
+
+    arraygen's continuous ``t`` maps to the network's timestep argument
+    ``i = t * N - 1`` (``N`` = ``num_timesteps``, the training table's length; step ``i`` of the
+    table sits at ``t = (i + 1) / N``, as :meth:`NoiseSchedule.from_alphas_cumprod` places it).
+    Values within 1e-6 of an integer are passed as that integer (the grids ``"leading"``,
+    ``"trailing"``, ``"linspace"`` land on them); others stay fractional (UNets embed float
+    timesteps). ``t`` may be a Python float or a ``(B,)`` array (``batched_t=True``).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, timestep)`` returning the network output as an array like ``x`` (wrap a
+        diffusers UNet as ``lambda x, i: unet(x, i).sample``, or use
+        :func:`arraygen.integrations.diffusers.unet_model`).
+    num_timesteps : int
+        ``N`` (``len(alphas_cumprod)``, diffusers' ``num_train_timesteps``).
+
+    Returns
+    -------
+    callable ``f(x, t)``
+
+    Examples
+    --------
+    >>> from arraygen.samplers import discrete_time_model
+    >>> f = discrete_time_model(lambda x, i: i, 1000)
+    >>> f(None, 0.9), f(None, 0.9005)
+    (899, 899.5)
+    """
+    if not callable(model):
+        raise TypeError(f"`model` must be callable; got {type(model).__name__}")
+    n = _v.check_int(num_timesteps, "num_timesteps", minimum=1)
+
+    def wrapped(x, t):
+        if aa.is_array(t):
+            xp = aa.array_namespace(t=t)
+            v = t * float(n) - 1.0
+            r = xp.round(v)
+            return model(x, xp.where(xp.abs(v - r) < 1e-6, r, v))
+        v = float(t) * n - 1.0
+        r = round(v)
+        return model(x, r if abs(v - r) < 1e-6 else v)
+
+    wrapped.__name__ = getattr(model, "__name__", type(model).__name__)
+    return wrapped
+
+
 # --------------------------------------------------------------------------------------------
 # diffusion samplers
 # --------------------------------------------------------------------------------------------
@@ -461,29 +636,39 @@ _COMMON_DOC = """
     Parameters
     ----------
     model : callable
-        ``model(x, t)`` returning an array shaped like ``x`` of kind ``prediction``.
+        ``model(x, t)`` returning an array shaped like ``x`` (same library) of kind
+        ``prediction``. Every output is checked: another library or complex values raise
+        ``TypeError``, NaN/inf a ``ValueError`` naming the step and t.
     x : array, shape (B, ...)
-        The starting noise at ``steps[0]`` (``N(0, I)`` for a grid starting at t = 1); its
-        namespace and device are used throughout.
+        The starting noise at the grid's first time (``N(0, I)`` at t = 1); its namespace and
+        device are used throughout.
     schedule : NoiseSchedule
     steps : int or sequence of float
-        Number of steps on the sampler's default grid (:func:`arraygen.schedules.timesteps`
-        kind ``grid``), or an explicit strictly decreasing grid of times in [0, 1] (it may end
-        above 0, e.g. for partial denoising).
+        Number of steps on the grid kind ``grid``, or an explicit strictly decreasing grid of
+        times in [0, 1] (it may end above 0, e.g. for partial denoising).
     prediction : {"score", "epsilon", "x0", "v"}
+        Required: what the model returns.
     rng : int, Key or numpy.random.Generator, optional
         Noise stream (stochastic samplers only).
     progress : bool
         Show a tqdm progress bar.
     callback : callable, optional
-        Called after every step with a dict ``step, t, t_next, x, denoised, nfe``.
-    grid : str, optional
-        Grid kind used when ``steps`` is an int.
+        Called after every step with a dict ``step, t, t_next, x, denoised, nfe``; if it
+        returns an array, that array replaces ``x`` (inpainting, guidance edits).
+    grid : str or array, optional
+        The grid kind for an int ``steps`` (:func:`arraygen.schedules.timesteps`; default
+        :data:`DEFAULT_GRID` = ``"log_snr"``, t = 1 then log-SNR steps from VE sigma 80), or an
+        explicit strictly decreasing array of t (e.g. ``timesteps(n, "sigmas", schedule,
+        sigmas=ays_levels)`` for an "Align Your Steps" list).
     batched_t : bool
         Pass ``t`` to the model as a ``(B,)`` array instead of a Python float.
     dynamic_thresholding : float or bool, optional
         Apply :func:`dynamic_threshold` with this percentile (True: 0.995) to every denoised
         estimate.
+    model_dtype : dtype or str, optional
+        Dtype ``x`` is passed to the model in (e.g. ``torch.bfloat16`` for a bf16 network);
+        the solver state stays float32 (float64 input: float64). Default: ``x``'s dtype when
+        that is float16/bfloat16, else the compute dtype.
 """
 
 _COMMON_RETURNS = """
@@ -492,15 +677,39 @@ _COMMON_RETURNS = """
     array like ``x``: the sample at the last time of the grid.
 """
 
+_EXAMPLE = """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen import samplers as S
+    >>> from arraygen.schedules import make_schedule
+    >>> sch = make_schedule("cosine")
+    >>> def eps(x, t):  # exact epsilon of N(0, 0.25 I) data
+    ...     ab = sch.alpha_bar(t)
+    ...     return np.sqrt(1 - ab) * x / (0.25 * ab + 1 - ab)
+    >>> x = np.random.default_rng(0).standard_normal((4000, 2))
+    >>> out = S.%s(eps, x, schedule=sch, steps=20, prediction="epsilon"%s)
+    >>> bool(abs(out.std() - 0.5) < 0.05)
+    True
+"""
 
-def _doc(fn):
-    fn.__doc__ = fn.__doc__.replace("    %(common)s\n", _COMMON_DOC).rstrip() + "\n" + _COMMON_RETURNS
+
+def _doc(fn, extra=""):
+    example = _EXAMPLE % (fn.__name__, extra)
+    fn.__doc__ = (fn.__doc__.replace("    %(common)s\n", _COMMON_DOC).rstrip() + "\n"
+                  + _COMMON_RETURNS + example)
     return fn
 
 
-@_doc
-def sample_ddpm(model, x, *, schedule, steps, prediction="score", rng=None, progress=False,
-                callback=None, grid="linear", batched_t=False, dynamic_thresholding=None):
+def _doc_rng(fn):
+    return _doc(fn, ", rng=0")
+
+
+@_requires_prediction(_VP_PREDICTIONS)
+@_doc_rng
+def sample_ddpm(model, x, *, schedule, steps=None, prediction, rng=None, progress=False,
+                callback=None, grid=None, batched_t=False, dynamic_thresholding=None,
+                model_dtype=None):
     r"""Ancestral DDPM sampling with the posterior :math:`q(x_{t'} \mid x_t, \hat x_0)`.
 
     For a step from t to t' < t with :math:`\bar\alpha_c = \bar\alpha(t)`,
@@ -519,41 +728,17 @@ def sample_ddpm(model, x, *, schedule, steps, prediction="score", rng=None, prog
     %(common)s
     """
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid=grid, batched_t=batched_t,
-               dynamic_thresholding=dynamic_thresholding, needs_rng=True)
-    x = run.x
-    for k in run.steps():
-        d = run.denoise(x, k)
-        # 1 - alpha_bar as sigma^2 and beta = -expm1(log ab_c - log ab_p): no cancellation
-        s2c, s2p = float(run.sigma[k]) ** 2, float(run.sigma[k + 1]) ** 2
-        beta = -math.expm1(float(run.log_ab[k] - run.log_ab[k + 1]))
-        c0 = float(run.alpha[k + 1]) * beta / s2c
-        cx = float(run.alpha[k] / run.alpha[k + 1]) * s2p / s2c
-        x = c0 * d + cx * x
-        var = beta * s2p / s2c
-        if var > 0.0:
-            x = x + math.sqrt(var) * run.noise(k)
-        run.report(k, x, d)
-    return run.finish(x)
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding, needs_rng=True,
+               model_dtype=model_dtype)
+    return _one_eval_loop(run, _solvers.make_stepper("ddpm", run.coef))
 
 
-def _ddim_coefficients(run, k: int, eta: float):
-    """(c_x, c_d, c_noise) of x_next = c_x x + c_d D + c_noise z for DDIM(eta), Song eq. 12/16."""
-    a, s = float(run.alpha[k]), float(run.sigma[k])
-    an, sn = float(run.alpha[k + 1]), float(run.sigma[k + 1])
-    noise_sd = 0.0
-    if eta > 0.0 and sn > 0.0:
-        step = -math.expm1(float(run.log_ab[k] - run.log_ab[k + 1]))  # 1 - ab_c / ab_p
-        noise_sd = eta * (sn / s) * math.sqrt(step)
-    direction = math.sqrt(max(0.0, sn * sn - noise_sd * noise_sd))
-    # eps_hat = (x - a D) / s  =>  x_next = an D + direction * eps_hat + noise_sd z
-    return direction / s, an - direction * a / s, noise_sd
-
-
+@_requires_prediction(_VP_PREDICTIONS)
 @_doc
-def sample_ddim(model, x, *, schedule, steps, prediction="score", rng=None, progress=False,
-                callback=None, eta=0.0, grid="linear", batched_t=False,
-                dynamic_thresholding=None):
+def sample_ddim(model, x, *, schedule, steps=None, prediction, rng=None, progress=False,
+                callback=None, eta=0.0, grid=None, batched_t=False,
+                dynamic_thresholding=None, model_dtype=None):
     r"""DDIM (Song et al. 2021, eq. 12 and 16) with stochasticity ``eta``.
 
     .. math::
@@ -568,34 +753,29 @@ def sample_ddim(model, x, *, schedule, steps, prediction="score", rng=None, prog
     line through :math:`x_t`). ``eta = 0`` is deterministic and equals :func:`sample_euler` on
     the same grid (Euler in the variance-exploding variables); ``eta = 1`` is DDPM's
     posterior variance. :func:`ddim_invert` runs ``eta = 0`` backwards. One model evaluation
-    per step.
+    per step. With ``grid="leading"`` on :meth:`NoiseSchedule.from_diffusers` and
+    :func:`discrete_time_model` this is diffusers' ``DDIMScheduler`` loop (``clip_sample=False``).
 
     %(common)s
     eta : float
         >= 0 (0: deterministic).
     """
-    eta = aa.finite_scalar(eta, "eta", nonnegative=True)
+    eta = _v.check_scalar(eta, "eta", nonnegative=True)
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid=grid, batched_t=batched_t,
-               dynamic_thresholding=dynamic_thresholding, needs_rng=eta > 0)
-    x = run.x
-    for k in run.steps():
-        d = run.denoise(x, k)
-        cx, cd, cz = _ddim_coefficients(run, k, eta)
-        x = cx * x + cd * d
-        if cz > 0.0:
-            x = x + cz * run.noise(k)
-        run.report(k, x, d)
-    return run.finish(x)
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding, needs_rng=eta > 0,
+               model_dtype=model_dtype)
+    return _one_eval_loop(run, _solvers.make_stepper("ddim", run.coef, eta=eta))
 
 
-def ddim_invert(model, x, *, schedule, steps, prediction="score", progress=False,
-                callback=None, grid="linear", batched_t=False, n_fixed_point=0):
+@_requires_prediction(_VP_PREDICTIONS)
+def ddim_invert(model, x, *, schedule, steps=None, prediction, progress=False,
+                callback=None, grid=None, batched_t=False, n_fixed_point=0, model_dtype=None):
     r"""Run deterministic DDIM (``eta = 0``) backwards: data end -> noise end of the grid.
 
     ``x`` is a sample at the *last* time of the grid (which must be > 0, because inversion
     needs a noise estimate there: pass an explicit grid such as ``timesteps(n)[:-1]`` or one
-    ending at a small t), and the result is at ``steps[0]``. Each forward DDIM step is
+    ending at a small t), and the result is at the grid's first time. Each forward DDIM step is
     ``x_lo = c_x x_hi + c_d D(x_hi, t_hi)``; inversion solves it for ``x_hi``:
 
     * initial guess (the usual DDIM inversion): ``D(x_hi) ~ D(x_lo, t_lo)``, i.e.
@@ -608,33 +788,51 @@ def ddim_invert(model, x, *, schedule, steps, prediction="score", progress=False
 
     Parameters
     ----------
-    model, schedule, prediction, progress, callback, grid, batched_t
-        As in :func:`sample_ddim`.
+    model, schedule, prediction, progress, callback, batched_t, model_dtype
+        As in :func:`sample_ddim` (the callback's return value is ignored here).
     x : array, shape (B, ...)
         Sample at the grid's last time.
     steps : int or sequence of float
-        The *sampling* grid (decreasing); with an int the default grid's final t = 0 is
-        dropped, so ``steps`` = n gives n - 1 inversion steps.
+        The *sampling* grid (decreasing); with an int the grid's final t = 0 is dropped, so
+        ``steps`` = n gives n - 1 inversion steps.
+    grid : str or array, optional
+        Grid kind for an int ``steps`` (default :data:`DEFAULT_GRID`), or the explicit grid.
     n_fixed_point : int
         Fixed-point refinements per step (>= 0).
 
     Returns
     -------
-    array like ``x`` at time ``steps[0]``.
+    array like ``x`` at the grid's first time.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen import samplers as S
+    >>> from arraygen.schedules import make_schedule, timesteps
+    >>> sch = make_schedule("linear")
+    >>> eps = lambda x, t: np.sqrt(1 - sch.alpha_bar(t)) * x  # data N(0, I): eps = sigma x
+    >>> g = timesteps(10, "linear")[:-1]
+    >>> x0 = np.ones((2, 3))
+    >>> z = S.ddim_invert(eps, x0, schedule=sch, grid=g, prediction="epsilon")
+    >>> bool(np.allclose(S.sample_ddim(eps, z, schedule=sch, grid=g, prediction="epsilon"), x0))
+    True
     """
-    if isinstance(n_fixed_point, bool) or not isinstance(n_fixed_point, (int, np.integer)) \
-            or n_fixed_point < 0:
-        raise ValueError(f"`n_fixed_point` must be a non-negative int; got {n_fixed_point!r}")
-    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
-        if steps < 2:
-            raise ValueError(f"`steps` must be at least 2 for inversion (the final step to "
-                             f"t = 0 is dropped); got {steps}")
-        steps = timesteps(int(steps), grid, schedule)[:-1]
+    n_fixed_point = _v.check_int(n_fixed_point, "n_fixed_point", minimum=0)
+    if grid is None or isinstance(grid, str):
+        if steps is not None and _is_step_count(steps):
+            n = _v.check_int(steps, "steps", minimum=2)
+            if not isinstance(schedule, NoiseSchedule):
+                raise TypeError(f"`schedule` must be a NoiseSchedule (see make_schedule); got "
+                                f"{type(schedule).__name__}")
+            kind = DEFAULT_GRID if grid is None else _v.check_choice(grid, "grid", _GRID_KINDS)
+            steps, grid = None, timesteps(n, kind, schedule)[:-1]
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=None,
-               progress=progress, callback=callback, default_grid=grid, batched_t=batched_t)
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               model_dtype=model_dtype)
     if run.sigma[-1] <= 0.0:
         raise ValueError("`steps` must end above t = 0 for inversion (alpha_bar < 1 there); "
                          f"got a grid ending at t = {run.grid[-1]!r}")
+    ddim = _solvers.make_stepper("ddim", run.coef)
     x = run.x
     n = run.grid.shape[0] - 1
     for j in range(n):
@@ -643,8 +841,8 @@ def ddim_invert(model, x, *, schedule, steps, prediction="score", progress=False
         d_lo = run.denoise(x, lo)
         eps_lo = (x - float(run.alpha[lo]) * d_lo) / float(run.sigma[lo])
         x_hi = float(run.alpha[k]) * d_lo + float(run.sigma[k]) * eps_lo
-        cx, cd, _ = _ddim_coefficients(run, k, 0.0)
-        for _ in range(int(n_fixed_point)):
+        cx, cd, _ = ddim.coefficients(k)
+        for _ in range(n_fixed_point):
             x_hi = (x - cd * run.denoise(x_hi, k)) / cx
         x = x_hi
         if run.callback is not None:
@@ -653,9 +851,11 @@ def ddim_invert(model, x, *, schedule, steps, prediction="score", progress=False
     return run.finish(x)
 
 
+@_requires_prediction(_VP_PREDICTIONS)
 @_doc
-def sample_euler(model, x, *, schedule, steps, prediction="score", rng=None, progress=False,
-                 callback=None, grid="karras", batched_t=False, dynamic_thresholding=None):
+def sample_euler(model, x, *, schedule, steps=None, prediction, rng=None, progress=False,
+                 callback=None, grid=None, batched_t=False, dynamic_thresholding=None,
+                 model_dtype=None):
     r"""Euler's method on the probability-flow ODE in the variance-exploding variables.
 
     With ``y = x / alpha`` and ``s = sigma / alpha`` (module docstring),
@@ -665,28 +865,16 @@ def sample_euler(model, x, *, schedule, steps, prediction="score", rng=None, pro
     %(common)s
     """
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid=grid, batched_t=batched_t,
-               dynamic_thresholding=dynamic_thresholding)
-    x = run.x
-    for k in run.steps():
-        d = run.denoise(x, k)
-        x = _euler_step(run, x, d, k)
-        run.report(k, x, d)
-    return run.finish(x)
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding, model_dtype=model_dtype)
+    return _one_eval_loop(run, _solvers.make_stepper("euler", run.coef))
 
 
-def _euler_step(run, x, d, k: int):
-    s, sn = float(run.ve[k]), float(run.ve[k + 1])
-    a, an = float(run.alpha[k]), float(run.alpha[k + 1])
-    # y' = y + (sn - s)(y - D)/s = (sn/s) y + (1 - sn/s) D, and x = alpha y
-    r = sn / s
-    return (an * r / a) * x + (an * (1.0 - r)) * d
-
-
+@_requires_prediction(_VP_PREDICTIONS)
 @_doc
-def sample_heun(model, x, *, schedule, steps, prediction="score", rng=None, progress=False,
-                callback=None, grid="karras", batched_t=False, dynamic_thresholding=None,
-                s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0):
+def sample_heun(model, x, *, schedule, steps=None, prediction, rng=None, progress=False,
+                callback=None, grid=None, batched_t=False, dynamic_thresholding=None,
+                s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0, model_dtype=None):
     r"""Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1/2).
 
     In ``y = x / alpha``, ``s = sigma / alpha`` with slope ``f(y, s) = (y - D) / s``: an Euler
@@ -710,15 +898,14 @@ def sample_heun(model, x, *, schedule, steps, prediction="score", rng=None, prog
     s_noise : float
         Scale of the added noise (>= 0; EDM uses values slightly above 1).
     """
-    s_churn = aa.finite_scalar(s_churn, "s_churn", nonnegative=True)
-    s_tmin = aa.finite_scalar(s_tmin, "s_tmin", nonnegative=True)
-    s_noise = aa.finite_scalar(s_noise, "s_noise", nonnegative=True)
-    s_tmax = float(s_tmax)
-    if math.isnan(s_tmax) or s_tmax < s_tmin:
-        raise ValueError(f"`s_tmax` must be >= `s_tmin`; got {s_tmax} < {s_tmin}")
+    s_churn = _v.check_scalar(s_churn, "s_churn", nonnegative=True)
+    s_tmin = _v.check_scalar(s_tmin, "s_tmin", nonnegative=True)
+    s_noise = _v.check_scalar(s_noise, "s_noise", nonnegative=True)
+    s_tmax = _v.check_scalar(s_tmax, "s_tmax", finite=False, low=s_tmin)
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid=grid, batched_t=batched_t,
-               dynamic_thresholding=dynamic_thresholding, needs_rng=s_churn > 0)
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding, needs_rng=s_churn > 0,
+               model_dtype=model_dtype)
     x = run.x
     n = run.grid.shape[0] - 1
     ve_max = float(schedule.ve_sigma(1.0))
@@ -734,7 +921,7 @@ def sample_heun(model, x, *, schedule, steps, prediction="score", rng=None, prog
                 extra = s_noise * math.sqrt(max(0.0, s_hat * s_hat - s_c * s_c))
                 x = a_hat * (x / a_c + extra * run.noise(k))
                 a_c, s_c = a_hat, s_hat
-        d = run.predict_at(x, t_c, a_c, a_c * s_c, "x0")
+        d = run.predict_at(x, t_c, a_c, a_c * s_c, "x0", step=k)
         sn, an = float(run.ve[k + 1]), float(run.alpha[k + 1])
         y = x / a_c
         f1 = (y - d) / s_c
@@ -743,15 +930,15 @@ def sample_heun(model, x, *, schedule, steps, prediction="score", rng=None, prog
             d2 = run.denoise(an * y_next, k + 1)
             f2 = (y_next - d2) / sn
             y_next = y + (0.5 * (sn - s_c)) * (f1 + f2)
-        x = an * y_next
-        run.report(k, x, d)
+        x = run.report(k, an * y_next, d)
     return run.finish(x)
 
 
+@_requires_prediction(_VP_PREDICTIONS)
 @_doc
-def sample_dpmpp_2m(model, x, *, schedule, steps, prediction="score", rng=None,
-                    progress=False, callback=None, sde=False, eta=1.0, grid="karras",
-                    batched_t=False, dynamic_thresholding=None):
+def sample_dpmpp_2m(model, x, *, schedule, steps=None, prediction, rng=None,
+                    progress=False, callback=None, sde=False, eta=1.0, grid=None,
+                    batched_t=False, dynamic_thresholding=None, model_dtype=None):
     r"""DPM-Solver++(2M) (Lu et al. 2022), multistep in :math:`\lambda = \log(\alpha/\sigma)`.
 
     ODE (``sde=False``), with :math:`h = \lambda' - \lambda` and the previous step's
@@ -773,7 +960,9 @@ def sample_dpmpp_2m(model, x, *, schedule, steps, prediction="score", rng=None,
              + \sigma' \sqrt{1 - e^{-2\eta h}}\, z.
 
     One model evaluation per step. These are k-diffusion's ``sample_dpmpp_2m`` and
-    ``sample_dpmpp_2m_sde`` written for VP ``x`` (they agree after scaling by alpha).
+    ``sample_dpmpp_2m_sde`` written for VP ``x`` (they agree after scaling by alpha); with
+    ``grid="linspace"`` on :meth:`NoiseSchedule.from_diffusers` this is diffusers'
+    ``DPMSolverMultistepScheduler`` (defaults) loop.
 
     %(common)s
     sde : bool
@@ -781,46 +970,202 @@ def sample_dpmpp_2m(model, x, *, schedule, steps, prediction="score", rng=None,
     eta : float
         Noise scale of the SDE variant (>= 0).
     """
-    eta = aa.finite_scalar(eta, "eta", nonnegative=True) if sde else 0.0
+    sde = bool(sde)
+    eta = _v.check_scalar(eta, "eta", nonnegative=True) if sde else 0.0
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid=grid, batched_t=batched_t,
-               dynamic_thresholding=dynamic_thresholding, needs_rng=sde and eta > 0)
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding, needs_rng=sde and eta > 0,
+               model_dtype=model_dtype)
+    return _one_eval_loop(run, _solvers.make_stepper("dpmpp_2m", run.coef, sde=sde, eta=eta))
+
+
+@_requires_prediction(_VP_PREDICTIONS)
+@_doc
+def sample_unipc(model, x, *, schedule, steps=None, prediction, rng=None, progress=False,
+                 callback=None, order=2, corrector=True, lower_order_final=True, grid=None,
+                 batched_t=False, dynamic_thresholding=None, model_dtype=None):
+    r"""UniPC (Zhao et al. 2023), B(h) = e^h - 1 ("bh2"), data prediction: a UniP-``order``
+    multistep predictor and the UniC corrector, one model evaluation per step.
+
+    With :math:`h = \lambda_{k+1} - \lambda_k`, :math:`r_i = (\lambda_{k-i} - \lambda_k)/h`
+    and :math:`D^{(i)} = (D_{k-i} - D_k)/r_i`, the predictor is
+
+    .. math::
+
+        x_{k+1} = \frac{\sigma_{k+1}}{\sigma_k} x_k + \alpha_{k+1}(1 - e^{-h}) D_k
+                  - \alpha_{k+1} B(h) \sum_{i=1}^{p-1} \rho^p_i D^{(i)},
+
+    :math:`\rho^p` from the order conditions :math:`R\rho = b` (:math:`R_{ji} = r_i^{j-1}`,
+    :math:`b_j = j!\,\varphi_{j+1}(-h)\,h/B(h)`-type coefficients; ``order=2`` uses
+    :math:`\rho = 1/2`). Once the model has been evaluated at :math:`x_{k+1}`, UniC redoes the
+    step with that value as one more node (order ``p + 1``), and the predictor continues from
+    the corrected point; the corrector reuses the evaluation, so it costs nothing. Warm-up with
+    lower orders; ``lower_order_final`` (diffusers' default) uses order ``min(p, steps left)``;
+    the step to t = 0 returns ``D``. With ``grid="linspace"`` on
+    :meth:`NoiseSchedule.from_diffusers` this is diffusers' ``UniPCMultistepScheduler``
+    (``solver_order=order``, defaults) loop.
+
+    %(common)s
+    order : {1, 2, 3}
+        Predictor order ``p`` (the corrected solution has order ``p + 1`` locally).
+    corrector : bool
+        Apply UniC (False: UniP only).
+    lower_order_final : bool
+        Lower the order in the final steps (diffusers' default; helps below ~15 steps).
+    """
+    order = _v.check_int(order, "order", minimum=1, maximum=3)
+    run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding, model_dtype=model_dtype)
+    return _one_eval_loop(run, _solvers.make_stepper(
+        "unipc", run.coef, order=order, corrector=bool(corrector),
+        lower_order_final=bool(lower_order_final)))
+
+
+@_requires_prediction(_VP_PREDICTIONS)
+@_doc_rng
+def sample_dpmpp_3m_sde(model, x, *, schedule, steps=None, prediction, rng=None,
+                        progress=False, callback=None, eta=1.0, s_noise=1.0, grid=None,
+                        batched_t=False, dynamic_thresholding=None, model_dtype=None):
+    r"""DPM-Solver++(3M) SDE (k-diffusion's ``sample_dpmpp_3m_sde``), for VP ``x``.
+
+    With :math:`h = \lambda' - \lambda`, :math:`\tilde h = (1 + \eta) h`,
+    :math:`\varphi_2 = (e^{-\tilde h} - 1)/\tilde h + 1`, :math:`\varphi_3 = \varphi_2/\tilde h
+    - 1/2`, and divided differences of the last three denoised estimates
+    (:math:`r_0 = h_{-1}/h`, :math:`r_1 = h_{-2}/h`, :math:`d_0 = (D_k - D_{k-1})/r_0`,
+    :math:`d_1 = (D_{k-1} - D_{k-2})/r_1`):
+
+    .. math::
+
+        x' = \frac{\sigma'}{\sigma} e^{-\eta h} x + \alpha'(1 - e^{-\tilde h}) D_k
+             + \alpha'\varphi_2 \Bigl(d_0 + \frac{r_0 (d_0 - d_1)}{r_0 + r_1}\Bigr)
+             - \alpha'\varphi_3 \frac{d_0 - d_1}{r_0 + r_1}
+             + s_{noise}\,\sigma'\sqrt{1 - e^{-2\eta h}}\,z
+
+    (second-order correction only at the second step, first order at the first; the step to
+    t = 0 returns ``D``). ``eta = 0`` is the deterministic third-order multistep solver
+    (DPM-Solver++(3M)). Independent Gaussian increments replace k-diffusion's Brownian tree
+    (the same law). One model evaluation per step; needs ``rng`` when ``eta > 0``.
+
+    %(common)s
+    eta : float
+        Noise scale (>= 0; 1 is the reverse SDE, 0 the ODE).
+    s_noise : float
+        Scale of the added noise (>= 0).
+    """
+    eta = _v.check_scalar(eta, "eta", nonnegative=True)
+    s_noise = _v.check_scalar(s_noise, "s_noise", nonnegative=True)
+    run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding,
+               needs_rng=eta > 0 and s_noise > 0, model_dtype=model_dtype)
+    return _one_eval_loop(run, _solvers.make_stepper("dpmpp_3m_sde", run.coef, eta=eta,
+                                                     s_noise=s_noise))
+
+
+@_requires_prediction(_VP_PREDICTIONS)
+@_doc_rng
+def sample_euler_ancestral(model, x, *, schedule, steps=None, prediction, rng=None,
+                           progress=False, callback=None, eta=1.0, s_noise=1.0, grid=None,
+                           batched_t=False, dynamic_thresholding=None, model_dtype=None):
+    r"""Euler ancestral (k-diffusion's ``sample_euler_ancestral``, diffusers'
+    ``EulerAncestralDiscreteScheduler``), for VP ``x``.
+
+    In the VE variables ``y = x / alpha``, ``s = sigma / alpha``, a step s -> s' splits into
+    :math:`s_\uparrow = \min(s', \eta\sqrt{s'^2(s^2 - s'^2)/s^2})` and
+    :math:`s_\downarrow = \sqrt{s'^2 - s_\uparrow^2}`:
+    ``y' = y + (s_down - s)(y - D)/s + s_noise s_up z``, ``x' = alpha' y'``. First order
+    (weakly); one model evaluation per step; needs ``rng`` when ``eta > 0``.
+
+    %(common)s
+    eta : float
+        Ancestral noise fraction (>= 0; 1: DDPM-like, 0: Euler).
+    s_noise : float
+        Scale of the added noise (>= 0).
+    """
+    eta = _v.check_scalar(eta, "eta", nonnegative=True)
+    s_noise = _v.check_scalar(s_noise, "s_noise", nonnegative=True)
+    run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding,
+               needs_rng=eta > 0 and s_noise > 0, model_dtype=model_dtype)
+    return _one_eval_loop(run, _solvers.make_stepper("euler_ancestral", run.coef, eta=eta,
+                                                     s_noise=s_noise))
+
+
+@_requires_prediction(_VP_PREDICTIONS)
+@_doc_rng
+def sample_dpmpp_2s_ancestral(model, x, *, schedule, steps=None, prediction, rng=None,
+                              progress=False, callback=None, eta=1.0, s_noise=1.0, grid=None,
+                              batched_t=False, dynamic_thresholding=None, model_dtype=None):
+    r"""DPM-Solver++(2S) ancestral (k-diffusion's ``sample_dpmpp_2s_ancestral``), VP ``x``.
+
+    Each step s -> s' splits like :func:`sample_euler_ancestral` into :math:`s_\downarrow`,
+    :math:`s_\uparrow`; the deterministic part is a second-order single-step exponential
+    integrator in :math:`\lambda = -\log s` from :math:`\lambda` to
+    :math:`\lambda_\downarrow`, :math:`h = \lambda_\downarrow - \lambda`, with a midpoint
+    evaluation at :math:`\lambda + h/2`:
+
+    .. math::
+
+        y_2 = e^{-h/2} y + (1 - e^{-h/2}) D(y),\qquad
+        y' = e^{-h} y + (1 - e^{-h}) D(y_2) + s_{noise} s_\uparrow z
+
+    (``y = x / alpha``; the midpoint time is found by inverting the schedule). The step to
+    t = 0 is an Euler step (``D``). Two model evaluations per step except the last;
+    ``eta = 0`` is the deterministic DPM-Solver++(2S) (second order). Needs ``rng`` when
+    ``eta > 0``.
+
+    %(common)s
+    eta : float
+        Ancestral noise fraction (>= 0).
+    s_noise : float
+        Scale of the added noise (>= 0).
+    """
+    eta = _v.check_scalar(eta, "eta", nonnegative=True)
+    s_noise = _v.check_scalar(s_noise, "s_noise", nonnegative=True)
+    run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding,
+               needs_rng=eta > 0 and s_noise > 0, model_dtype=model_dtype)
+    split = _solvers.make_stepper("euler_ancestral", run.coef, eta=eta, s_noise=s_noise)
+    n = run.grid.shape[0] - 1
+    # down levels, midpoint levels and their times, all on the host before the loop
+    downs = [split.levels(k) for k in range(n)]
+    mids = np.array([math.sqrt(float(run.ve[k]) * sd) if sd > 0 else 0.0
+                     for k, (sd, _) in enumerate(downs)])
+    t_mid = np.zeros(n)
+    pos = mids > 0
+    if pos.any():
+        t_mid[pos] = schedule.t_from_log_alpha_bar(-np.log1p(mids[pos] ** 2))
+    la_mid = schedule._log_alpha_bar(np, t_mid)
+    a_mid = np.exp(0.5 * la_mid)
+    s_mid = np.sqrt(-np.expm1(la_mid))
     x = run.x
-    d_old = None
-    h_old = None
     for k in run.steps():
+        a, an, s = float(run.alpha[k]), float(run.alpha[k + 1]), float(run.ve[k])
+        s_down, s_up = downs[k]
         d = run.denoise(x, k)
-        sn, an = float(run.sigma[k + 1]), float(run.alpha[k + 1])
-        if sn == 0.0:
-            x = an * d
+        y = x / a
+        if s_down == 0.0:
+            y = d
         else:
-            s = float(run.sigma[k])
-            h = float(run.lam[k + 1] - run.lam[k])
-            if not sde:
-                d_hat = d
-                if d_old is not None:
-                    r = h_old / h
-                    d_hat = (1.0 + 1.0 / (2.0 * r)) * d - (1.0 / (2.0 * r)) * d_old
-                x = (sn / s) * x - (an * math.expm1(-h)) * d_hat
-            else:
-                eh = eta * h
-                c = -math.expm1(-h - eh)
-                x = (sn / s * math.exp(-eh)) * x + (an * c) * d
-                if d_old is not None:
-                    r = h_old / h
-                    x = x + (an * c * 0.5 / r) * (d - d_old)
-                if eta > 0.0:
-                    x = x + (sn * math.sqrt(-math.expm1(-2.0 * eh))) * run.noise(k)
-            h_old = h
-        d_old = d
-        run.report(k, x, d)
+            sm = float(mids[k])  # sqrt(s s_down) = exp(-(lambda + h/2)) in lambda = -log s
+            y2 = (sm / s) * y + (1.0 - sm / s) * d
+            d2 = run.predict_at(float(a_mid[k]) * y2, float(t_mid[k]), float(a_mid[k]),
+                                float(s_mid[k]), "x0", step=k)
+            y = (s_down / s) * y + (1.0 - s_down / s) * d2
+        if s_up > 0.0 and s_noise > 0.0:
+            y = y + (s_up * s_noise) * run.noise(k)
+        x = run.report(k, an * y, d)
     return run.finish(x)
 
 
-@_doc
-def sample_sde(model, x, *, schedule, steps, prediction="score", rng=None, progress=False,
-               callback=None, corrector_steps=0, snr=0.16, grid="linear", batched_t=False,
-               dynamic_thresholding=None):
+@_requires_prediction(_VP_PREDICTIONS)
+@_doc_rng
+def sample_sde(model, x, *, schedule, steps=None, prediction, rng=None, progress=False,
+               callback=None, corrector_steps=0, snr=0.16, grid=None, batched_t=False,
+               dynamic_thresholding=None, model_dtype=None):
     r"""Reverse VP SDE by Euler-Maruyama, with an optional Langevin corrector (Song et al. 2021).
 
     The reverse SDE ``dx = [-1/2 beta x - beta score] dt + sqrt(beta) dW`` (backward in t) is
@@ -836,7 +1181,10 @@ def sample_sde(model, x, *, schedule, steps, prediction="score", rng=None, progr
     batch; per-sample norms would correlate ``e`` with ``z`` and with the position, which biases
     low-dimensional targets badly). The cap keeps the unadjusted Langevin step stable:
     ``p_t`` is the data convolved with ``N(0, sigma_t^2 I)``, whose log-density has curvature at
-    most ``1 / sigma_t^2``. Model evaluations: ``steps * (1 + m)``. Needs ``rng``.
+    most ``1 / sigma_t^2``. Model evaluations: ``steps * (1 + m)``. Needs ``rng``. First
+    order: Euler-Maruyama's per-step variance error is about ``B^2/4``, so it needs many more
+    steps than the ODE samplers (prefer :func:`sample_dpmpp_2m` with ``sde=True`` or
+    :func:`sample_dpmpp_3m_sde` for a stochastic sampler).
 
     %(common)s
     corrector_steps : int
@@ -844,15 +1192,12 @@ def sample_sde(model, x, *, schedule, steps, prediction="score", rng=None, progr
     snr : float
         Corrector signal-to-noise ratio (> 0).
     """
-    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, (int, np.integer)) \
-            or corrector_steps < 0:
-        raise ValueError(f"`corrector_steps` must be a non-negative int; got "
-                         f"{corrector_steps!r}")
-    snr = aa.finite_scalar(snr, "snr", positive=True)
-    m = int(corrector_steps)
+    m = _v.check_int(corrector_steps, "corrector_steps", minimum=0)
+    snr = _v.check_scalar(snr, "snr", positive=True)
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid=grid, batched_t=batched_t,
-               dynamic_thresholding=dynamic_thresholding, draws_per_step=m + 1, needs_rng=True)
+               progress=progress, callback=callback, grid=grid, batched_t=batched_t,
+               dynamic_thresholding=dynamic_thresholding, draws_per_step=m + 1, needs_rng=True,
+               model_dtype=model_dtype)
     xp = run.xp
     x = run.x
     for k in run.steps():
@@ -875,7 +1220,7 @@ def sample_sde(model, x, *, schedule, steps, prediction="score", rng=None, progr
         x = x + big_b * (0.5 * x + g)
         if run.sigma[k + 1] > 0.0:
             x = x + math.sqrt(big_b) * run.noise(k, 0)
-        run.report(k, x)
+        x = run.report(k, x)
     return run.finish(x)
 
 
@@ -890,31 +1235,49 @@ _FLOW_DOC = """
         ``model(x, t)``: the velocity ``v(x, t) = E[x_1 - x_0 | x_t]`` of the linear path
         ``x_t = (1 - t) x_0 + t x_1`` (t = 0 noise, t = 1 data).
     x : array, shape (B, ...)
-        Starting noise at ``steps[0]`` (``N(0, I)`` at t = 0).
+        Starting noise at the grid's first time (``N(0, I)`` at t = 0).
     schedule : None
         Ignored (the path is fixed); accepted for a uniform signature.
     steps : int or sequence of float
         Number of steps, or an explicit strictly *increasing* grid of flow times in [0, 1].
     prediction : {"velocity"}
-    rng, progress, callback, batched_t
-        As for the diffusion samplers.
+        Required (the only kind these samplers take).
+    grid : str or array, optional
+        ``"linear"`` (default) or ``"quadratic"`` (:func:`arraygen.schedules.flow_timesteps`),
+        or an explicit increasing array of flow times.
+    shift : float
+        SD3-style time shift of the grid (> 0; 1: none; > 1 spends more steps at high noise).
+    rng, progress, callback, batched_t, model_dtype
+        As for the diffusion samplers (the callback may return a replacement ``x``).
 """
 
 _FLOW_RETURNS = """
     Returns
     -------
     array like ``x`` at the grid's last time (t = 1: data).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen import samplers as S
+    >>> vel = lambda x, t: -x / max(1.0 - t, 1e-3)  # data all 0: v = -x_0 = -x / (1 - t)
+    >>> out = S.%s(vel, np.ones((2, 3)), steps=8, prediction="velocity"%s)
+    >>> bool(np.abs(out).max() < 1e-6)
+    True
 """
 
 
-def _flow_doc(fn):
-    fn.__doc__ = fn.__doc__.replace("    %(flow)s\n", _FLOW_DOC).rstrip() + "\n" + _FLOW_RETURNS
+def _flow_doc(fn, extra=""):
+    fn.__doc__ = (fn.__doc__.replace("    %(flow)s\n", _FLOW_DOC).rstrip() + "\n"
+                  + _FLOW_RETURNS % (fn.__name__, extra))
     return fn
 
 
+@_requires_prediction(("velocity",))
 @_flow_doc
-def sample_flow_heun(model, x, *, schedule=None, steps, prediction="velocity", rng=None,
-                     progress=False, callback=None, batched_t=False):
+def sample_flow_heun(model, x, *, schedule=None, steps=None, prediction, rng=None,
+                     progress=False, callback=None, grid=None, shift=1.0, batched_t=False,
+                     model_dtype=None):
     r"""Heun's method on the flow ODE ``dx/dt = v(x, t)``, t from 0 (noise) to 1 (data).
 
     ``x~ = x + h v(x, t)``, ``x' = x + h (v(x, t) + v(x~, t')) / 2``: second order, two model
@@ -923,24 +1286,25 @@ def sample_flow_heun(model, x, *, schedule=None, steps, prediction="velocity", r
     %(flow)s
     """
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid="linear",
-               allowed_predictions=("velocity",), flow=True, batched_t=batched_t)
+               progress=progress, callback=callback, grid=grid, shift=shift,
+               allowed_predictions=("velocity",), flow=True, batched_t=batched_t,
+               model_dtype=model_dtype)
     x = run.x
     for k in run.steps():
         t, tn = float(run.grid[k]), float(run.grid[k + 1])
         h = tn - t
-        v1 = run.raw(x, t)
+        v1 = run.raw(x, t, k)
         x_e = x + h * v1
-        v2 = run.raw(x_e, tn)
-        x = x + (0.5 * h) * (v1 + v2)
-        run.report(k, x, None)
+        v2 = run.raw(x_e, tn, k)
+        x = run.report(k, x + (0.5 * h) * (v1 + v2), None)
     return run.finish(x)
 
 
+@_requires_prediction(("velocity",))
 @_flow_doc
-def sample_flow_sde(model, x, *, schedule=None, steps, prediction="velocity", rng=None,
+def sample_flow_sde(model, x, *, schedule=None, steps=None, prediction, rng=None,
                     progress=False, callback=None, temperature=0.5, n_noise_free=5,
-                    batched_t=False):
+                    grid=None, shift=1.0, batched_t=False, model_dtype=None):
     r"""Marginal-preserving flow SDE by Euler-Maruyama, t from 0 (noise) to 1 (data).
 
     .. math::
@@ -960,34 +1324,36 @@ def sample_flow_sde(model, x, *, schedule=None, steps, prediction="velocity", rn
     n_noise_free : int
         Number of final steps without noise (>= 0; default 5).
     """
-    temperature = aa.finite_scalar(temperature, "temperature", nonnegative=True)
-    if isinstance(n_noise_free, bool) or not isinstance(n_noise_free, (int, np.integer)) \
-            or n_noise_free < 0:
-        raise ValueError(f"`n_noise_free` must be a non-negative int; got {n_noise_free!r}")
+    temperature = _v.check_scalar(temperature, "temperature", nonnegative=True)
+    n_noise_free = _v.check_int(n_noise_free, "n_noise_free", minimum=0)
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid="linear",
+               progress=progress, callback=callback, grid=grid, shift=shift,
                allowed_predictions=("velocity",), flow=True, batched_t=batched_t,
-               needs_rng=temperature > 0)
+               needs_rng=temperature > 0, model_dtype=model_dtype)
     x = run.x
     n = run.grid.shape[0] - 1
     for k in run.steps():
         t, tn = float(run.grid[k]), float(run.grid[k + 1])
         h = tn - t
-        v = run.raw(x, t)
-        g = temperature * (1.0 - t) if k < n - int(n_noise_free) else 0.0
+        v = run.raw(x, t, k)
+        g = temperature * (1.0 - t) if k < n - n_noise_free else 0.0
         if g > 0.0:
             drift = v + (0.5 * g * g) * flow_score(v, x, t)
             x = x + h * drift + (g * math.sqrt(h)) * run.noise(k)
         else:
             x = x + h * v
-        run.report(k, x, None)
+        x = run.report(k, x, None)
     return run.finish(x)
 
 
+@_requires_prediction(("velocity",))
 @_flow_doc
-def sample_flow_ddim(model, x, *, schedule=None, steps, prediction="velocity", rng=None,
-                     progress=False, callback=None, eta=0.0, batched_t=False):
-    r"""DDIM on the linear flow path, on the quadratic grid ``t_k = (k / n)^2`` by default.
+def sample_flow_ddim(model, x, *, schedule=None, steps=None, prediction, rng=None,
+                     progress=False, callback=None, eta=0.0, grid=None, shift=1.0,
+                     batched_t=False, model_dtype=None):
+    r"""DDIM on the linear flow path (default grid: linear in t, which measures better than
+    the quadratic grid on the exact Gaussian: error 0.183 vs 0.299 at 10 steps, 0.096 vs
+    0.163 at 20; pass ``grid="quadratic"`` for the old default).
 
     The path is Gaussian with ``alpha_t = t`` (data) and ``sigma_t = 1 - t`` (noise); from
     ``x1 = x + (1 - t) v`` and ``x0 = x - t v``, a step t -> t' > t is
@@ -999,22 +1365,22 @@ def sample_flow_ddim(model, x, *, schedule=None, steps, prediction="velocity", r
 
     DDIM's family for a general Gaussian path (``c^2`` is the posterior variance of the
     Markov forward process times ``eta^2``), so every ``eta`` keeps the marginals. ``eta = 0``
-    is Euler, ``x' = x + (t' - t) v``. The quadratic grid is dense at the noise end. One model
-    evaluation per step; needs ``rng`` when ``eta > 0``.
+    is Euler, ``x' = x + (t' - t) v`` (diffusers' ``FlowMatchEulerDiscreteScheduler``). One
+    model evaluation per step; needs ``rng`` when ``eta > 0``.
 
     %(flow)s
     eta : float
         >= 0 (0: deterministic).
     """
-    eta = aa.finite_scalar(eta, "eta", nonnegative=True)
+    eta = _v.check_scalar(eta, "eta", nonnegative=True)
     run = _Run(model, x, schedule=schedule, steps=steps, prediction=prediction, rng=rng,
-               progress=progress, callback=callback, default_grid="quadratic",
+               progress=progress, callback=callback, grid=grid, shift=shift,
                allowed_predictions=("velocity",), flow=True, batched_t=batched_t,
-               needs_rng=eta > 0)
+               needs_rng=eta > 0, model_dtype=model_dtype)
     x = run.x
     for k in run.steps():
         t, tn = float(run.grid[k]), float(run.grid[k + 1])
-        v = run.raw(x, t)
+        v = run.raw(x, t, k)
         if eta == 0.0:
             x = x + (tn - t) * v
         else:
@@ -1026,5 +1392,5 @@ def sample_flow_ddim(model, x, *, schedule=None, steps, prediction="velocity", r
             x = tn * x1 + direction * x0
             if c > 0.0:
                 x = x + c * run.noise(k)
-        run.report(k, x, None)
+        x = run.report(k, x, None)
     return run.finish(x)

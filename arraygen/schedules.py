@@ -14,13 +14,17 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _array_api as aa
+from . import _validation as _v
 
 __all__ = [
+    "FLOW_TIMESTEP_KINDS",
     "SCHEDULE_KINDS",
+    "SIGMA_MAX",
     "TIMESTEP_KINDS",
     "BitflipSchedule",
     "NoiseSchedule",
     "bitflip_schedule",
+    "flow_timesteps",
     "make_schedule",
     "timesteps",
     "validate_grid",
@@ -126,7 +130,9 @@ def bitflip_schedule(T: int, kind: str = "cosine", p_max: float = 0.5) -> Bitfli
 # --------------------------------------------------------------------------------------------
 
 SCHEDULE_KINDS = ("linear", "cosine", "quadratic", "sigmoid", "karras")
-TIMESTEP_KINDS = ("linear", "quadratic", "cosine", "uniform_alpha_bar", "log_snr", "karras")
+TIMESTEP_KINDS = ("linear", "quadratic", "cosine", "uniform_alpha_bar", "log_snr", "karras",
+                  "leading", "trailing", "linspace", "sigmas")
+FLOW_TIMESTEP_KINDS = ("linear", "quadratic")
 
 _SCHEDULE_DEFAULTS = {
     "linear": {"beta_start": 1e-4, "beta_end": 0.02},
@@ -139,6 +145,43 @@ _SCHEDULE_DEFAULTS = {
 
 def _softplus(xp, z):
     return xp.logaddexp(z, xp.zeros_like(z))
+
+
+def _linear_discrete_log_alpha_bar(xp, t, b0: float, b1: float, n: float):
+    r"""``log alpha_bar`` of DDPM's discrete linear betas, continuous in t.
+
+    The discrete table is :math:`\log\bar\alpha_i = \sum_{j \le i} \log(1 - \beta_j)` with
+    ``beta_j = b0 + (b1 - b0) j / (N - 1)`` (``numpy.linspace(b0, b1, N)``, diffusers'
+    ``beta_schedule="linear"``) and step ``i`` at ``t = (i + 1) / N``. Each term is the midpoint
+    rule of :math:`\int \log(1 - \beta(u))\,du` over ``[j - 1/2, j + 1/2]``, so
+
+    .. math:: \log\bar\alpha(t) = \int_{-1/2}^{tN - 1/2} \log(1 - \beta(u))\,du
+
+    equals the table at ``t = (i + 1) / N`` to about 1e-8 (the midpoint rule's
+    :math:`\beta'^2/24` per step) and is smooth in between. With
+    :math:`G(\beta) = -(1-\beta)\log(1-\beta) - \beta` (:math:`G' = \log(1-\beta)`) the
+    integral is :math:`(G(\beta(tN - 1/2)) - G(\beta(-1/2))) / \beta'`. Clamped at 0 (a
+    ``beta_start`` of 0 would make the first half step slightly negative).
+    """
+    c = (b1 - b0) / (n - 1.0) if n > 1 else 0.0
+    u = t * n
+    if c == 0.0:
+        la = u * math.log1p(-b0)
+    else:
+        def g(beta):
+            return -(1.0 - beta) * xp.log1p(-beta) - beta
+        lo = b0 - 0.5 * c
+        g_lo = -(1.0 - lo) * math.log1p(-lo) - lo
+        la = (g(lo + c * u) - g_lo) / c
+    return xp.minimum(la, xp.zeros_like(la))
+
+
+def _linear_discrete_beta(xp, t, b0: float, b1: float, n: float):
+    """``-d log alpha_bar / dt`` of :func:`_linear_discrete_log_alpha_bar` (>= 0)."""
+    c = (b1 - b0) / (n - 1.0) if n > 1 else 0.0
+    beta = (b0 - 0.5 * c) + c * (t * n)
+    out = -n * xp.log1p(-beta)
+    return xp.maximum(out, xp.zeros_like(out))
 
 
 class NoiseSchedule:
@@ -166,19 +209,141 @@ class NoiseSchedule:
         self.kind = kind
         self.num_timesteps = int(num_timesteps)
         self.params = dict(params)
+        self._table_lam = None
 
     def __repr__(self) -> str:
+        if self.kind == "table":
+            return (f"NoiseSchedule('table', num_timesteps={self.num_timesteps}, "
+                    f"alpha_bar[-1]={math.exp(self._log_alpha_bar(np, np.float64(1.0))):.4g})")
         extra = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"NoiseSchedule({self.kind!r}, num_timesteps={self.num_timesteps}, {extra})"
 
+    # -- tabulated schedules (a trained model's discrete alphas_cumprod) ------------------------
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod) -> "NoiseSchedule":
+        r"""A continuous schedule through a discrete table :math:`\bar\alpha_0 > ... >
+        \bar\alpha_{N-1}` (a trained model's ``alphas_cumprod``).
+
+        Step ``i`` sits at ``t = (i + 1) / N`` (so diffusers' integer timestep ``i`` is
+        ``t * N - 1``, see :func:`arraygen.samplers.discrete_time_model`); between steps the
+        log-SNR :math:`\lambda = \log(\bar\alpha / (1 - \bar\alpha))` is linear in t, and on
+        ``[0, 1/N]`` :math:`\log\bar\alpha` runs linearly from 0. The table is read in float64
+        (a float32 table keeps its float32 values exactly).
+
+        Parameters
+        ----------
+        alphas_cumprod : array_like, shape (N,)
+            ``N >= 2`` values in (0, 1), strictly decreasing (a table that reaches 0, such as a
+            zero-terminal-SNR rescale, has no finite start: clip its last value first).
+
+        Returns
+        -------
+        NoiseSchedule
+            ``kind = "table"``, ``num_timesteps = N``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from arraygen.schedules import NoiseSchedule
+        >>> betas = np.linspace(1e-4, 0.02, 1000)
+        >>> table = np.cumprod(1.0 - betas)
+        >>> sch = NoiseSchedule.from_alphas_cumprod(table)
+        >>> bool(abs(sch.alpha_bar(500 / 1000) - table[499]) < 1e-12)
+        True
+        """
+        from . import _array_api as _aa
+        if _aa.is_array(alphas_cumprod):
+            alphas_cumprod = _aa.to_numpy(alphas_cumprod)
+        try:
+            ab = np.asarray(alphas_cumprod, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"`alphas_cumprod` must be a 1-D array of numbers; got "
+                            f"{type(alphas_cumprod).__name__}") from None
+        if ab.ndim != 1 or ab.shape[0] < 2:
+            raise ValueError(f"`alphas_cumprod` must be 1-D with at least 2 entries; got shape "
+                             f"{ab.shape}")
+        if not np.all(np.isfinite(ab)) or ab.min() <= 0.0 or ab.max() >= 1.0:
+            raise ValueError(f"`alphas_cumprod` must lie in (0, 1) (open); got min {ab.min()}, "
+                             f"max {ab.max()} (clip a zero-terminal-SNR table's last entry)")
+        if not np.all(np.diff(ab) < 0.0):
+            raise ValueError("`alphas_cumprod` must be strictly decreasing")
+        out = cls("table", int(ab.shape[0]), {})
+        out._table_lam = np.log(ab) - np.log1p(-ab)
+        out._table_ab = ab
+        return out
+
+    @classmethod
+    def from_diffusers(cls, scheduler) -> "NoiseSchedule":
+        """The schedule of a diffusers scheduler (its ``alphas_cumprod`` table).
+
+        ``scheduler`` is a diffusers scheduler instance with ``alphas_cumprod`` (DDPM, DDIM,
+        DPMSolverMultistep, UniPC, Euler, ... schedulers) or its ``config`` (then a
+        ``DDPMScheduler`` is built from it to get the table). See
+        :meth:`from_alphas_cumprod` for the time convention.
+        """
+        table = getattr(scheduler, "alphas_cumprod", None)
+        if table is None:
+            if isinstance(scheduler, dict):
+                try:
+                    from diffusers import DDPMScheduler
+                except ImportError:  # pragma: no cover - optional dependency
+                    raise ImportError("NoiseSchedule.from_diffusers(config) needs diffusers "
+                                      "(pip install diffusers)") from None
+                keys = set(DDPMScheduler().config)
+                cfg = {k: v for k, v in dict(scheduler).items() if k in keys}
+                table = DDPMScheduler.from_config(cfg).alphas_cumprod
+            else:
+                raise TypeError(f"`scheduler` must be a diffusers scheduler with "
+                                f"`alphas_cumprod` or its config dict; got "
+                                f"{type(scheduler).__name__}")
+        if hasattr(table, "detach"):
+            table = table.detach().cpu().double().numpy()
+        return cls.from_alphas_cumprod(table)
+
+    def _table_log_alpha_bar(self, xp, t):
+        lam, la_first = self._table_knots(xp, t)
+        n = self.num_timesteps
+        shape = t.shape
+        u = xp.reshape(t, (-1,)) * float(n) - 1.0
+        i0 = xp.clip(xp.floor(u), 0.0, float(n - 2))
+        frac = xp.clip(u - i0, 0.0, 1.0)
+        idx = xp.astype(i0, xp.int64)
+        l0 = xp.take(lam, idx)
+        l1 = xp.take(lam, idx + 1)
+        lam_t = l0 + frac * (l1 - l0)
+        la_hi = -_softplus(xp, -lam_t)
+        la_lo = (u + 1.0) * la_first
+        return xp.reshape(xp.where(u < 0.0, la_lo, la_hi), shape)
+
+    def _table_beta(self, xp, t):
+        lam, la_first = self._table_knots(xp, t)
+        n = self.num_timesteps
+        shape = t.shape
+        u = xp.reshape(t, (-1,)) * float(n) - 1.0
+        idx = xp.astype(xp.clip(xp.floor(u), 0.0, float(n - 2)), xp.int64)
+        slope = (xp.take(lam, idx + 1) - xp.take(lam, idx)) * float(n)
+        la = self._table_log_alpha_bar(xp, xp.reshape(t, (-1,)))
+        beta_hi = xp.expm1(la) * slope  # -(1 - alpha_bar) dlambda/dt
+        beta_lo = xp.full_like(u, -float(n) * la_first)
+        return xp.reshape(xp.where(u < 0.0, beta_lo, beta_hi), shape)
+
+    def _table_knots(self, xp, t):
+        lam = self._table_lam
+        la_first = float(-np.logaddexp(0.0, -lam[0]))
+        if xp is np:
+            return lam, la_first
+        return xp.asarray(lam, dtype=xp.float64, device=aa.device(t)), la_first
+
     # -- closed forms, generic over a namespace, float64 ---------------------------------------
     def _log_alpha_bar(self, xp, t):
+        if self.kind == "table":
+            return self._table_log_alpha_bar(xp, t)
         p, n = self.params, float(self.num_timesteps)
         if self.kind in ("linear", "quadratic", "sigmoid"):
             b0, b1 = p["beta_start"], p["beta_end"]
             if self.kind == "linear":
-                integral = t * t / 2.0
-            elif self.kind == "quadratic":
+                return _linear_discrete_log_alpha_bar(xp, t, b0, b1, n)
+            if self.kind == "quadratic":
                 integral = t * t * t / 3.0
             else:
                 a, b = p["sigmoid_start"], p["sigmoid_end"]
@@ -197,12 +362,14 @@ class NoiseSchedule:
         return -xp.log1p(sig * sig)
 
     def _beta(self, xp, t):
+        if self.kind == "table":
+            return self._table_beta(xp, t)
         p, n = self.params, float(self.num_timesteps)
         if self.kind in ("linear", "quadratic", "sigmoid"):
             b0, b1 = p["beta_start"], p["beta_end"]
             if self.kind == "linear":
-                g = t
-            elif self.kind == "quadratic":
+                return _linear_discrete_beta(xp, t, b0, b1, n)
+            if self.kind == "quadratic":
                 g = t * t
             else:
                 a, b = p["sigmoid_start"], p["sigmoid_end"]
@@ -355,7 +522,7 @@ def make_schedule(kind: str = "linear", num_timesteps: int = 1000, **params) -> 
             raise ValueError(f"`alpha_bar_min` must be in (0, 1); got {full['alpha_bar_min']}")
     else:
         aa.finite_scalar(full["sigma_min"], "sigma_min", positive=True)
-        aa.finite_scalar(full["rho"], "rho", positive=True)
+        _v.check_scalar(full["rho"], "rho", positive=True, high=1e3)
         if not full["sigma_min"] < full["sigma_max"]:
             raise ValueError(f"`sigma_min` must be below `sigma_max`; got "
                              f"{full['sigma_min']} >= {full['sigma_max']}")
@@ -392,26 +559,56 @@ def validate_grid(grid, name: str = "steps", *, increasing: bool = False) -> np.
     return g
 
 
+#: Default top of the ``"karras"`` and ``"log_snr"`` grids, in variance-exploding units.
+SIGMA_MAX = 80.0
+
+
+def _discrete_indices(n: int, kind: str, num_train: int) -> np.ndarray:
+    """diffusers' integer timesteps (decreasing) for ``timestep_spacing`` = kind."""
+    if kind == "leading":
+        ratio = num_train // n
+        if ratio < 1:
+            raise ValueError(f"`n` = {n} exceeds the schedule's {num_train} discrete steps")
+        return (np.arange(n) * ratio)[::-1].astype(np.float64)
+    if kind == "trailing":
+        return np.round(np.arange(num_train, 0, -num_train / n)) - 1.0
+    return np.linspace(0, num_train - 1, n + 1).round()[::-1][:-1].copy()  # linspace
+
+
 def timesteps(n: int, kind: str = "linear", schedule: NoiseSchedule | None = None, *,
               sigma_min: float | None = None, sigma_max: float | None = None,
-              rho: float | None = None, log_snr_max: float | None = None) -> np.ndarray:
-    r"""A sampling grid of ``n`` steps: ``n + 1`` times strictly decreasing from 1 to 0.
+              rho: float | None = None, log_snr_max: float | None = None,
+              sigmas=None) -> np.ndarray:
+    r"""A sampling grid of ``n`` steps: ``n + 1`` times strictly decreasing to 0.
 
     Kinds (:math:`u_k = k/n`, k = 0..n):
 
-    * ``"linear"``: :math:`t_k = 1 - u_k`.
+    * ``"linear"``: :math:`t_k = 1 - u_k` (diffusers' ``"trailing"`` spacing in continuous t).
     * ``"quadratic"``: :math:`t_k = 1 - u_k^2` (denser near t = 1).
     * ``"cosine"``: :math:`t_k = (1 + \cos(\pi u_k))/2` (denser at both ends).
     * ``"uniform_alpha_bar"``: :math:`\bar\alpha(t_k)` equally spaced from
       :math:`\bar\alpha(1)` to 1.
-    * ``"log_snr"``: ``n`` times equally spaced in :math:`\lambda = \log\mathrm{SNR}` from
-      :math:`\lambda(1)` to ``log_snr_max`` (default :math:`-2\log(0.002)`, the Karras
-      ``sigma_min``), then t = 0.
-    * ``"karras"``: ``n`` times whose variance-exploding levels
+    * ``"log_snr"`` (the samplers' default, :data:`arraygen.samplers.DEFAULT_GRID`): t = 1, then
+      ``n - 1`` further times equally spaced in :math:`\lambda = \log\mathrm{SNR}` on the ramp
+      from :math:`\max(\lambda(1), -2\log\sigma_{max})` to ``log_snr_max`` (default
+      :math:`-2\log(0.002)`), then t = 0. ``sigma_max`` defaults to :data:`SIGMA_MAX` = 80 (VE
+      units), so on schedules whose :math:`\bar\alpha(1)` is tiny (cosine: VE level 1e4) the
+      levels are not wasted on pure noise; t = 1 stays the entry point (the ramp's first level
+      is replaced by t = 1).
+    * ``"karras"``: t = 1, then the variance-exploding levels
       :math:`s_k = (s_{max}^{1/\rho} + \frac{k}{n-1}(s_{min}^{1/\rho} -
-      s_{max}^{1/\rho}))^\rho` run from ``sigma_max`` (default: the schedule's level at t = 1,
-      80 for the ``karras`` schedule) to ``sigma_min`` (default 0.002), then t = 0; with the
-      ``karras`` schedule these are k-diffusion's ``get_sigmas_karras(n)`` plus 0.
+      s_{max}^{1/\rho}))^\rho` for k = 1..n-1 with ``sigma_max`` = min(the schedule's level at
+      t = 1, 80), ``sigma_min`` = 0.002, ``rho`` = 7, then t = 0; on the ``karras`` schedule
+      these are k-diffusion's ``get_sigmas_karras(n, 0.002, 80)`` plus 0.
+    * ``"leading"``, ``"trailing"``, ``"linspace"``: diffusers' ``timestep_spacing`` on the
+      schedule's ``num_timesteps`` = N discrete steps (integer timesteps ``i``, at
+      ``t = (i + 1) / N``), then t = 0. ``"leading"`` is DDIMScheduler's default,
+      ``"linspace"`` DPMSolverMultistep's and UniPC's (``linspace(0, N-1, n+1)`` rounded, the
+      last dropped); the first time is below 1 except for ``"trailing"``.
+    * ``"sigmas"``: a precomputed list of VE levels (``sigmas=``, decreasing, e.g. an "Align
+      Your Steps" schedule, which may end in 0): interpolated log-linearly to ``n`` levels
+      when its length differs (AYS's rule), mapped to t by inverting the schedule (levels
+      above the schedule's top are clipped to t = 1), then t = 0.
 
     The schedule-dependent kinds invert ``schedule`` by bisection (default schedule: ``karras``
     for the ``"karras"`` grid, ``linear`` otherwise).
@@ -424,23 +621,30 @@ def timesteps(n: int, kind: str = "linear", schedule: NoiseSchedule | None = Non
         One of :data:`TIMESTEP_KINDS`.
     schedule : NoiseSchedule, optional
     sigma_min, sigma_max, rho, log_snr_max : float, optional
-        Overrides for the ``"karras"`` and ``"log_snr"`` grids.
+        Overrides for the ``"karras"`` and ``"log_snr"`` grids (``sigma_max`` caps both).
+    sigmas : array_like, optional
+        The VE levels of the ``"sigmas"`` kind.
 
     Returns
     -------
     numpy.ndarray, shape (n + 1,), float64
-        ``t_0 = 1 > t_1 > ... > t_n = 0``.
+        ``t_0 > t_1 > ... > t_n = 0``.
+
+    Examples
+    --------
+    >>> from arraygen.schedules import make_schedule, timesteps
+    >>> sch = make_schedule("cosine")
+    >>> g = timesteps(10, "log_snr", sch)
+    >>> float(g[0]), float(g[-1]), round(float(sch.ve_sigma(g[1])), 2)
+    (1.0, 0.0, 24.65)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"`n` must be an integer number of steps; got {n!r}")
-    if n < 1:
-        raise ValueError(f"`n` must be at least 1 step; got {n}")
-    if kind not in TIMESTEP_KINDS:
-        raise ValueError(f"`kind` must be one of {TIMESTEP_KINDS}; got {kind!r}")
+    n = _v.check_int(n, "n", minimum=1)
+    _v.check_choice(kind, "kind", TIMESTEP_KINDS)
     if schedule is not None and not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"`schedule` must be a NoiseSchedule (see make_schedule); got "
                         f"{type(schedule).__name__}")
-    n = int(n)
+    if sigmas is not None and kind != "sigmas":
+        raise TypeError(f"`sigmas` is only used by the 'sigmas' grid kind; got kind {kind!r}")
     u = np.arange(n + 1, dtype=np.float64) / n
     if kind == "linear":
         grid = 1.0 - u
@@ -448,6 +652,13 @@ def timesteps(n: int, kind: str = "linear", schedule: NoiseSchedule | None = Non
         grid = 1.0 - u * u
     elif kind == "cosine":
         grid = 0.5 * (1.0 + np.cos(np.pi * u))
+    elif kind in ("leading", "trailing", "linspace"):
+        if schedule is None:
+            schedule = make_schedule("linear")
+        big_n = schedule.num_timesteps
+        idx = _discrete_indices(n, kind, big_n)
+        grid = np.append((idx + 1.0) / big_n, 0.0)
+        return validate_grid(grid, name="timesteps")
     else:
         if schedule is None:
             schedule = make_schedule("karras" if kind == "karras" else "linear")
@@ -455,27 +666,34 @@ def timesteps(n: int, kind: str = "linear", schedule: NoiseSchedule | None = Non
         if kind == "uniform_alpha_bar":
             targets = np.log(np.linspace(math.exp(la1), 1.0, n + 1))
             grid = schedule.t_from_log_alpha_bar(targets)
+        elif kind == "sigmas":
+            grid = _sigma_list_grid(n, sigmas, schedule, la1)
+            return validate_grid(grid, name="timesteps")
         else:
+            s_top = math.sqrt(-math.expm1(la1) / math.exp(la1))
+            cap = (SIGMA_MAX if sigma_max is None
+                   else _v.check_scalar(sigma_max, "sigma_max", positive=True))
             if kind == "karras":
                 sp = schedule.params if schedule.kind == "karras" else {}
-                s_hi = math.sqrt(-math.expm1(la1) / math.exp(la1))
-                s_hi = float(sigma_max if sigma_max is not None else s_hi)
-                s_lo = float(sigma_min if sigma_min is not None else sp.get("sigma_min", 0.002))
-                r = float(rho if rho is not None else sp.get("rho", 7.0))
-                for nm, v in (("sigma_min", s_lo), ("sigma_max", s_hi), ("rho", r)):
-                    aa.finite_scalar(v, nm, positive=True)
+                s_hi = min(s_top, cap)
+                s_lo = (_v.check_scalar(sigma_min, "sigma_min", positive=True)
+                        if sigma_min is not None else float(sp.get("sigma_min", 0.002)))
+                r = (_v.check_scalar(rho, "rho", positive=True, high=1e3) if rho is not None
+                     else float(sp.get("rho", 7.0)))
                 if not s_lo < s_hi:
                     raise ValueError(f"`sigma_min` must be below `sigma_max`; got {s_lo} >= "
                                      f"{s_hi}")
                 ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
-                levels = (s_hi ** (1 / r) + ramp * (s_lo ** (1 / r) - s_hi ** (1 / r))) ** r
-                lam = -2.0 * np.log(levels)
+                # in log space: (a + ramp (b - a))^rho with a, b = s^(1/rho)
+                a, b = s_hi ** (1 / r), s_lo ** (1 / r)
+                lam = -2.0 * r * np.log(a + ramp * (b - a))
             else:
-                top = float(log_snr_max if log_snr_max is not None else -2.0 * math.log(0.002))
-                lam1 = la1 - math.log(-math.expm1(la1))
+                top = (_v.check_scalar(log_snr_max, "log_snr_max")
+                       if log_snr_max is not None else -2.0 * math.log(0.002))
+                lam1 = max(la1 - math.log(-math.expm1(la1)), -2.0 * math.log(cap))
                 if not top > lam1:
-                    raise ValueError(f"`log_snr_max` must exceed log-SNR(1) = {lam1:.4g}; got "
-                                     f"{top}")
+                    raise ValueError(f"`log_snr_max` must exceed the grid's first log-SNR "
+                                     f"{lam1:.4g}; got {top}")
                 lam = np.linspace(lam1, top, n)
             # alpha_bar = sigmoid(lambda)  =>  log alpha_bar = -softplus(-lambda)
             la = -np.logaddexp(0.0, -lam)
@@ -483,3 +701,58 @@ def timesteps(n: int, kind: str = "linear", schedule: NoiseSchedule | None = Non
         grid[0] = 1.0
     grid[-1] = 0.0
     return validate_grid(grid, name="timesteps")
+
+
+def _sigma_list_grid(n: int, sigmas, schedule: NoiseSchedule, la1: float) -> np.ndarray:
+    if sigmas is None:
+        raise TypeError("the 'sigmas' grid kind needs `sigmas=` (decreasing VE noise levels)")
+    if aa.is_array(sigmas):
+        sigmas = aa.to_numpy(sigmas)
+    try:
+        sig = np.asarray(sigmas, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"`sigmas` must be a 1-D sequence of numbers; got "
+                        f"{type(sigmas).__name__}") from None
+    if sig.ndim != 1 or sig.shape[0] < 1:
+        raise ValueError(f"`sigmas` must be a non-empty 1-D sequence; got shape {sig.shape}")
+    if sig.shape[0] > 1 and sig[-1] == 0.0:
+        sig = sig[:-1]
+    if not np.all(np.isfinite(sig)) or sig.min() <= 0.0:
+        raise ValueError("`sigmas` must be finite and positive (a final 0 is allowed)")
+    if sig.shape[0] > 1 and not np.all(np.diff(sig) < 0.0):
+        raise ValueError("`sigmas` must be strictly decreasing")
+    if sig.shape[0] != n:
+        if sig.shape[0] < 2:
+            raise ValueError(f"`sigmas` has one level; it cannot be interpolated to {n} steps")
+        xs = np.linspace(0.0, 1.0, sig.shape[0])
+        sig = np.exp(np.interp(np.linspace(0.0, 1.0, n), xs, np.log(sig[::-1])))[::-1]
+    la = -np.log1p(sig * sig)
+    la = np.maximum(la, la1)
+    return np.append(schedule.t_from_log_alpha_bar(la), 0.0)
+
+
+def flow_timesteps(n: int, kind: str = "linear", *, shift: float = 1.0) -> np.ndarray:
+    r"""An increasing flow-matching grid of ``n`` steps (t = 0 noise -> t = 1 data).
+
+    ``"linear"``: :math:`t_k = k/n`; ``"quadratic"``: :math:`t_k = (k/n)^2` (dense at the noise
+    end). ``shift`` is SD3's time shift of the noise level :math:`\sigma = 1 - t`:
+    :math:`\sigma' = s\sigma / (1 + (s - 1)\sigma)` (``shift`` > 1 spends more steps at high
+    noise, as diffusers' ``FlowMatchEulerDiscreteScheduler(shift=...)``); 1 leaves the grid as
+    is.
+
+    Examples
+    --------
+    >>> from arraygen.schedules import flow_timesteps
+    >>> flow_timesteps(4, shift=3.0).round(3).tolist()
+    [0.0, 0.1, 0.25, 0.5, 1.0]
+    """
+    n = _v.check_int(n, "n", minimum=1)
+    _v.check_choice(kind, "kind", FLOW_TIMESTEP_KINDS)
+    shift = _v.check_scalar(shift, "shift", positive=True)
+    u = np.arange(n + 1, dtype=np.float64) / n
+    grid = u * u if kind == "quadratic" else u
+    if shift != 1.0:
+        sig = 1.0 - grid
+        grid = 1.0 - shift * sig / (1.0 + (shift - 1.0) * sig)
+    grid[0], grid[-1] = 0.0, 1.0
+    return validate_grid(grid, name="timesteps", increasing=True)
