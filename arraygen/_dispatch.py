@@ -4,9 +4,11 @@ Selection for one op call, in order:
 
 1. the ``backend=`` keyword,
 2. the ``ARRAYGEN_BACKEND`` environment variable,
-3. automatic: NumPy input -> ``numba_cpu`` if usable, else ``array_api``; CuPy or torch CUDA
-   input -> the op's GPU order (fastest first, as measured by the benchmarks); anything else ->
-   ``array_api``.
+3. automatic: host input (NumPy arrays, torch CPU tensors) -> ``numba_cpu`` if usable, else
+   ``array_api``; CuPy or torch CUDA input -> the op's GPU order (fastest first, as measured by
+   the benchmarks); anything else (array_api_strict, ...) -> ``array_api``. The Numba kernels
+   take torch CPU tensors zero-copy (NumPy views of their memory) and return torch tensors of
+   the same dtype on the CPU.
 
 An explicit choice (1 or 2) that cannot be honoured raises :class:`BackendError` naming the
 reason and the backends that could run this call. The automatic choice never raises: it falls
@@ -136,6 +138,13 @@ def _why_not(backend: str, op: OpSpec, arrays: tuple[Any, ...]) -> str | None:
     return f"unknown backend {backend!r}"  # pragma: no cover
 
 
+def _is_host_kernel_input(a: Any) -> bool:
+    """NumPy arrays and torch CPU tensors: what the Numba CPU kernels take without a copy."""
+    if aa.is_numpy_array(a):
+        return True
+    return aa.is_torch_array(a) and a.device.type == "cpu"
+
+
 def select(op_name: str, *arrays: Any, backend: str | None = None,
            prefer_array_api: bool = False) -> str:
     """Choose the backend for one call of ``op_name`` on ``arrays`` (see module docstring).
@@ -162,7 +171,7 @@ def select(op_name: str, *arrays: Any, backend: str | None = None,
         order = ()
     elif "cuda" in kinds:
         order = op.gpu_order
-    elif arrays and all(aa.is_numpy_array(a) for a in arrays):
+    elif arrays and all(_is_host_kernel_input(a) for a in arrays):
         order = ("numba_cpu",)
     else:
         order = ()
