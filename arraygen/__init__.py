@@ -26,7 +26,7 @@ from .fisher import fisher_diagonal, fisher_langevin_step
 from .gaussian import gaussian_filter, gaussian_filter1d, gaussian_filter_fft, gaussian_kernel_fft
 from .gibbs import StencilIsing, energy, exact_distribution, gibbs_sweeps, moments
 from .linalg import eigsh
-from .metrics import energy_distance, frechet_distance, mae, mmd, mse, psnr, ssim
+from .metrics import energy_distance, frechet_distance, mae, mmd, mse, nrmse, psnr, ssim
 from .ot import (ConvergenceWarning, SchrodingerBridge, SinkhornResult, max_sliced_wasserstein,
                  sinkhorn, sinkhorn_divergence, sliced_ot_map, sliced_wasserstein)
 from .samplers import (ddim_invert, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler,
@@ -50,7 +50,7 @@ __all__ = [
     "frechet_distance", "gaussian", "gaussian_filter", "gaussian_filter1d", "gaussian_filter_fft",
     "gaussian_kernel_fft", "gibbs", "gibbs_sweeps", "kernel_logsumexp", "kernel_matvec",
     "kernel_softmax_matvec", "linalg", "load_binary_images", "mae", "make_schedule", "metrics",
-    "mmd", "moments", "mse", "ot", "psnr", "random", "sample_ddim", "sample_ddpm",
+    "mmd", "moments", "mse", "nrmse", "ot", "psnr", "random", "sample_ddim", "sample_ddpm",
     "sample_dpmpp_2m", "sample_euler", "sample_flow_ddim", "sample_flow_heun", "sample_flow_sde",
     "sample_heun", "sample_sde", "samplers", "schedules", "sinkhorn", "sliced_ot_map",
     "sliced_wasserstein", "ssim", "swiss_roll", "testing", "tiled", "timesteps", "two_moons",

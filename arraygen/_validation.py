@@ -355,7 +355,7 @@ def as_rhs(xp: Any, v: Any, rows: int, name: str = "v", *, rows_of: str = "y",
 
 
 def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
-                         x_name: str = "x", y_name: str = "y") -> None:
+                         what: str = "", x_name: str = "x", y_name: str = "y") -> None:
     """``ValueError`` naming ``name`` if ``scale * |x_i - y_j|^2`` can overflow x's dtype.
 
     For Gaussian-kernel exponents ``-scale * |x_i - y_j|^2`` with ``x`` (N, d), ``y`` (M, d)
@@ -363,7 +363,8 @@ def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
     by ``(max_i |x_i| + max_j |y_j|)^2`` (two reductions, one synchronisation each); if that
     bound, or the bound times ``scale``, exceeds the dtype's largest value, the kernels would
     produce ``inf - inf`` or an all-``-inf`` row (NaN). ``scale`` must already be a positive
-    Python float; :func:`check_fits_dtype` checks the scale alone.
+    Python float; :func:`check_fits_dtype` checks the scale alone. ``what`` says how the
+    scale derives from the argument ``name`` (e.g. ``"1 / (2 bandwidth^2)"``).
     """
     if not xp.isdtype(x.dtype, "real floating"):
         return
@@ -373,13 +374,16 @@ def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
     for arr in (x, y):
         a = arr if arr.dtype == wide else xp.astype(arr, wide)
         radii.append(math.sqrt(host_float(xp.max(xp.sum(a * a, axis=-1)))))
-    bound = (radii[0] + radii[1]) ** 2
+    reach = radii[0] + radii[1]
+    bound = reach * reach  # inf, not OverflowError, past float64
     if bound > big:
         raise ValueError(f"`{x_name}` and `{y_name}` are too large for {x.dtype}: squared "
                          f"distances up to {bound:.3g} overflow (max {big:.3g}); rescale the "
                          "data or use float64")
     if scale * bound > big:
-        raise ValueError(f"`{name}` = {scale:.6g} is too large for {x.dtype} with these points: "
+        label = f" ({what})" if what else ""
+        raise ValueError(f"`{name}`{label} = {scale:.6g} is too large for {x.dtype} with these "
+                         "points: "
                          f"the kernel exponent reaches {scale * bound:.3g} (max {big:.3g}); "
                          "rescale the data or use float64")
 
