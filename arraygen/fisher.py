@@ -37,6 +37,8 @@ import numpy as np
 from . import _array_api as aa
 from . import _dispatch
 from . import random as _random
+from ._validation import (check_fits_dtype, check_scalar, common_namespace, host_float,
+                          require_finite)
 
 __all__ = ["fisher_diagonal", "fisher_langevin_step"]
 
@@ -80,53 +82,86 @@ def _warn_t_fallback() -> None:
 
 
 def _per_batch(xp: Any, value: Any, name: str, like: Any, dtype: Any, *, batch: int | None):
-    """``value`` checked in [0, 1]: a Python float, or a 1-D array of B values in ``dtype``.
+    """``value`` in [0, 1]: a Python float (checked here), or a (B,) array in ``dtype``.
 
-    Scalars stay Python floats, so no host-to-device copy (and no stream synchronisation) is
-    needed for them. Arrays are range-checked through one small device-to-host copy and kept on
-    their device (torch tensors that require grad keep their graph).
+    Scalars stay Python floats (no host-to-device copy). Arrays stay on their device and are
+    range-checked later by :func:`_check_data`, in the same device reduction as the data (torch
+    tensors that require grad keep their graph); a 0-d array is read as a scalar (one sync).
     """
     if aa.is_array(value):
-        aa.array_namespace(**{name: value, "score": like})
-        aa.check_same_device(**{name: value, "score": like})
-        if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch):
-            raise ValueError(
-                f"`{name}` must be a scalar or have shape ({batch},) (one value per sample "
-                f"along the first axis of shape {tuple(like.shape)}); "
-                f"got shape {tuple(value.shape)}"
-            )
-        host = np.asarray(aa.to_numpy(value), dtype=np.float64).reshape(-1)
-        if not (np.all(np.isfinite(host)) and np.all(host >= 0.0) and np.all(host <= 1.0)):
-            raise ValueError(f"`{name}` must lie in [0, 1]; got values in "
-                             f"[{np.min(host)}, {np.max(host)}]")
         if value.ndim == 0:
-            return float(host[0])
-        return xp.astype(xp.reshape(value, (-1,)), dtype)
-    v = aa.finite_scalar(value, name)
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"`{name}` must lie in [0, 1]; got {v}")
-    return v
+            value = host_float(value)
+        else:
+            if value.ndim > 1 or value.shape[0] != batch:
+                raise ValueError(
+                    f"`{name}` must be a scalar or have shape ({batch},) (one value per sample "
+                    f"along the first axis of shape {tuple(like.shape)}); "
+                    f"got shape {tuple(value.shape)}")
+            if xp.isdtype(value.dtype, "complex floating"):
+                raise TypeError(f"`{name}` must be real; got dtype {value.dtype}")
+            return xp.astype(value, dtype) if value.dtype != dtype else value
+    return check_scalar(value, name, low=0.0, high=1.0)
 
 
 def _eps(xp, score, alpha_bar, t, eps_floor, eps_scale, dtype, *, per_sample: bool):
-    """eps = eps_floor + eps_scale * (1 - alpha_bar) as a 1-D array (1 or B values) in ``dtype``
-    on ``score``'s device. A scalar alpha_bar is filled on the device (``xp.full``: no copy and
-    no synchronisation); a per-sample alpha_bar is combined where it lives."""
-    eps_floor = aa.finite_scalar(eps_floor, "eps_floor", nonnegative=True)
-    eps_scale = aa.finite_scalar(eps_scale, "eps_scale", nonnegative=True)
+    """``(eps, checked)``: eps = eps_floor + eps_scale * (1 - alpha_bar) as a 1-D array (1 or
+    B values) in ``dtype`` on ``score``'s device, and the per-sample array that still needs its
+    [0, 1] range check (None for scalars). A scalar alpha_bar is filled on the device
+    (``xp.full``: no copy, no synchronisation)."""
     batch = score.shape[0] if score.ndim else None
     if alpha_bar is None:
         if t is None:
             raise ValueError("pass `alpha_bar` (or `t` for the alpha_bar = 1-t fallback)")
-        alpha_bar = 1.0 - _per_batch(xp, t, "t", score, dtype, batch=batch)
+        name, value = "t", _per_batch(xp, t, "t", score, dtype, batch=batch)
+        alpha_bar = 1.0 - value
         _warn_t_fallback()
     else:
-        alpha_bar = _per_batch(xp, alpha_bar, "alpha_bar", score, dtype, batch=batch)
+        name = "alpha_bar"
+        value = alpha_bar = _per_batch(xp, alpha_bar, "alpha_bar", score, dtype, batch=batch)
     eps = eps_floor + eps_scale * (1.0 - alpha_bar)
     if isinstance(eps, float):
         n = batch if per_sample and batch is not None else 1
-        return xp.full((n,), eps, dtype=dtype, device=aa.device(score))
-    return eps
+        return xp.full((n,), eps, dtype=dtype, device=aa.device(score)), None
+    return eps, (name, value)
+
+
+def _in_unit_interval(xp, a):
+    return xp.all(xp.logical_and(a >= 0.0, a <= 1.0))
+
+
+def _check_data(xp, finite: dict, nonnegative: dict, unit: tuple | None) -> None:
+    """One device reduction and one synchronisation for every data check of a call; on failure
+    the culprit is found and named (slow path, errors only).
+
+    ``finite``: name -> array that must be finite; ``nonnegative``: name -> array that must be
+    >= 0; ``unit``: ``(name, array)`` whose values must lie in [0, 1], or None.
+    """
+    checks = [xp.all(xp.isfinite(a)) for a in finite.values() if a is not None]
+    checks += [xp.all(a >= 0.0) for a in nonnegative.values()]
+    if unit is not None:
+        checks.append(_in_unit_interval(xp, unit[1]))
+    if not checks:
+        return
+    ok = checks[0]
+    for c in checks[1:]:
+        ok = xp.logical_and(ok, c)
+    if bool(ok):
+        return
+    for name, a in finite.items():
+        if a is not None:
+            require_finite(xp, a, name)
+    for name, a in nonnegative.items():
+        if not bool(xp.all(a >= 0.0)):
+            raise ValueError(f"`{name}` must be non-negative (a running second moment); got "
+                             f"minimum {host_float(xp.min(a)):.6g}")
+    name, a = unit
+    lo, hi = host_float(xp.min(a)), host_float(xp.max(a))
+    raise ValueError(f"`{name}` must lie in [0, 1]; got values in [{lo}, {hi}]")
+
+
+def _is_array_like(value) -> bool:
+    """Arrays and lists/tuples (read as NumPy arrays); Python scalars and None are not."""
+    return aa.is_array(value) or isinstance(value, (list, tuple))
 
 
 def _broadcast_per_sample(xp, values, ndim: int):
@@ -211,7 +246,8 @@ def _diagonal_kernel_call(xp, launcher, score, eps):
 
 
 def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
-                    eps_scale: float = 1e-3, backend: str | None = None):
+                    eps_scale: float = 1e-3, check_finite: bool = True,
+                    backend: str | None = None):
     r"""Diagonal Fisher estimate :math:`F = s^2 + \epsilon(\bar\alpha)`.
 
     .. math:: \epsilon = \epsilon_\text{floor} + \epsilon_\text{scale}\,(1 - \bar\alpha)
@@ -229,6 +265,10 @@ def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
         linear schedule; a ``UserWarning`` ("alpha_bar = 1-t fallback") is issued once.
     eps_floor, eps_scale : float
         Damping; non-negative and finite.
+    check_finite : bool
+        Check a per-sample ``alpha_bar`` (or ``t``) array for values outside [0, 1] (one small
+        device reduction and one synchronisation); False skips it. Scalars are always checked.
+        ``score`` is not checked: F is elementwise, NaN in gives NaN out.
     backend : str, optional
         ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``
         (default: ``ARRAYGEN_BACKEND`` or automatic, see :mod:`arraygen._dispatch`).
@@ -236,10 +276,28 @@ def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
     Returns
     -------
     F : array like ``score`` (same namespace, device, shape, floating dtype; torch memory format)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen import fisher_diagonal
+    >>> score = np.array([[1.0, -2.0], [0.0, 3.0]])
+    >>> fisher_diagonal(score, np.array([1.0, 0.5]), eps_floor=0.0, eps_scale=1.0)
+    array([[1. , 4. ],
+           [0.5, 9.5]])
     """
-    xp = aa.array_namespace(score=score)
+    xp, (score, ab_arr, t_arr) = common_namespace(
+        score=score, alpha_bar=alpha_bar if _is_array_like(alpha_bar) else None,
+        t=t if _is_array_like(t) else None)
+    alpha_bar = alpha_bar if ab_arr is None else ab_arr
+    t = t if t_arr is None else t_arr
     score, out_dtype = aa.as_float_array(xp, score, "score")
-    eps = _eps(xp, score, alpha_bar, t, eps_floor, eps_scale, score.dtype, per_sample=False)
+    eps_floor = check_scalar(eps_floor, "eps_floor", nonnegative=True)
+    eps_scale = check_scalar(eps_scale, "eps_scale", nonnegative=True)
+    eps, unit = _eps(xp, score, alpha_bar, t, eps_floor, eps_scale, score.dtype,
+                     per_sample=False)
+    if check_finite and unit is not None:
+        _check_data(xp, {}, {}, unit)
     name = _dispatch.select("fisher_diagonal", score, backend=backend)
     if name == "array_api":
         f = score * score + _broadcast_per_sample(xp, eps, score.ndim)
@@ -250,7 +308,7 @@ def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
 
 def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: float = 0.9,
                          noise=None, rng=None, eps_floor: float = 1e-4, eps_scale: float = 1e-3,
-                         backend: str | None = None):
+                         check_finite: bool = True, backend: str | None = None):
     r"""One fused Fisher-preconditioned Langevin step (pSGLD with momentum).
 
     .. math::
@@ -277,8 +335,14 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: 
     rng : int, Key or numpy.random.Generator, optional
         Stream for the noise when ``noise`` is None. An int or Key gives the same noise on
         every backend and device; GPU kernels draw it in-kernel.
-    eps_floor, eps_scale : float
-        Damping, as in :func:`fisher_diagonal`.
+    eps_floor : float
+        Damping floor, positive (it keeps :math:`v' > 0`, so :math:`P` is finite).
+    eps_scale : float
+        As in :func:`fisher_diagonal` (non-negative).
+    check_finite : bool
+        Check that ``x``, ``score``, ``v`` and ``noise`` are finite, ``v >= 0`` and a per-sample
+        ``alpha_bar`` lies in [0, 1], in one device reduction with one synchronisation
+        (``ValueError`` naming the argument). False skips it: bad data then gives NaN.
     backend : str, optional
         As in :func:`fisher_diagonal`.
 
@@ -286,9 +350,20 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: 
     -------
     x_new : array like ``x``
     v_new : array like ``v``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen import fisher_langevin_step
+    >>> x = np.zeros((1, 2)); s = np.array([[1.0, -1.0]]); v = np.ones((1, 2))
+    >>> x_new, v_new = fisher_langevin_step(x, s, v, 1.0, step_size=0.01, noise=np.zeros((1, 2)))
+    >>> x_new, v_new
+    (array([[ 0.01, -0.01]]), array([[1.00001, 1.00001]]))
     """
-    xp = aa.array_namespace(x=x, score=score, v=v, noise=noise)
-    aa.check_same_device(x=x, score=score, v=v, noise=noise)
+    xp, (x, score, v, noise, ab_arr) = common_namespace(
+        x=x, score=score, v=v, noise=noise,
+        alpha_bar=alpha_bar if _is_array_like(alpha_bar) else None)
+    alpha_bar = alpha_bar if ab_arr is None else ab_arr
     for name, arr in (("score", score), ("v", v), ("noise", noise)):
         if arr is not None and tuple(arr.shape) != tuple(x.shape):
             raise ValueError(
@@ -298,19 +373,23 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: 
         raise ValueError(
             f"`x` must have a batch axis and at least one more axis; got shape {tuple(x.shape)}"
         )
-    step_size = aa.finite_scalar(step_size, "step_size", positive=True)
-    momentum = aa.finite_scalar(momentum, "momentum")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"`momentum` must lie in [0, 1); got {momentum}")
+    step_size = check_scalar(step_size, "step_size", positive=True)
+    momentum = check_scalar(momentum, "momentum", low=0.0, high=1.0, high_inclusive=False)
+    eps_floor = check_scalar(eps_floor, "eps_floor", positive=True)
+    eps_scale = check_scalar(eps_scale, "eps_scale", nonnegative=True)
     x_c, x_dtype = aa.as_float_array(xp, x, "x")
     s_c, _ = aa.as_float_array(xp, score, "score")
     v_c, v_dtype = aa.as_float_array(xp, v, "v")
     work = xp.result_type(x_c.dtype, s_c.dtype, v_c.dtype)
     x_c, s_c, v_c = (xp.astype(a, work) if a.dtype != work else a for a in (x_c, s_c, v_c))
-    eps = _eps(xp, x_c, alpha_bar, None, eps_floor, eps_scale, work, per_sample=True)
+    check_fits_dtype(xp, (1.0 - momentum) * eps_floor, work, "eps_floor",
+                     what="(1 - momentum) * eps_floor")
+    eps, unit = _eps(xp, x_c, alpha_bar, None, eps_floor, eps_scale, work, per_sample=True)
     if noise is not None:
         noise, _ = aa.as_float_array(xp, noise, "noise")
         noise = xp.astype(noise, work) if noise.dtype != work else noise
+    if check_finite:
+        _check_data(xp, {"x": x_c, "score": s_c, "v": v_c, "noise": noise}, {"v": v_c}, unit)
     gen = _random.as_key(rng) if noise is None else None
     if isinstance(gen, np.random.Generator):
         noise, gen = _random.normal_like(gen, x_c, dtype=work), None

@@ -14,7 +14,16 @@ import arraygen
 from arraygen import fisher as agf
 from arraygen import random as agr
 from arraygen.reference import fisher as ref
-from arraygen.testing import assert_close, tol
+from arraygen.testing import assert_close as _assert_close
+from arraygen.testing import tol
+
+
+def assert_close(actual, desired, **kw):
+    """Values against a NumPy float64 oracle; namespace, device and dtype are asserted apart."""
+    for check in ("check_namespace", "check_dtype", "check_device"):
+        kw.setdefault(check, False)
+    _assert_close(actual, desired, **kw)
+
 
 DTYPES = ["float32", "float64"]
 
@@ -437,3 +446,94 @@ def test_bad_inputs():
         arraygen.fisher_diagonal(np.zeros((2, 2), dtype=complex), 0.5)
     with pytest.raises(TypeError, match="`rng`"):
         arraygen.fisher_langevin_step(x, x, x, 0.5, step_size=0.1, rng="seed")
+
+
+# ---------------------------------------------------------------------- issue 13: bad data
+
+
+@pytest.mark.parametrize("bad", ["v_negative", "x_nan", "score_inf", "v_nan", "noise_nan",
+                                 "alpha_nan", "alpha_high"])
+def test_step_bad_data_is_the_same_error_on_every_backend(kernel_backend, bad, rng):
+    """v < 0 gave all-NaN output on array_api and ZeroDivisionError inside the numba_cpu
+    kernel; NaN/inf data gave NaN silently. Every backend now raises the same ValueError."""
+    kb = kernel_backend
+    x, s, v = (rng.standard_normal((3, 4)) for _ in range(3))
+    v = np.abs(v)
+    z = rng.standard_normal((3, 4))
+    ab = np.array([0.2, 0.5, 0.9])
+    name = bad.split("_")[0]
+    if bad == "v_negative":
+        v[1, 2] = -0.5
+    elif bad == "alpha_high":
+        ab[2] = 1.5
+    else:
+        arrays = {"x": x, "score": s, "v": v, "noise": z, "alpha": ab}
+        arrays[name].flat[1] = np.nan if bad.endswith("nan") else np.inf
+    match = {"v_negative": "`v` must be non-negative", "alpha_nan": r"`alpha_bar` must lie in",
+             "alpha_high": r"`alpha_bar` must lie in \[0, 1\]"}.get(bad, f"`{name}` contains 1 "
+                                                                        "non-finite")
+    args = [kb.xp.asarray(a) for a in (x, s, v)]
+    with pytest.raises(ValueError, match=match):
+        arraygen.fisher_langevin_step(*args, kb.xp.asarray(ab), step_size=0.1,
+                                      noise=kb.xp.asarray(z), backend=kb.name)
+
+
+def test_step_check_finite_false_skips_the_checks(rng):
+    x, s, v = (np.abs(rng.standard_normal((2, 3))) for _ in range(3))
+    x[0, 0] = np.nan
+    z = rng.standard_normal((2, 3))
+    with pytest.raises(ValueError, match="`x` contains 1 non-finite"):
+        arraygen.fisher_langevin_step(x, s, v, 0.5, step_size=0.1, noise=z)
+    x_new, v_new = arraygen.fisher_langevin_step(x, s, v, 0.5, step_size=0.1, noise=z,
+                                                 check_finite=False, backend="array_api")
+    xr, vr = ref.fisher_langevin_step(x, s, v, 0.5, 0.1, 0.9, z)
+    np.testing.assert_allclose(x_new, xr, rtol=1e-12)  # NaN where the oracle has NaN
+    np.testing.assert_allclose(v_new, vr, rtol=1e-12)
+
+
+def test_step_options_and_lists(rng):
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="`eps_floor` must be positive"):
+        arraygen.fisher_langevin_step(x, x, x, 0.5, step_size=0.1, eps_floor=0.0)
+    with pytest.raises(ValueError, match=r"`eps_floor` \(\(1 - momentum\) \* eps_floor\)"):
+        x32 = x.astype(np.float32)
+        arraygen.fisher_langevin_step(x32, x32, x32, 0.5, step_size=0.1, eps_floor=1e-300)
+    with pytest.raises(TypeError, match="`v` must be an array"):
+        arraygen.fisher_langevin_step(x, x, "v", 0.5, step_size=0.1)
+    # lists are read as NumPy arrays, alpha_bar too
+    xs, s, v = (rng.standard_normal((2, 3)) for _ in range(3))
+    v = np.abs(v)
+    z = rng.standard_normal((2, 3))
+    got = arraygen.fisher_langevin_step(xs.tolist(), s.tolist(), v.tolist(), [0.3, 0.6],
+                                        step_size=0.1, noise=z.tolist())
+    want = ref.fisher_langevin_step(xs, s, v, np.array([0.3, 0.6]), 0.1, 0.9, z)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+    np.testing.assert_allclose(arraygen.fisher_diagonal(s.tolist(), [0.3, 0.6]),
+                               ref.fisher_diagonal(s, np.array([0.3, 0.6])), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"`alpha_bar` must lie in \[0, 1\]"):
+        arraygen.fisher_diagonal(s, [0.3, float("nan")])
+    # check_finite=False skips the per-sample range check (and its synchronisation)
+    f = arraygen.fisher_diagonal(s, np.array([0.3, 2.0]), check_finite=False)
+    np.testing.assert_allclose(f, ref.fisher_diagonal(s, np.array([0.3, 2.0])), rtol=1e-14)
+
+
+def test_step_checks_synchronise_once(monkeypatch, rng):
+    """All data checks of a step (four arrays, v >= 0, per-sample alpha_bar) share one
+    device reduction: the host reads one boolean."""
+    torch = pytest.importorskip("torch")
+    x, s, v, z = (torch.from_numpy(np.abs(rng.standard_normal((3, 4)))) for _ in range(4))
+    ab = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    calls = []
+    real_bool = torch.Tensor.__bool__
+
+    def counting_bool(self):
+        calls.append(tuple(self.shape))
+        return real_bool(self)
+
+    monkeypatch.setattr(torch.Tensor, "__bool__", counting_bool)
+    arraygen.fisher_langevin_step(x, s, v, ab, step_size=0.1, noise=z)
+    assert calls == [()]
+    calls.clear()
+    arraygen.fisher_langevin_step(x, s, v, ab, step_size=0.1, noise=z, check_finite=False)
+    assert calls == []
