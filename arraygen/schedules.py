@@ -165,14 +165,18 @@ def _linear_discrete_log_alpha_bar(xp, t, b0: float, b1: float, n: float):
     """
     c = (b1 - b0) / (n - 1.0) if n > 1 else 0.0
     u = t * n
+    lo = b0 - 0.5 * c
     if c == 0.0:
-        la = u * math.log1p(-b0)
+        la = u * math.log1p(-lo)
     else:
-        def g(beta):
-            return -(1.0 - beta) * xp.log1p(-beta) - beta
-        lo = b0 - 0.5 * c
-        g_lo = -(1.0 - lo) * math.log1p(-lo) - lo
-        la = (g(lo + c * u) - g_lo) / c
+        # u * (mean of log w over w in [w0, w0 (1 + d)]), w = 1 - beta, d = -c u / w0, written
+        # without cancellation: mean = log w0 + (1 + d) log1p(d) / d - 1
+        d = (-c / (1.0 - lo)) * u
+        safe = xp.where(d == 0.0, xp.full_like(d, -1e-300), d)
+        f = xp.where(d == 0.0, xp.zeros_like(d), (1.0 + d) * xp.log1p(safe) / safe - 1.0)
+        small = xp.abs(d) < 1e-4  # series d/2 - d^2/6 + d^3/12 where the division loses digits
+        f = xp.where(small, d * (0.5 - d * (1.0 / 6.0 - d / 12.0)), f)
+        la = u * (math.log1p(-lo) + f)
     return xp.minimum(la, xp.zeros_like(la))
 
 
