@@ -322,14 +322,14 @@ def _batched(xp, x, y, a, b, warm_start, opts, check_finite, backend):
         raise TypeError("`warm_start` must be a pair (f, g) of potentials")
     results = []
     for k in range(x.shape[0]):
-        prob = _problem(xp, x[k], y[k], None if a is None else a[k],
-                        None if b is None else b[k], epsilon=opts["epsilon"],
+        prob = _problem(xp, x[k, ...], y[k, ...], None if a is None else a[k, ...],
+                        None if b is None else b[k, ...], epsilon=opts["epsilon"],
                         check_finite=check_finite, backend=backend)
         f0 = None if warm_start is None else _warm_start(
-            xp, (warm_start[0][k], warm_start[1][k]), prob)
+            xp, (warm_start[0][k, ...], warm_start[1][k, ...]), prob)
         res = _solve(prob, f0=f0, stacklevel=3, **opts)
-        results.append(res._with_gradients(x[k], y[k], None if a is None else a[k],
-                                           None if b is None else b[k]))
+        results.append(res._with_gradients(x[k, ...], y[k, ...], None if a is None else a[k, ...],
+                                           None if b is None else b[k, ...]))
     return BatchedSinkhornResult(results)
 
 
@@ -982,7 +982,7 @@ class BatchedSinkhornResult:
         if v.ndim not in (2, 3) or v.shape[0] != len(self):
             raise ValueError(f"`v` must have shape ({len(self)}, M) or ({len(self)}, M, p); got "
                              f"shape {tuple(v.shape)}")
-        return xp.stack([r.plan_matvec(v[k]) for k, r in enumerate(self.results)])
+        return xp.stack([r.plan_matvec(v[k, ...]) for k, r in enumerate(self.results)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1025,6 +1025,6 @@ def _batched_divergence(xp, x, y, a, b, opts, debias, check_finite, backend):
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0]:
         raise ValueError("batched problems need `x` (B, N, d) and `y` (B, M, d) with the same "
                          f"B; got shapes {tuple(x.shape)} and {tuple(y.shape)}")
-    return xp.stack([_divergence(xp, x[k], y[k], None if a is None else a[k],
-                                 None if b is None else b[k], opts, debias, check_finite,
+    return xp.stack([_divergence(xp, x[k, ...], y[k, ...], None if a is None else a[k, ...],
+                                 None if b is None else b[k, ...], opts, debias, check_finite,
                                  backend) for k in range(x.shape[0])])

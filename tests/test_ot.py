@@ -422,3 +422,196 @@ def test_sliced_map_iterations_transport_the_distribution(rng):
     np.testing.assert_allclose(np.cov(out.T), np.cov(y.T), atol=0.08)
     before = sliced_wasserstein(x, y, rng=9)
     assert sliced_wasserstein(out, y, rng=9) < 0.1 * before
+
+
+# --------------------------------------------------------------------------------------------
+# issue 13: one boundary, no validation in the loop, honest flags, clear errors
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(20)
+def test_overflowing_cost_scale_raises_at_once(rng):
+    # used to loop forever in the epsilon schedule (infinite cost scale), memory growing
+    x, y = 1e160 * rng.normal(size=(30, 2)), rng.normal(size=(20, 2))
+    with pytest.raises(ValueError, match=r"`x` and `y` .*overflows float64"):
+        sinkhorn(x, y, epsilon=0.5, scaling=0.5)
+    with pytest.raises(ValueError, match=r"`x` and `y`.*out of range for float32"):
+        sinkhorn((1e19 * x / 1e160).astype(np.float32), y.astype(np.float32), epsilon=0.5)
+
+
+def test_errors_name_the_users_argument(rng):
+    x, y = _clouds(rng)
+    with pytest.raises(ValueError, match=r"`epsilon` is too small"):
+        sinkhorn(x, y, epsilon=1e-310)
+    with pytest.raises(ValueError, match=r"`epsilon` \(cost scale / epsilon\).*float32"):
+        sinkhorn(x.astype(np.float32), y.astype(np.float32), epsilon=1e-38)
+    with pytest.raises(TypeError, match="`x` must be an array"):
+        sinkhorn("points", y, epsilon=1.0)
+    with pytest.raises(TypeError, match="`warm_start` must be a pair"):
+        sinkhorn(x, y, epsilon=1.0, warm_start=np.zeros(40))
+    with pytest.raises(ValueError, match=r"`warm_start\[0\]` must have shape \(40,\)"):
+        sinkhorn(x, y, epsilon=1.0, warm_start=(np.zeros(39), np.zeros(30)))
+
+
+def test_lists_are_read_as_numpy(rng):
+    x, y = _clouds(rng, 6, 5)
+    ref = sinkhorn(x, y, epsilon=0.5)
+    res = sinkhorn(x.tolist(), y.tolist(), epsilon=0.5)
+    np.testing.assert_allclose(res.f, ref.f, rtol=1e-12)
+    assert sliced_wasserstein(x.tolist(), y.tolist(), rng=0) == sliced_wasserstein(x, y, rng=0)
+
+
+def test_no_validation_inside_the_loop(rng, monkeypatch):
+    # each check used to validate the arrays again (805 all_finite calls in 200 iterations)
+    import arraygen._array_api as aa
+
+    calls = []
+    real = aa.all_finite
+    monkeypatch.setattr(aa, "all_finite", lambda xp, a: calls.append(1) or real(xp, a))
+    x, y = rng.random((50, 2)), rng.random((40, 2))
+    counts = {}
+    for backend in (None, "array_api"):
+        for n_iter in (20, 200):
+            calls.clear()
+            with pytest.warns(ConvergenceWarning):
+                res = sinkhorn(x, y, epsilon=1e-3, max_iter=n_iter, tol=1e-15, backend=backend)
+            assert res.n_iter == n_iter
+            counts[backend, n_iter] = len(calls)
+    assert counts[None, 20] == counts[None, 200] <= 4
+    assert counts["array_api", 20] == counts["array_api", 200] <= 4
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("relaxation", [1.0, 1.5, "auto"])
+@pytest.mark.parametrize("tol", [None, 1e-5, 1e-7])
+def test_converged_and_error_are_honest(rng, dtype, relaxation, tol):
+    # float32 plain Sinkhorn used to count only the rows: converged=True above tol
+    x, y = rng.random((120, 2)), rng.random((100, 2))
+    a, b = _weights(rng, 120), _weights(rng, 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = sinkhorn(x.astype(dtype), y.astype(dtype), a.astype(dtype), b.astype(dtype),
+                       epsilon=0.01, relaxation=relaxation, tol=tol, max_iter=3000)
+    plan = res.plan().astype(np.float64)
+    err = _dense_error(plan, a, b)
+    slack = 3e-7 if dtype == "float32" else 1e-12
+    assert abs(err - res.marginal_error) <= 0.02 * res.marginal_error + slack
+    limit = tol if tol is not None else (1e-4 if dtype == "float32" else 1e-6)
+    assert res.converged == (res.marginal_error <= limit)
+    if res.converged:
+        assert err <= limit + slack
+    if dtype == "float64" or tol != 1e-7:
+        assert res.converged
+
+
+def test_float32_default_call_converges_honestly(rng):
+    # float32 with tol=1e-6 used to run to max_iter; the default tol follows the dtype and a
+    # stalled error ends the run early
+    x, y = rng.random((400, 2)), rng.random((300, 2))
+    res = sinkhorn(x.astype(np.float32), y.astype(np.float32), epsilon=0.005)
+    plan = res.plan().astype(np.float64)
+    assert res.converged and _dense_error(plan, np.full(400, 1 / 400),
+                                          np.full(300, 1 / 300)) <= 1e-4 + 1e-7
+    with pytest.warns(ConvergenceWarning, match="stopped falling|rounding floor"):
+        hard = sinkhorn(x.astype(np.float32), y.astype(np.float32), epsilon=0.005, tol=1e-9,
+                        max_iter=100000)
+    assert not hard.converged and hard.n_iter < 3000
+
+
+def test_torch_autograd_inputs_do_not_warn():
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = torch.randn(20, 2, dtype=torch.float64, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = sinkhorn(x, y, epsilon=0.5)
+        sliced_wasserstein(x, y, rng=0)
+        res.cost.backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_cost_gradient_is_the_envelope_gradient():
+    # d OT_eps / dx_i = 2 sum_j P_ij (x_i - y_j), also as finite differences of the dual value
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(25, 2)), rng.normal(1.0, 0.5, size=(20, 2))
+    a = _weights(rng, 25)
+    xt = torch.tensor(x, requires_grad=True)
+    at = torch.tensor(a, requires_grad=True)
+    res = sinkhorn(xt, torch.tensor(y), at, epsilon=0.3, tol=1e-13, max_iter=20000)
+    res.dual_value.backward()
+    plan = res.plan().numpy()
+    expected = 2.0 * (plan.sum(1)[:, None] * x - plan @ y)
+    np.testing.assert_allclose(xt.grad.numpy(), expected, rtol=1e-8, atol=1e-12)
+    h, k = 1e-5, 3
+    fd = []
+    for s in (1.0, -1.0):
+        xs = x.copy()
+        xs[k, 0] += s * h
+        fd.append(sinkhorn(xs, y, a, epsilon=0.3, tol=1e-13, max_iter=20000).dual_value)
+    assert xt.grad[k, 0].item() == pytest.approx((fd[0] - fd[1]) / (2 * h), rel=1e-5)
+    # weights: the gradient is f up to a constant (the sum of a is fixed)
+    da = at.grad.numpy() - res.f.numpy()
+    np.testing.assert_allclose(da, da[0], atol=1e-10)
+    assert res.cost.item() == pytest.approx(float((plan * pot.dist(x, y)).sum()), rel=1e-10)
+
+
+def test_dense_and_tiled_paths_agree(rng):
+    x, y = _clouds(rng, 70, 50)
+    dense = sinkhorn(x, y, epsilon=0.05, tol=1e-10, relaxation="auto")
+    tiled = sinkhorn(x, y, epsilon=0.05, tol=1e-10, relaxation="auto", backend="array_api")
+    assert dense.converged and tiled.converged
+    np.testing.assert_allclose(dense.plan(), tiled.plan(), rtol=1e-6, atol=1e-12)
+    assert dense.cost == pytest.approx(tiled.cost, rel=1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: batched problems, warm starts, several right-hand sides
+# --------------------------------------------------------------------------------------------
+
+def test_batched_problems_match_one_by_one(xp, rng):
+    xs, ys = rng.normal(size=(3, 30, 2)), rng.normal(1.0, 0.5, size=(3, 25, 2))
+    a = np.stack([_weights(rng, 30) for _ in range(3)])
+    b = np.stack([_weights(rng, 25, zeros=(k,)) for k in range(3)])
+    res = sinkhorn(xp.asarray(xs), xp.asarray(ys), xp.asarray(a), xp.asarray(b), epsilon=0.2,
+                   tol=1e-11)
+    assert len(res) == 3 and tuple(res.cost.shape) == (3,) and tuple(res.f.shape) == (3, 30)
+    assert res.converged
+    for k in range(3):
+        cmat = pot.dist(xs[k], ys[k])
+        with np.errstate(divide="ignore"):
+            ref = pot.sinkhorn(a[k], b[k], cmat, reg=0.2, method="sinkhorn_log",
+                               stopThr=1e-14, numItermax=100000)
+        np.testing.assert_allclose(xp.to_numpy(res[k].plan()), ref, rtol=1e-7,
+                                   atol=1e-10 * ref.max())
+        assert float(res.cost[k]) == pytest.approx(float((ref * cmat).sum()), rel=1e-8)
+    v = rng.normal(size=(3, 25, 4))
+    out = xp.to_numpy(res.plan_matvec(xp.asarray(v)))
+    np.testing.assert_allclose(out[1], xp.to_numpy(res[1].plan()) @ v[1], rtol=1e-10,
+                               atol=1e-14)
+    with pytest.raises(ValueError, match=r"`a` must have shape \(3, 30\)"):
+        sinkhorn(xp.asarray(xs), xp.asarray(ys), xp.asarray(a[:2]), epsilon=0.2)
+
+
+def test_warm_start_reaches_the_plan_faster(rng):
+    x, y = _clouds(rng, 60, 50)
+    ref = sinkhorn(x, y, epsilon=0.05, tol=1e-10)
+    coarse = sinkhorn(x, y, epsilon=0.05, tol=1e-4)
+    warm = sinkhorn(x, y, epsilon=0.05, tol=1e-10, warm_start=(coarse.f, coarse.g))
+    assert warm.converged and warm.n_iter <= ref.n_iter - coarse.n_iter + 5
+    np.testing.assert_allclose(warm.plan(), ref.plan(), rtol=1e-6, atol=1e-12)
+    again = sinkhorn(x, y, epsilon=0.05, tol=1e-10, warm_start=(ref.f, ref.g))
+    assert again.converged and again.n_iter <= 2
+
+
+def test_plan_matvec_several_right_hand_sides(xp, rng):
+    x, y = _clouds(rng, 30, 20)
+    res = sinkhorn(xp.asarray(x), xp.asarray(y), epsilon=0.3, tol=1e-10)
+    plan = xp.to_numpy(res.plan())
+    v, u = rng.normal(size=(20, 5)), rng.normal(size=(30, 3))
+    np.testing.assert_allclose(xp.to_numpy(res.plan_matvec(xp.asarray(v))), plan @ v,
+                               rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(xp.to_numpy(res.plan_rmatvec(xp.asarray(u))), plan.T @ u,
+                               rtol=1e-9, atol=1e-13)
+    with pytest.raises(ValueError, match=r"`v` must have shape \(20,\) or \(20, p\)"):
+        res.plan_matvec(xp.asarray(v[:5]))
