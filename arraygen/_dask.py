@@ -193,14 +193,7 @@ def kernel_softmax_matvec(x, y, v, *, beta, log_weights=None, backend=None, chec
 
 
 def _options(**kw):
-    """Keyword options for the per-chunk call; ``check_finite`` only where the op has it."""
-    import inspect
-
-    from . import tiled
-
-    if "check_finite" in kw and "check_finite" not in inspect.signature(
-            tiled.kernel_matvec).parameters:
-        kw.pop("check_finite")
+    """Keyword options for the per-chunk call (``None`` options dropped, ``backend`` kept)."""
     return {k: v for k, v in kw.items() if v is not None or k == "backend"}
 
 

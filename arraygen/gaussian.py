@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _array_api as aa
-from . import _dispatch
+from . import _dask, _dispatch
 from ._kernels.gaussian import MODES, source_indices  # noqa: F401
 from ._validation import check_choice, check_int, check_scalar, check_shape, common_namespace
 
@@ -357,6 +357,10 @@ def gaussian_filter(x, sigma, *, axes=(-2, -1), order=0, output=None, mode="refl
     >>> gaussian_filter(np.arange(5.0), 1.0, axes=0, order=1).round(3)
     array([0.364, 0.849, 0.97 , 0.849, 0.364])
     """
+    if _dask.is_dask_array(x) and output is None:
+        return _dask.gaussian_filter(x, sigma, axes=axes, mode=mode, cval=cval,
+                                     truncate=truncate, backend=backend, order=order,
+                                     radius=radius)
     xp, (x, out_arr) = _arrays(x, output)
     axes = _check_axes(axes, x.ndim)
     passes = _plan(tuple(x.shape), axes, sigma, order, mode, truncate, radius)

@@ -41,7 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _array_api as aa
-from . import _dispatch
+from . import _dask, _dispatch
 from . import _validation as _v
 from ._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits  # noqa: F401
 
@@ -166,6 +166,11 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
     >>> np.allclose(out, 1 + np.exp(-1.0))
     True
     """
+    if _dask.any_dask(x, y, v, row_scale, col_scale, x_bandwidth, y_bandwidth):
+        return _dask.kernel_matvec(
+            x, y, v, beta=_v.check_scalar(beta, "beta", positive=True), row_scale=row_scale,
+            col_scale=col_scale, x_bandwidth=x_bandwidth, y_bandwidth=y_bandwidth,
+            backend=backend, check_finite=check_finite)
     xp, (x, y, v, r, c, a, b) = _v.common_namespace(
         x=x, y=y, v=v, row_scale=row_scale, col_scale=col_scale, x_bandwidth=x_bandwidth,
         y_bandwidth=y_bandwidth)
@@ -222,6 +227,10 @@ def kernel_logsumexp(x, y, *, beta: float, log_weights=None, check_finite: bool 
     >>> np.allclose(lse, np.log(1 + np.exp(-1.0)))
     True
     """
+    if _dask.any_dask(x, y, log_weights):
+        return _dask.kernel_logsumexp(x, y, beta=_v.check_scalar(beta, "beta", positive=True),
+                                      log_weights=log_weights, backend=backend,
+                                      check_finite=check_finite)
     xp, (x, y, w) = _v.common_namespace(x=x, y=y, log_weights=log_weights)
     x, y, _, _, beta, out_dtype = _boundary(xp, x, y, None, beta, check_finite)
     w = _v.as_log_weights(xp, w, y.shape[0], x)
@@ -271,6 +280,10 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
     >>> np.allclose(out, [w, 1 - w])
     True
     """
+    if _dask.any_dask(x, y, v, log_weights):
+        return _dask.kernel_softmax_matvec(
+            x, y, v, beta=_v.check_scalar(beta, "beta", positive=True), log_weights=log_weights,
+            backend=backend, check_finite=check_finite)
     xp, (x, y, v, w) = _v.common_namespace(x=x, y=y, v=v, log_weights=log_weights)
     x, y, v, one_d, beta, out_dtype = _boundary(xp, x, y, v, beta, check_finite)
     n = x.shape[0]
@@ -293,8 +306,12 @@ def _matvec(xp, x, y, u, *, beta: float, a=None, b=None, backend: str | None = N
 
     ``x`` (N, d), ``y`` (M, d), ``u`` (M, p), ``a`` (N,) / ``b`` (M,) or None: one namespace,
     device and compute dtype, finite; ``beta`` a positive Python float. Returns (N, p) in the
-    compute dtype. No validation and no device-to-host synchronisation.
+    compute dtype. No validation and no device-to-host synchronisation. Dask inputs (an
+    algorithm's state on a cluster) take the chunk-level path.
     """
+    if _dask.any_dask(x, y, u, a, b):
+        return _dask.kernel_matvec(x, y, u, beta=beta, x_bandwidth=a, y_bandwidth=b,
+                                   backend=backend, check_finite=False)
     x, y = _centre(xp, x, y)
     name = _dispatch.select("kernel_matvec", x, y, u, backend=backend,
                             prefer_array_api=_wide(x, u))
@@ -305,6 +322,9 @@ def _matvec(xp, x, y, u, *, beta: float, a=None, b=None, backend: str | None = N
 
 def _logsumexp(xp, x, y, w=None, *, beta: float, backend: str | None = None):
     """:func:`kernel_logsumexp` on trusted inputs (``w`` (M,) log-weights or None): (N,)."""
+    if _dask.any_dask(x, y, w):
+        return _dask.kernel_logsumexp(x, y, beta=beta, log_weights=w, backend=backend,
+                                      check_finite=False)
     x, y = _centre(xp, x, y)
     name = _dispatch.select("kernel_logsumexp", x, y, w, backend=backend)
     if name == "array_api":
@@ -314,6 +334,9 @@ def _logsumexp(xp, x, y, w=None, *, beta: float, backend: str | None = None):
 
 def _softmax_matvec(xp, x, y, v, w=None, *, beta: float, backend: str | None = None):
     """:func:`kernel_softmax_matvec` on trusted inputs (``v`` (M, p)): ``(out (N, p), lse (N,))``."""
+    if _dask.any_dask(x, y, v, w):
+        return _dask.kernel_softmax_matvec(x, y, v, beta=beta, log_weights=w, backend=backend,
+                                           check_finite=False)
     x, y = _centre(xp, x, y)
     name = _dispatch.select("kernel_softmax_matvec", x, y, v, w, backend=backend,
                             prefer_array_api=_wide(x, v))
