@@ -1,10 +1,21 @@
 """Persistent on-disk cache of float arrays (FFT kernels, Fisher buffers...), shared by processes.
 
-Layout: one file per entry, ``<sha256 of the key>.agk`` in the cache directory. A file is
+Layout: one file per entry, ``agkc1-<sha256 of the key>.agk`` in the cache directory. A file is
 
 ``b"AGKC1\\n" + sha256(body).hexdigest() + b"\\n" + body``, ``body = json(key) + b"\\n" + npy``
 
 so a truncated or corrupted file is detected (digest mismatch), deleted and reported as a miss.
+Array-valued key parameters are keyed by their bytes, dtype and shape (never by ``str()``,
+which NumPy truncates).
+
+Ownership: the cache deletes or touches only files it wrote: entries named
+``agkc1-<64 hex digits>.agk`` that start with the magic header, and its own temporary files
+``.agkc1-<16 hex digits>.*.tmp``. Anything else in the directory is left alone.
+
+Failures: a cache problem never breaks a computation. Every ``OSError`` (the cache path is a
+file, an entry's name is taken by a directory, a lock file of another user, a read-only
+directory, a full disk) makes the operation a miss or a skipped write, with one
+:class:`CacheWarning` per cache object and the details in the ``arraygen`` log.
 
 Concurrency: writers write a private temporary file in the same directory and publish it with
 ``os.replace`` (atomic on POSIX and Windows), so readers see either no file or a complete one,
@@ -23,9 +34,11 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,13 +47,21 @@ import numpy as np
 
 from . import _array_api as aa
 
-__all__ = ["PersistentKernelCache", "default_cache_dir"]
+__all__ = ["CacheWarning", "PersistentKernelCache", "default_cache_dir"]
 
 logger = logging.getLogger("arraygen")
 
 _MAGIC = b"AGKC1\n"
+_PREFIX = "agkc1-"
 _SUFFIX = ".agk"
+_ENTRY = re.compile(r"agkc1-[0-9a-f]{64}\.agk")
+_TMP = re.compile(r"\.agkc1-[0-9a-f]{16}\..+\.tmp")
+_LOCK = ".agkc1.lock"
 _STALE_TMP_SECONDS = 3600.0
+
+
+class CacheWarning(UserWarning):
+    """A cache directory problem (the computation goes on without the cache)."""
 
 
 def default_cache_dir() -> Path:
@@ -48,6 +69,14 @@ def default_cache_dir() -> Path:
 
     The user cache directory is ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS and
     ``$XDG_CACHE_HOME`` (default ``~/.cache``) elsewhere.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["ARRAYGEN_CACHE_DIR"] = "/tmp/agk-doc-env"
+    >>> str(default_cache_dir())
+    '/tmp/agk-doc-env'
+    >>> del os.environ["ARRAYGEN_CACHE_DIR"]
     """
     env = os.environ.get("ARRAYGEN_CACHE_DIR", "").strip()
     if env:
@@ -61,6 +90,16 @@ def default_cache_dir() -> Path:
     return base / "arraygen"
 
 
+def _array_key(value: Any) -> dict:
+    """An array key component: sha256 of its little-endian C-order bytes, dtype and shape."""
+    arr = np.asarray(aa.to_numpy(value))
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"array-valued key parameters must hold numbers; got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
+    return {"array": hashlib.sha256(arr.tobytes()).hexdigest(), "dtype": arr.dtype.str,
+            "shape": list(arr.shape)}
+
+
 def _canonical(value: Any) -> Any:
     """A JSON-able, platform-stable form of one key component."""
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
@@ -70,6 +109,8 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         v = float(value)
         return {"float": v.hex()} if math.isfinite(v) else {"float": repr(v)}
+    if isinstance(value, np.ndarray) or aa.is_array(value):
+        return _array_key(value)
     if isinstance(value, (tuple, list)):
         return [_canonical(v) for v in value]
     if isinstance(value, dict):
@@ -105,6 +146,16 @@ class PersistentKernelCache:
             raise ValueError(f"`max_bytes` must be positive; got {max_bytes}")
         self.path = Path(path).expanduser() if path is not None else default_cache_dir() / "kernels"
         self.max_bytes = int(max_bytes)
+        self._warned = False
+
+    def _problem(self, what: str, exc: OSError) -> None:
+        """Log a cache failure; the first one of this cache object is also a CacheWarning."""
+        logger.warning("PersistentKernelCache: %s in %s: %s", what, self.path, exc)
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"PersistentKernelCache: {what} in {self.path} ({exc}); computing "
+                          "without the cache (further problems are logged only)", CacheWarning,
+                          stacklevel=3)
 
     def __repr__(self) -> str:
         return f"PersistentKernelCache(path={str(self.path)!r}, max_bytes={self.max_bytes})"
@@ -119,7 +170,7 @@ class PersistentKernelCache:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _file(self, digest: str) -> Path:
-        return self.path / (digest + _SUFFIX)
+        return self.path / (_PREFIX + digest + _SUFFIX)
 
     # reading ----------------------------------------------------------------------------------
     def get(self, name: str, *, xp: Any = None, device: Any = None, **params: Any):
@@ -132,7 +183,10 @@ class PersistentKernelCache:
         try:
             with open(path, "rb") as fh:
                 blob = fh.read()
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # the path is a file, the entry a directory, no permission...
+            self._problem("could not read an entry", exc)
             return None
         arr = self._decode(blob, name, params, path)
         if arr is None:
@@ -154,7 +208,7 @@ class PersistentKernelCache:
                 stored = json.loads(meta)
                 ok = stored == json.loads(json.dumps([name, _canonical(params)], sort_keys=True))
                 arr = np.load(io.BytesIO(payload), allow_pickle=False)
-            except (ValueError, OSError):
+            except (ValueError, OSError, EOFError):
                 ok = False
         if not ok:
             logger.warning("PersistentKernelCache: removing corrupted entry %s", path)
@@ -198,7 +252,8 @@ class PersistentKernelCache:
         tmp = None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{digest[:16]}.", suffix=".tmp", dir=self.path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{_PREFIX}{digest[:16]}.", suffix=".tmp",
+                                       dir=self.path)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)
                 fh.flush()
@@ -206,7 +261,7 @@ class PersistentKernelCache:
             os.replace(tmp, self._file(digest))
             tmp = None
         except OSError as exc:
-            logger.warning("PersistentKernelCache: could not write %s: %s", name, exc)
+            self._problem(f"could not write {name!r}", exc)
             return False
         finally:
             if tmp is not None:
@@ -230,34 +285,72 @@ class PersistentKernelCache:
     # housekeeping -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self):
+        """Advisory exclusive lock on this cache's own lock file; yields False if unavailable."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: eviction races only cause misses
-            yield
+            yield True
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path / _LOCK, "a+b")
+        except OSError as exc:  # another user's lock file, a read-only directory...
+            self._problem("could not open the lock file", exc)
+            yield False
+            return
+        with fh:
             try:
-                yield
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            except OSError as exc:
+                self._problem("could not lock", exc)
+                yield False
+                return
+            try:
+                yield True
             finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def _ours(p: Path) -> bool:
+        """An entry this cache wrote: its name pattern, a regular file, the magic header."""
+        try:
+            with open(p, "rb") as fh:
+                return fh.read(len(_MAGIC)) == _MAGIC
+        except OSError:
+            return False
 
     def _entries(self) -> list[tuple[float, int, Path]]:
+        """``(atime, size, path)`` of this cache's entries; removes its own stale temp files.
+
+        An entry is a regular file with this cache's name pattern and magic header; other
+        files are neither counted nor touched.
+        """
         out = []
-        if not self.path.is_dir():
+        try:
+            if not self.path.is_dir():
+                return out
+            children = list(self.path.iterdir())
+        except OSError as exc:
+            self._problem("could not list the directory", exc)
             return out
         now = time.time()
-        for p in self.path.iterdir():
+        for p in children:
+            entry, tmp = _ENTRY.fullmatch(p.name), _TMP.fullmatch(p.name)
+            if not (entry or tmp):
+                continue  # not ours: never touched
             try:
-                st = p.stat()
+                st = p.lstat()
             except OSError:
                 continue
-            if p.suffix == _SUFFIX:
-                out.append((st.st_atime, st.st_size, p))
-            elif p.suffix == ".tmp" and now - st.st_mtime > _STALE_TMP_SECONDS:
+            if not os.path.isfile(p) or os.path.islink(p):
+                continue
+            if entry:
+                if self._ours(p):
+                    out.append((st.st_atime, st.st_size, p))
+            elif now - st.st_mtime > _STALE_TMP_SECONDS:
                 with contextlib.suppress(OSError):
-                    p.unlink()  # left behind by a writer that crashed
+                    p.unlink()  # our own temporary file, left behind by a writer that crashed
         return out
 
     def total_bytes(self) -> int:
@@ -270,26 +363,38 @@ class PersistentKernelCache:
     def evict(self) -> int:
         """Delete least recently accessed entries until the total is within ``max_bytes``.
 
-        Returns the number of entries deleted.
+        Returns the number of entries deleted (0 if the lock is unavailable).
         """
         removed = 0
-        with self._lock():
+        with self._lock() as locked:
+            if not locked:
+                return 0
             entries = sorted(self._entries(), key=lambda e: e[0])
             total = sum(size for _, size, _ in entries)
             for _, size, p in entries:
                 if total <= self.max_bytes:
                     break
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     p.unlink()
                     removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    self._problem("could not evict an entry", exc)
                 total -= size
         if removed:
             logger.debug("PersistentKernelCache: evicted %d entries from %s", removed, self.path)
         return removed
 
     def clear(self) -> None:
-        """Delete every entry."""
-        with self._lock():
+        """Delete every entry this cache wrote (other files in the directory stay)."""
+        with self._lock() as locked:
+            if not locked:
+                return
             for _, _, p in self._entries():
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     p.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    self._problem("could not delete an entry", exc)

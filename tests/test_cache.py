@@ -194,3 +194,142 @@ def test_concurrent_processes(tmp_path, max_bytes):
     for i in range(6):
         got = cache.get("shared", i=i)
         assert got is None or np.array_equal(got, _payload(i))
+
+
+# ------------------------------------------------------------------------------------------
+# issue 13: content keys for arrays, only own files touched, OSErrors warn once and compute
+# ------------------------------------------------------------------------------------------
+
+def test_array_params_are_keyed_by_content():
+    """str() truncates long arrays: two different 2,000-element arrays shared a key."""
+    a = np.arange(2000.0)
+    b = a.copy()
+    b[1000] += 0.5
+    assert str(a) == str(b)  # the premise: NumPy's repr hides the difference
+    k = PersistentKernelCache.key
+    assert k("g", w=a) != k("g", w=b)
+    assert k("g", w=a) == k("g", w=a.copy())  # content, not identity
+    assert k("g", w=a) != k("g", w=a.astype(np.float32))  # dtype
+    assert k("g", w=a) != k("g", w=a.reshape(40, 50))  # shape
+    assert k("g", w=a) == k("g", w=a.astype(">f8"))  # byte order is not content
+    assert k("g", w=[a, 1]) != k("g", w=[b, 1])  # nested
+
+
+def test_get_returns_the_array_of_its_own_key(tmp_path):
+    cache = PersistentKernelCache(tmp_path)
+    a = np.arange(2000.0)
+    b = a.copy()
+    b[1000] += 0.5
+    cache.put("weights", a * 2, w=a)
+    assert cache.get("weights", w=b) is None  # a different key, not a's entry
+    cache.put("weights", b * 2, w=b)
+    np.testing.assert_array_equal(cache.get("weights", w=a), a * 2)
+    np.testing.assert_array_equal(cache.get("weights", w=b), b * 2)
+
+
+def test_only_own_files_are_deleted(tmp_path):
+    """Eviction and clear used to delete any *.agk and any *.tmp older than an hour."""
+    cache = PersistentKernelCache(tmp_path, max_bytes=4000)
+    old = time.time() - 7200
+    foreign = {name: tmp_path / name for name in (
+        "notes.tmp", "other.agk", "a" * 64 + ".agk", "agkc1-" + "b" * 64 + ".agk",
+        ".agkc1-zz.tmp")}
+    for p in foreign.values():
+        p.write_bytes(b"someone else's data" * 20)
+        os.utime(p, (old, old))
+    (tmp_path / "dir.agk").mkdir()
+    own_stale = tmp_path / (".agkc1-" + "c" * 16 + ".x1.tmp")
+    own_fresh = tmp_path / (".agkc1-" + "d" * 16 + ".x2.tmp")
+    for p in (own_stale, own_fresh):
+        p.write_bytes(b"partial")
+    os.utime(own_stale, (old, old))
+    for i in range(6):  # far past max_bytes: eviction runs after every write
+        cache.put("e", np.full(200, float(i)), i=i)
+    assert 0 < len(cache) < 6
+    cache.clear()
+    assert len(cache) == 0
+    assert all(p.exists() for p in foreign.values()) and (tmp_path / "dir.agk").is_dir()
+    assert not own_stale.exists() and own_fresh.exists()
+
+
+def _cache_warnings(record):
+    from arraygen.cache import CacheWarning
+
+    return [w for w in record if issubclass(w.category, CacheWarning)]
+
+
+def _compute_twice(cache):
+    """get_or_compute twice through a broken cache: both compute, one CacheWarning."""
+    import warnings
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(5.0)
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            np.testing.assert_array_equal(cache.get_or_compute("k", compute, n=5),
+                                          np.arange(5.0))
+        cache.evict()
+        cache.clear()
+        len(cache)
+    return len(calls), _cache_warnings(record)
+
+
+def test_cache_path_is_a_file(tmp_path):
+    target = tmp_path / "not-a-dir"
+    target.write_bytes(b"x")
+    calls, warned = _compute_twice(PersistentKernelCache(target))
+    assert calls == 2 and len(warned) == 1
+    assert target.read_bytes() == b"x"
+
+
+def test_entry_name_taken_by_a_directory(tmp_path):
+    cache = PersistentKernelCache(tmp_path)
+    cache._file(cache.key("k", n=5)).mkdir()
+    calls, warned = _compute_twice(cache)
+    assert calls == 2 and len(warned) == 1
+
+
+def test_lock_file_of_another_user(tmp_path, monkeypatch):
+    """An unopenable lock file (here a directory; another user's file is the same OSError) and
+    a lock call that fails: the entry is still stored and read, with one warning."""
+    cache = PersistentKernelCache(tmp_path)
+    (tmp_path / ".agkc1.lock").mkdir()
+    calls, warned = _compute_twice(cache)
+    assert calls == 1 and len(warned) == 1  # stored and read back; eviction skipped
+    (tmp_path / ".agkc1.lock").rmdir()
+    import fcntl
+
+    def denied(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fcntl, "flock", denied)
+    from arraygen.cache import CacheWarning
+
+    fresh = PersistentKernelCache(tmp_path)
+    with pytest.warns(CacheWarning, match="could not lock"):
+        fresh.clear()  # cannot lock: clears nothing
+    assert len(fresh) == 1
+
+
+def test_read_only_directory(tmp_path, monkeypatch):
+    tmp_path.joinpath("ro").mkdir()
+    ro = tmp_path / "ro"
+    if os.geteuid() == 0:  # root ignores permissions: make the write fail as it would
+        import tempfile
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(ro))
+
+        monkeypatch.setattr(tempfile, "mkstemp", denied)
+    else:
+        ro.chmod(0o555)
+    try:
+        calls, warned = _compute_twice(PersistentKernelCache(ro))
+    finally:
+        ro.chmod(0o755)
+    assert calls == 2 and len(warned) == 1
