@@ -1,5 +1,5 @@
 """Tiled-kernel contract shared by the op module and the CUDA launchers: the direct-distance
-limit and the column-split launch geometry and merge."""
+limit, the column-split launch geometry (occupancy, number of splits) and the merge."""
 
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ def column_splits(row_blocks: int, blocks_per_wave: int, max_splits: int = 8) ->
         if cost < best_cost - 1e-9:
             best, best_cost = splits, cost
     return best
+
+
+def resident_blocks(sms: int, regs_per_thread: int, threads: int) -> int:
+    """Blocks of ``threads`` threads resident on the whole GPU at once: ``sms`` SMs of 2048
+    threads and 65536 registers each, registers allocated per warp in units of 256."""
+    warp_regs = -(-regs_per_thread * 32 // 256) * 256
+    per_sm = max(1, min(2048 // threads, 65536 // (warp_regs * (threads // 32))))
+    return sms * per_sm
+
+
+def split_count(row_blocks: int, m: int, *, tile: int, sms: int, regs_per_thread: int,
+                threads: int, forced: int | None = None) -> int:
+    """Column splits S of one launch: :func:`column_splits` for the occupancy of a kernel
+    using ``regs_per_thread`` registers (or ``forced``), at most one split per ``tile``
+    columns of the ``m`` columns of ``y``."""
+    if forced is None:
+        forced = column_splits(row_blocks, resident_blocks(sms, regs_per_thread, threads))
+    return max(1, min(int(forced), -(-m // tile)))
 
 
 def merge_column_splits(xp, acc, mx, sm):

@@ -10,20 +10,37 @@ block per quad). With few large samples, two kernels: per-tile partial sums, the
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .. import _interop
+from .._tuning import Tunable
 from . import dtype_name, module, native, sm_count, stream_for
 
 SOURCE = "fisher.cu"
-KQ = {"float": 4, "double": 1}  # quads per thread kept in registers (instantiated in fisher.cu)
 KQ_CHOICES = {"float": (0, 4), "double": (0, 1)}  # 0: no register cache, re-read from L2
-FUSED_THREADS = 1024  # most threads per block of the one-kernel path
 THREADS = 256
 DIAG_UNROLL = 4  # quads per thread of fisher_diagonal (must match fisher.cu)
-FUSED_MIN_SAMPLES = 256  # this many samples fill an H100 with one block each
-FUSED_MAX_PER = 1 << 15  # or samples this short: take the one-kernel path anyway
-SPLIT_TILE = 8192  # fewest elements per tile on the two-kernel path
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Launch tuning of the CuPy Fisher step (override with ``TUNING.override(...)``)."""
+
+    kq_float: int = 4  #: float32 quads per thread kept in registers (one of KQ_CHOICES)
+    kq_double: int = 1  #: float64 quads per thread kept in registers (one of KQ_CHOICES)
+    fused_threads: int = 1024  #: most threads per block of the one-kernel path
+    fused_min_samples: int = 256  #: this many samples fill an H100 with one block each
+    fused_max_per: int = 1 << 15  #: or samples this short: take the one-kernel path anyway
+    split_tile: int = 8192  #: fewest elements per tile on the two-kernel path
+
+    def kq(self, t: str) -> int:
+        """Quads per thread in registers for C type ``t`` ("float" or "double")."""
+        return self.kq_float if t == "float" else self.kq_double
+
+
+TUNING = Tunable("cupy.fisher", Tuning())
 
 
 def _names(t: str) -> tuple[str, ...]:
@@ -63,9 +80,9 @@ def fisher_diagonal(score, eps):
     return _interop.like(out, score)
 
 
-def _tiling(n_samples: int, n_per: int, sms: int) -> tuple[int, int]:
+def _tiling(n_samples: int, n_per: int, sms: int, split_tile: int) -> tuple[int, int]:
     """``(tiles_per_sample, tile)`` for the two-kernel path (tiles are whole quads)."""
-    tiles = min(-(-4 * sms // n_samples), -(-n_per // SPLIT_TILE), 4096)
+    tiles = min(-(-4 * sms // n_samples), -(-n_per // split_tile), 4096)
     tile = 4 * -(-n_per // (4 * max(tiles, 1)))
     return -(-n_per // tile), tile
 
@@ -89,16 +106,17 @@ def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
         step = (ctype(momentum), ctype(1.0 - momentum), ctype(step_size), ctype(2.0 * step_size),
                 np.int64(n_per), np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1))
         sms = _sm_count()
-        if n_samples >= FUSED_MIN_SAMPLES or n_per <= FUSED_MAX_PER:
+        tuning = TUNING.current()
+        if n_samples >= tuning.fused_min_samples or n_per <= tuning.fused_max_per:
             quads = n_per // 4 if n_per % 4 == 0 else n_per // 4 + 2  # quads a sample touches
-            kq = KQ[t]
-            threads = int(min(FUSED_THREADS, 32 * -(-quads // (32 * max(kq, 1)))))
+            kq = tuning.kq(t)
+            threads = int(min(tuning.fused_threads, 32 * -(-quads // (32 * max(kq, 1)))))
             grid = int(min(n_samples, 2**31 - 1))
             _kernel(f"fisher_step_fused<{t}, {kq}>", t)(
                 (grid,), (threads,),
                 (xs, ss, vs, e, zs, x_out, v_out, np.int64(n_samples)) + step)
         else:
-            tiles, tile = _tiling(n_samples, n_per, sms)
+            tiles, tile = _tiling(n_samples, n_per, sms, tuning.split_tile)
             partial = cupy.empty(n_samples * tiles, dtype=xs.dtype)
             blocks = (n_samples * tiles,)
             _kernel(f"fisher_step_partial<{t}>", t)(

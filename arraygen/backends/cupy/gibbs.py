@@ -19,13 +19,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import NamedTuple
 
 import cupy
 import numpy as np
 
 from ..._kernels.gibbs import symmetric_offsets
 from .. import _interop
+from .._tuning import Tunable
 from . import dtype_name, module, native, stream_for
 
 SOURCE = "gibbs.cu"
@@ -42,17 +45,62 @@ _MAX_BLOCK_SMEM = 227 * 1024    # the opt-in shared memory limit of one block (s
 _SMEM_PER_SM = 228 * 1024      # shared memory of one SM (sm_90), 1 KB of it reserved per block
 #: (strip quads, rows per step, quads per thread in x, in y) of the streaming kernel, preferred first
 _STREAM_SHAPES = ((32, 16, 1, 1), (64, 4, 1, 1), (32, 8, 1, 1), (32, 4, 1, 1))
-#: Which sweep kernel to use where several apply: "auto", or force "stream" (the first shape
-#: of _STREAM_SHAPES that fits), "stream32" (32-quad strips) or
-#: "stream<quads>x<rows per step>[x<quads per thread in x>x<in y>]", "fused" (its own choice
-#: of staging), "fused_stage" (couplings staged in shared memory by asynchronous copies),
-#: "fused_stage_sync" (by loads),
-#: "fused_global" (read from global memory), each with the suffix "32" for 32-quad-wide
-#: regions, "tiled" or "phase".
-KERNEL_CHOICE = "auto"
-#: ``(chunk rows, chunks, tail rows per block)`` of the streaming kernel's blocks (see
-#: ``_stream_layout``); None: chosen to fill the GPU (tests force small ones)
-STREAM_LAYOUT = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Which sweep kernel the CuPy launcher uses (override with ``TUNING.override(...)``).
+
+    Attributes
+    ----------
+    kernel
+        "auto", or force "stream" (the first shape of ``_STREAM_SHAPES`` that fits),
+        "stream32" (32-quad strips) or "stream<quads>x<rows per step>[x<quads per thread in
+        x>x<in y>]", "fused" (its own choice of staging), "fused_stage" (couplings staged in
+        shared memory by asynchronous copies), "fused_stage_sync" (by loads), "fused_global"
+        (read from global memory), each with the suffix "32" for 32-quad-wide regions,
+        "tiled" or "phase".
+    stream_layout
+        ``(chunk rows, chunks, tail rows per block)`` of the streaming kernel's blocks (see
+        ``_stream_layout``); None: chosen to fill the GPU (tests force small ones).
+    """
+
+    kernel: str = "auto"
+    stream_layout: tuple[int, int, int] | None = None
+
+
+TUNING = Tunable("cupy.gibbs", Tuning())
+
+
+class StreamPlan(NamedTuple):
+    """Launch plan of the streaming sweep kernel (``gibbs_sweep_stream`` in gibbs.cu)."""
+
+    name: str  #: kernel instantiation
+    threads: int
+    tile_quads: int  #: quads of a strip that the block updates (its width less the halo)
+    smem: int  #: dynamic shared memory bytes
+    extra_rows: int  #: rows read per block beyond its chunk (halo and ring fill)
+
+
+class FusedPlan(NamedTuple):
+    """Launch plan of the fused sweep kernel (``gibbs_sweep_fused`` in gibbs.cu)."""
+
+    name: str  #: kernel instantiation
+    threads: int
+    tile_rows: int
+    tile_quads: int
+    smem: int  #: dynamic shared memory bytes
+    staged: bool  #: the couplings are staged in shared memory
+
+
+class Tiling(NamedTuple):
+    """Launch plan of the tiled (one launch per sweep, any colouring) kernel."""
+
+    tile_rows: int
+    tile_quads: int
+    radius_rows: int
+    halo_quads: int
+    smem: int
 
 
 def _kernel(name: str, ctype: str):
@@ -60,7 +108,7 @@ def _kernel(name: str, ctype: str):
 
 
 def _tiling(offsets, n_colors, H, W):
-    """(TH, TWQ, Ry, HQ, smem bytes) of the tiled kernel, or None if it does not apply."""
+    """The :class:`Tiling` of the tiled kernel, or None if it does not apply."""
     if W % 4 or any(o[0] != 0 for o in offsets):
         return None
     ry = max((abs(o[1]) for o in offsets), default=0)
@@ -71,7 +119,7 @@ def _tiling(offsets, n_colors, H, W):
     smem += 16 * (th + 2 * (n_colors - 1) * ry) * (twq + 2 * (n_colors - 1) * hq)
     if smem > _MAX_SMEM:
         return None
-    return th, twq, ry, hq, smem
+    return Tiling(th, twq, ry, hq, smem)
 
 
 def _compiled_pattern(offsets, pattern, n_colors, C, H, W):
@@ -96,8 +144,7 @@ def _template_args(offsets, pattern, periodic, injected, ctype):
 
 
 def _stream(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype, choice):
-    """``(kernel name, threads, tile quads, dynamic shared memory bytes, rows read per block
-    beyond its chunk)`` of the streaming kernel, or None when it does not apply
+    """The :class:`StreamPlan` of the streaming kernel, or None when it does not apply
     (``gibbs_sweep_stream`` in gibbs.cu; the ring sizes mirror ``StreamRows`` there)."""
     radius = _compiled_pattern(offsets, pattern, n_colors, C, H, W)
     if radius is None or not (choice == "auto" or choice.startswith("stream")):
@@ -123,7 +170,8 @@ def _stream(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype, choi
         return None
     head, pack = _template_args(offsets, pattern, periodic, injected, ctype)
     name = f"arraygen::gibbs_sweep_stream<{head}, {rwq}, {rb}, {qx}, {qy}{pack}>"
-    return name, rb // qy * rwq // qx, rwq - 2 * gq, smem, 2 * (n_colors - 1) * ry + ring
+    return StreamPlan(name, rb // qy * rwq // qx, rwq - 2 * gq, smem,
+                      2 * (n_colors - 1) * ry + ring)
 
 
 def _stream_blocks(H: int, columns: int, chunk_rows: int, chunks: int, tail_rows: int) -> int:
@@ -176,10 +224,9 @@ def _resident_blocks(kernel, threads: int, smem: int) -> int:
 
 
 def _fused(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype, choice):
-    """``(kernel name, threads, tile rows, tile quads, dynamic shared memory bytes, staged)`` of
-    the fused kernel for this model, or None when it does not apply (``gibbs_sweep_fused`` in
-    gibbs.cu: regions of 8 qpt rows x rwq quads, rwq threads per row; ``staged``: the couplings
-    are staged in shared memory)."""
+    """The :class:`FusedPlan` of the fused kernel for this model, or None when it does not
+    apply (``gibbs_sweep_fused`` in gibbs.cu: regions of 8 qpt rows x rwq quads, rwq threads
+    per row)."""
     radius = _compiled_pattern(offsets, pattern, n_colors, C, H, W)
     if radius is None or choice in ("tiled", "phase") or choice.startswith("stream"):
         return None
@@ -211,7 +258,8 @@ def _fused(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype, choic
     head, pack = _template_args(offsets, pattern, periodic, injected, ctype)
     name = (f"arraygen::gibbs_sweep_fused<{head}, {rwq}, {qpt}, "
             f"{(1 if 'sync' in choice else 2) if stage else 0}{pack}>")
-    return name, 8 * rwq, 8 * qpt - 2 * gy, rwq - 2 * gq, window + (staged if stage else 0), stage
+    return FusedPlan(name, 8 * rwq, 8 * qpt - 2 * gy, rwq - 2 * gq,
+                     window + (staged if stage else 0), stage)
 
 
 def _sweep_kernel(name: str, smem: int):
@@ -248,34 +296,35 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
         bias_batched = np.int32(h.size != C * H * W)
         two_beta = dtype(2.0 * beta)
         injected = u_all is not None
-        fused = _fused(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype,
-                       KERNEL_CHOICE)
+        tuning = TUNING.current()
+        choice = tuning.kernel
+        fused = _fused(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype, choice)
         stream = None
-        if fused is None or (KERNEL_CHOICE == "auto" and not fused[5]):
+        if fused is None or (choice == "auto" and not fused.staged):
             # auto: the fused kernel where it stages the couplings (small stencils), else stream
             stream = _stream(offsets, pattern, n_colors, C, H, W, periodic, injected, ctype,
-                             KERNEL_CHOICE)
+                             choice)
             fused = fused if stream is None else None
-        tiling = None if stream or fused or KERNEL_CHOICE == "phase" else _tiling(
+        tiling = None if stream or fused or choice == "phase" else _tiling(
             offsets, n_colors, H, W)
         if stream is not None:
-            name, sweep_threads, twq, sweep_smem, extra_rows = stream
-            sweep_kernel = _sweep_kernel(name, sweep_smem)
-            strips = -(-(W // 4) // twq)
-            if STREAM_LAYOUT is None:
+            sweep_threads, sweep_smem = stream.threads, stream.smem
+            sweep_kernel = _sweep_kernel(stream.name, sweep_smem)
+            strips = -(-(W // 4) // stream.tile_quads)
+            if tuning.stream_layout is None:
                 chunk_rows, chunks, tail_rows, grid = _stream_layout(
                     H, B * C * strips,
-                    _resident_blocks(sweep_kernel, sweep_threads, sweep_smem), extra_rows)
+                    _resident_blocks(sweep_kernel, sweep_threads, sweep_smem), stream.extra_rows)
             else:
-                chunk_rows, chunks, tail_rows = STREAM_LAYOUT
+                chunk_rows, chunks, tail_rows = tuning.stream_layout
                 grid = _stream_blocks(H, B * C * strips, chunk_rows, chunks, tail_rows)
             layout = (np.int32(chunk_rows), np.int32(chunks), np.int32(strips),
                       np.int32(B * C), np.int32(tail_rows))
             other = cupy.empty_like(s)
         elif fused is not None:
-            name, sweep_threads, th, twq, sweep_smem, _ = fused
-            sweep_kernel = _sweep_kernel(name, sweep_smem)
-            tiles_y, tiles_x = -(-H // th), -(-(W // 4) // twq)
+            sweep_threads, sweep_smem = fused.threads, fused.smem
+            sweep_kernel = _sweep_kernel(fused.name, sweep_smem)
+            tiles_y, tiles_x = -(-H // fused.tile_rows), -(-(W // 4) // fused.tile_quads)
             grid = B * C * tiles_y * tiles_x
             layout = (np.int32(tiles_y), np.int32(tiles_x))
             other = cupy.empty_like(s)

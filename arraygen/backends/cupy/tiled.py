@@ -1,36 +1,48 @@
 """CuPy RawModule launchers of the tiled diffusion kernel (contract: :mod:`arraygen.tiled`).
 
 The CUDA source is ``tiled.cu`` beside this file (see its header for the tiling). Kernels are
-compiled on first use, one template instance at a time (``name_expressions``), for float and
-double. Torch CUDA tensors are handed over through DLPack; non-contiguous inputs are copied
-once; row offsets are 64-bit.
+compiled on first use, one template instance at a time, through the package's module cache
+(:func:`arraygen.backends.cupy.module`), for float and double. Inputs go through
+:func:`arraygen.backends.cupy.native` (torch CUDA tensors zero-copy through DLPack,
+non-contiguous inputs copied once) and everything runs on the caller's stream
+(:func:`arraygen.backends.cupy.stream_for`); row offsets are 64-bit.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
-from pathlib import Path
 
 import cupy as cp
 import numpy as np
 
-from ..._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits
-from .._interop import cuda_device_context, like, to_cupy
+from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits, split_count
+from .._interop import cuda_device_context, like
+from .._tuning import Tunable
+from . import module, native, sm_count, stream_for
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 
-_SOURCE = Path(__file__).with_name("tiled.cu")
+SOURCE = "tiled.cu"
 _THREADS = 128
 _ROWS = 4
+_TJ = 64  # columns of y per shared-memory tile: at most one column split per tile
 _LOG2E = 1.0 / math.log(2.0)
 
 
-@functools.cache
-def _function(expression: str, device: int):
-    module = cp.RawModule(code=_SOURCE.read_text(), options=("-std=c++17",),
-                          name_expressions=(expression,))
-    return module.get_function(expression)
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Launch tuning of the CuPy tiled kernels (override with ``TUNING.override(...)``)."""
+
+    splits: int | None = None  #: force this many column splits (tests); None: from occupancy
+
+
+TUNING = Tunable("cupy.tiled", Tuning())
+
+
+def _function(expression: str):
+    """The compiled kernel ``expression`` (one template instance per module, cached)."""
+    return module(SOURCE, (expression,)).get_function(expression)
 
 
 def _ctype(dtype) -> str:
@@ -43,46 +55,39 @@ def _chunks(p: int):
     return pc, list(range(0, p, pc))
 
 
+def _native(a, dtype):
+    """A C-contiguous, aligned CuPy array of ``a`` in ``dtype`` (zero-copy when it is one)."""
+    c = native(a)
+    return c if c.dtype == dtype else c.astype(dtype)
+
+
 def _arrays(x, y):
-    xc = cp.ascontiguousarray(to_cupy(x))
+    xc = native(x)
     dtype = xc.dtype.type
-    yc = cp.ascontiguousarray(to_cupy(y), dtype=dtype)
-    return xc, yc, dtype
-
-
-#: Force a number of column splits (tests); None chooses from the occupancy.
-_FORCE_SPLITS: int | None = None
+    return xc, _native(y, dtype), dtype
 
 
 def _launch(name: str, grid, args) -> None:
-    _function(name, cp.cuda.Device().id)(grid, (_THREADS,), args)
+    _function(name)(grid, (_THREADS,), args)
 
 
 def _splits(name: str, row_blocks: int, m: int) -> int:
-    if _FORCE_SPLITS is not None:
-        return max(1, min(int(_FORCE_SPLITS), -(-m // 64)))
-    dev = cp.cuda.Device()
-    sms = dev.attributes["MultiProcessorCount"]
-    regs = int(getattr(_function(name, dev.id), "num_regs", 64) or 64)
-    warp_regs = -(-regs * 32 // 256) * 256
-    per_sm = max(1, min(2048 // _THREADS, 65536 // (warp_regs * (_THREADS // 32))))
-    splits = column_splits(row_blocks, sms * per_sm)
-    return max(1, min(splits, -(-m // 64)))
+    regs = int(getattr(_function(name), "num_regs", 64) or 64)
+    return split_count(row_blocks, m, tile=_TJ, sms=sm_count(cp.cuda.Device().id),
+                       regs_per_thread=regs, threads=_THREADS, forced=TUNING.current().splits)
 
 
 def kernel_matvec(x, y, u, a, b, *, beta):
     """``out[i, k] = sum_j exp(-beta a_i b_j |x_i - y_j|^2) u[j, k]`` (see arraygen.tiled)."""
-    with cuda_device_context(x):
+    with cuda_device_context(x), stream_for(x):
         xc, yc, dtype = _arrays(x, y)
         n, d = xc.shape
         m = yc.shape[0]
-        uc = cp.ascontiguousarray(to_cupy(u), dtype=dtype)
+        uc = _native(u, dtype)
         p = uc.shape[1]
         bw = a is not None or b is not None
-        ac = (cp.ascontiguousarray(to_cupy(a), dtype=dtype) if a is not None
-              else cp.ones(n, dtype))
-        bc = (cp.ascontiguousarray(to_cupy(b), dtype=dtype) if b is not None
-              else cp.ones(m, dtype))
+        ac = _native(a, dtype) if a is not None else cp.ones(n, dtype)
+        bc = _native(b, dtype) if b is not None else cp.ones(m, dtype)
         ct = _ctype(dtype)
         pc, starts = _chunks(p)
         bw_s = "true" if bw else "false"
@@ -107,19 +112,18 @@ def kernel_matvec(x, y, u, a, b, *, beta):
                 _launch(name, (grid,), (xc, yc, yy, uc, ac, bc, np.int64(n), np.int64(m),
                                      np.int32(d), np.int32(p), np.int32(c0),
                                      dtype(beta * _LOG2E), out))
-    return like(out, x)
+        return like(out, x)  # on the caller's stream: DLPack hands over without a sync
 
 
 def _softmax(x, y, v, w, beta):
     xc, yc, dtype = _arrays(x, y)
     n, d = xc.shape
     m = yc.shape[0]
-    w2 = (cp.zeros(m, dtype) if w is None
-          else cp.ascontiguousarray(to_cupy(w), dtype=dtype) * dtype(_LOG2E))
+    w2 = cp.zeros(m, dtype) if w is None else _native(w, dtype) * dtype(_LOG2E)
     if v is None:
         vc, p, pc, starts = cp.zeros((m, 1), dtype), 0, 0, [0]
     else:
-        vc = cp.ascontiguousarray(to_cupy(v), dtype=dtype)
+        vc = _native(v, dtype)
         p = vc.shape[1]
         pc, starts = _chunks(p)
     ct = _ctype(dtype)
@@ -151,13 +155,13 @@ def _softmax(x, y, v, w, beta):
 
 def kernel_logsumexp(x, y, w, *, beta):
     """``lse[i] = log sum_j exp(w_j - beta |x_i - y_j|^2)`` (see arraygen.tiled)."""
-    with cuda_device_context(x):
+    with cuda_device_context(x), stream_for(x):
         _, lse = _softmax(x, y, None, w, beta)
-    return like(lse, x)
+        return like(lse, x)
 
 
 def kernel_softmax_matvec(x, y, v, w, *, beta):
     """Online-softmax average of ``v`` and the row log-sum-exp (see arraygen.tiled)."""
-    with cuda_device_context(x):
+    with cuda_device_context(x), stream_for(x):
         out, lse = _softmax(x, y, v, w, beta)
-    return like(cp.ascontiguousarray(out), x), like(lse, x)
+        return like(cp.ascontiguousarray(out), x), like(lse, x)

@@ -21,6 +21,7 @@ do not depend on the thread count or the schedule.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -28,25 +29,39 @@ import numba
 import numpy as np
 
 from .._interop import like, to_numpy_view
+from .._tuning import Tunable
 from . import compile_pair, philox, thread_safe
 from .bits import as_float as _as_float
 from .bits import as_int as _as_int
 
-#: The row kernel runs single-threaded on grids with fewer sites: below this, starting threads
-#: and the barrier after every colour cost more than they save (measured on 2 shared cores: a
-#: 1024^2 sweep ran 2-4x faster on one thread than on two).
-PARALLEL_MIN_SITES = 1 << 22
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Launch tuning of the Numba CPU Gibbs kernels (override with ``TUNING.override(...)``).
 
-#: Bytes of grid rows (couplings, bias, spins, uniforms) the wavefront keeps in flight when it
-#: runs several sweeps at once: about half the 2 MiB L2 cache of the benchmark machine.
-WAVEFRONT_BYTES = 1 << 20
+    Attributes
+    ----------
+    parallel_min_sites
+        The row kernel runs single-threaded on grids with fewer sites: below this, starting
+        threads and the barrier after every colour cost more than they save (measured on 2
+        shared cores: a 1024^2 sweep ran 2-4x faster on one thread than on two).
+    wavefront_bytes
+        Bytes of grid rows (couplings, bias, spins, uniforms) the wavefront keeps in flight
+        when it runs several sweeps at once: about half the 2 MiB L2 cache of the benchmark
+        machine.
+    bands_min_sites
+        One chain of at least this many sites is updated by all threads, a band of rows each.
+    class_major
+        Colourings periodic along rows run through the class-major kernel (False: the general
+        colour-by-colour row kernel; the tests compare the two).
+    """
 
-#: One chain of at least this many sites is updated by all threads, a band of rows each.
-BANDS_MIN_SITES = 1 << 12
+    parallel_min_sites: int = 1 << 22
+    wavefront_bytes: int = 1 << 20
+    bands_min_sites: int = 1 << 12
+    class_major: bool = True
 
-#: Colourings periodic along rows run through the class-major kernel (False: the general
-#: colour-by-colour row kernel; the tests compare the two).
-CLASS_MAJOR = True
+
+TUNING = Tunable("numba_cpu.gibbs", Tuning())
 
 
 def _fill_uniforms_kernel(u, c2, c3, k0, k1):  # pragma: no cover - compiled
@@ -642,20 +657,20 @@ def _sweep_keys(key, n_sweeps):
     return out
 
 
-def _schedule(B, N, H, n, D, periodic, n_sweeps, row_bytes):
+def _schedule(B, N, H, n, D, periodic, n_sweeps, row_bytes, tuning):
     """``(bands, group, cones, lag)`` of :func:`_sweeps_kernel` for B chains of N sites.
 
-    One chain of at least :data:`BANDS_MIN_SITES` sites is split into a band per thread.
+    One chain of at least ``tuning.bands_min_sites`` sites is split into a band per thread.
     ``group``: sweeps per wavefront, as many as keep the rows in flight (about D rows per
-    colour and sweep, ``row_bytes`` each) within :data:`WAVEFRONT_BYTES`, and few enough that
+    colour and sweep, ``row_bytes`` each) within ``tuning.wavefront_bytes``, and few enough that
     the cones at band edges (F D rows each side, F = n group) stay apart. Grids too short for
     cones run colour by colour (lag H).
     """
     threads = numba.get_num_threads()
-    bands = threads if B == 1 and threads > 1 and N >= BANDS_MIN_SITES else 1
+    bands = threads if B == 1 and threads > 1 and N >= tuning.bands_min_sites else 1
     if D == 0:
         return bands, max(n_sweeps, 1), False, 0
-    group = max(1, min(WAVEFRONT_BYTES // (D * n * row_bytes), n_sweeps))
+    group = max(1, min(tuning.wavefront_bytes // (D * n * row_bytes), n_sweeps))
     bands = min(bands, H // (2 * n * D))
     if not periodic and bands <= 1:
         return 1, group, False, D
@@ -664,14 +679,15 @@ def _schedule(B, N, H, n, D, periodic, n_sweeps, row_bytes):
     return bands, max(1, min(group, H // bands // (2 * n * D))), True, D
 
 
-def _class_sweeps(s, j, h, x_phase, offsets, shape, n, periodic, n_sweeps, beta, u_all, key):
+def _class_sweeps(s, j, h, x_phase, offsets, shape, n, periodic, n_sweeps, beta, u_all, key,
+                  tuning):
     """Sweeps through the class-major kernel; s int8 (B, N), j (K, N), h (N,) or (B, N)."""
     C, H, W = shape
     B = s.shape[0]
     dtype = j.dtype.type
     kidx, lens, P, lag, tj, ts, nt = _class_plan(tuple(offsets), shape, n, bool(periodic))
     wp = -(-W // n) + 2 * P
-    parallel = B * C * H * W >= BANDS_MIN_SITES
+    parallel = B * C * H * W >= tuning.bands_min_sites
     # padding and halo of open grids must hold zero couplings; other padding is never used
     sc = np.empty((B * C * H, n, wp), dtype=np.int8)
     jc = (np.empty if periodic else np.zeros)((j.shape[0] * C * H, n, wp), dtype=j.dtype)
@@ -687,7 +703,8 @@ def _class_sweeps(s, j, h, x_phase, offsets, shape, n, periodic, n_sweeps, beta,
     model = (jc.reshape(-1), x_phase, tj, ts, nt, lens)
     grid = (W, n, P, bool(periodic), W % 4 == 0 and n in (2, 4))
     row_bytes = C * (wp * (j.dtype.itemsize * (len(kidx) + 1) + 1) + 4 * W)
-    bands, group, cones, lag = _schedule(B, C * H * W, H, n, lag, periodic, n_sweeps, row_bytes)
+    bands, group, cones, lag = _schedule(B, C * H * W, H, n, lag, periodic, n_sweeps, row_bytes,
+                                         tuning)
     _SWEEPS[B * bands > 1 and parallel](
         sc.reshape(B, C * H, n, wp), hc.reshape(-1, C * H, n, wp), u4, keys, n_sweeps, group,
         bands, cones, lag, model, grid, C, H, (dtype(2.0 * beta), dtype(1.0), dtype is np.float32))
@@ -721,10 +738,11 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
     else:
         x_step, x_phase = _row_pattern(col, n_colors, W)
     u_all = None if uniforms is None else np.ascontiguousarray(to_numpy_view(uniforms))
-    if CLASS_MAJOR and x_step > 0 and (not periodic or W % x_step == 0):
+    tuning = TUNING.current()
+    if tuning.class_major and x_step > 0 and (not periodic or W % x_step == 0):
         s = np.ascontiguousarray(s_np, dtype=np.int8).reshape(B, N)
         out = _class_sweeps(s, j.reshape(-1, N), h, x_phase, offsets, (C, H, W), x_step,
-                            periodic, n_sweeps, beta, u_all, key)
+                            periodic, n_sweeps, beta, u_all, key, tuning)
         return like(out.reshape(B, C, H, W), spins)
     s = np.array(s_np, dtype=np.int8, order="C").reshape(-1)
     offs = np.asarray(offsets, dtype=np.int64).reshape(len(offsets), 3)
@@ -733,7 +751,7 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
     two_beta = dtype(2.0 * beta)
     one = dtype(1.0)
     u_buf = np.empty(B * N, dtype=np.float32) if u_all is None else None
-    parallel = B * N >= PARALLEL_MIN_SITES
+    parallel = B * N >= tuning.parallel_min_sites
     chunks = min(B * C * H, 4 * numba.get_num_threads())  # row blocks, a few per thread
     phase = _colour_phase if parallel else _colour_phase_serial
     fill = _FILL_UNIFORMS[parallel]

@@ -9,6 +9,7 @@ Philox block per quad of elements, keyed by the flat C-order element index.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -18,13 +19,23 @@ from numba import cuda
 
 from .. import _interop
 from .. import _philox as ph
+from .._tuning import Tunable
 from . import contiguous, device_view, empty, empty_like, jit, stream_of, threads_per_block
 
 MAX_TPB = 256
-SM_TARGET_BLOCKS = 1024  # enough blocks to fill an H100 (132 SMs) several times
-FUSED_MIN_SAMPLES = 256  # this many samples fill the GPU with one block each
-FUSED_MAX_PER = 4096  # samples at most this long always take the single-kernel path
-SPLIT_TILE = 2048  # fewest elements per tile on the two-kernel path
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Choice between the one-kernel and the two-kernel step (``TUNING.override(...)``)."""
+
+    sm_target_blocks: int = 1024  #: enough blocks to fill an H100 (132 SMs) several times
+    fused_min_samples: int = 256  #: this many samples fill the GPU with one block each
+    fused_max_per: int = 4096  #: samples at most this long always take the one-kernel path
+    split_tile: int = 2048  #: fewest elements per tile on the two-kernel path
+
+
+TUNING = Tunable("numba_cuda.fisher", Tuning())
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,11 +172,12 @@ def _kernels(dtype_name: str):
     return {"diagonal": diagonal, "fused": fused, "partial": partial, "update": update}
 
 
-def tiling(n_samples: int, n_per: int) -> tuple[int, int]:
+def tiling(n_samples: int, n_per: int, tuning: Tuning | None = None) -> tuple[int, int]:
     """``(tiles_per_sample, tile)``: one tile per sample when there are enough samples."""
-    if n_samples >= FUSED_MIN_SAMPLES or n_per <= FUSED_MAX_PER:
+    t = TUNING.current() if tuning is None else tuning
+    if n_samples >= t.fused_min_samples or n_per <= t.fused_max_per:
         return 1, n_per
-    tiles = min(-(-SM_TARGET_BLOCKS // n_samples), -(-n_per // SPLIT_TILE), 1024)
+    tiles = min(-(-t.sm_target_blocks // n_samples), -(-n_per // t.split_tile), 1024)
     tile = 4 * -(-n_per // (4 * tiles))
     return -(-n_per // tile), tile
 

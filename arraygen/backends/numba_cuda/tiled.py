@@ -9,21 +9,28 @@ split over ``blockIdx.y`` when that fills the last wave better (partials merged 
 launch). Larger ``d``: one row per thread, law of cosines on centred points. Softmax state
 (log2 units) and per-tile two-level summation as in the C source.
 
-CuPy arrays and torch CUDA tensors are used directly through ``__cuda_array_interface__``;
-under ``NUMBA_ENABLE_CUDASIM=1`` host (NumPy) arrays run in the simulator.
+CuPy arrays and torch CUDA tensors are used directly through ``__cuda_array_interface__``
+(:func:`arraygen.backends.numba_cuda.device_view`), on the caller's stream
+(:func:`arraygen.backends.numba_cuda.stream_of`); scratch arrays, the row norms and the merge of
+column splits are computed in the caller's own library (its Array API namespace), so CuPy is
+not needed. Under ``NUMBA_ENABLE_CUDASIM=1`` host (NumPy) arrays run in the simulator.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
 import numpy as np
 from numba import cuda
 
-from ..._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits
+from ... import _array_api as aa
+from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits, split_count
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_numpy_view
+from .._tuning import Tunable
+from . import contiguous, device_view, jit, stream_of
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 
@@ -45,7 +52,7 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
     SH_MV, SH_SM = _TJ * W_MV, _TJ * W_SM
     XR, ACC = (_ROWS, D), (_ROWS, PA)
 
-    @cuda.jit(fastmath=True)
+    @jit(fastmath=True)
     def matvec(x, y, u, a, b, n, m, chunk, p, c0, s, part_out):
         """Partial sums over the columns of split blockIdx.y into part_out[split]."""
         sy = cuda.shared.array(SH_MV, nbt)
@@ -103,7 +110,7 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
                     if c0 + c < p:
                         part_out[split, i, c0 + c] = acc[r, c]
 
-    @cuda.jit(fastmath=True)
+    @jit(fastmath=True)
     def softmax(x, y, v, w2, n, m, chunk, p, c0, s, acc_out, mx_out, sm_out):
         """Online softmax over the columns of split blockIdx.y (log2 units, unnormalised)."""
         sy = cuda.shared.array(SH_SM, nbt)
@@ -187,7 +194,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
     lowest = -1e30 if dtype_name == "float32" else -1e300
     zero = nbt(0.0)
 
-    @cuda.jit(fastmath=True)
+    @jit(fastmath=True)
     def matvec(x, y, yy, u, a, b, n, m, p, c0, beta2, out):
         i = cuda.grid(1)
         if i >= n:
@@ -213,7 +220,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
             if c0 + c < p:
                 out[i, c0 + c] = acc[c]
 
-    @cuda.jit(fastmath=True)
+    @jit(fastmath=True)
     def softmax(x, y, yy, v, w2, n, m, p, c0, beta2, out, lse):
         i = cuda.grid(1)
         if i >= n:
@@ -254,44 +261,60 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
     return matvec, softmax
 
 
-#: Force a number of column splits (tests); None chooses from the occupancy.
-_FORCE_SPLITS: int | None = None
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Launch tuning of the Numba-CUDA tiled kernels (``TUNING.override(...)``)."""
+
+    splits: int | None = None  #: force this many column splits (tests); None: from occupancy
+
+
+TUNING = Tunable("numba_cuda.tiled", Tuning())
 
 
 def _splits(kern, row_blocks: int, m: int) -> int:
-    """Column splits for a fuller last wave (see arraygen.tiled.column_splits)."""
-    if _FORCE_SPLITS is not None:
-        return max(1, min(int(_FORCE_SPLITS), -(-m // _TJ)))
-    if is_simulated("numba_cuda"):
+    """Column splits for a fuller last wave (see arraygen._kernels.tiled.split_count)."""
+    forced = TUNING.current().splits
+    if forced is None and is_simulated("numba_cuda"):
         return 1
-    dev = cuda.get_current_device()
+    if forced is not None:
+        return split_count(row_blocks, m, tile=_TJ, sms=1, regs_per_thread=64,
+                           threads=_THREADS, forced=forced)
     try:
         regs = max(kern.get_regs_per_thread().values()) if kern.overloads else 64
     except (AttributeError, KeyError, TypeError, ValueError):  # assume a register-heavy kernel
         regs = 64
-    warp_regs = -(-regs * 32 // 256) * 256
-    per_sm = max(1, min(2048 // _THREADS, 65536 // (warp_regs * (_THREADS // 32))))
-    splits = column_splits(row_blocks, dev.MULTIPROCESSOR_COUNT * per_sm)
-    return max(1, min(splits, -(-m // _TJ)))
+    return split_count(row_blocks, m, tile=_TJ, sms=cuda.get_current_device().MULTIPROCESSOR_COUNT,
+                       regs_per_thread=regs, threads=_THREADS)
 
 
-def _native(a, dtype):
-    """A C-contiguous array the kernels can take (device array, or host under the simulator)."""
-    if is_simulated("numba_cuda") and not hasattr(a, "__cuda_array_interface__"):
-        return np.ascontiguousarray(to_numpy_view(a), dtype=dtype)
-    import cupy as cp
+class _Arrays:
+    """The caller's arrays as the kernels take them: C-contiguous, in the compute dtype, in
+    the caller's library (NumPy under the simulator), with that library's namespace ``xp``
+    for scratch arrays and the stream the kernels run on."""
 
-    from .._interop import to_cupy
+    def __init__(self, x):
+        host = is_simulated("numba_cuda") and not hasattr(x, "__cuda_array_interface__")
+        self.host = host
+        xn = np.ascontiguousarray(to_numpy_view(x)) if host else contiguous(x)
+        self.xp = aa.array_namespace(xn)
+        self.dtype = xn.dtype
+        self.type = np.dtype(str(xn.dtype).replace("torch.", "")).type
+        self.stream = stream_of(xn)
+        self.x = xn
 
-    return cp.ascontiguousarray(to_cupy(a), dtype=dtype)
+    def native(self, a):
+        """``a`` C-contiguous in the compute dtype (zero-copy when it already is)."""
+        a = np.ascontiguousarray(to_numpy_view(a)) if self.host else contiguous(a)
+        return a if a.dtype == self.dtype else contiguous(self.xp.astype(a, self.dtype))
 
+    def empty(self, shape):
+        return self.xp.empty(shape, dtype=self.dtype, device=aa.device(self.x))
 
-def _xp_of(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy as cp
+    def full(self, shape, value):
+        return self.xp.full(shape, value, dtype=self.dtype, device=aa.device(self.x))
 
-    return cp
+    def row_norms(self, y):
+        return contiguous(self.xp.sum(y * y, axis=1))
 
 
 def _chunks(p: int):
@@ -299,26 +322,22 @@ def _chunks(p: int):
     return pc, list(range(0, p, pc))
 
 
-def _prepare(x, y):
-    xa = to_numpy_view(x) if is_simulated("numba_cuda") and not hasattr(
-        x, "__cuda_array_interface__") else x
-    dtype = np.dtype(str(xa.dtype).replace("torch.", ""))
-    xc = _native(x, dtype)
-    yc = _native(y, dtype)
-    return xc, yc, dtype.type, _xp_of(xc)
+def _dv(*arrays):
+    return tuple(device_view(a) for a in arrays)
 
 
 def kernel_matvec(x, y, u, a, b, *, beta):
     """``out[i, k] = sum_j exp(-beta a_i b_j |x_i - y_j|^2) u[j, k]`` (see arraygen.tiled)."""
     with cuda_device_context(x):
-        xc, yc, dtype, xp = _prepare(x, y)
+        arr = _Arrays(x)
+        xp, dtype, stream = arr.xp, arr.type, arr.stream
+        xc, yc, uc = arr.x, arr.native(y), arr.native(u)
         n, d = xc.shape
         m = yc.shape[0]
-        uc = _native(u, dtype)
         p = uc.shape[1]
         bw = a is not None or b is not None
-        ac = _native(a, dtype) if a is not None else xp.ones(n, dtype)
-        bc = _native(b, dtype) if b is not None else xp.ones(m, dtype)
+        ac = arr.native(a) if a is not None else arr.full(n, 1.0)
+        bc = arr.native(b) if b is not None else arr.full(m, 1.0)
         pc, starts = _chunks(p)
         name = np.dtype(dtype).name
         if d <= DIRECT_MAX_D:
@@ -326,32 +345,34 @@ def kernel_matvec(x, y, u, a, b, *, beta):
             row_blocks = -(-n // (_THREADS * _ROWS))
             splits = _splits(kern, row_blocks, m)
             chunk = -(-m // splits)
-            part = xp.empty((splits, n, p), dtype)
+            part = arr.empty((splits, n, p))
             s = dtype(math.sqrt(beta * _LOG2E))
             for c0 in starts:
-                kern[(row_blocks, splits), _THREADS](xc, yc, uc, ac, bc, n, m, chunk, p, c0, s,
-                                                     part)
-            out = part[0] if splits == 1 else part.sum(axis=0)
+                kern[(row_blocks, splits), _THREADS, stream](*_dv(xc, yc, uc, ac, bc), n, m,
+                                                             chunk, p, c0, s, device_view(part))
+            out = part[0] if splits == 1 else xp.sum(part, axis=0)
         else:
-            out = xp.empty((n, p), dtype)
+            out = arr.empty((n, p))
             kern, _ = _cos_kernels(name, pc, bw)
-            yy = (yc * yc).sum(axis=1)
+            yy = arr.row_norms(yc)
             grid = -(-n // _THREADS)
             for c0 in starts:
-                kern[grid, _THREADS](xc, yc, yy, uc, ac, bc, n, m, p, c0,
-                                     dtype(beta * _LOG2E), out)
-    return like(out, x)
+                kern[grid, _THREADS, stream](*_dv(xc, yc, yy, uc, ac, bc), n, m, p, c0,
+                                             dtype(beta * _LOG2E), device_view(out))
+        return like(out, x)
 
 
 def _softmax(x, y, v, w, beta):
-    xc, yc, dtype, xp = _prepare(x, y)
+    arr = _Arrays(x)
+    xp, dtype, stream = arr.xp, arr.type, arr.stream
+    xc, yc = arr.x, arr.native(y)
     n, d = xc.shape
     m = yc.shape[0]
-    w2 = xp.zeros(m, dtype) if w is None else _native(w, dtype) * dtype(_LOG2E)
+    w2 = arr.full(m, 0.0) if w is None else contiguous(arr.native(w) * dtype(_LOG2E))
     if v is None:
-        vc, p, pc, starts = xp.zeros((m, 1), dtype), 0, 0, [0]
+        vc, p, pc, starts = arr.full((m, 1), 0.0), 0, 0, [0]
     else:
-        vc = _native(v, dtype)
+        vc = arr.native(v)
         p = vc.shape[1]
         pc, starts = _chunks(p)
     name = np.dtype(dtype).name
@@ -360,34 +381,35 @@ def _softmax(x, y, v, w, beta):
         row_blocks = -(-n // (_THREADS * _ROWS))
         splits = _splits(kern, row_blocks, m)
         chunk = -(-m // splits)
-        acc = xp.empty((splits, n, max(p, 1)), dtype)
-        mx = xp.empty((splits, n), dtype)
-        sm = xp.empty((splits, n), dtype)
+        acc = arr.empty((splits, n, max(p, 1)))
+        mx = arr.empty((splits, n))
+        sm = arr.empty((splits, n))
         s = dtype(math.sqrt(beta * _LOG2E))
         for c0 in starts:
-            kern[(row_blocks, splits), _THREADS](xc, yc, vc, w2, n, m, chunk, p, c0, s, acc, mx,
-                                                 sm)
+            kern[(row_blocks, splits), _THREADS, stream](*_dv(xc, yc, vc, w2), n, m, chunk, p, c0,
+                                                         s, *_dv(acc, mx, sm))
         out, lse = merge_column_splits(xp, acc[:, :, :p], mx, sm)
-        return xp.ascontiguousarray(out), lse
-    out = xp.empty((n, max(p, 1)), dtype)
-    lse = xp.empty(n, dtype)
+        return contiguous(out), lse
+    out = arr.empty((n, max(p, 1)))
+    lse = arr.empty(n)
     _, kern = _cos_kernels(name, pc, False)
-    yy = (yc * yc).sum(axis=1)
+    yy = arr.row_norms(yc)
     grid = -(-n // _THREADS)
     for c0 in starts:
-        kern[grid, _THREADS](xc, yc, yy, vc, w2, n, m, p, c0, dtype(beta * _LOG2E), out, lse)
-    return xp.ascontiguousarray(out[:, :p]), lse
+        kern[grid, _THREADS, stream](*_dv(xc, yc, yy, vc, w2), n, m, p, c0, dtype(beta * _LOG2E),
+                                     *_dv(out, lse))
+    return contiguous(out[:, :p]), lse
 
 
 def kernel_logsumexp(x, y, w, *, beta):
     """``lse[i] = log sum_j exp(w_j - beta |x_i - y_j|^2)`` (see arraygen.tiled)."""
     with cuda_device_context(x):
         _, lse = _softmax(x, y, None, w, beta)
-    return like(lse, x)
+        return like(lse, x)
 
 
 def kernel_softmax_matvec(x, y, v, w, *, beta):
     """Online-softmax average of ``v`` and the row log-sum-exp (see arraygen.tiled)."""
     with cuda_device_context(x):
         out, lse = _softmax(x, y, v, w, beta)
-    return like(out, x), like(lse, x)
+        return like(out, x), like(lse, x)

@@ -12,24 +12,39 @@ so each sample length compiles once.
 
 from __future__ import annotations
 
+import dataclasses
+
 import triton
 import triton.language as tl
 
 from .. import _interop
+from .._tuning import Tunable
 from . import philox
 
-BLOCK_DIAG = 4096
-# Samples of up to 4 * SINGLE_MAX_QUADS elements stay in registers between the reduction and
-# the update; longer ones are processed in chunks of CHUNK_QUADS quads and re-read (from L2).
-# Measured on an H100 at 2**28 float32 in (16384, 16384): chunks of 2048 quads beat keeping a
-# whole 16384-element sample in one program (register spills), 2.9 ms vs 4.3 ms.
-SINGLE_MAX_QUADS = 1024
-CHUNK_QUADS = 2048
-DIAG_WARPS = 8
-FUSED_MIN_SAMPLES = 256  # this many samples fill an H100 with one program each
-FUSED_MAX_PER = 1 << 15  # samples at most this long always take the one-kernel path
-SPLIT_TILE = 8192  # fewest elements per tile on the two-kernel path
-SPLIT_BLOCKS = 512  # programs to aim for on the two-kernel path
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Launch tuning of the Triton Fisher kernels (override with ``TUNING.override(...)``).
+
+    Samples of up to 4 ``single_max_quads`` elements stay in registers between the reduction
+    and the update; longer ones are processed in chunks of ``chunk_quads`` quads and re-read
+    (from L2). Measured on an H100 at 2**28 float32 in (16384, 16384): chunks of 2048 quads
+    beat keeping a whole 16384-element sample in one program (register spills), 2.9 ms vs
+    4.3 ms.
+    """
+
+    block_diag: int = 4096
+    diag_warps: int = 8
+    single_max_quads: int = 1024
+    chunk_quads: int = 2048
+    fused_min_samples: int = 256  #: this many samples fill an H100 with one program each
+    fused_max_per: int = 1 << 15  #: samples at most this long always take the one-kernel path
+    split_tile: int = 8192  #: fewest elements per tile on the two-kernel path
+    split_blocks: int = 512  #: programs to aim for on the two-kernel path
+
+
+TUNING = Tunable("triton.fisher", Tuning())
 _KEY_ARGS = ["c2", "c3", "k0", "k1"]
 
 
@@ -201,10 +216,12 @@ def fisher_diagonal(score, eps):
         out = torch.empty_like(s, memory_format=torch.contiguous_format)
         n = s.numel()
         if n:
+            tuning = TUNING.current()
             n_per = n // e.shape[0]
-            tiles = triton.cdiv(n_per, BLOCK_DIAG)
-            _diagonal_kernel[(e.shape[0] * tiles,)](s, e, out, n_per, tiles, BLOCK=BLOCK_DIAG,
-                                                    num_warps=DIAG_WARPS)
+            tiles = triton.cdiv(n_per, tuning.block_diag)
+            _diagonal_kernel[(e.shape[0] * tiles,)](s, e, out, n_per, tiles,
+                                                    BLOCK=tuning.block_diag,
+                                                    num_warps=tuning.diag_warps)
     return _interop.like(out, score)
 
 
@@ -233,26 +250,29 @@ def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
         c2, c3 = key.counter_words if key is not None else (0, 0)
         k0, k1 = key.key_words if key is not None else (0, 0)
         quads = (n_per + 3) // 4 + (1 if n_per % 4 else 0)
-        if n_samples >= FUSED_MIN_SAMPLES or n_per <= FUSED_MAX_PER:
-            single = quads <= SINGLE_MAX_QUADS
-            q = triton.next_power_of_2(quads) if single else CHUNK_QUADS
+        tuning = TUNING.current()
+        chunk_quads = tuning.chunk_quads
+        if n_samples >= tuning.fused_min_samples or n_per <= tuning.fused_max_per:
+            single = quads <= tuning.single_max_quads
+            q = triton.next_power_of_2(quads) if single else chunk_quads
             _step_fused[(n_samples,)](xs, ss, vs, e, zs, prm, x_out, v_out, n_per, *scal,
                                       c2, c3, k0, k1,
                                       CHUNKS=triton.cdiv(quads, q), Q=q, SINGLE=single,
                                       HAS_NOISE=has_noise, IS_F64=is_f64,
                                       num_warps=_warps(q))
         else:
-            tiles = min(triton.cdiv(SPLIT_BLOCKS, n_samples), triton.cdiv(n_per, SPLIT_TILE), 4096)
+            tiles = min(triton.cdiv(tuning.split_blocks, n_samples),
+                        triton.cdiv(n_per, tuning.split_tile), 4096)
             tile = 4 * triton.cdiv(n_per, 4 * tiles)
             tiles = triton.cdiv(n_per, tile)
             part = torch.empty(n_samples * tiles, dtype=xs.dtype, device=xs.device)
             grid = (n_samples * tiles,)
-            chunks = triton.cdiv(tile // 4 + 1, CHUNK_QUADS)
+            chunks = triton.cdiv(tile // 4 + 1, chunk_quads)
             _step_partial[grid](ss, vs, e, prm, part, n_per, tiles, tile, *scal[:2],
-                                CHUNKS=chunks, Q=CHUNK_QUADS,
+                                CHUNKS=chunks, Q=chunk_quads,
                                 IS_F64=is_f64, num_warps=8)
             _step_update[grid](xs, ss, vs, e, zs, prm, part, x_out, v_out, n_per, tiles, tile,
-                               *scal, c2, c3, k0, k1, CHUNKS=chunks, Q=CHUNK_QUADS,
+                               *scal, c2, c3, k0, k1, CHUNKS=chunks, Q=chunk_quads,
                                TP=triton.next_power_of_2(tiles),
                                HAS_NOISE=has_noise, IS_F64=is_f64, num_warps=8)
     return _interop.like(x_out, x), _interop.like(v_out, v)
