@@ -133,10 +133,19 @@ class PersistentKernelCache:
 
     Examples
     --------
-    >>> cache = PersistentKernelCache("/tmp/agk-doc", max_bytes=2**20)
-    >>> g = cache.get_or_compute("ones", lambda: np.ones(3), n=3)
-    >>> float(cache.get("ones", n=3).sum())
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> cache = PersistentKernelCache(folder.name, max_bytes=2**20)
+    >>> g = cache.get_or_compute("ones", lambda: np.ones(3), n=3)   # computed and stored
+    >>> float(cache.get("ones", n=3).sum())                          # read back
     3.0
+    >>> cache.put("w", np.arange(4.0), weights=np.linspace(0, 1, 2000))  # keyed by content
+    True
+    >>> len(cache), cache.evict()
+    (2, 0)
+    >>> cache.clear(); len(cache)
+    0
+    >>> folder.cleanup()
     """
 
     def __init__(self, path: str | os.PathLike | None = None, max_bytes: int = 256 * 2**20):

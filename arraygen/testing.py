@@ -40,7 +40,7 @@ to_numpy = aa.to_numpy
 
 def _dtype_name(dtype: Any) -> str:
     text = str(dtype).replace("torch.", "").replace("<class 'numpy.", "").strip("'>")
-    for name in EPS:
+    for name in sorted(EPS, key=len, reverse=True):  # "bfloat16" before "float16"
         if name in text:
             return name
     raise ValueError(f"no tolerance for dtype {dtype!r}; expected one of {sorted(EPS)}")
@@ -118,6 +118,29 @@ def _where(value: Any) -> Any:
     return ("cpu", None) if isinstance(value, np.generic) else aa.device_kind(value)
 
 
+def _dtype_text(dtype: Any) -> str:
+    """``"float32"`` for NumPy, torch, CuPy and array_api_strict dtypes (and NumPy types)."""
+    if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        return np.dtype(dtype).name
+    text = str(dtype)
+    return text.rsplit(".", 1)[-1].strip("'>") if "." in text else text
+
+
+def _same_dtype(a: Any, b: Any) -> bool:
+    """Equal dtypes; across libraries (``check_namespace=False``) equal by name."""
+    if a is None or b is None:
+        return a is b
+    return _dtype_text(a) == _dtype_text(b)
+
+
+def _same_device(a: Any, b: Any) -> bool:
+    """One library: its own device objects compare; two libraries: (kind, index) compare."""
+    if _library(a) == _library(b) and not isinstance(a, np.generic) and not isinstance(
+            b, np.generic):
+        return aa.device(a) == aa.device(b)
+    return _where(a) == _where(b)
+
+
 def assert_close(actual: Any, desired: Any, *, rtol: float | None = None,
                  atol: float | None = None, kind: str = "elementwise", n_terms: int = 1,
                  dtype: Any = None, check_namespace: bool = True, check_dtype: Any = True,
@@ -172,14 +195,17 @@ def assert_close(actual: Any, desired: Any, *, rtol: float | None = None,
             raise AssertionError(f"namespaces do not match: actual is {got}, desired is "
                                  f"{_library(desired)} (pass check_namespace=False to compare "
                                  f"values only). {err_msg}")
-    if check_device and typed and _typed(actual) and _where(actual) != _where(desired):
-        raise AssertionError(f"devices do not match: actual on {_where(actual)}, desired on "
-                             f"{_where(desired)}. {err_msg}")
+    if check_device and typed and _typed(actual) and not _same_device(actual, desired):
+        where = {k: (aa.device(v) if not isinstance(v, np.generic) else "cpu")
+                 for k, v in (("actual", actual), ("desired", desired))}
+        raise AssertionError(f"devices do not match: actual on {where['actual']}, desired on "
+                             f"{where['desired']} (pass check_device=False to compare values "
+                             f"only). {err_msg}")
     if isinstance(check_dtype, bool):
         want = getattr(desired, "dtype", None) if (check_dtype and typed) else None
     else:
         want = check_dtype
-    if want is not None and getattr(actual, "dtype", None) != want:
+    if want is not None and not _same_dtype(getattr(actual, "dtype", None), want):
         raise AssertionError(f"dtypes do not match: actual {getattr(actual, 'dtype', None)}, "
                              f"desired {want} (pass check_dtype=False to compare values only)"
                              f". {err_msg}")
@@ -201,15 +227,16 @@ def assert_close(actual: Any, desired: Any, *, rtol: float | None = None,
         both_nan = np.zeros(a.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         err = np.abs(a - d)
-        bad = ~(err <= atol + rtol * np.abs(d)) & ~both_nan
-        same_inf = np.isinf(d) & (a == d)
-    bad &= ~same_inf
+        # an infinite oracle value must be matched exactly (rtol * inf would accept anything)
+        close = np.where(np.isfinite(d), err <= atol + rtol * np.abs(d), a == d)
+        bad = ~close & ~both_nan
     if bad.any():
         idx = np.argwhere(bad)[:5]
         worst = [f"at {tuple(int(i) for i in ix)}: {a[tuple(ix)]!r} vs {d[tuple(ix)]!r}"
                  for ix in idx]
         with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.nanmax(np.where(bad, err / np.maximum(np.abs(d), 1e-300), 0))
+            rel = float(np.max(np.where(bad & np.isfinite(d),
+                                        err / np.maximum(np.abs(d), 1e-300), 0)))
         raise AssertionError(
             f"{int(bad.sum())} of {bad.size} elements differ (rtol={rtol:.3g}, atol={atol:.3g}, "
             f"max rel err {rel:.3g}); first: {'; '.join(worst)}. {err_msg}"
