@@ -63,8 +63,9 @@ PLAN_MAX_ELEMENTS = 1 << 26
 #: than 1e-5 (their rounding divided by epsilon), so 1e-6 would run to ``max_iter``.
 DEFAULT_TOL = {"float64": 1e-6, "float32": 1e-4}
 
-#: Stop (``converged=False``) when the error has not fallen by 5% in this many iterations.
-_STALL_ITERS = 200
+#: Stop (``converged=False``) when the error has not fallen by 5% in this many iterations
+#: (a rounding floor; float64 gets a longer window, its floor is rarely in the way).
+_STALL_ITERS = {"float64": 1000, "float32": 200}
 
 #: Marginal error at which ``mixed_precision`` hands over from float32 to float64.
 _MIXED_SWITCH = 1e-4
@@ -515,6 +516,7 @@ class _Run:
         self.err = math.inf
         self._zero = xp.zeros((), dtype=prob.x.dtype, device=aa.device(prob.x))
         self._exact = None
+        self.stall = _STALL_ITERS.get(_dtype_name(prob.x.dtype), 200)
 
     def g_of(self, f, eps):
         p = self.prob
@@ -607,9 +609,9 @@ def _iterate(run: _Run, relax: _Relaxation) -> str:
                 break
             if err < 0.95 * best:
                 best, best_at = err, run.n_iter
-            elif run.n_iter - best_at >= _STALL_ITERS:
-                reason = (f"the error stopped falling (no 5% gain in {_STALL_ITERS} "
-                          "iterations: the dtype's rounding floor)")
+            elif run.n_iter - best_at >= run.stall:
+                reason = (f"the error stopped falling (no 5% gain in {run.stall} iterations; "
+                          f"the rounding floor of {_dtype_name(run.prob.x.dtype)}?)")
                 break
             relax.observe(run.errors, f, run.n_iter)
         if run.n_iter >= run.max_iter:
@@ -996,11 +998,50 @@ def _self_problem(p: _Problem, side: str) -> _Problem:
                                 dense=isinstance(p.kernel, DenseKernel)))
 
 
+def _solve_self(q: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
+                scaling: float | None, **_unused):
+    r"""Symmetric Sinkhorn for :math:`\mathrm{OT}_\varepsilon(a, a)` (GeomLoss's debiasing
+    terms): :math:`f \leftarrow (f + T(f))/2`, :math:`T(f)_i = -\varepsilon \log\sum_j
+    a_j e^{(f_j - C_{ij})/\varepsilon}`, which converges linearly where the alternating
+    iteration crawls on a self-transport problem. Returns the potential ``f`` (the plan is
+    :math:`a_i a_j e^{(f_i + f_j - C_{ij})/\varepsilon}`)."""
+    if tol is None:
+        tol = DEFAULT_TOL.get(_dtype_name(q.x.dtype), 1e-4)
+    run = _Run(q, epsilon, tol, max_iter, 1, None, None)
+    f = run.f
+    schedule = _epsilon_schedule(q.scale, epsilon, scaling)
+    for eps in schedule[:-1]:
+        f = 0.5 * (f + run.f_of(f, eps))
+    for _ in range(max_iter):
+        t = run.f_of(f, epsilon)
+        run.err = 2.0 * V.host_float(run._mismatch(q.log_a, t, f, epsilon))
+        if run.err <= tol or not math.isfinite(run.err):
+            break
+        f = 0.5 * (f + t)
+    if not run.err <= tol:
+        warnings.warn(f"sinkhorn_divergence: the self-transport term did not converge (marginal "
+                      f"L1 error {run.err:.3g} > tol {tol:.3g} after {max_iter} iterations)",
+                      ConvergenceWarning, stacklevel=4)
+    return f
+
+
+def _same_measure(p: _Problem) -> bool:
+    xp = p.xp
+    return (tuple(p.x.shape) == tuple(p.y.shape) and bool(xp.all(p.x == p.y))
+            and bool(xp.all(p.log_a == p.log_b)))
+
+
 def _divergence(xp, x, y, a, b, opts, debias, check_finite, backend):
     """S_eps for one pair of clouds, with envelope gradients attached."""
     p = _problem(xp, x, y, a, b, epsilon=opts["epsilon"], check_finite=check_finite,
                  backend=backend)
     eps = opts["epsilon"]
+    if debias and _same_measure(p):
+        # S(a, a) = 0 exactly, and it is S's minimum: zero gradients
+        zero = xp.zeros((), dtype=p.out_dtype, device=aa.device(p.x))
+        return _attach(xp, zero, p.x, [(t, xp.zeros(tuple(t.shape), dtype=p.x.dtype,
+                                                    device=aa.device(p.x)))
+                                       for t in (x, y, a, b) if t is not None])
     solved = _solve(p, stacklevel=4, **opts)
     value = solved.dual_value
     gx, gy = _plan_gradients(p, solved._fc, solved._gc, eps)
@@ -1008,14 +1049,17 @@ def _divergence(xp, x, y, a, b, opts, debias, check_finite, backend):
     if debias:
         for side in ("x", "y"):
             q = _self_problem(p, side)
-            self_res = _solve(q, stacklevel=4, **opts)
-            value -= 0.5 * self_res.dual_value
-            rows, cols = _plan_gradients(q, self_res._fc, self_res._gc, eps)
-            potential = 0.5 * (self_res._fc + self_res._gc)
+            f = _solve_self(q, **opts)
+            zero = xp.zeros((), dtype=f.dtype, device=aa.device(f))
+            # 0.5 OT(a, a) = <a, f>; its gradients: 2 sum_j P_ij (x_i - x_j) and f
+            value -= V.host_float(xp.sum(xp.where(q.log_a > -math.inf,
+                                                  xp.exp(q.log_a) * f, zero)))
+            mass, m1, _ = _row_moments(q, f, f, eps)
+            rows = 2.0 * mass[:, None] * (q.x - m1)
             if side == "x":
-                gx, ga = gx - 0.5 * (rows + cols), ga - potential
+                gx, ga = gx - rows, ga - f
             else:
-                gy, gb = gy - 0.5 * (rows + cols), gb - potential
+                gy, gb = gy - rows, gb - f
     like = p.x
     out = xp.asarray(value, dtype=p.out_dtype, device=aa.device(like))
     return _attach(xp, out, like, [(x, gx), (y, gy), (a, ga), (b, gb)])
