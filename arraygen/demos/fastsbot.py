@@ -130,9 +130,9 @@ def run(ctx) -> str:
              f"{floor:.1e} (differences below a few 1e-4 are noise at this size; "
              f"`python -m asv_benchmarks.benchmarks.bench_fastsbot` runs 20 000). The presets "
              f"trade model evaluations for accuracy; at 20 "
-             f"evaluations 'balanced' (reverse-SDE predictor on a log-SNR grid ending at "
-             f"sigma = 0.2) is compared with DDIM, Euler and DPM-Solver++(2M) on their default "
-             f"grids.")
+             f"evaluations 'balanced' (third-order multistep with the UniC corrector on a "
+             f"log-SNR grid from sigma 20 to 0.01, then a final denoising step) is compared "
+             f"with DDIM, Euler and DPM-Solver++(2M) at the same evaluations.")
     bridge_intro = ("OT bridge: the score model puts weight 0.5 on one mode (the data: 1/8); "
                     "with a reference set of 300 true samples the bridge's mass-balanced "
                     "denoiser moves samples toward the reference's mode weights.")
