@@ -1,0 +1,83 @@
+"""Compiled Numba kernels go to the user's cache directory (ARRAYGEN_CACHE_DIR here), never into
+the source tree; a second process loads them instead of compiling; a compile is announced on
+the "arraygen" logger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import arraygen
+from arraygen.backends import available
+
+pytestmark = pytest.mark.skipif(available()["numba_cpu"] is not None,
+                                reason=str(available()["numba_cpu"]))
+
+PACKAGE = Path(arraygen.__file__).resolve().parent
+
+SCRIPT = textwrap.dedent("""
+    import logging, sys
+    import numpy as np
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
+    from arraygen.backends.numba_cpu import compile_cache
+    compile_cache.NOTICE_AFTER_S = 0.0  # announce every compile, however short
+    from arraygen.backends.numba_cpu import fisher
+    s = np.arange(24.0).reshape(3, 8)
+    out = fisher.fisher_diagonal(s, np.full(3, 0.5))
+    assert np.array_equal(out, s * s + 0.5)
+    print("cache dir", compile_cache.cache_dir())
+""")
+
+
+def _cache_files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+
+def _run(env_updates: dict[str, str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    for name in ("ARRAYGEN_CACHE_DIR", "NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT"):
+        env.pop(name, None)
+    env.update(env_updates)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_kernels_cached_in_arraygen_cache_dir_not_in_the_source_tree(tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in _cache_files(PACKAGE)}
+    first = _run({"ARRAYGEN_CACHE_DIR": str(tmp_path)})
+    assert f"cache dir {tmp_path / 'numba'}" in first.stdout
+    files = _cache_files(tmp_path / "numba")
+    assert any(p.name.startswith("fisher._diagonal_kernel") for p in files), sorted(files)
+    after = {p: p.stat().st_mtime_ns for p in _cache_files(PACKAGE)}
+    assert after == before, "kernels were cached inside the source tree"
+    assert "arraygen: compiling kernels (first run only) ... done in" in first.stdout
+    # a new process finds the kernels: nothing to compile, nothing announced
+    second = _run({"ARRAYGEN_CACHE_DIR": str(tmp_path)})
+    assert "compiling kernels" not in second.stdout
+    assert _cache_files(tmp_path / "numba") == files
+
+
+def test_numba_cache_dir_is_respected_without_arraygen_cache_dir(tmp_path):
+    proc = _run({"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert "cache dir None" in proc.stdout
+    assert any(p.name.startswith("fisher._diagonal_kernel") for p in _cache_files(tmp_path))
+
+
+def test_default_cache_dir_is_a_user_cache_dir(tmp_path, monkeypatch):
+    from arraygen.backends.numba_cpu import compile_cache
+
+    monkeypatch.delenv("ARRAYGEN_CACHE_DIR", raising=False)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    default = compile_cache.cache_dir()
+    assert default.parts[-2:] == ("arraygen", "numba")
+    assert not default.resolve().is_relative_to(PACKAGE)
+    monkeypatch.setenv("ARRAYGEN_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache.cache_dir() == tmp_path / "mine" / "numba"
