@@ -1,12 +1,16 @@
 r"""Diffusion maps (Coifman & Lafon 2006), matrix-free on the tiled Gaussian kernel.
 
-Operator. For points :math:`x_1..x_N` (rows of ``X``), :math:`K_{ij} = \exp(-|x_i-x_j|^2/
-\varepsilon)` is applied through :func:`arraygen.tiled.kernel_matvec` (``beta = 1/epsilon``),
-never as an N x N array. The alpha-normalisation is
+Operator. For points :math:`x_1..x_N` (rows of ``X``; a 1-D ``(N,)`` array is N points on a
+line), :math:`K_{ij} = \exp(-|x_i-x_j|^2/(\varepsilon\,\rho_i\rho_j))` with
+:math:`\rho \equiv 1` unless a variable bandwidth is asked for. ``K`` is applied through the
+tiled kernel (``beta = 1/epsilon``), never as an N x N array, except that NumPy and torch CPU
+input with :math:`N^2` kernel values under ``dense_kernel_mb`` (256 MB) forms ``K`` once (the
+same values) and applies it with BLAS; above that, torch CPU tensors run the Numba CPU kernels on
+zero-copy NumPy views. The alpha-normalisation is
 
 .. math::
 
-    D = K\mathbf 1,\quad w = D^{-\alpha},\quad D_\alpha = w \odot (K w),\quad
+    q = K\mathbf 1 / \rho^2,\quad w = q^{-\alpha},\quad D_\alpha = w \odot (K w),\quad
     P = D_\alpha^{-1} W K W \;(W = \mathrm{diag}(w)),
 
 a row-stochastic Markov matrix, reversible with respect to :math:`\pi \propto D_\alpha`. Its
@@ -25,28 +29,66 @@ Signs are fixed so that the entry of largest magnitude of each :math:`\psi_k` is
 Bandwidths (``epsilon``):
 
 * a positive float: :math:`\varepsilon` itself;
-* ``"median"``: the median of :math:`|x_i - x_j|^2` over the pairs :math:`i < j` of at most
-  ``median_points`` (2000) points (all points when N is at most that; otherwise a fixed
-  pseudo-random subset from a fixed Philox stream, so ``epsilon_`` is reproducible). If that median is
-  zero (more than half of the pairs coincide) it is floored, with a warning, at the median of
-  the nonzero squared distances; data whose points all coincide raise ``ValueError``;
+* ``"median"``: the median of :math:`|x_i - x_j|^2/(\rho_i\rho_j)` over the pairs
+  :math:`i < j` of at most ``median_points`` (2000) points (all points when N is at most that;
+  otherwise a fixed pseudo-random subset from a fixed Philox stream, so ``epsilon_`` is
+  reproducible). If that median is zero (more than half of the pairs coincide) it is floored,
+  with a warning, at the median of the nonzero squared distances; data whose points all
+  coincide raise ``ValueError``;
+* ``"bgh"`` (Berry, Giannakis & Harlim 2015, as pyDiffMap implements it): with
+  :math:`s_{ij} = |x_i-x_j|^2/(\rho_i\rho_j)` over all ordered pairs (self pairs included) of
+  the same ``median_points`` points, :math:`T(e) = \sum_{ij} \exp(-s_{ij}/(4e))` on the grid
+  :math:`e = 2^{-40}, \dots, 2^{40}`; the chosen :math:`e` is the left end of the grid interval
+  where :math:`d\log T/d\log e` is largest, and ``intrinsic_dim_`` is twice that slope,
+  rounded. ``epsilon_`` is :math:`4e` (see the conventions below); ``"bgh_generous"`` doubles
+  it, as pyDiffMap does;
 * ``"knn"``: self-tuning kernel (Zelnik-Manor & Perona) :math:`K_{ij} =
   \exp(-|x_i-x_j|^2/(\sigma_i\sigma_j))` with :math:`\sigma_i` the distance from :math:`x_i`
   to its ``n_neighbors``-th nearest point of the training set, the point itself included
   (so a new point equal to a training point gets the same :math:`\sigma`). Computed in row
   blocks (never N x N). ``epsilon_`` is then the (N,) array :math:`\sigma_i^2`.
 
-Eigensolvers (``eigensolver``): ``"arpack"`` (SciPy ``eigsh`` on a ``LinearOperator``, host),
-``"cupy"`` (``cupyx.scipy.sparse.linalg.eigsh``, CuPy input), ``"lanczos"``
-(:func:`arraygen.linalg.eigsh`, any namespace and device, O(N ncv) memory), ``"dense"`` (forms
-M; small N only). ``"auto"``: dense for N <= 64, else arpack for NumPy, cupy for CuPy, lanczos
-for everything else (torch CPU/CUDA, array_api_strict).
+Variable bandwidth (``bandwidth_type``, Berry & Harlim 2016, as pyDiffMap's ``Kernel``): a
+number :math:`\beta` or an expression in the intrinsic dimension ``d`` such as
+``"-1/(d+2)"`` gives :math:`\rho = q_0^\beta` with :math:`q_0` the nearest-neighbour kernel
+density estimate of pyDiffMap's ``NNKDE`` (8 neighbours): :math:`\rho^0_i = (\frac17
+\sum_{j \in 8\mathrm{NN}(i)} |x_i - x_j|^2)^{1/2}` (the point itself among its 8 nearest),
+:math:`e_0, d` from the ``"bgh"`` rule on :math:`|x_i-x_j|^2/(\rho^0_i\rho^0_j)`, and
+:math:`q_0(x) = \frac1N \sum_j \exp(-|x-x_j|^2/(4e_0\rho^0(x)\rho^0_j)) /
+(\rho^0(x)^d (4\pi e_0)^{d/2})` (``kernel_density_``). A callable gets the (uncentred) points
+and returns :math:`\rho` (N,) > 0. New points get their own :math:`\rho` in ``transform``.
+
+Conventions against pyDiffMap (``pydiffmap.diffusion_map.DiffusionMap``), which agrees to
+round-off when it uses the full kernel (``k = N``; its default k = 64 neighbours is a sparse
+kNN kernel): pyDiffMap's kernel is :math:`\exp(-|x-y|^2/(4e\rho\rho))`, so its ``epsilon`` (and
+``epsilon_fitted``) is ``epsilon_ / 4`` here (:meth:`DiffusionMap.from_pydiffmap` converts).
+Its ``q`` is ``q_`` (it divides by :math:`\rho^2` whatever the dimension; Berry-Harlim's
+paper uses :math:`\rho^d`: they agree for d = 2). It returns the generator's eigenvalues
+:math:`(\lambda - 1)/e` in ascending order without :math:`\lambda_0`, unit-2-norm eigenvectors
+(any sign) and the embedding :math:`\psi_k/\lVert\psi_k\rVert_2 \cdot \sqrt{-1/\mu_k}`; here
+``eigenvalues_`` are those of :math:`P` with :math:`\lambda_0 = 1` and the embedding is
+:math:`\lambda^t\psi`. Its Nystrom ``transform`` does not divide by :math:`\lambda_k`.
+
+Eigensolvers (``eigensolver``): ``"arpack"`` (SciPy ``eigsh``, host), ``"cupy"``
+(``cupyx.scipy.sparse.linalg.eigsh``, CuPy input), ``"lanczos"`` (:func:`arraygen.linalg.eigsh`,
+any namespace and device, O(N ncv) memory), ``"dense"`` (forms M; small N only). ``"auto"``:
+dense for N <= 64, else arpack for NumPy, cupy for CuPy, lanczos for everything else (torch
+CPU/CUDA, array_api_strict). Repeated eigenvalues (symmetric data: a circle, a sphere, a torus)
+are found with all their copies: ``"lanczos"`` is block Lanczos with ``block_size`` (default 4)
+random start vectors, which sees every eigenspace of multiplicity up to ``block_size`` in one
+pass; every iterative solver then runs the deflation check of :func:`arraygen.linalg.eigsh`
+(block Lanczos on :math:`M` restricted to the complement of the found vectors), which finds
+larger multiplicities and anything a single-vector solver (ARPACK, cupyx) missed, ``block_size``
+copies per pass. ``converged_`` is False when that check still finds a missed eigenvalue.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import math
+import operator
+import os
 import time
 import warnings
 from typing import Any
@@ -54,124 +96,219 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _validation as _v
 from . import linalg as _linalg
 from . import random as _random
-from ._kernels.tiled import DIRECT_MAX_D
-from .tiled import kernel_matvec, kernel_softmax_matvec
+from .tiled import _matvec, _softmax_matvec, _sqdist
 
 __all__ = ["DiffusionMap", "DoobTransform"]
 
 logger = logging.getLogger("arraygen")
 
 EIGENSOLVERS = ("auto", "arpack", "cupy", "lanczos", "dense")
+EPSILON_RULES = ("median", "knn", "bgh", "bgh_generous")
 _DENSE_MAX_N = 64
 _DENSE_LIMIT = 20000
+_KDE_NEIGHBORS = 8
 # Fixed stream of the median-rule subsample; a constant nobody passes as `rng` (seed 0 would
 # pick exactly the smallest-parameter points of data generated with rng=0).
 _MEDIAN_SEED = 0x9E3779B97F4A7C15
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# options (validated once, through arraygen._validation)
 # --------------------------------------------------------------------------------------------
 
-def _check_points(xp, x, name: str, *, min_points: int = 1):
-    if x.ndim != 2:
-        raise ValueError(f"`{name}` must be 2-D (points x dimensions); got shape "
-                         f"{tuple(x.shape)}")
-    if x.shape[0] < min_points:
-        raise ValueError(f"`{name}` must contain at least {min_points} points; got shape "
-                         f"{tuple(x.shape)}")
-    if x.shape[1] < 1:
-        raise ValueError(f"`{name}` must have at least one column; got shape {tuple(x.shape)}")
-    x, out_dtype = aa.as_float_array(xp, x, name)
-    finite = xp.isfinite(x)
-    if not bool(xp.all(finite)):
-        bad = int(xp.sum(xp.astype(~finite, xp.int64)))
-        raise ValueError(f"`{name}` contains {bad} non-finite values (NaN or inf)")
-    return x, out_dtype
+_BIN_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+            ast.Div: operator.truediv, ast.Pow: operator.pow}
+_UNARY_OPS = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 
 
-def _validate_options(n_components, alpha, epsilon, t, eigensolver, tol, n_neighbors):
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
-        raise TypeError(f"`n_components` must be an integer; got {n_components!r}")
-    if n_components < 1:
-        raise ValueError(f"`n_components` must be >= 1; got {n_components}")
-    alpha = aa.finite_scalar(alpha, "alpha")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1]; got {alpha}")
-    if isinstance(epsilon, str):
-        if epsilon not in ("median", "knn"):
-            raise ValueError(f"`epsilon` must be 'median', 'knn' or a positive number; got "
-                             f"{epsilon!r}")
+def _eval_in_d(expr: str, d: float) -> float:
+    """Arithmetic expression in ``d`` (``"-1/(d+2)"``): numbers, d, + - * / ** and brackets."""
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+                and not isinstance(node.value, bool):
+            return float(node.value)
+        if isinstance(node, ast.Name) and node.id == "d":
+            return float(d)
+        if isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
+            return _BIN_OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY_OPS:
+            return _UNARY_OPS[type(node.op)](ev(node.operand))
+        raise ValueError(f"unsupported element {ast.dump(node)[:40]}")
+
+    try:
+        value = ev(ast.parse(expr, mode="eval"))
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        raise ValueError(f"`bandwidth_type` must be a number, a callable or an arithmetic "
+                         f"expression in d such as '-1/(d+2)'; got {expr!r} ({exc})") from None
+    if not math.isfinite(value):
+        raise ValueError(f"`bandwidth_type` {expr!r} is not finite for d = {d:g}")
+    return value
+
+
+def _check_bandwidth_type(bandwidth_type):
+    if bandwidth_type is None or callable(bandwidth_type):
+        return bandwidth_type
+    if isinstance(bandwidth_type, str):
+        _eval_in_d(bandwidth_type, 2.0)
+        return bandwidth_type
+    return _v.check_scalar(bandwidth_type, "bandwidth_type")
+
+
+def _check_options(o) -> dict:
+    """Validate the options of a DiffusionMap ``o``; returns them normalised."""
+    eps = o.epsilon
+    if isinstance(eps, str):
+        _v.check_choice(eps, "epsilon", EPSILON_RULES)
     else:
-        aa.finite_scalar(epsilon, "epsilon", positive=True)
-    aa.finite_scalar(t, "t", nonnegative=True)
-    if eigensolver not in EIGENSOLVERS:
-        raise ValueError(f"`eigensolver` must be one of {EIGENSOLVERS}; got {eigensolver!r}")
-    if tol is not None:
-        aa.finite_scalar(tol, "tol", positive=True)
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) \
-            or n_neighbors < 1:
-        raise ValueError(f"`n_neighbors` must be a positive integer; got {n_neighbors!r}")
+        if aa.is_array(eps) and math.prod(eps.shape) != 1:
+            raise TypeError(f"`epsilon` must be one of {EPSILON_RULES} or a positive number; "
+                            f"got an array of shape {tuple(eps.shape)}")
+        try:
+            eps = _v.check_scalar(eps, "epsilon", positive=True)
+        except TypeError:
+            raise TypeError(f"`epsilon` must be one of {EPSILON_RULES} or a positive number; "
+                            f"got {eps!r}") from None
+        if not math.isfinite(1.0 / eps):
+            raise ValueError(f"`epsilon` = {eps!r} is too small: 1/epsilon overflows float64")
+    bw = _check_bandwidth_type(o.bandwidth_type)
+    if bw is not None and isinstance(eps, str) and eps == "knn":
+        raise ValueError("`epsilon`='knn' is itself a variable bandwidth; use it without "
+                         "`bandwidth_type`")
+    out = {
+        "n_components": _v.check_int(o.n_components, "n_components", minimum=1),
+        "alpha": _v.check_scalar(o.alpha, "alpha", low=0.0, high=1.0),
+        "epsilon": eps,
+        "t": _v.check_scalar(o.t, "t", nonnegative=True),
+        "eigensolver": _v.check_choice(o.eigensolver, "eigensolver", EIGENSOLVERS),
+        "tol": None if o.tol is None else _v.check_scalar(o.tol, "tol", positive=True),
+        "n_neighbors": _v.check_int(o.n_neighbors, "n_neighbors", minimum=2),
+        "median_points": _v.check_int(o.median_points, "median_points", minimum=2),
+        "block_size": _v.check_int(o.block_size, "block_size", minimum=1),
+        "dense_kernel_mb": _v.check_scalar(o.dense_kernel_mb, "dense_kernel_mb",
+                                           nonnegative=True),
+        "bandwidth_type": bw,
+    }
+    kd = o.kernel_dtype
+    if kd is not None and _dtype_name(kd) not in ("float32", "float64"):
+        raise ValueError(f"`kernel_dtype` must be None, 'float32' or 'float64'; got {kd!r}")
+    return out
+
+
+def _dtype_name(dtype) -> str:
+    """'float32' for "float32", numpy.float32, numpy.dtype('float32'), torch.float32, ..."""
+    if isinstance(dtype, str):
+        return dtype
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype).rpartition(".")[2]
 
 
 # --------------------------------------------------------------------------------------------
 # bandwidths
 # --------------------------------------------------------------------------------------------
 
-
-
-def _block_sqdist(xp, xb, y):
-    """(rows, M) squared distances: direct differences for small d, law of cosines otherwise."""
-    if xb.shape[1] <= DIRECT_MAX_D:
-        acc = None
-        for k in range(xb.shape[1]):
-            diff = xb[:, k:k + 1] - y[:, k][None, :]
-            acc = diff * diff if acc is None else acc + diff * diff
-        return acc
-    xx = xp.sum(xb * xb, axis=1)
-    yy = xp.sum(y * y, axis=1)
-    d2 = xx[:, None] + yy[None, :] - 2.0 * xp.matmul(xb, xp.matrix_transpose(y))
-    return xp.maximum(d2, xp.zeros((), dtype=d2.dtype, device=aa.device(d2)))
-
-
 def _total_variance(xp, xc) -> float:
     """Mean squared distance to the mean (``xc`` is centred); 0 iff all points coincide."""
-    return float(xp.sum(xc * xc)) / xc.shape[0]
+    return _v.host_float(xp.sum(xc * xc)) / xc.shape[0]
 
 
-def _median_epsilon(xp, xc, max_points: int) -> float:
-    """Median of |x_i - x_j|^2 over pairs i < j of (a fixed subsample of) the centred points."""
-    n = xc.shape[0]
-    dev = aa.device(xc)
+def _require_spread(xp, xc) -> float:
     var = _total_variance(xp, xc)
     if var == 0.0:
-        raise ValueError(f"`X`: all {n} points coincide (zero variance); a diffusion map needs "
-                         "at least two distinct points")
-    if n > max_points:
-        u = _random.uniform(_random.Key(_MEDIAN_SEED), (n,), dtype=xp.float64, xp=xp,
-                            device=dev)
-        idx = xp.argsort(u)[:max_points]
-        xs = xp.take(xc, idx, axis=0)
-    else:
-        xs = xc
+        raise ValueError(f"`X`: all {xc.shape[0]} points coincide (zero variance); a diffusion "
+                         "map needs at least two distinct points")
+    return var
+
+
+def _subsample(xp, n: int, max_points: int, dev):
+    """Indices of the fixed subsample (None: all points) used by the median and bgh rules."""
+    if n <= max_points:
+        return None
+    u = _random.uniform(_random.Key(_MEDIAN_SEED), (n,), dtype=xp.float64, xp=xp, device=dev)
+    return xp.argsort(u)[:max_points]
+
+
+def _pair_sqdist(xp, xs, inv_bw=None):
+    """Scaled squared distances ``|x_i - x_j|^2 a_i a_j`` over the pairs i < j, (m(m-1)/2,)."""
     m = xs.shape[0]
-    d2 = _block_sqdist(xp, xs, xs)
-    ar = xp.arange(m, device=dev)
-    pairs = d2[ar[:, None] < ar[None, :]]
-    vals = xp.sort(pairs)
+    d2 = _sqdist(xp, xs, xs)
+    if inv_bw is not None:
+        d2 = d2 * inv_bw[:, None] * inv_bw[None, :]
+    ar = xp.arange(m, device=aa.device(xs))
+    return d2[ar[:, None] < ar[None, :]]
+
+
+def _median(xp, vals) -> float:
+    """Median of a 1-D array (native selection where there is one)."""
     count = vals.shape[0]
-    med = 0.5 * (float(vals[(count - 1) // 2]) + float(vals[count // 2]))
+    lo, hi = (count - 1) // 2, count // 2
+    if aa.is_numpy_array(vals):
+        part = np.partition(np.asarray(vals), [lo, hi])
+        return 0.5 * (float(part[lo]) + float(part[hi]))
+    if aa.is_torch_array(vals):
+        import torch
+
+        return 0.5 * (float(torch.kthvalue(vals, lo + 1).values)
+                      + float(torch.kthvalue(vals, hi + 1).values))
+    srt = xp.sort(vals)
+    return 0.5 * (_v.host_float(srt[lo]) + _v.host_float(srt[hi]))
+
+
+def _median_epsilon(xp, xc, max_points: int, inv_bw=None) -> float:
+    """Median of |x_i - x_j|^2 a_i a_j over pairs i < j of (a fixed subsample of) the points."""
+    var = _require_spread(xp, xc)
+    idx = _subsample(xp, xc.shape[0], max_points, aa.device(xc))
+    xs = xc if idx is None else xp.take(xc, idx, axis=0)
+    ib = inv_bw if idx is None or inv_bw is None else xp.take(inv_bw, idx)
+    vals = _pair_sqdist(xp, xs, ib)
+    med = _median(xp, vals)
     if med > 0.0:
         return med
     positive = vals[vals > 0]
-    floor = (float(xp.sort(positive)[positive.shape[0] // 2]) if positive.shape[0]
-             else 2.0 * var)
+    floor = _median(xp, positive) if positive.shape[0] else 2.0 * var
     warnings.warn(f"DiffusionMap: the median squared pairwise distance is 0 (most points "
                   f"coincide); using the floor epsilon = {floor:.6g} (median of the nonzero "
                   "squared distances)", UserWarning, stacklevel=4)
     return floor
+
+
+def _bgh(xp, pairs, m: int) -> tuple[float, int]:
+    """Berry-Giannakis-Harlim rule on the scaled squared distances of the pairs i < j of m
+    points (self pairs add m zeros): pyDiffMap's ``choose_optimal_epsilon_BGH``.
+
+    Returns ``(e, d)`` in pyDiffMap's convention (kernel ``exp(-s / (4 e))``). Grid points more
+    than 2^8 beyond the data's distance range have slopes below 1e-50 and are skipped.
+    """
+    grid = 2.0 ** np.arange(-40.0, 41.0)
+    s_max = _v.host_float(xp.max(pairs))
+    pos = pairs[pairs > 0]
+    s_min = _v.host_float(xp.min(pos)) if pos.shape[0] else s_max
+    lo = max(0, int(np.searchsorted(grid, s_min / 4.0 * 2.0 ** -8)) - 1)
+    hi = min(grid.size, int(np.searchsorted(grid, s_max / 4.0 * 2.0 ** 8)) + 2)
+    if hi - lo < 2:
+        lo, hi = max(0, min(lo, grid.size - 2)), max(2, min(grid.size, hi))
+    eps = grid[lo:hi]
+    log_t = []
+    for e in eps:
+        z = pairs * (-1.0 / (4.0 * e))
+        mx = _v.host_float(xp.max(z))
+        lse = mx + math.log(_v.host_float(xp.sum(xp.exp(z - mx))))
+        log_t.append(np.logaddexp(math.log(m), math.log(2.0) + lse))
+    log_deriv = np.diff(np.asarray(log_t)) / np.diff(np.log(eps))
+    loc = int(np.argmax(log_deriv))
+    return float(eps[loc]), int(np.round(2.0 * log_deriv[loc]))
+
+
+def _row_blocks(xq, nt: int):
+    budget = (1 << 26) if aa.device_kind(xq)[0] == "cuda" else (1 << 22)
+    return max(1, min(xq.shape[0], budget // max(nt, 1)))
 
 
 def _kth_smallest(xp, d2, k: int):
@@ -189,37 +326,142 @@ def _kth_smallest(xp, d2, k: int):
     return xp.sort(d2, axis=1)[:, k - 1]
 
 
+def _sum_smallest(xp, d2, k: int):
+    """Sum of the k smallest entries of each row of ``d2``."""
+    if aa.is_numpy_array(d2):
+        return xp.asarray(np.sum(np.partition(d2, k - 1, axis=1)[:, :k], axis=1))
+    if aa.is_torch_array(d2):
+        import torch
+
+        return torch.sum(torch.topk(d2, k, dim=1, largest=False).values, dim=1)
+    if aa.is_cupy_array(d2):
+        import cupy
+
+        return cupy.sum(cupy.partition(d2, k - 1, axis=1)[:, :k], axis=1)
+    return xp.sum(xp.sort(d2, axis=1)[:, :k], axis=1)
+
+
+def _knn_reduce(xp, xq, xt, k: int, reduce):
+    """``reduce(d2_block, k)`` over row blocks of the squared distances from xq to xt."""
+    rows = _row_blocks(xq, xt.shape[0])
+    parts = [reduce(xp, _sqdist(xp, xq[i0:i0 + rows, :], xt), k)
+             for i0 in range(0, xq.shape[0], rows)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
 def _knn_sigma(xp, xq, xt, k: int):
     """Distance from each row of ``xq`` to its k-th nearest row of ``xt`` (self included)."""
-    nq, nt = xq.shape[0], xt.shape[0]
-    budget = (1 << 26) if aa.device_kind(xq)[0] == "cuda" else (1 << 22)
-    rows = max(1, min(nq, budget // max(nt, 1)))
-    parts = []
-    for i0 in range(0, nq, rows):
-        d2 = _block_sqdist(xp, xq[i0:i0 + rows, :], xt)
-        parts.append(_kth_smallest(xp, d2, k))
-    kth = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    return xp.sqrt(kth)
+    return xp.sqrt(_knn_reduce(xp, xq, xt, k, _kth_smallest))
+
+
+class _VariableBandwidth:
+    """pyDiffMap's NNKDE and ``rho = q0 ** beta`` (Berry-Harlim), fitted on centred points."""
+
+    def __init__(self, xp, xc, spec, raw_x, max_points: int, mean):
+        self.spec, self.mean = spec, mean
+        if callable(spec):
+            self.rho_ = self._call(xp, raw_x, "X", xc)
+            self.kde_ = None
+            self.dim_ = None
+            return
+        k = min(_KDE_NEIGHBORS, xc.shape[0])
+        self.xt = xc
+        self.rho0 = self._rho0(xp, xc)
+        idx = _subsample(xp, xc.shape[0], max_points, aa.device(xc))
+        xs = xc if idx is None else xp.take(xc, idx, axis=0)
+        r0 = self.rho0 if idx is None else xp.take(self.rho0, idx)
+        self.eps0, self.dim_ = _bgh(xp, _pair_sqdist(xp, xs, 1.0 / r0), xs.shape[0])
+        self.k = k
+        self.kde_ = self.density(xp, xc, self.rho0)
+        beta = spec if not isinstance(spec, str) else _eval_in_d(spec, float(self.dim_))
+        self.beta_ = float(beta)
+        self.rho_ = self.kde_ ** self.beta_
+
+    def _rho0(self, xp, xq):
+        k = min(_KDE_NEIGHBORS, self.xt.shape[0])
+        s = _knn_reduce(xp, xq, self.xt, k, _sum_smallest)
+        return xp.sqrt(s / float(max(k - 1, 1)))
+
+    def density(self, xp, xq, rho0_q):
+        """pyDiffMap's NNKDE density at the centred points ``xq`` (rho0 of xq given)."""
+        n = self.xt.shape[0]
+        ones = xp.ones((n, 1), dtype=xq.dtype, device=aa.device(xq))
+        s = _matvec(xp, xq, self.xt, ones, beta=1.0 / (4.0 * self.eps0),
+                    a=1.0 / rho0_q, b=1.0 / self.rho0)[:, 0]
+        d = float(self.dim_)
+        return s / float(n) / rho0_q ** d / (4.0 * math.pi * self.eps0) ** (d / 2.0)
+
+    def _call(self, xp, raw, name, like):
+        out = self.spec(raw)
+        try:
+            return _v.as_vector(xp, out, like.shape[0], f"bandwidth_type({name})", like,
+                                positive=True)
+        except TypeError as exc:
+            raise TypeError(f"`bandwidth_type` callable must return an array (N,) of positive "
+                            f"bandwidths: {exc}") from None
+
+    def at(self, xp, xq_centred, raw_q):
+        """rho at new (centred) points."""
+        if callable(self.spec):
+            return self._call(xp, raw_q, "X_new", xq_centred)
+        rho0 = self._rho0(xp, xq_centred)
+        return self.density(xp, xq_centred, rho0) ** self.beta_
 
 
 # --------------------------------------------------------------------------------------------
-# eigenpairs of diag(r) K diag(r)
+# the kernel (dense for small NumPy problems, tiled otherwise)
 # --------------------------------------------------------------------------------------------
+
+def _numba_bridge(x, backend) -> bool:
+    """torch CPU tensors use the Numba CPU kernels on zero-copy NumPy views of their memory
+    (the Array-API tiles on torch CPU cost ~8x more per kernel call, and far more when the
+    cores are shared) unless a backend was asked for."""
+    if backend is not None or os.environ.get("ARRAYGEN_BACKEND"):
+        return False
+    if not aa.is_torch_array(x) or aa.device_kind(x)[0] != "cpu":
+        return False
+    from .backends import available
+
+    return available().get("numba_cpu", "absent") is None
+
+
+def _as_numpy_view(a):
+    """A torch CPU tensor as a NumPy array sharing its memory (contiguous, detached)."""
+    return a.detach().contiguous().numpy()
+
 
 class _Kernel:
     """K (with optional per-point inverse bandwidths) on the centred training points.
 
-    With ``work_dtype`` (float32 for float64 data) the tiled kernel runs in that dtype and
-    its results are promoted back; everything else stays in the data's dtype.
+    Calls take 2-D blocks and use the tiled private core (no validation, no host sync). With
+    ``work_dtype`` (float32 for float64 data) the kernel sums run in that dtype and results
+    are promoted back. ``dense`` forms the N x N matrix once (NumPy, small N).
     """
 
-    def __init__(self, xp, x, beta: float, inv_bw, backend, work_dtype=None):
+    def __init__(self, xp, x, beta: float, inv_bw, backend, work_dtype=None, dense=False):
         self.xp, self.beta, self.backend = xp, beta, backend
         self.dtype = x.dtype
         self.work = x.dtype if work_dtype is None else work_dtype
         self.x = self._cast(x)
         self.inv_bw = None if inv_bw is None else self._cast(inv_bw)
         self.n_calls = 0
+        self.mat = self._dense() if dense else None
+        self.bridge = self.mat is None and _numba_bridge(self.x, backend)
+        if self.bridge:
+            self._np = aa.namespace_for(np)
+            self.x_np = _as_numpy_view(self.x)
+            self.inv_bw_np = None if self.inv_bw is None else _as_numpy_view(self.inv_bw)
+
+    def _dense(self):
+        xp, x, n = self.xp, self.x, self.x.shape[0]
+        rows = max(1, min(n, (1 << 22) // max(n, 1)))
+        blocks = []
+        for i0 in range(0, n, rows):
+            expo = _sqdist(xp, x[i0:i0 + rows, :], x) * (-self.beta)
+            if self.inv_bw is not None:
+                expo = expo * self.inv_bw[i0:i0 + rows][:, None] * self.inv_bw[None, :]
+            blocks.append(xp.exp(expo))
+        return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
 
     def _cast(self, a):
         if a is None or a.dtype == self.work:
@@ -227,15 +469,39 @@ class _Kernel:
         return self.xp.astype(a, self.work)
 
     def __call__(self, v, *, row=None, col=None, x=None, x_inv_bw=None):
-        """``r_i sum_j K(x_i, x_j) c_j v_j`` for the training points (or rows ``x``)."""
+        """``r_i sum_j K(x_i, x_j) c_j v_j`` (v (M,) or (M, p)) for the training points (or
+        the rows ``x`` with inverse bandwidths ``x_inv_bw``)."""
+        xp = self.xp
         self.n_calls += 1
-        c = self._cast
-        out = kernel_matvec(self.x if x is None else c(x), self.x, c(v), beta=self.beta,
-                            row_scale=c(row), col_scale=c(col),
-                            x_bandwidth=self.inv_bw if x is None else c(x_inv_bw),
-                            y_bandwidth=self.inv_bw, backend=self.backend)
-        return out if out.dtype == self.dtype else self.xp.astype(out, self.dtype)
+        one_d = v.ndim == 1
+        u = xp.reshape(v, (v.shape[0], 1)) if one_d else v
+        if col is not None:
+            u = col[:, None] * u
+        u = self._cast(u)
+        if x is None and self.mat is not None:
+            out = xp.matmul(self.mat, u)
+        elif self.bridge:
+            xq = self.x_np if x is None else _as_numpy_view(self._cast(x))
+            a = self.inv_bw_np if x is None else _as_numpy_view(self._cast(x_inv_bw))
+            out = _matvec(self._np, xq, self.x_np, _as_numpy_view(u), beta=self.beta, a=a,
+                          b=self.inv_bw_np, backend="numba_cpu")
+            import torch
 
+            out = torch.from_numpy(out)
+        else:
+            xq = self.x if x is None else self._cast(x)
+            a = self.inv_bw if x is None else self._cast(x_inv_bw)
+            out = _matvec(xp, xq, self.x, u, beta=self.beta, a=a, b=self.inv_bw,
+                          backend=self.backend)
+        out = out if out.dtype == self.dtype else xp.astype(out, self.dtype)
+        if row is not None:
+            out = row[:, None] * out
+        return xp.reshape(out, (out.shape[0],)) if one_d else out
+
+
+# --------------------------------------------------------------------------------------------
+# eigenpairs of diag(r) K diag(r)
+# --------------------------------------------------------------------------------------------
 
 def _auto_solver(xp, n: int) -> str:
     if n <= _DENSE_MAX_N:
@@ -253,20 +519,20 @@ def _arpack_ncv(n: int, k: int) -> int:
     return min(n - 1, max(2 * k + 6, 20))
 
 
-def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size: int = 1):
-    """Top-k eigenpairs of M = diag(rscale) K diag(rscale): (lam desc, phi (N, k), info)."""
+def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size: int):
+    """Top-k eigenpairs of M = diag(rscale) K diag(rscale): (lam desc, phi (N, k), resid,
+    converged)."""
     n = rscale.shape[0]
     dev, dtype = aa.device(rscale), rscale.dtype
+    rs = rscale[:, None]
 
     def op(v):
-        return kern(v, row=rscale, col=rscale)
+        return rs * kern(rs * v)
 
     if k > n or (k == n and solver != "dense"):
         raise ValueError(f"`n_components` + 1 = {k} eigenpairs of {n} points need "
                          f"eigensolver='dense' (iterative solvers need fewer than N)")
     tol_eff = (1e-8 if dtype == xp.float64 else 1e-5) if tol is None else float(tol)
-    converged = True
-    resid = None
     if solver == "dense":
         if n > _DENSE_LIMIT:
             raise ValueError(f"`eigensolver`='dense' forms the N x N matrix; N = {n} is above "
@@ -276,28 +542,43 @@ def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size:
         w, v = xp.linalg.eigh(mat)
         idx = xp.arange(n - 1, n - 1 - k, -1, device=dev)
         lam, phi = xp.take(w, idx), xp.take(v, idx, axis=1)
-    elif solver == "lanczos":
-        lam, phi, info = _linalg.eigsh(op, k, n=n, xp=xp, device=dev, dtype=dtype, tol=tol_eff,
-                                       rng=gen, block_size=block_size, matmat=True)
-        converged, resid = info.converged, info.residuals
-    elif solver == "arpack":
-        lam, phi, converged = _arpack(op, n, k, tol_eff, gen, xp, dev, dtype)
+        resid = xp.linalg.vector_norm(xp.matmul(mat, phi) - phi * lam[None, :], axis=0)
+        return lam, phi, resid, True
+    linop = _linalg._Operator(op, n, xp, dev, dtype, matmat=True)
+    if solver == "lanczos":
+        lam, phi, info = _linalg._eigsh(linop, k, block_size, tol_eff, 300, None, gen,
+                                        stacklevel=4)
+        return lam, phi, info.residuals, info.converged
+    if solver == "arpack":
+        theta, phi, ok = _arpack(op, n, k, tol_eff, gen, xp, dev, dtype)
     else:  # cupy
-        lam, phi = _cupy_eigsh(op, n, k, tol_eff, gen, xp, dev, dtype)
+        theta, phi, ok = _cupy_eigsh(op, n, k, tol_eff, gen, xp, dev, dtype)
+    if not ok:
+        warnings.warn(f"DiffusionMap: {solver} did not converge; falling back to the "
+                      "Array-API block Lanczos solver", RuntimeWarning, stacklevel=3)
+        lam, phi, info = _linalg._eigsh(linop, k, block_size, tol_eff, 300, None, gen,
+                                        stacklevel=4)
+        return lam, phi, info.residuals, info.converged
+    theta, phi, resid, verified, added = _linalg._complete(linop, theta, phi, k, block_size,
+                                                           tol_eff, 300, gen)
+    if added:
+        logger.info("DiffusionMap: the deflation check added %d eigenpairs that %s missed "
+                    "(repeated eigenvalues)", added, solver)
+    lam = xp.asarray(np.ascontiguousarray(theta), dtype=dtype, device=dev)
     if resid is None:
         resid = xp.linalg.vector_norm(op(phi) - phi * lam[None, :], axis=0)
-    if solver == "cupy":
-        # cupyx stops silently at maxiter: judge convergence by the true residuals (||M|| = 1)
-        worst = float(xp.max(resid))
-        converged = worst <= 10.0 * tol_eff
-        if not converged:
-            warnings.warn(f"DiffusionMap: cupyx eigsh did not converge (largest residual "
-                          f"{worst:.3g} > 10 * tol = {10.0 * tol_eff:.3g})", RuntimeWarning,
-                          stacklevel=3)
+    worst = _v.host_float(xp.max(resid))
+    converged = verified and worst <= 10.0 * tol_eff * max(1.0, float(np.max(np.abs(theta))))
+    if not converged:
+        why = ("the deflation check still finds missed eigenvalues" if not verified else
+               f"largest residual {worst:.3g} > 10 * tol = {10.0 * tol_eff:.3g}")
+        warnings.warn(f"DiffusionMap: {solver} eigenpairs not converged ({why})",
+                      RuntimeWarning, stacklevel=3)
     return lam, phi, resid, converged
 
 
 def _arpack(op, n, k, tol, gen, xp, dev, dtype):
+    """SciPy ARPACK: ``(theta (k,) float64 host desc, phi (n, k), converged)``."""
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator
     from scipy.sparse.linalg import eigsh as scipy_eigsh
 
@@ -313,20 +594,15 @@ def _arpack(op, n, k, tol, gen, xp, dev, dtype):
     try:
         w, v = scipy_eigsh(lin, k=k, which="LA", v0=v0, ncv=_arpack_ncv(n, k), tol=tol,
                            maxiter=max(300, 10 * k))
-        converged = True
     except ArpackNoConvergence:
-        warnings.warn("DiffusionMap: ARPACK did not converge; falling back to the Array-API "
-                      "Lanczos solver", RuntimeWarning, stacklevel=4)
-        lam, phi, info = _linalg.eigsh(op, k, n=n, xp=xp, device=dev, dtype=dtype, tol=tol,
-                                       rng=gen, matmat=True)
-        return lam, phi, info.converged
+        return None, None, False
     order = np.argsort(w)[::-1]
-    lam = xp.asarray(np.ascontiguousarray(w[order]), dtype=dtype, device=dev)
     phi = xp.asarray(np.ascontiguousarray(v[:, order]), dtype=dtype, device=dev)
-    return lam, phi, converged
+    return np.ascontiguousarray(w[order]), phi, True
 
 
 def _cupy_eigsh(op, n, k, tol, gen, xp, dev, dtype):
+    """cupyx eigsh (stops silently at maxiter: the residual check after it judges)."""
     import cupy
     from cupyx.scipy.sparse.linalg import LinearOperator
     from cupyx.scipy.sparse.linalg import eigsh as cupy_eigsh
@@ -339,7 +615,7 @@ def _cupy_eigsh(op, n, k, tol, gen, xp, dev, dtype):
     w, v = cupy_eigsh(lin, k=k, which="LA", v0=v0, ncv=_arpack_ncv(n, k), tol=tol,
                       maxiter=max(300, 10 * k))
     order = cupy.argsort(w)[::-1]
-    return w[order], v[:, order]
+    return cupy.asnumpy(w[order]).astype(np.float64), v[:, order], True
 
 
 def _psi_from_phi(xp, phi, s):
@@ -401,17 +677,19 @@ class _Spectral:
 class DiffusionMap(_Spectral):
     r"""Diffusion map with Coifman-Lafon alpha-normalisation, tiled and matrix-free.
 
-    See the module docstring for the operator, normalisations and bandwidth rules.
+    See the module docstring for the operator, normalisations, bandwidth rules, the
+    conventions against pyDiffMap and how repeated eigenvalues are found.
 
     Parameters
     ----------
-    n_components : int
+    n_components : int >= 1
         Number of nontrivial diffusion coordinates (``n_components + 1`` eigenpairs).
     alpha : float in [0, 1]
         0: graph Laplacian normalisation, 1/2: Fokker-Planck, 1: Laplace-Beltrami (density
         removed).
-    epsilon : "median", "knn" or float
-        Kernel bandwidth: :math:`K = \exp(-|x-y|^2/\varepsilon)`.
+    epsilon : "median", "bgh", "bgh_generous", "knn" or float
+        Kernel bandwidth: :math:`K = \exp(-|x-y|^2/(\varepsilon\rho_x\rho_y))` (pyDiffMap's
+        epsilon times 4).
     t : float >= 0
         Diffusion time of the embedding :math:`\lambda^t \psi`.
     eigensolver : {"auto", "arpack", "cupy", "lanczos", "dense"}
@@ -420,20 +698,29 @@ class DiffusionMap(_Spectral):
         are about ``tol**2 / gap``.
     rng : int, Key or numpy.random.Generator, optional
         Random start vectors of the eigensolver.
-    n_neighbors : int
+    n_neighbors : int >= 2
         Neighbour rank of the ``"knn"`` bandwidth (default 7, the point itself counted).
-    median_points : int
-        Points used by the ``"median"`` rule (default 2000).
-    block_size : int
-        Vectors per kernel call in the ``"lanczos"`` solver (block Lanczos; larger blocks need
-        fewer, wider kernel calls).
+    median_points : int >= 2
+        Points used by the ``"median"`` and ``"bgh"`` rules (default 2000).
+    block_size : int >= 1
+        Block size of the Lanczos solver and of the deflation check (default 4): eigenvalues
+        of multiplicity up to ``block_size`` are found in one pass, larger ones by further
+        passes of the check.
     kernel_dtype : None, "float32" or "float64"
-        Dtype of the tiled kernel sums (default: the data's compute dtype). ``"float32"`` on
+        Dtype of the kernel sums (default: the data's compute dtype). ``"float32"`` on
         float64 data runs the kernel (the cost) in float32 and keeps the normalisation and
         eigensolver in float64: eigenvalues stay within ~1e-7 of the float64 ones (swiss roll,
         N = 10k: 1.2e-8), residuals ~1e-7.
+    bandwidth_type : None, float, str or callable
+        Variable bandwidth :math:`\rho` (Berry-Harlim, pyDiffMap's ``bandwidth_type``): an
+        exponent :math:`\beta` of the kernel density estimate, an expression in the
+        intrinsic dimension ``d`` (``"-1/(d+2)"``), or a callable ``X -> rho``.
+    dense_kernel_mb : float >= 0
+        NumPy and torch CPU input: form the N x N kernel when it takes at most this many megabytes (default
+        256: N up to ~5,800 in float64), for BLAS matvecs with the same values; 0 keeps the
+        tiled matrix-free path.
     backend : str, optional
-        Kernel backend for :func:`arraygen.tiled.kernel_matvec`.
+        Kernel backend of the tiled kernel (:func:`arraygen.tiled.kernel_matvec`).
 
     Attributes
     ----------
@@ -449,29 +736,44 @@ class DiffusionMap(_Spectral):
     residuals_ : (n_components + 1,)
         :math:`\lVert P\psi_k - \lambda_k\psi_k\rVert_\pi`.
     epsilon_ : float, or (N,) array for ``"knn"`` (:math:`\sigma_i^2`)
+    intrinsic_dim_ : int or None
+        Dimension estimate of the ``"bgh"`` rule (or of the bandwidth's density estimate).
+    bandwidths_ : (N,) or None
+        :math:`\rho` of a variable bandwidth (pyDiffMap's ``bandwidths``).
+    q_ : (N,)
+        Density used by the alpha-normalisation, :math:`K\mathbf 1/\rho^2` (pyDiffMap's ``q``).
+    kernel_density_ : (N,) or None
+        Kernel density estimate at the fitted points: the bandwidth's nearest-neighbour KDE,
+        or with a fixed bandwidth and a known ``intrinsic_dim_`` the normalised Gaussian KDE
+        :math:`(K\mathbf 1)_i / (N (\pi\varepsilon)^{d/2})`; None otherwise.
     stationary_ : (N,)
         :math:`\pi = D_\alpha / \sum D_\alpha`.
     degree_, weights_, degree_alpha_, rscale_ : (N,)
-        :math:`D = K1`, :math:`w = D^{-\alpha}`, :math:`D_\alpha`, :math:`D_\alpha^{-1/2} w`.
+        :math:`D = K1`, :math:`w = q^{-\alpha}`, :math:`D_\alpha`, :math:`D_\alpha^{-1/2} w`.
     converged_ : bool
+        Every eigenpair met ``tol`` and the deflation check found no missed eigenvalue.
     n_kernel_calls_ : int
-        Tiled kernel calls made by ``fit`` (each applies K to a block of vectors).
+        Kernel applications made by ``fit`` (each applies K to a block of vectors).
+    kernel_storage_ : "dense" or "tiled"
 
     Examples
     --------
-    >>> from arraygen.datasets import swiss_roll
+    >>> import numpy as np
     >>> from arraygen.dmap import DiffusionMap
-    >>> x, t = swiss_roll(1000, rng=0)
-    >>> dm = DiffusionMap(n_components=4, rng=0).fit(x)
-    >>> dm.embedding_.shape
-    (1000, 4)
+    >>> t = 2 * np.pi * np.arange(200) / 200
+    >>> circle = np.c_[np.cos(t), np.sin(t)]
+    >>> dm = DiffusionMap(n_components=4, alpha=1.0, epsilon=0.04, rng=0).fit(circle)
+    >>> np.round(dm.eigenvalues_, 5).tolist()     # every eigenvalue but the first is double
+    [1.0, 0.98995, 0.98995, 0.9604, 0.9604]
+    >>> dm.embedding_.shape, dm.converged_
+    ((200, 4), True)
     """
 
     def __init__(self, n_components: int = 8, alpha: float = 0.5, epsilon: Any = "median",
                  t: float = 1, eigensolver: str = "auto", tol: float | None = None,
                  rng: Any = None, *, n_neighbors: int = 7, median_points: int = 2000,
-                 block_size: int = 1, kernel_dtype: Any = None, backend: str | None = None):
-        _validate_options(n_components, alpha, epsilon, t, eigensolver, tol, n_neighbors)
+                 block_size: int = 4, kernel_dtype: Any = None, bandwidth_type: Any = None,
+                 dense_kernel_mb: float = 256.0, backend: str | None = None):
         self.n_components = n_components
         self.alpha = alpha
         self.epsilon = epsilon
@@ -483,80 +785,129 @@ class DiffusionMap(_Spectral):
         self.median_points = median_points
         self.block_size = block_size
         self.kernel_dtype = kernel_dtype
+        self.bandwidth_type = bandwidth_type
+        self.dense_kernel_mb = dense_kernel_mb
         self.backend = backend
+        _check_options(self)
+
+    @classmethod
+    def from_pydiffmap(cls, *, alpha: float = 0.5, epsilon: Any = "bgh", n_evecs: int = 1,
+                       bandwidth_type: Any = None, **options) -> DiffusionMap:
+        """A DiffusionMap with pyDiffMap's parameter names and epsilon convention.
+
+        ``DiffusionMap.from_pydiffmap(n_evecs=2, epsilon=0.1, alpha=1.0)`` is pyDiffMap's
+        ``DiffusionMap.from_sklearn(n_evecs=2, epsilon=0.1, alpha=1.0)`` with the full kernel
+        (``k = N``): a numeric epsilon is multiplied by 4 (pyDiffMap's kernel is
+        ``exp(-|x-y|^2 / (4 epsilon))``); ``"bgh"``/``"bgh_generous"`` and ``bandwidth_type``
+        pass through. Other keywords go to :class:`DiffusionMap`.
+
+        Examples
+        --------
+        >>> from arraygen.dmap import DiffusionMap
+        >>> DiffusionMap.from_pydiffmap(n_evecs=2, epsilon=0.1).epsilon
+        0.4
+        """
+        if not isinstance(epsilon, str):
+            epsilon = 4.0 * _v.check_scalar(epsilon, "epsilon", positive=True)
+        return cls(n_components=n_evecs, alpha=alpha, epsilon=epsilon,
+                   bandwidth_type=bandwidth_type, **options)
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self, X) -> DiffusionMap:
-        """Fit on the points ``X`` (N, d); returns ``self``."""
-        _validate_options(self.n_components, self.alpha, self.epsilon, self.t,
-                          self.eigensolver, self.tol, self.n_neighbors)
+        """Fit on the points ``X`` (N, d), or (N,) for points on a line; returns ``self``."""
+        opts = _check_options(self)
         start = time.perf_counter()
-        xp = aa.array_namespace(X=X)
-        x, out_dtype = _check_points(xp, X, "X", min_points=2)
+        xp, (X,) = _v.common_namespace(X=X)
+        x, out_dtype = _v.as_points(xp, X, "X", min_points=2)
         n = x.shape[0]
-        k = int(self.n_components) + 1
+        k = opts["n_components"] + 1
         if k > n:
-            raise ValueError(f"`n_components` ({self.n_components}) must be smaller than the "
-                             f"number of points N = {n}")
+            raise ValueError(f"`n_components` ({opts['n_components']}) must be smaller than "
+                             f"the number of points N = {n}")
+        self._opts = opts
         self._xp, self._out_dtype = xp, out_dtype
         self.mean_ = xp.mean(x, axis=0)
         xc = x - self.mean_[None, :]
         self.n_features_in_ = x.shape[1]
+        _require_spread(xp, xc)
+        eps_opt = opts["epsilon"]
         inv_bw = None
-        if isinstance(self.epsilon, str) and self.epsilon == "median":
-            eps = _median_epsilon(xp, xc, int(self.median_points))
-            beta = 1.0 / eps
-            self.epsilon_ = eps
-        elif isinstance(self.epsilon, str):
-            if self.n_neighbors > n:
-                raise ValueError(f"`n_neighbors` ({self.n_neighbors}) must be at most the "
+        self.intrinsic_dim_ = None
+        self.bandwidths_ = None
+        self._vbw = None
+        kde = None
+        if opts["bandwidth_type"] is not None:
+            self._vbw = _VariableBandwidth(xp, xc, opts["bandwidth_type"], X,
+                                           opts["median_points"], self.mean_)
+            self.bandwidths_ = xp.astype(self._vbw.rho_, out_dtype)
+            inv_bw = 1.0 / self._vbw.rho_
+            kde = self._vbw.kde_
+            self.intrinsic_dim_ = self._vbw.dim_
+        if eps_opt == "knn":
+            if opts["n_neighbors"] > n:
+                raise ValueError(f"`n_neighbors` ({opts['n_neighbors']}) must be at most the "
                                  f"number of points N = {n}")
-            if _total_variance(xp, xc) == 0.0:
-                raise ValueError(f"`X`: all {n} points coincide (zero variance); a diffusion "
-                                 "map needs at least two distinct points")
-            sigma = self._floor_sigma(xp, _knn_sigma(xp, xc, xc, int(self.n_neighbors)), xc)
-            self.sigma_floor_ = float(xp.min(sigma))
+            sigma = self._floor_sigma(xp, _knn_sigma(xp, xc, xc, opts["n_neighbors"]), xc)
+            self.sigma_floor_ = _v.host_float(xp.min(sigma))
             inv_bw = 1.0 / sigma
             beta = 1.0
             self.epsilon_ = xp.astype(sigma * sigma, out_dtype)
         else:
-            if _total_variance(xp, xc) == 0.0:
-                raise ValueError(f"`X`: all {n} points coincide (zero variance); a diffusion "
-                                 "map needs at least two distinct points")
-            self.epsilon_ = float(self.epsilon)
-            beta = 1.0 / self.epsilon_
+            if eps_opt == "median":
+                eps = _median_epsilon(xp, xc, opts["median_points"], inv_bw)
+            elif isinstance(eps_opt, str):   # bgh
+                idx = _subsample(xp, n, opts["median_points"], aa.device(xc))
+                xs = xc if idx is None else xp.take(xc, idx, axis=0)
+                ib = inv_bw if idx is None or inv_bw is None else xp.take(inv_bw, idx)
+                e, self.intrinsic_dim_ = _bgh(xp, _pair_sqdist(xp, xs, ib), xs.shape[0])
+                eps = 4.0 * e * (2.0 if eps_opt == "bgh_generous" else 1.0)
+            else:
+                eps = float(eps_opt)
+            self.epsilon_ = eps
+            beta = 1.0 / eps
+        work = self._work_dtype(xp, x.dtype)
+        _v.check_fits_dtype(xp, beta, work, "epsilon", what="1/epsilon")
         self.beta_ = beta
         self.X_ = xc
-        work = None
-        if self.kernel_dtype is not None:
-            work = self.kernel_dtype
-            if isinstance(work, str):
-                work = getattr(xp, work, None)
-            if work not in (xp.float32, xp.float64):
-                raise ValueError(f"`kernel_dtype` must be None, 'float32' or 'float64'; got "
-                                 f"{self.kernel_dtype!r}")
-        kern = _Kernel(xp, xc, beta, inv_bw, self.backend, work)
+        itemsize = 4 if work == xp.float32 else 8
+        host = aa.is_numpy_namespace(xp) or (aa.is_torch_array(xc)
+                                             and aa.device_kind(xc)[0] == "cpu")
+        dense = host and n * n * itemsize <= opts["dense_kernel_mb"] * 2**20
+        kern = _Kernel(xp, xc, beta, inv_bw, self.backend, work, dense=dense)
         self._kern = kern
+        self.kernel_storage_ = "dense" if dense else "tiled"
         ones = xp.ones((n,), dtype=xc.dtype, device=aa.device(xc))
         deg = kern(ones)
-        w = deg ** (-float(self.alpha))
+        q = deg if self._vbw is None else deg / (self._vbw.rho_ * self._vbw.rho_)
+        w = q ** (-opts["alpha"])
         deg_alpha = w * kern(w)
         rscale = w / xp.sqrt(deg_alpha)
         self.degree_, self.weights_, self.degree_alpha_, self.rscale_ = deg, w, deg_alpha, rscale
-        solver = (_auto_solver(xp, n) if self.eigensolver == "auto" else self.eigensolver)
+        self.q_ = q
+        if kde is None and self.intrinsic_dim_ is not None and eps_opt != "knn":
+            dim = float(self.intrinsic_dim_)
+            kde = deg / float(n) / (math.pi * self.epsilon_) ** (dim / 2.0)
+        self.kernel_density_ = None if kde is None else xp.astype(kde, out_dtype)
+        solver = _auto_solver(xp, n) if opts["eigensolver"] == "auto" else opts["eigensolver"]
         if solver == "cupy" and not aa.is_cupy_namespace(xp):
             raise ValueError(f"`eigensolver`='cupy' needs CuPy input; got {xp.__name__} arrays")
         self.eigensolver_ = solver
         self._gen = _random.as_key(self.rng)
-        lam, phi, resid, converged = _solve(kern, rscale, k, solver, self.tol, self._gen, xp,
-                                            int(self.block_size))
-        self._set_spectrum(xp, lam, phi, resid, xp.sqrt(deg_alpha), float(self.t), converged,
+        lam, phi, resid, converged = _solve(kern, rscale, k, solver, opts["tol"], self._gen, xp,
+                                            opts["block_size"])
+        self._set_spectrum(xp, lam, phi, resid, xp.sqrt(deg_alpha), opts["t"], converged,
                            out_dtype, "DiffusionMap")
         self.n_kernel_calls_ = kern.n_calls
-        logger.info("DiffusionMap.fit: N=%d d=%d epsilon=%s solver=%s kernel calls=%d in %.3f s",
-                    n, x.shape[1], "knn" if inv_bw is not None else f"{self.epsilon_:.4g}",
-                    solver, kern.n_calls, time.perf_counter() - start)
+        logger.info("DiffusionMap.fit: N=%d d=%d epsilon=%s solver=%s kernel=%s calls=%d in "
+                    "%.3f s", n, x.shape[1], eps_opt if isinstance(eps_opt, str) else eps_opt,
+                    solver, self.kernel_storage_, kern.n_calls, time.perf_counter() - start)
         return self
+
+    def _work_dtype(self, xp, dtype):
+        kd = self.kernel_dtype
+        if kd is None:
+            return dtype
+        return xp.float32 if _dtype_name(kd) == "float32" else xp.float64
 
     def fit_transform(self, X):
         """``fit(X).embedding_``: the (N, n_components) diffusion coordinates."""
@@ -565,7 +916,7 @@ class DiffusionMap(_Spectral):
     @staticmethod
     def _floor_sigma(xp, sigma, xc):
         floor = 1e-8 * math.sqrt(2.0 * _total_variance(xp, xc))
-        small = int(xp.sum(xp.astype(sigma < floor, xp.int64)))
+        small = int(_v.host_float(xp.sum(xp.astype(sigma < floor, xp.int64))))
         if small:
             warnings.warn(f"DiffusionMap: {small} points have a zero k-NN distance (duplicates); "
                           f"their bandwidth is floored at {floor:.3g}", UserWarning, stacklevel=3)
@@ -576,10 +927,50 @@ class DiffusionMap(_Spectral):
         if not hasattr(self, "X_"):
             raise ValueError("this DiffusionMap is not fitted yet; call fit(X) first")
 
-    def _same_space(self, arr, name: str):
-        """Validate an array against the fitted data: namespace and device."""
+    def _fitted_array(self, arr, name: str):
+        """An array argument in the fitted data's namespace and device (lists -> NumPy)."""
+        arr = _v.as_array(arr, name)
         aa.array_namespace(**{name: arr, "X_fit": self.X_})
         aa.check_same_device(**{name: arr, "X_fit": self.X_})
+        return arr
+
+    def _new_points(self, X_new):
+        """Validated, centred new points in the fitted dtype: ``(xn, raw, out_dtype)``."""
+        xp = self._xp
+        X_new = self._fitted_array(X_new, "X_new")
+        xn, out_dtype = _v.as_points(xp, X_new, "X_new")
+        if xn.shape[1] != self.n_features_in_:
+            raise ValueError(f"`X_new` must have {self.n_features_in_} columns like the fitted "
+                             f"`X` (shape {(self.X_.shape[0], self.n_features_in_)}); got shape "
+                             f"{tuple(xn.shape)}")
+        xn = xp.astype(xn, self.X_.dtype) if xn.dtype != self.X_.dtype else xn
+        return xn - self.mean_[None, :], X_new, out_dtype
+
+    def _nystrom(self, xn, raw, weights, psi, lam, t: float):
+        r"""``lam^t * sum_j K(x*, x_j) c_j psi_j / (lam sum_j K(x*, x_j) c_j)``."""
+        xp = self._xp
+        inv_bw_new = None
+        if self._vbw is not None:
+            inv_bw_new = 1.0 / self._vbw.at(xp, xn, raw)
+        elif self._kern.inv_bw is not None:   # knn
+            inv_bw_new = 1.0 / self._floor_sigma(
+                xp, _knn_sigma(xp, xn, self.X_, self._opts["n_neighbors"]), self.X_)
+        if inv_bw_new is None:
+            avg, _ = _softmax_matvec(xp, xn, self.X_, psi, xp.log(weights), beta=self.beta_,
+                                     backend=self.backend)
+        else:
+            ones = xp.ones((self.X_.shape[0], 1), dtype=psi.dtype, device=aa.device(psi))
+            out = self._kern(xp.concat([ones, psi], axis=1), col=weights, x=xn,
+                             x_inv_bw=inv_bw_new)
+            den = out[:, 0]
+            bad = int(_v.host_float(xp.sum(xp.astype(~(den > 0), xp.int64))))
+            if bad:
+                raise ValueError(f"`X_new`: {bad} points are so far from the training data that "
+                                 "all their kernel weights underflow to 0")
+            avg = out[:, 1:] / den[:, None]
+        tiny = float(xp.finfo(lam.dtype).smallest_normal)
+        lam_pos = xp.where(lam > tiny, lam, xp.full_like(lam, tiny))
+        return avg * (lam_pos ** (t - 1.0))[None, :]
 
     # ---------------------------------------------------------------------------- transform
     def transform(self, X_new):
@@ -591,62 +982,43 @@ class DiffusionMap(_Spectral):
                                {\lambda_k \sum_j K(x^*, x_j)\, w_j},
             \qquad \mathrm{coords}_k(x^*) = \lambda_k^t\, \psi_k(x^*),
 
-        computed as a kernel-softmax average (stable for points far from the data) or, for the
-        ``"knn"`` bandwidth, with the new points' own :math:`\sigma(x^*)`. On the training
-        points this reproduces ``embedding_`` (up to the eigensolver residual).
+        computed as a kernel-softmax average (stable for points far from the data) or, for
+        the ``"knn"`` bandwidth and variable bandwidths, with the new points' own bandwidth
+        (:math:`\sigma(x^*)`, :math:`\rho(x^*)`). On the training points this reproduces
+        ``embedding_`` (up to the eigensolver residual).
 
         Parameters
         ----------
-        X_new : array, shape (N_new, d)
+        X_new : array, shape (N_new, d) (or (N_new,) for d = 1)
 
         Returns
         -------
         coords : array, shape (N_new, n_components)
         """
         self._check_fitted()
-        xp = self._xp
-        self._same_space(X_new, "X_new")
-        xn, out_dtype = _check_points(xp, X_new, "X_new")
-        if xn.shape[1] != self.n_features_in_:
-            raise ValueError(f"`X_new` must have {self.n_features_in_} columns like the fitted "
-                             f"`X` (shape {(self.X_.shape[0], self.n_features_in_)}); got shape "
-                             f"{tuple(xn.shape)}")
-        xn = xp.astype(xn, self.X_.dtype) if xn.dtype != self.X_.dtype else xn
-        xn = xn - self.mean_[None, :]
-        lam = self._lam_c[1:]
-        psi = self._psi_c[:, 1:]
-        if self._kern.inv_bw is None:
-            avg, _ = kernel_softmax_matvec(xn, self.X_, psi, beta=self.beta_,
-                                           log_weights=xp.log(self.weights_),
-                                           backend=self.backend)
-        else:
-            sig = self._floor_sigma(xp, _knn_sigma(xp, xn, self.X_, int(self.n_neighbors)),
-                                    self.X_)
-            ones = xp.ones((self.X_.shape[0], 1), dtype=psi.dtype, device=aa.device(psi))
-            out = self._kern(xp.concat([ones, psi], axis=1), col=self.weights_, x=xn,
-                             x_inv_bw=1.0 / sig)
-            den = out[:, 0]
-            if not bool(xp.all(den > 0)):
-                bad = int(xp.sum(xp.astype(~(den > 0), xp.int64)))
-                raise ValueError(f"`X_new`: {bad} points are so far from the training data that "
-                                 "all their kernel weights underflow to 0")
-            avg = out[:, 1:] / den[:, None]
-        tiny = float(xp.finfo(lam.dtype).smallest_normal)
-        lam_pos = xp.where(lam > tiny, lam, xp.full_like(lam, tiny))
-        coords = avg * (lam_pos ** (float(self.t) - 1.0))[None, :]
-        return coords if coords.dtype == out_dtype else xp.astype(coords, out_dtype)
+        xn, raw, out_dtype = self._new_points(X_new)
+        coords = self._nystrom(xn, raw, self.weights_, self._psi_c[:, 1:], self._lam_c[1:],
+                               self._opts["t"])
+        return coords if coords.dtype == out_dtype else self._xp.astype(coords, out_dtype)
 
     # --------------------------------------------------------------- Markov operator and CdC
+    def _rows(self, v, name: str):
+        xp = self._xp
+        v = self._fitted_array(v, name)
+        n = self.X_.shape[0]
+        if v.ndim not in (1, 2) or v.shape[0] != n:
+            raise ValueError(f"`{name}` must have shape ({n},) or ({n}, p) (one row per fitted "
+                             f"point); got shape {tuple(v.shape)}")
+        v, _ = aa.as_float_array(xp, v, name)
+        return xp.astype(v, self.X_.dtype) if v.dtype != self.X_.dtype else v
+
     def apply_markov(self, v):
         r"""``P v`` for v (N,) or (N, p): :math:`(Pv)_i = \sum_j K_{ij} w_j v_j /
-        \sum_j K_{ij} w_j`` (one tiled kernel call)."""
+        \sum_j K_{ij} w_j`` (one kernel call)."""
         self._check_fitted()
-        self._same_space(v, "v")
-        xp = self._xp
-        v = xp.astype(v, self.X_.dtype) if v.dtype != self.X_.dtype else v
-        if v.shape[0] != self.X_.shape[0]:
-            raise ValueError(f"`v` must have {self.X_.shape[0]} rows (one per fitted point); "
-                             f"got shape {tuple(v.shape)}")
+        return self._markov(self._rows(v, "v"))
+
+    def _markov(self, v):
         return self._kern(v, row=self.weights_ / self.degree_alpha_, col=self.weights_)
 
     def carre_du_champ(self, f, g=None):
@@ -655,7 +1027,7 @@ class DiffusionMap(_Spectral):
         (g_j - g_i)`.
 
         Discrete (no :math:`1/\varepsilon` scaling). :math:`\Gamma(f, f) \ge 0`; for ``g=None``
-        or ``g is f`` round-off below zero is clipped to 0. One tiled kernel call.
+        or ``g is f`` round-off below zero is clipped to 0. One kernel call.
 
         Parameters
         ----------
@@ -668,24 +1040,20 @@ class DiffusionMap(_Spectral):
         """
         self._check_fitted()
         xp = self._xp
-        self._same_space(f, "f")
         same = g is None or g is f
+        f2 = self._rows(f, "f")
         if not same:
-            self._same_space(g, "g")
-            if tuple(g.shape) != tuple(f.shape):
-                raise ValueError(f"`f` and `g` must have the same shape; got {tuple(f.shape)} "
-                                 f"and {tuple(g.shape)}")
+            g2 = self._rows(g, "g")
+            if tuple(g2.shape) != tuple(f2.shape):
+                raise ValueError(f"`f` and `g` must have the same shape; got {tuple(f2.shape)} "
+                                 f"and {tuple(g2.shape)}")
         n = self.X_.shape[0]
-        if f.ndim not in (1, 2) or f.shape[0] != n:
-            raise ValueError(f"`f` must have shape ({n},) or ({n}, p); got {tuple(f.shape)}")
-        one_d = f.ndim == 1
-        f2 = xp.reshape(f, (n, 1)) if one_d else f
-        f2 = xp.astype(f2, self.X_.dtype) if f2.dtype != self.X_.dtype else f2
-        g2 = f2 if same else xp.reshape(g, (n, -1))
-        g2 = xp.astype(g2, self.X_.dtype) if g2.dtype != self.X_.dtype else g2
+        one_d = f2.ndim == 1
+        f2 = xp.reshape(f2, (n, 1)) if one_d else f2
+        g2 = f2 if same else xp.reshape(g2, (n, -1))
         p = f2.shape[1]
         cols = [f2 * g2, f2] if same else [f2 * g2, f2, g2]
-        pv = self.apply_markov(xp.concat(cols, axis=1))
+        pv = self._markov(xp.concat(cols, axis=1))
         p_fg, p_f = pv[:, :p], pv[:, p:2 * p]
         p_g = p_f if same else pv[:, 2 * p:]
         gamma = 0.5 * (p_fg - f2 * p_g - g2 * p_f + f2 * g2)
@@ -699,7 +1067,7 @@ class DiffusionMap(_Spectral):
         ``G[i, a, b] = Gamma(Y_a, Y_b)(x_i)`` with :math:`Y = ` ``embedding_[:, components]``
         (:math:`Y_a = \lambda_a^t \psi_a`). Each ``G[i]`` is symmetric positive semidefinite:
         it is the (discrete) cometric, i.e. the inverse Riemannian metric of the data manifold
-        expressed in the diffusion coordinates. One tiled kernel call with ``q(q+3)/2`` columns.
+        expressed in the diffusion coordinates. One kernel call with ``q(q+3)/2`` columns.
 
         Parameters
         ----------
@@ -713,16 +1081,19 @@ class DiffusionMap(_Spectral):
         self._check_fitted()
         xp = self._xp
         nc = self.embedding_.shape[1]
-        comps = list(range(nc)) if components is None else [int(c) for c in components]
-        if not comps or any(c < 0 or c >= nc for c in comps):
+        if components is None:
+            comps = list(range(nc))
+        else:
+            comps = [_v.check_int(c, "components", minimum=0) for c in components]
+        if not comps or any(c >= nc for c in comps):
             raise ValueError(f"`components` must be indices in [0, {nc}); got {components!r}")
         lam = self._lam_c
-        y = self._psi_c[:, 1:] * _power(xp, lam[1:], float(self.t))[None, :]
+        y = self._psi_c[:, 1:] * _power(xp, lam[1:], self._opts["t"])[None, :]
         y = xp.stack([y[:, c] for c in comps], axis=1)
         q = len(comps)
         pairs = [(a, b) for a in range(q) for b in range(a, q)]
         prods = xp.stack([y[:, a] * y[:, b] for a, b in pairs], axis=1)
-        pv = self.apply_markov(xp.concat([prods, y], axis=1))
+        pv = self._markov(xp.concat([prods, y], axis=1))
         py = pv[:, len(pairs):]
         entries = {}
         for idx, (a, b) in enumerate(pairs):
@@ -743,7 +1114,8 @@ class DiffusionMap(_Spectral):
         similar to :math:`S = \mathrm{diag}(r^h) K \mathrm{diag}(r^h)`,
         :math:`r^h = w\sqrt{h/g} = r \sqrt{h / (Ph)}`. :math:`P^h` is row-stochastic and
         reversible with respect to :math:`\pi^h \propto h\,g`; its right eigenvectors are
-        :math:`\psi^h = \varphi^h/\sqrt{\pi^h}`, normalised like the base map's.
+        :math:`\psi^h = \varphi^h/\sqrt{\pi^h}`, normalised like the base map's. The same
+        eigensolver (and deflation check for repeated eigenvalues) as the map's.
 
         Parameters
         ----------
@@ -758,29 +1130,24 @@ class DiffusionMap(_Spectral):
         -------
         DoobTransform
             With ``eigenvalues_``, ``eigenvectors_``, ``embedding_``, ``residuals_``,
-            ``stationary_`` (:math:`\pi^h`), ``h_``, ``rscale_``.
+            ``stationary_`` (:math:`\pi^h`), ``h_``, ``rscale_`` and ``transform``.
         """
         self._check_fitted()
         xp = self._xp
-        self._same_space(h, "h")
         n = self.X_.shape[0]
-        if tuple(h.shape) != (n,):
-            raise ValueError(f"`h` must have shape ({n},) (one value per fitted point); got "
-                             f"shape {tuple(h.shape)}")
-        h, _ = aa.as_float_array(xp, h, "h")
-        h = xp.astype(h, self.X_.dtype) if h.dtype != self.X_.dtype else h
-        if not bool(xp.all(xp.isfinite(h))) or not bool(xp.all(h > 0)):
-            raise ValueError("`h` must be finite and strictly positive everywhere")
-        nc = self.n_components if n_components is None else n_components
-        _validate_options(nc, self.alpha, self.epsilon, self.t, self.eigensolver, tol,
-                          self.n_neighbors)
+        h = self._fitted_array(h, "h")
+        h = _v.as_vector(xp, h, n, "h", self.X_, positive=True)
+        nc = self._opts["n_components"] if n_components is None else _v.check_int(
+            n_components, "n_components", minimum=1)
+        if nc + 1 > n:
+            raise ValueError(f"`n_components` ({nc}) must be smaller than the number of points "
+                             f"N = {n}")
+        tol = self._opts["tol"] if tol is None else _v.check_scalar(tol, "tol", positive=True)
         g = self._kern(h, row=self.weights_, col=self.weights_)
         rscale_h = self.weights_ * xp.sqrt(h / g)
-        solver = self.eigensolver_
         gen = self._gen.advance(1 << 32) if isinstance(self._gen, _random.Key) else self._gen
-        tol = self.tol if tol is None else tol
-        lam, phi, resid, converged = _solve(self._kern, rscale_h, int(nc) + 1, solver, tol, gen,
-                                            xp, int(self.block_size))
+        lam, phi, resid, converged = _solve(self._kern, rscale_h, nc + 1, self.eigensolver_, tol,
+                                            gen, xp, self._opts["block_size"])
         return DoobTransform(self, h, g, rscale_h, lam, phi, resid, converged)
 
 
@@ -789,8 +1156,8 @@ class DoobTransform(_Spectral):
 
     Returned by :meth:`DiffusionMap.doob`; attributes as the map's: ``eigenvalues_``
     (descending, :math:`\lambda_0 = 1`), ``eigenvectors_`` (:math:`\psi^h`, :math:`\psi^h_0
-    \equiv 1`), ``eigenvectors_sym_``, ``embedding_``, ``residuals_``, ``stationary_``
-    (:math:`\pi^h \propto h \cdot K_\alpha h`), plus ``h_`` and ``rscale_``.
+    \equiv 1`), ``eigenvectors_sym_``, ``embedding_``, ``residuals_``, ``converged_``,
+    ``stationary_`` (:math:`\pi^h \propto h \cdot K_\alpha h`), plus ``h_`` and ``rscale_``.
     """
 
     def __init__(self, base: DiffusionMap, h, g, rscale, lam, phi, resid, converged):
@@ -798,13 +1165,41 @@ class DoobTransform(_Spectral):
         self.base = base
         self.h_ = h
         self.rscale_ = rscale
-        self.t = base.t
-        self._set_spectrum(xp, lam, phi, resid, xp.sqrt(g * h), float(base.t), converged,
+        self.t = base._opts["t"]
+        self._set_spectrum(xp, lam, phi, resid, xp.sqrt(g * h), self.t, converged,
                            base._out_dtype, "DiffusionMap.doob")
 
     def apply_markov(self, v):
         r"""``P^h v = (P(h v)) / (P h)`` for v (N,) or (N, p)."""
+        v = self.base._rows(v, "v")
         hv = self.h_ * v if v.ndim == 1 else self.h_[:, None] * v
-        num = self.base.apply_markov(hv)
-        den = self.base.apply_markov(self.h_)
+        num = self.base._markov(hv)
+        den = self.base._markov(self.h_)
         return num / den if v.ndim == 1 else num / den[:, None]
+
+    def transform(self, X_new):
+        r"""Nystrom extension of the h-transformed coordinates to new points.
+
+        :math:`P^h(x^*, x_j) = K(x^*, x_j) w_j h_j / \sum_l K(x^*, x_l) w_l h_l`, so
+
+        .. math::
+
+            \psi^h_k(x^*) = \frac{\sum_j K(x^*, x_j)\, w_j h_j\, \psi^h_k(x_j)}
+                                 {\lambda^h_k \sum_j K(x^*, x_j)\, w_j h_j},
+            \qquad \mathrm{coords}_k(x^*) = (\lambda^h_k)^t\, \psi^h_k(x^*);
+
+        on the fitted points this reproduces ``embedding_``.
+
+        Parameters
+        ----------
+        X_new : array, shape (N_new, d)
+
+        Returns
+        -------
+        coords : array, shape (N_new, n_components)
+        """
+        base = self.base
+        xn, raw, out_dtype = base._new_points(X_new)
+        coords = base._nystrom(xn, raw, base.weights_ * self.h_, self._psi_c[:, 1:],
+                               self._lam_c[1:], self.t)
+        return coords if coords.dtype == out_dtype else base._xp.astype(coords, out_dtype)

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import _array_api as aa
 from . import random as _random
+from ._validation import check_int, check_scalar
 
 __all__ = ["EigshInfo", "eigsh"]
 
@@ -81,14 +82,6 @@ def default_tol(xp: Any, dtype: Any) -> float:
     return 1e-9 if dtype == xp.float64 else 1e-5
 
 
-def _as_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}; got {value}")
-    return int(value)
-
-
 class _Operator:
     """A symmetric operator as a block matvec, with its namespace, device, dtype and size."""
 
@@ -112,7 +105,7 @@ class _Operator:
         elif callable(a):
             if n is None:
                 raise ValueError("`n` is required when `matvec_or_matrix` is a callable")
-            self.n = _as_int(n, "n", 1)
+            self.n = check_int(n, "n", minimum=1)
             self.xp = aa.namespace_for(np if xp is None else xp)
             self.device = device
             self.dtype = _dtype_of(self.xp, dtype) if dtype is not None else self.xp.float64
@@ -229,14 +222,25 @@ def _orthonormal_block(basis: _Basis, w, gen, step: int, thresh: float):
             return w / norm, np.array([[norm]]), True
         rank, q, r = 0, None, np.zeros((1, 1))
     else:
-        u, s, vt = xp.linalg.svd(w, full_matrices=False)
-        s_h = _host(s)
-        if not np.all(np.isfinite(s_h)):
+        # w = Qw Rw (Householder, on the device), then the small SVD Rw = U S V^T on the host:
+        # w = (Qw U) S V^T, the rank-revealing factorisation without an n x b SVD
+        try:
+            qw, rw = xp.linalg.qr(w)
+        except Exception as exc:  # LAPACK errors of NaN input differ between libraries
+            if np.all(np.isfinite(_host(w))):
+                raise
+            raise ValueError("`matvec_or_matrix` produced non-finite values") from exc
+        rw_h = _host(rw)
+        if not np.all(np.isfinite(rw_h)):
             raise ValueError("`matvec_or_matrix` produced non-finite values")
+        ur, s_h, vt_h = np.linalg.svd(rw_h)
         rank = int(np.sum(s_h > thresh))
         r = np.zeros((b, b))
-        r[:rank] = s_h[:rank, None] * _host(vt)[:rank]
-        q = u[:, :rank] if rank else None
+        r[:rank] = s_h[:rank, None] * vt_h[:rank]
+        q = None
+        if rank:
+            q = xp.matmul(qw, xp.asarray(np.ascontiguousarray(ur[:, :rank]), dtype=op.dtype,
+                                         device=op.device))
         if rank == b:
             return q, r, True
     # breakdown: fill the missing directions with random vectors orthogonal to everything
@@ -264,11 +268,20 @@ def _rayleigh_ritz(h, m: int, b: int, anorm: float):
 def eigsh(matvec_or_matrix: Callable | Any, k: int, *, n: int | None = None, xp: Any = None,
           device: Any = None, dtype: Any = None, tol: float | None = None,
           max_iter: int | None = None, ncv: int | None = None, block_size: int = 1,
-          matmat: bool = False, rng: Any = None):
+          matmat: bool = False, rng: Any = None, verify: bool = True):
     r"""The ``k`` largest eigenpairs of a real symmetric operator (thick-restart Lanczos).
 
     Solves :math:`A x_i = \lambda_i x_i` for the ``k`` largest (algebraic) :math:`\lambda_i`,
     using only products with :math:`A`; see the module docstring for the method.
+
+    Repeated eigenvalues: a Krylov method started from a block of ``b`` random vectors sees
+    at most ``b`` independent directions of each eigenspace, so one pass of block Lanczos finds
+    every eigenvalue of multiplicity up to ``block_size`` with all its copies. With
+    ``verify=True`` (default) the result is then checked on the deflated operator
+    :math:`(I - XX^T) A (I - XX^T)`: an eigenvalue above :math:`\lambda_k` that the first pass
+    missed (multiplicity above ``block_size``, or an unlucky start) is found there, ``block_size``
+    copies per pass, and merged by a Rayleigh-Ritz step on the union, until the deflated operator
+    has nothing above :math:`\lambda_k`. ``info.converged`` is True only when that check passed.
 
     Parameters
     ----------
@@ -292,13 +305,15 @@ def eigsh(matvec_or_matrix: Callable | Any, k: int, *, n: int | None = None, xp:
         Basis size before a restart (default ``max(2k + 1, 20)``, a multiple of
         ``block_size``, at most ``n - block_size``).
     block_size : int
-        Vectors per Lanczos step (block Lanczos); with ``matmat=True`` one operator call per
-        step.
+        Vectors per Lanczos step (block Lanczos): the largest multiplicity found in one pass.
+        With ``matmat=True`` one operator call per step.
     matmat : bool
         The callable takes (n, p) blocks (fewer, wider calls: the start block, each step and
         the final residual check are one call each).
     rng : int, Key or numpy.random.Generator, optional
         Random start block (and breakdown replacements); Philox stream for int/Key.
+    verify : bool
+        Run the deflation check for missed (repeated) eigenvalues described above.
 
     Returns
     -------
@@ -317,8 +332,9 @@ def eigsh(matvec_or_matrix: Callable | Any, k: int, *, n: int | None = None, xp:
     Warns
     -----
     RuntimeWarning
-        If not all pairs converged within ``max_iter`` restarts (``info.converged`` is then
-        False and the current Ritz approximations are returned).
+        If not all pairs converged within ``max_iter`` restarts, or the deflation check still
+        found missed eigenvalues after its last pass (``info.converged`` is then False and the
+        current Ritz approximations are returned).
 
     Examples
     --------
@@ -328,31 +344,75 @@ def eigsh(matvec_or_matrix: Callable | Any, k: int, *, n: int | None = None, xp:
     >>> w, v, info = eigsh(a, 3, rng=0)
     >>> np.round(w, 6).tolist()
     [99.0, 98.0, 97.0]
+    >>> a = np.diag(np.r_[np.full(3, 2.0), np.arange(97.0) / 97])   # eigenvalue 2, three times
+    >>> w, v, info = eigsh(a, 4, rng=0)
+    >>> np.round(w, 6).tolist(), info.converged
+    ([2.0, 2.0, 2.0, 0.989691], True)
     """
     op = _Operator(matvec_or_matrix, n, xp, device, dtype, matmat)
-    ns, nn = op.xp, op.n
-    k = _as_int(k, "k", 1)
+    nn = op.n
+    k = check_int(k, "k", minimum=1)
     if k >= nn:
         raise ValueError(f"`k` must be smaller than the operator size n = {nn}; got k = {k}")
-    b = _as_int(block_size, "block_size", 1)
-    tol = default_tol(ns, op.dtype) if tol is None else aa.finite_scalar(tol, "tol",
-                                                                         positive=True)
-    max_iter = 300 if max_iter is None else _as_int(max_iter, "max_iter", 1)
+    b = check_int(block_size, "block_size", minimum=1)
+    tol = (default_tol(op.xp, op.dtype) if tol is None
+           else check_scalar(tol, "tol", positive=True))
+    max_iter = 300 if max_iter is None else check_int(max_iter, "max_iter", minimum=1)
+    ncv = None if ncv is None else check_int(ncv, "ncv", minimum=k + 1)
     gen = _random.as_key(rng)
     op.check_symmetric(gen, tol)
+    return _eigsh(op, k, b, tol, max_iter, ncv, gen, verify=bool(verify))
 
-    if ncv is None:
-        m = max(2 * k + 1, 20)
-    else:
-        m = _as_int(ncv, "ncv", k + 1)
+
+def _eigsh(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int | None, gen,
+           *, verify: bool = True, stacklevel: int = 3):
+    """:func:`eigsh` on a trusted operator and options."""
+    ns = op.xp
+    res = _lanczos(op, k, b, tol, max_iter, ncv, gen, step0=0)
+    if res is None:
+        return _dense(op, k, tol)
+    theta, vecs, n_converged, restarts, res_est = res
+    converged = n_converged == k
+    if not converged:
+        warnings.warn(
+            f"eigsh: only {n_converged} of {k} eigenpairs converged after {restarts} restarts "
+            f"(tol={tol:g}, largest residual estimate {float(np.max(res_est)):.3g}); "
+            "returning the current Ritz approximations (info.converged=False)",
+            RuntimeWarning, stacklevel=stacklevel)
+    residuals = None
+    if verify and converged:
+        theta, vecs, residuals, verified, n_added = _complete(op, theta, vecs, k, b, tol,
+                                                              max_iter, gen)
+        if not verified:
+            converged = False
+            warnings.warn(
+                f"eigsh: the deflation check still finds eigenvalues above lambda_k = "
+                f"{theta[k - 1]:.6g} that the solver missed (repeated eigenvalues of "
+                f"multiplicity above block_size={b}?); returning the current approximations "
+                "(info.converged=False); a larger block_size finds more copies per pass",
+                RuntimeWarning, stacklevel=stacklevel)
+    vals = ns.asarray(np.ascontiguousarray(theta[:k]), dtype=op.dtype, device=op.device)
+    if residuals is None:
+        residuals = ns.linalg.vector_norm(op(vecs) - vecs * vals[None, :], axis=0)
+    info = EigshInfo(residuals=residuals, converged=converged, n_converged=n_converged,
+                     n_matvec=op.n_matvec, n_calls=op.n_calls, n_restarts=restarts, tol=tol)
+    return vals, vecs, info
+
+
+def _lanczos(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int | None, gen,
+             *, step0: int):
+    """Thick-restart block Lanczos core: ``(theta (k,) host, X (n, k), n_conv, restarts,
+    res_est (k,))``, or None when the operator is too small for a Krylov basis."""
+    ns, nn = op.xp, op.n
+    m = max(2 * k + 1, 20) if ncv is None else ncv
     m = -(-max(m, k + b) // b) * b
     m = min(m, (nn - b) // b * b)
     if m < k + 1 or m < 2 * b:
-        return _dense(op, k, tol)
+        return None
 
     eps = float(np.finfo(np.float32 if op.dtype == ns.float32 else np.float64).eps)
     basis = _Basis(op)
-    q0, _r = ns.linalg.qr(_normal(gen, nn, b, ns, op.device, op.dtype, step=0))
+    q0, _r = ns.linalg.qr(_normal(gen, nn, b, ns, op.device, op.dtype, step=step0))
     basis.append(q0)
     h = np.zeros((m + b, m + b))
     anorm = 0.0
@@ -374,7 +434,7 @@ def eigsh(matvec_or_matrix: Callable | Any, k: int, *, n: int | None = None, xp:
             h[:j, j - b:j] = c_h
             anorm = max(anorm, float(np.max(np.abs(c_h[j - b:j]))))
             thresh = max(anorm, 1e-300) * eps * 8 * math.sqrt(nn)
-            q, r, full_rank = _orthonormal_block(basis, w, gen, draws, thresh)
+            q, r, full_rank = _orthonormal_block(basis, w, gen, step0 + draws, thresh)
             draws += 1
             # after a breakdown zero residuals do not prove that no eigenvalue is missing
             broke = broke or not full_rank
@@ -404,22 +464,84 @@ def eigsh(matvec_or_matrix: Callable | Any, k: int, *, n: int | None = None, xp:
         h[:keep, :keep] = np.diag(theta[:keep])
         h[keep:keep + b, :keep] = arrow
         h[:keep, keep:keep + b] = arrow.T
-
-    n_converged = int(done.sum())
     yk = ns.asarray(np.ascontiguousarray(y[:, :k]), dtype=op.dtype, device=op.device)
     vecs = ns.matmul(basis.v[:, :mc], yk)
-    vals = ns.asarray(np.ascontiguousarray(theta[:k]), dtype=op.dtype, device=op.device)
-    residuals = ns.linalg.vector_norm(op(vecs) - vecs * vals[None, :], axis=0)
-    converged = n_converged == k
-    if not converged:
-        warnings.warn(
-            f"eigsh: only {n_converged} of {k} eigenpairs converged after {restarts} restarts "
-            f"(tol={tol:g}, largest residual estimate {float(np.max(res_est[:k])):.3g}); "
-            "returning the current Ritz approximations (info.converged=False)",
-            RuntimeWarning, stacklevel=2)
-    info = EigshInfo(residuals=residuals, converged=converged, n_converged=n_converged,
-                     n_matvec=op.n_matvec, n_calls=op.n_calls, n_restarts=restarts, tol=tol)
-    return vals, vecs, info
+    return theta[:k].copy(), vecs, int(done.sum()), restarts, res_est[:k]
+
+
+class _Deflated:
+    """``w -> P A P w - shift (I - P) w`` with ``P = I - X X^T``: ``A`` on the complement of
+    span(X), the found directions moved below the spectrum (an ``_Operator`` look-alike)."""
+
+    def __init__(self, op: _Operator, x, shift: float):
+        self.op, self.x, self.shift = op, x, shift
+        self.xp, self.device, self.dtype, self.n = op.xp, op.device, op.dtype, op.n
+        self.xt = op.xp.matrix_transpose(x)
+
+    def __call__(self, w):
+        xp = self.xp
+        comp = xp.matmul(self.x, xp.matmul(self.xt, w))
+        aw = self.op(w - comp)
+        aw = aw - xp.matmul(self.x, xp.matmul(self.xt, aw))
+        return aw - self.shift * comp
+
+
+def _complete(op: _Operator, theta, vecs, k: int, b: int, tol: float, max_iter: int, gen,
+              max_passes: int | None = None):
+    """Deflation check for eigenvalues the solver missed (repeated eigenvalues).
+
+    Repeats: top ``b`` eigenpairs of ``A`` on the orthogonal complement of the found vectors
+    (block Lanczos with block ``b`` from a fresh random block); those above ``theta[k-1]``
+    (beyond the tolerance) were missed: Rayleigh-Ritz on the union, keep the top ``k``.
+    Returns ``(theta, vecs, residuals or None, verified, n_added)``.
+    """
+    ns, nn = op.xp, op.n
+    kk = min(b, nn - k - 1)
+    if kk < 1:
+        return theta, vecs, None, True, 0
+    passes = max_passes if max_passes is not None else k // b + 3
+    eps = float(np.finfo(np.float32 if op.dtype == ns.float32 else np.float64).eps)
+    residuals = None
+    added = 0
+    for p in range(passes):
+        anorm = max(float(np.max(np.abs(theta))), 1e-300)
+        lam_k = float(theta[k - 1])
+        thr = 10.0 * tol * anorm + 100.0 * eps * anorm
+        defl = _Deflated(op, vecs, 2.0 * anorm + abs(lam_k))
+        res = _lanczos(defl, kk, b, tol, max_iter, None, gen, step0=(p + 1) << 24)
+        if res is None:     # complement too small for a Krylov basis: dense on it
+            q = ns.linalg.qr(_normal(gen, nn, nn - k, ns, op.device, op.dtype,
+                                     step=(p + 1) << 24))[0]
+            q = q - ns.matmul(vecs, ns.matmul(ns.matrix_transpose(vecs), q))
+            q = ns.linalg.qr(q)[0]
+            hq = _host(ns.matmul(ns.matrix_transpose(q), op(q)))
+            mu_all, y_all = np.linalg.eigh(0.5 * (hq + hq.T))
+            mu, u = mu_all[::-1], ns.matmul(q, ns.asarray(np.ascontiguousarray(y_all[:, ::-1]),
+                                                          dtype=op.dtype, device=op.device))
+            inner_ok = True
+        else:
+            mu, u, n_conv, _r, _e = res
+            inner_ok = n_conv == kk
+        new = np.flatnonzero(mu > lam_k + thr)
+        if new.size == 0:
+            return theta, vecs, residuals, inner_ok, added
+        added += int(new.size)
+        un = ns.take(u, ns.asarray([int(i) for i in new], dtype=ns.int64, device=op.device),
+                     axis=1)
+        for _ in range(2):
+            un = un - ns.matmul(vecs, ns.matmul(ns.matrix_transpose(vecs), un))
+        un = ns.linalg.qr(un)[0]
+        q = ns.concat([vecs, un], axis=1)
+        aq = op(q)
+        hq = _host(ns.matmul(ns.matrix_transpose(q), aq))
+        w_all, y_all = np.linalg.eigh(0.5 * (hq + hq.T))
+        theta = w_all[::-1][:k].copy()
+        yk = ns.asarray(np.ascontiguousarray(y_all[:, ::-1][:, :k]), dtype=op.dtype,
+                        device=op.device)
+        vecs = ns.matmul(q, yk)
+        vals = ns.asarray(theta, dtype=op.dtype, device=op.device)
+        residuals = ns.linalg.vector_norm(ns.matmul(aq, yk) - vecs * vals[None, :], axis=0)
+    return theta, vecs, residuals, False, added
 
 
 def _dense(op: _Operator, k: int, tol: float):

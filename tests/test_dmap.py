@@ -94,7 +94,7 @@ def test_solvers_agree_with_dense(solver, alpha):
 
 def test_block_lanczos_fewer_wider_kernel_calls():
     xn, _ = _roll(200, seed=15)
-    one = DiffusionMap(n_components=5, eigensolver="lanczos", rng=0).fit(xn)
+    one = DiffusionMap(n_components=5, eigensolver="lanczos", block_size=1, rng=0).fit(xn)
     blk = DiffusionMap(n_components=5, eigensolver="lanczos", block_size=3, rng=0).fit(xn)
     np.testing.assert_allclose(blk.eigenvalues_, one.eigenvalues_, atol=1e-10)
     assert _sin_angle(blk.eigenvectors_, one.eigenvectors_) < 1e-5
@@ -254,7 +254,8 @@ def test_doob_eigenvalues_match_dense_p_h(xp):
     np.testing.assert_allclose(lam, ev, atol=1e-9)
     psi = _np(doob.eigenvectors_)
     np.testing.assert_allclose(psi[:, 0], 1.0, atol=1e-8)
-    assert np.linalg.norm(ph @ psi - psi * lam, axis=0).max() < 1e-7
+    rel = np.linalg.norm(ph @ psi - psi * lam, axis=0) / np.linalg.norm(psi, axis=0)
+    assert rel.max() < 1e-7
     assert aa.array_namespace(doob.eigenvalues_) is aa.array_namespace(x)
     # P^h applied through the object equals the dense matrix
     v = np.cos(xn[:, 1])
@@ -283,11 +284,11 @@ def test_partially_duplicated_data_floors_epsilon():
 
 def test_bad_inputs():
     xn, _ = _roll(60)
-    with pytest.raises(ValueError, match="`epsilon` must be 'median', 'knn'"):
+    with pytest.raises(ValueError, match="`epsilon` must be one of 'median', 'knn'"):
         DiffusionMap(epsilon="silverman")
     with pytest.raises(ValueError, match="`epsilon` must be positive"):
         DiffusionMap(epsilon=-1.0)
-    with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"`alpha` must be <= 1.0"):
         DiffusionMap(alpha=1.5)
     with pytest.raises(ValueError, match="`n_components` must be >= 1"):
         DiffusionMap(n_components=0)
@@ -308,8 +309,8 @@ def test_bad_inputs():
         DiffusionMap(n_components=2).fit(bad)
     with pytest.raises(ValueError, match="`n_components`.*smaller than the number of points"):
         DiffusionMap(n_components=60).fit(xn)
-    with pytest.raises(ValueError, match="`X` must be 2-D"):
-        DiffusionMap().fit(xn[:, 0])
+    with pytest.raises(ValueError, match=r"`X` must have shape \(N, d\)"):
+        DiffusionMap().fit(xn[None])
     with pytest.raises(ValueError, match="not fitted"):
         DiffusionMap().transform(xn)
     dm = DiffusionMap(n_components=3, rng=0).fit(xn)
@@ -317,8 +318,10 @@ def test_bad_inputs():
         dm.transform(xn[:5, :2])
     with pytest.raises(ValueError, match="`X_new` contains 1 non-finite"):
         dm.transform(bad[:5])
-    with pytest.raises(ValueError, match="`h` must be finite and strictly positive"):
+    with pytest.raises(ValueError, match="`h` must be positive"):
         dm.doob(-np.ones(60))
+    with pytest.raises(ValueError, match="`h` contains 1 non-finite"):
+        dm.doob(np.r_[np.nan, np.ones(59)])
     with pytest.raises(ValueError, match=r"`h` must have shape \(60,\)"):
         dm.doob(np.ones(59))
     with pytest.raises(ValueError, match="`f` and `g` must have the same shape"):
@@ -329,6 +332,61 @@ def test_bad_inputs():
         DiffusionMap(n_components=2, epsilon="knn", n_neighbors=61).fit(xn)
     with pytest.raises(ValueError, match="`eigensolver`='cupy' needs CuPy"):
         DiffusionMap(n_components=2, eigensolver="cupy").fit(xn)
+    with pytest.raises(TypeError, match="`X` must be an array"):
+        DiffusionMap().fit("points")
+
+
+def test_issue13_option_findings():
+    """median_points 0/1/-3/2.5, epsilon=1e-320 and friends: errors naming the option."""
+    xn, _ = _roll(60)
+    for bad in (0, 1, -3):
+        with pytest.raises(ValueError, match="`median_points` must be >= 2"):
+            DiffusionMap(median_points=bad)
+    with pytest.raises(TypeError, match="`median_points` must be an integer; got 2.5"):
+        DiffusionMap(median_points=2.5)
+    with pytest.raises(ValueError, match="`epsilon` = 1e-320 is too small"):
+        DiffusionMap(epsilon=1e-320)
+    # float32 data: 1/epsilon beyond float32's range names epsilon too (not `beta`)
+    with pytest.raises(ValueError, match="`epsilon` \\(1/epsilon\\)"):
+        DiffusionMap(n_components=2, epsilon=1e-40).fit(xn.astype(np.float32))
+    with pytest.raises(TypeError, match="`n_neighbors` must be an integer"):
+        DiffusionMap(n_neighbors=2.5)
+    with pytest.raises(ValueError, match="`n_neighbors` must be >= 2"):
+        DiffusionMap(n_neighbors=1)
+    with pytest.raises(TypeError, match="`n_components` must be an integer"):
+        DiffusionMap(n_components=True)
+    with pytest.raises(TypeError, match="`n_components` must be an integer"):
+        DiffusionMap(n_components=3.0)
+    with pytest.raises(ValueError, match="`block_size` must be >= 1"):
+        DiffusionMap(block_size=0)
+    with pytest.raises(TypeError, match="`tol` must be a real number"):
+        DiffusionMap(tol="small")
+    with pytest.raises(ValueError, match="`kernel_dtype`"):
+        DiffusionMap(kernel_dtype="int8")
+    with pytest.raises(ValueError, match="`bandwidth_type`"):
+        DiffusionMap(bandwidth_type="__import__('os')")
+    with pytest.raises(ValueError, match="'knn' is itself a variable bandwidth"):
+        DiffusionMap(epsilon="knn", bandwidth_type=-0.25)
+    dm = DiffusionMap(n_components=2, rng=0).fit(xn)
+    with pytest.raises(TypeError, match="`n_components` must be an integer"):
+        dm.doob(np.ones(60), n_components=1.5)
+    with pytest.raises(ValueError, match="`n_components`.*smaller than the number of points"):
+        dm.doob(np.ones(60), n_components=60)
+    # median_points = 2 is the smallest that defines a median of pairs
+    small = DiffusionMap(n_components=2, median_points=2, rng=0).fit(xn)
+    assert small.epsilon_ > 0 and small.converged_
+
+
+def test_one_dimensional_cloud_is_n_points(xp):
+    """(N,) means N points on a line, as everywhere in arraygen (issue 13)."""
+    xn = np.sort(np.random.default_rng(3).uniform(0.0, 4.0, 90))
+    one = DiffusionMap(n_components=3, epsilon=0.3, rng=0).fit(xp.asarray(xn))
+    two = DiffusionMap(n_components=3, epsilon=0.3, rng=0).fit(xp.asarray(xn[:, None]))
+    np.testing.assert_allclose(_np(one.eigenvalues_), _np(two.eigenvalues_), atol=1e-12)
+    ref = _top_eig(_dense(xn[:, None], 0.5, eps=0.3)["M"], 4)[0]
+    np.testing.assert_allclose(_np(one.eigenvalues_), ref, atol=1e-9)
+    np.testing.assert_allclose(_np(one.transform(xp.asarray(xn[:7]))),
+                               _np(one.embedding_)[:7], atol=1e-7)
 
 
 def test_mixed_namespaces_raise():
@@ -372,3 +430,136 @@ def test_float32_kernel_on_float64_data():
     assert dm.residuals_.max() < 1e-5
     with pytest.raises(ValueError, match="`kernel_dtype`"):
         DiffusionMap(n_components=2, kernel_dtype="int8").fit(xn)
+
+
+# ------------------------------------------------- repeated eigenvalues (issue 15), every path
+def _circle(n=160):
+    t = 2.0 * np.pi * np.arange(n) / n
+    return np.c_[np.cos(t), np.sin(t)]
+
+
+def _latlon_sphere(n_lat=9, n_lon=18):
+    """pyDiffMap's sphere (geographic coordinates, latitude from the equator) on a regular
+    latitude-longitude grid: rotations by 2 pi / n_lon and z -> -z are exact symmetries."""
+    lat = (np.arange(n_lat) + 0.5) / n_lat * np.pi - 0.5 * np.pi
+    lon = 2.0 * np.pi * np.arange(n_lon) / n_lon - np.pi
+    th, ph = np.meshgrid(lat, lon, indexing="ij")
+    th, ph = th.ravel(), ph.ravel()
+    return np.c_[np.cos(th) * np.cos(ph), np.cos(th) * np.sin(ph), np.sin(th)]
+
+
+def _torus(n=12):
+    """Flat torus grid in R^4: the (1, 0) and (0, 1) modes give eigenvalues of multiplicity 4."""
+    a = 2.0 * np.pi * np.arange(n) / n
+    th, ph = np.meshgrid(a, a, indexing="ij")
+    th, ph = th.ravel(), ph.ravel()
+    return np.c_[np.cos(th), np.sin(th), np.cos(ph), np.sin(ph)]
+
+
+_SYMMETRIC = {"circle": (_circle, 1.0, 0.04), "sphere": (_latlon_sphere, 0.5, 0.3),
+              "torus": (_torus, 0.5, 1.0)}
+
+
+def _gap_k(lam, kmax=9):
+    """Largest k <= kmax with a spectral gap after the k-th eigenvalue (unique subspace)."""
+    for k in range(kmax, 1, -1):
+        if lam[k - 1] - lam[k] > 1e-6:
+            return k
+    raise AssertionError("no gap")
+
+
+def _solver_cases(xp):
+    cases = [("auto", {}), ("lanczos", {"dense_kernel_mb": 0})]
+    if xp.name == "numpy":
+        cases += [("arpack", {"dense_kernel_mb": 0}), ("lanczos", {}), ("dense", {}),
+                  ("lanczos", {"dense_kernel_mb": 0, "block_size": 1})]
+    return cases
+
+
+@pytest.mark.parametrize("shape", sorted(_SYMMETRIC))
+def test_repeated_eigenvalues_every_solver(xp, shape):
+    make, alpha, eps = _SYMMETRIC[shape]
+    xn = make()
+    ref = _dense(xn, alpha, eps=eps)
+    lam_all, phi_all = np.linalg.eigh(ref["M"])
+    lam_all, phi_all = lam_all[::-1], phi_all[:, ::-1]
+    k = _gap_k(lam_all)
+    mult = np.max(np.unique(np.round(lam_all[:k], 9), return_counts=True)[1])
+    assert mult >= 2                                    # the data has repeated eigenvalues
+    for solver, extra in _solver_cases(xp):
+        dm = DiffusionMap(n_components=k - 1, alpha=alpha, epsilon=eps, eigensolver=solver,
+                          rng=0, **extra).fit(xp.asarray(xn))
+        what = f"{shape} {solver} {extra}"
+        lam = _np(dm.eigenvalues_)
+        np.testing.assert_allclose(lam, lam_all[:k], atol=1e-9, err_msg=what)
+        assert _sin_angle(_np(dm.eigenvectors_sym_), phi_all[:, :k]) < 1e-6, what
+        assert dm.converged_, what
+        assert _np(dm.residuals_).max() < 1e-7, what
+
+
+def test_issue15_circle_example():
+    t = 2 * np.pi * np.arange(200) / 200
+    x = np.c_[np.cos(t), np.sin(t)]
+    for solver, extra in (("auto", {}), ("arpack", {"dense_kernel_mb": 0}),
+                          ("lanczos", {"block_size": 1, "dense_kernel_mb": 0})):
+        dm = DiffusionMap(n_components=4, alpha=1.0, epsilon=0.04, rng=0, eigensolver=solver,
+                          **extra).fit(x)
+        np.testing.assert_allclose(dm.eigenvalues_, [1, .98994897, .98994897, .96040204,
+                                                     .96040204], atol=1e-8)
+        # the 2-D embedding is a circle (cos t, sin t up to rotation), not a parabola
+        r = np.hypot(dm.embedding_[:, 0], dm.embedding_[:, 1])
+        assert r.std() / r.mean() < 1e-6
+
+
+@pytest.mark.parametrize("shape", ["sphere", "torus"])
+def test_doob_repeated_eigenvalues(xp, shape):
+    """h = exp(0.3 x_0) keeps the rotations about one axis: doubled eigenvalues of P^h."""
+    make, alpha, eps = _SYMMETRIC[shape]
+    xn = make()
+    ref = _dense(xn, alpha, eps=eps)
+    hn = np.exp(0.3 * xn[:, 2 if shape == "sphere" else 0])
+    ka = ref["w"][:, None] * ref["K"] * ref["w"][None, :]
+    g = ka @ hn
+    s = np.sqrt(hn / g)
+    lam_all = np.linalg.eigvalsh(s[:, None] * ka * s[None, :])[::-1]
+    k = _gap_k(lam_all)
+    assert np.any(np.abs(np.diff(lam_all[:k])) < 1e-9)
+    for solver, extra in _solver_cases(xp)[:3]:
+        dm = DiffusionMap(n_components=2, alpha=alpha, epsilon=eps, eigensolver=solver, rng=0,
+                          **extra).fit(xp.asarray(xn))
+        doob = dm.doob(xp.asarray(hn), n_components=k - 1)
+        np.testing.assert_allclose(_np(doob.eigenvalues_), lam_all[:k], atol=1e-9,
+                                   err_msg=f"{solver} {extra}")
+        assert doob.converged_
+
+
+def test_dense_kernel_path_equals_tiled_path():
+    xn, _ = _roll(300, seed=21)
+    dense = DiffusionMap(n_components=5, rng=0).fit(xn)
+    tiled = DiffusionMap(n_components=5, rng=0, dense_kernel_mb=0).fit(xn)
+    assert dense.kernel_storage_ == "dense" and tiled.kernel_storage_ == "tiled"
+    np.testing.assert_allclose(dense.degree_, tiled.degree_, rtol=1e-12)
+    np.testing.assert_allclose(dense.eigenvalues_, tiled.eigenvalues_, atol=1e-10)
+    assert _sin_angle(dense.eigenvectors_, tiled.eigenvectors_) < 1e-6
+    np.testing.assert_allclose(dense.transform(xn[:9]), tiled.transform(xn[:9]), atol=1e-8)
+    v = np.cos(xn[:, 0])
+    np.testing.assert_allclose(dense.apply_markov(v), tiled.apply_markov(v), rtol=1e-11)
+
+
+def test_doob_transform_nystrom(xp):
+    """Out-of-sample extension of the h-transformed map: reproduces the fitted coordinates and
+    matches the dense P^h formula at new points."""
+    xn, _ = _roll(150, seed=13)
+    dm = DiffusionMap(n_components=3, t=2, rng=0).fit(xp.asarray(xn))
+    hn = np.exp(-((xn - xn.mean(0)) ** 2).sum(1) / 200.0)
+    doob = dm.doob(xp.asarray(hn))
+    np.testing.assert_allclose(_np(doob.transform(xp.asarray(xn))), _np(doob.embedding_),
+                               atol=1e-7)
+    new = _roll(11, seed=4)[0]
+    out = _np(doob.transform(xp.asarray(new)))
+    mean = xn.mean(0)
+    d2 = (((new - mean)[:, None, :] - (xn - mean)[None, :, :]) ** 2).sum(-1)
+    kwh = np.exp(-d2 / dm.epsilon_) * _np(dm.weights_)[None, :] * hn[None, :]
+    lam, psi = _np(doob.eigenvalues_)[1:], _np(doob.eigenvectors_)[:, 1:]
+    expected = (kwh @ psi) / kwh.sum(1, keepdims=True) / lam * lam ** 2
+    np.testing.assert_allclose(out, expected, rtol=1e-8, atol=1e-11)
