@@ -20,30 +20,68 @@ def _mixture():
     return GaussianMixture(means, np.full(8, 0.3 ** 2))
 
 
+def _grid(sch, steps: int):
+    """The one time grid every single-evaluation VP sampler gets (the samplers' default kind)."""
+    from .. import samplers as S
+    from ..schedules import timesteps
+
+    return timesteps(steps, getattr(S, "DEFAULT_GRID", "log_snr"), sch)
+
+
 def _runners(gm, sch):
-    """name -> (function(x, nfe) -> samples, start kind)."""
+    """name -> function(x, nfe) -> (samples, grid used); equal model evaluations, one grid."""
     from .. import samplers as S
 
     score = gm.model(sch)
+    kw = {"schedule": sch, "prediction": "score"}
 
     def vel(x, t):
         return gm.velocity(x, t)
 
-    return {
-        "ddpm": lambda x, n: S.sample_ddpm(score, x, schedule=sch, steps=n, rng=1),
-        "ddim": lambda x, n: S.sample_ddim(score, x, schedule=sch, steps=n),
-        "euler": lambda x, n: S.sample_euler(score, x, schedule=sch, steps=n),
-        "heun": lambda x, n: S.sample_heun(score, x, schedule=sch, steps=(n + 1) // 2),
-        "dpmpp_2m": lambda x, n: S.sample_dpmpp_2m(score, x, schedule=sch, steps=n),
-        "dpmpp_2m_sde": lambda x, n: S.sample_dpmpp_2m(score, x, schedule=sch, steps=n,
-                                                       sde=True, rng=2),
-        "sde (EM)": lambda x, n: S.sample_sde(score, x, schedule=sch, steps=n, rng=3),
-        "sde + corrector": lambda x, n: S.sample_sde(score, x, schedule=sch, steps=n // 2,
-                                                     corrector_steps=1, rng=4),
-        "flow_heun": lambda x, n: S.sample_flow_heun(vel, x, steps=n // 2),
-        "flow_sde": lambda x, n: S.sample_flow_sde(vel, x, steps=n, rng=5),
-        "flow_ddim": lambda x, n: S.sample_flow_ddim(vel, x, steps=n),
+    def flow_grid(n):
+        return np.linspace(0.0, 1.0, n + 1)
+
+    def vp(fn, half=False, **extra):
+        def go(x, n):
+            g = _grid(sch, max(1, n // 2) if half else n)
+            return fn(score, x, steps=g, **kw, **extra), g
+        return go
+
+    out = {
+        "ddpm": vp(S.sample_ddpm, rng=1),
+        "ddim": vp(S.sample_ddim),
+        "euler": vp(S.sample_euler),
+        "heun": vp(S.sample_heun, half=True),
+        "dpmpp_2m": vp(S.sample_dpmpp_2m),
+        "dpmpp_2m_sde": vp(S.sample_dpmpp_2m, sde=True, rng=2),
+        "sde (EM)": vp(S.sample_sde, rng=3),
+        "sde + corrector": vp(S.sample_sde, half=True, corrector_steps=1, rng=4),
     }
+    if hasattr(S, "sample_unipc"):
+        out["unipc"] = vp(S.sample_unipc)
+    for name in ("euler_ancestral", "dpmpp_3m_sde"):
+        if hasattr(S, "sample_" + name):
+            out[name] = vp(getattr(S, "sample_" + name), rng=6)
+    out.update({
+        "flow_heun": lambda x, n: (S.sample_flow_heun(vel, x, steps=flow_grid(n // 2),
+                                                      prediction="velocity"),
+                                   flow_grid(n // 2)),
+        "flow_sde": lambda x, n: (S.sample_flow_sde(vel, x, steps=flow_grid(n), rng=5,
+                                                    prediction="velocity"), flow_grid(n)),
+        "flow_ddim": lambda x, n: (S.sample_flow_ddim(vel, x, steps=flow_grid(n),
+                                                      prediction="velocity"), flow_grid(n)),
+    })
+    return out
+
+
+def _grid_line(name, grid, sch, flow: bool) -> str:
+    g = np.asarray(grid, dtype=np.float64)
+    if flow:
+        return f"{name}: flow t " + " ".join(f"{v:.3g}" for v in g)
+    ab = np.asarray(sch.alpha_bar(g), dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        ve = np.sqrt(np.maximum(1 - ab, 0) / ab)
+    return f"{name}: sigma " + " ".join(f"{v:.3g}" for v in ve)
 
 
 def run(ctx) -> str:
@@ -61,16 +99,17 @@ def run(ctx) -> str:
     noise = normal(7, (n, 2), like=ref)
     floor = float(mmd(gm.sample(n, rng=99), ref, bandwidth=BANDWIDTH, backend="array_api"))
     runners = _runners(gm, sch)
-    table, shown, seconds = {}, {}, {}
+    table, shown, seconds, grids = {}, {}, {}, {}
     for name, fn in runners.items():
         row = []
         for nfe in budgets:
             start = time.perf_counter()
-            out = fn(noise, nfe)
+            out, grid = fn(noise, nfe)
             seconds[name] = time.perf_counter() - start
             row.append(float(mmd(out, ref, bandwidth=BANDWIDTH, backend="array_api")))
             if nfe == 20:
                 shown[name] = out
+                grids[name] = grid
         table[name] = row
 
     cols = 4
@@ -99,6 +138,17 @@ def run(ctx) -> str:
              f"exact (`GaussianMixture.score`, linear VP schedule; flow samplers use the exact "
              f"velocity). {n} samples from the same starting noise; the value is the unbiased "
              f"MMD² (Gaussian kernel, bandwidth {BANDWIDTH}) to {n} exact samples. Two exact "
-             f"sample sets give {floor:.1e}, the noise floor. Heun, the corrected SDE and flow "
-             f"Heun spend two evaluations per step.")
-    return "\n".join([intro, "", image, "", *lines])
+             f"sample sets give {floor:.1e}, the noise floor. Every sampler gets the same number of "
+             f"model evaluations on the same time grid (the samplers' default log-SNR grid, "
+             f"printed below); Heun, the corrected SDE and flow Heun spend two evaluations per "
+             f"step, so they take half as many steps on the same kind of grid.")
+    grid_lines = {}
+    for name, grid in grids.items():
+        text = _grid_line("", grid, sch, name.startswith("flow_"))
+        grid_lines.setdefault(text, []).append(name)
+    glines = ["Time grids at 20 evaluations (variance-exploding noise levels sigma = "
+              "sqrt(1 - alpha_bar) / sqrt(alpha_bar); every single-evaluation VP sampler gets "
+              "the same grid):", "", "```"]
+    glines += [f"{', '.join(names)}{text}" for text, names in grid_lines.items()]
+    glines.append("```")
+    return "\n".join([intro, "", image, "", *lines, "", *glines])
