@@ -46,21 +46,16 @@ import numpy as np
 
 from . import _array_api as aa
 from . import random as _random
+from ._validation import check_choice, check_int, check_scalar, check_shape
 from .gibbs import StencilIsing, _check_spin_values, gibbs_sweeps, local_offsets, moments, to_spins
-from .metrics import frechet_distance
 from .schedules import BitflipSchedule, bitflip_schedule
 
 __all__ = [
     "DEFAULT_OFFSETS",
     "BitflipDTM",
-    "format_quality_table",
     "forward_transition",
-    "image_grid",
-    "pca_frechet_table",
     "q_sample",
     "q_step",
-    "sample_grid_figure",
-    "save_sample_grid",
 ]
 
 logger = logging.getLogger("arraygen")
@@ -143,8 +138,7 @@ def _flip(xp: Any, x: Any, p: Any, rng: Any, convention: str) -> Any:
 
 
 def _check_convention(x: Any, convention: str, name: str) -> None:
-    if convention not in _CONVENTIONS:
-        raise ValueError(f"`convention` must be one of {_CONVENTIONS}; got {convention!r}")
+    check_choice(convention, "convention", _CONVENTIONS)
     if convention == "pm1":
         _check_spins(x, name)
     else:
@@ -204,10 +198,8 @@ def forward_transition(schedule: BitflipSchedule, s: int, t: int) -> np.ndarray:
     ``M[a, b] = P(x_t = b | x_s = a)`` = ``1 - p`` on the diagonal and ``p`` off it, with
     ``p = (1 - prod_{s<u<=t} (1 - 2 beta_u)) / 2`` (``p = pbar_t`` for ``s = 0``).
     """
-    if not (isinstance(s, (int, np.integer)) and isinstance(t, (int, np.integer))
-            and 0 <= s <= t <= schedule.T):
-        raise ValueError(f"`s` and `t` must be integers with 0 <= s <= t <= {schedule.T}; "
-                         f"got s={s!r}, t={t!r}")
+    t = check_int(t, "t", minimum=0, maximum=schedule.T)
+    s = check_int(s, "s", minimum=0, maximum=t)
     r = float(np.prod(1.0 - 2.0 * schedule.betas[s:t]))
     p = 0.5 * (1.0 - r)
     return np.array([[1.0 - p, p], [p, 1.0 - p]])
@@ -272,20 +264,15 @@ class BitflipDTM:
                  offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS, coupling: str = "site",
                  boundary: str = "open", dtype: str = "float32", xp: Any = None,
                  device: Any = None) -> None:
-        shape = tuple(int(v) for v in shape)
+        shape = check_shape(shape, "shape", ndim=(2, 3))
         if len(shape) == 2:
             shape = (1,) + shape
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"`shape` must be (H, W) or (C, H, W) with positive sizes; got "
-                             f"{shape}")
         if schedule is None:
-            schedule = bitflip_schedule(T, kind, p_max)
+            schedule = bitflip_schedule(check_int(T, "T", minimum=1), kind, p_max)
         if not isinstance(schedule, BitflipSchedule):
             raise TypeError(f"`schedule` must be a BitflipSchedule; got {type(schedule).__name__}")
-        if coupling not in _COUPLINGS:
-            raise ValueError(f"`coupling` must be one of {_COUPLINGS}; got {coupling!r}")
-        if boundary not in ("open", "periodic"):
-            raise ValueError(f"`boundary` must be 'open' or 'periodic'; got {boundary!r}")
+        check_choice(coupling, "coupling", _COUPLINGS)
+        check_choice(boundary, "boundary", ("open", "periodic"))
         dtype_name = next((n for n in ("float32", "float64") if n in str(dtype)), None)
         if dtype_name is None:
             raise ValueError(f"`dtype` must be 'float32' or 'float64'; got {dtype!r}")
@@ -340,11 +327,15 @@ class BitflipDTM:
         with conditioning spins ``s_t`` of shape (B, C, H, W) it is the per-chain bias
         ``h_t + J_t s_t``, so the model is ``p_theta(s_{t-1} | s_t)``.
         """
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= self.T:
-            raise ValueError(f"`t` must be an integer in [1, {self.T}]; got {t!r}")
-        h = self.biases[t - 1, ...]
+        t = check_int(t, "t", minimum=1, maximum=self.T)
         if s_t is not None:
             s_t = self._check_state(s_t, "s_t")
+        return self._step_model(t, s_t)
+
+    def _step_model(self, t: int, s_t: Any = None) -> StencilIsing:
+        """:meth:`step_model` for a trusted ``t`` and spins ``s_t`` in the parameters' dtype."""
+        h = self.biases[t - 1, ...]
+        if s_t is not None:
             h = h + float(self.schedule.couplings[t - 1]) * s_t
         w = self._site_couplings()[t - 1, ...]
         return StencilIsing(self.offsets, w, h, boundary=self.boundary)
@@ -422,12 +413,18 @@ class BitflipDTM:
                                  f"{shape5} and {tuple(a.shape)} for `{name}`")
             shape5 = tuple(a.shape)
             _check_spins(a, name)
-        if isinstance(pcd_k, bool) or not isinstance(pcd_k, (int, np.integer)) or pcd_k < 1:
-            raise ValueError(f"`pcd_k` must be a positive integer; got {pcd_k!r}")
+        pcd_k = check_int(pcd_k, "pcd_k", minimum=1)
         s_prev, s_t, negative = (xp.astype(a, self.dtype) if a.dtype != self.dtype else a
                                  for a in (s_prev, s_t, negative))
+        return self._gradient(s_prev, s_t, negative, pcd_k, rng, backend)
+
+    def _gradient(self, s_prev: Any, s_t: Any, negative: Any, pcd_k: int, rng: Any,
+                  backend: str | None) -> tuple[Any, Any, Any]:
+        """:meth:`gradient` on trusted spins (B, T, C, H, W) in the parameters' dtype."""
+        xp = self.xp
+        shape5 = tuple(negative.shape)
         model = self._stacked_model(s_t)
-        chains = gibbs_sweeps(model, self._stack(negative), n_sweeps=int(pcd_k), rng=rng,
+        chains = gibbs_sweeps(model, self._stack(negative), n_sweeps=pcd_k, rng=rng,
                               backend=backend)
         chains = xp.astype(chains, self.dtype) if chains.dtype != self.dtype else chains
         m_pos, c_pos = moments(model, self._stack(s_prev))
@@ -531,15 +528,13 @@ class BitflipDTM:
             ``"grad_bias_rms"`` and ``"grad_coupling_rms"`` per iteration (lists of floats).
         """
         xp = self.xp
-        for name, v in (("iters", iters), ("chains", chains), ("pcd_k", pcd_k)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"`{name}` must be a positive integer; got {v!r}")
-        lr = aa.finite_scalar(lr, "lr", positive=True)
-        weight_decay = aa.finite_scalar(weight_decay, "weight_decay", nonnegative=True)
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"`optimizer` must be 'adam' or 'sgd'; got {optimizer!r}")
-        if init not in ("data", "zeros"):
-            raise ValueError(f"`init` must be 'data' or 'zeros'; got {init!r}")
+        iters = check_int(iters, "iters", minimum=1)
+        chains = check_int(chains, "chains", minimum=1)
+        pcd_k = check_int(pcd_k, "pcd_k", minimum=1)
+        lr = check_scalar(lr, "lr", positive=True)
+        weight_decay = check_scalar(weight_decay, "weight_decay", nonnegative=True)
+        check_choice(optimizer, "optimizer", ("adam", "sgd"))
+        check_choice(init, "init", ("data", "zeros"))
         data = self._data_spins(images)
         n_data = data.shape[0]
         key = _philox_key(rng)
@@ -569,8 +564,8 @@ class BitflipDTM:
             s_prev, s_t = self._forward_pairs(s0, base.advance(1))
             if negative is None:
                 negative = s_prev
-            g_h, g_w, negative = self.gradient(s_prev, s_t, negative, pcd_k=int(pcd_k),
-                                               rng=base.advance(2), backend=backend)
+            g_h, g_w, negative = self._gradient(s_prev, s_t, negative, pcd_k, base.advance(2),
+                                                backend)
             if weight_decay:
                 g_h = g_h - weight_decay * self.biases
                 g_w = g_w - weight_decay * self.couplings
@@ -616,14 +611,20 @@ class BitflipDTM:
         The chains start at ``init`` (default: ``s_t`` itself). Returns spins shaped like
         ``s_t`` (B, C, H, W) in the parameters' dtype.
         """
-        if isinstance(sweeps, bool) or not isinstance(sweeps, (int, np.integer)) or sweeps < 1:
-            raise ValueError(f"`sweeps` must be a positive integer; got {sweeps!r}")
-        model = self.step_model(t, s_t)
-        start = self._check_state(s_t if init is None else init, "s_t" if init is None else "init")
+        sweeps = check_int(sweeps, "sweeps", minimum=1)
+        t = check_int(t, "t", minimum=1, maximum=self.T)
+        s_t = self._check_state(s_t, "s_t")
+        start = s_t if init is None else self._check_state(init, "init")
         if tuple(start.shape) != tuple(s_t.shape):
             raise ValueError(f"`init` must have the shape of `s_t` {tuple(s_t.shape)}; got "
                              f"{tuple(start.shape)}")
-        out = gibbs_sweeps(model, start, n_sweeps=int(sweeps), rng=rng, backend=backend)
+        return self._reverse_step(s_t, t, sweeps, start, rng, backend)
+
+    def _reverse_step(self, s_t: Any, t: int, sweeps: int, start: Any, rng: Any,
+                      backend: str | None) -> Any:
+        """:meth:`reverse_step` on trusted spins in the parameters' dtype."""
+        out = gibbs_sweeps(self._step_model(t, s_t), start, n_sweeps=sweeps, rng=rng,
+                           backend=backend)
         return self.xp.astype(out, self.dtype) if out.dtype != self.dtype else out
 
     def sample(self, n: int, *, sweeps: int = 10, rng: Any = None, progress: bool = False,
@@ -639,8 +640,8 @@ class BitflipDTM:
             uint8 images (n, C, H, W); with ``return_trajectory`` also the list of spins
             ``[s_T, ..., s_0]``.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"`n` must be a positive integer; got {n!r}")
+        n = check_int(n, "n", minimum=1)
+        sweeps = check_int(sweeps, "sweeps", minimum=1)
         xp = self.xp
         key = _philox_key(rng)
         u = _random.uniform(key, (int(n), *self.shape), dtype=self.dtype, xp=xp,
@@ -650,7 +651,7 @@ class BitflipDTM:
         from tqdm.auto import tqdm
 
         for t in tqdm(range(self.T, 0, -1), disable=not progress, desc="sample", unit="step"):
-            s = self.reverse_step(s, t, sweeps=sweeps, rng=key.advance(t), backend=backend)
+            s = self._reverse_step(s, t, sweeps, s, key.advance(t), backend)
             trajectory.append(s)
         images = xp.astype(s > 0, xp.uint8)
         return (images, trajectory) if return_trajectory else images
@@ -722,129 +723,3 @@ def _philox_key(rng: Any) -> _random.Key:
     if isinstance(gen, np.random.Generator):
         return _random.Key(int(gen.integers(0, 2**63)))
     return gen
-
-
-# ----------------------------------------------------------------------------------------------
-# evaluation and pictures (host-side, float64)
-
-
-def _flat_images(images: Any, name: str) -> np.ndarray:
-    x = aa.to_numpy(images) if aa.is_array(images) else np.asarray(images)
-    if x.ndim < 2 or x.shape[0] < 2:
-        raise ValueError(f"`{name}` must be a stack of at least 2 images; got shape {x.shape}")
-    _check_bits(x, name)
-    return x.reshape(x.shape[0], -1).astype(np.float64)
-
-
-def pca_frechet_table(train: Any, test: Any, samples: Any, *, n_components: int = 16,
-                      rng: Any = 0) -> dict[str, Any]:
-    """Held-out quality of binary image samples: Frechet distance on PCA features.
-
-    PCA (``n_components`` leading principal directions) is fitted on ``train`` (flattened
-    images as 0/1 floats, centred by the training mean). Each candidate set is projected and
-    compared with the projected held-out ``test`` images by the Frechet distance between
-    fitted Gaussians (:func:`arraygen.metrics.frechet_distance`: ``|mu_a - mu_b|^2 +
-    tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)``, covariances with ddof=1, float64). The
-    candidate sets all have ``n = len(samples)`` images:
-
-    * ``"model"``: ``samples``;
-    * ``"bernoulli"``: ``n`` draws of independent pixels with the training means (the
-      product-of-Bernoullis baseline);
-    * ``"train (floor)"``: ``n`` training images drawn without replacement (``n`` must not
-      exceed ``len(train)``): the distance between two finite samples of the data itself.
-
-    Returns
-    -------
-    dict
-        ``{"model": float, "bernoulli": float, "train (floor)": float, "n_components": int,
-        "n_samples": int, "n_test": int}``.
-    """
-    a_train = _flat_images(train, "train")
-    a_test = _flat_images(test, "test")
-    a_samples = _flat_images(samples, "samples")
-    d = a_train.shape[1]
-    if a_test.shape[1] != d or a_samples.shape[1] != d:
-        raise ValueError(f"`train`, `test` and `samples` must hold images of one size; got "
-                         f"{a_train.shape[1]}, {a_test.shape[1]} and {a_samples.shape[1]} pixels")
-    if (isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer))
-            or not 1 <= n_components <= min(d, a_train.shape[0] - 1)):
-        raise ValueError(f"`n_components` must be an integer in [1, "
-                         f"{min(d, a_train.shape[0] - 1)}]; got {n_components!r}")
-    n = a_samples.shape[0]
-    if n > a_train.shape[0]:
-        raise ValueError(f"`samples` must not outnumber `train` ({a_train.shape[0]} images) "
-                         f"so that the floor uses as many images; got {n}")
-    gen = np.random.default_rng(rng if not isinstance(rng, _random.Key) else rng.seed)
-    mean = a_train.mean(axis=0)
-    _, vecs = np.linalg.eigh(np.atleast_2d(np.cov(a_train, rowvar=False)))
-    basis = vecs[:, ::-1][:, :n_components]
-
-    def features(a):
-        return (a - mean) @ basis
-
-    bernoulli = (gen.random((n, d)) < mean).astype(np.float64)
-    floor = a_train[gen.choice(a_train.shape[0], size=n, replace=False)]
-    f_test = features(a_test)
-
-    def distance(a):
-        return float(frechet_distance(features(a), f_test))
-
-    return {"model": distance(a_samples), "bernoulli": distance(bernoulli),
-            "train (floor)": distance(floor),
-            "n_components": int(n_components), "n_samples": int(n), "n_test": a_test.shape[0]}
-
-
-def format_quality_table(table: dict[str, Any]) -> str:
-    """The result of :func:`pca_frechet_table` as a Markdown table."""
-    header = (f"Frechet distance on {table['n_components']} PCA features (fitted on the training "
-              f"set) to {table['n_test']} held-out images; {table['n_samples']} images per row; "
-              f"lower is better.")
-    lines = [header, "", "| candidate set | Frechet distance |", "|---|---|"]
-    labels = {"model": "DTM samples", "bernoulli": "independent pixels (data means)",
-              "train (floor)": "training images (floor)"}
-    for name, label in labels.items():
-        lines.append(f"| {label} | {table[name]:.3f} |")
-    return "\n".join(lines)
-
-
-def image_grid(images: Any, *, ncols: int = 10, pad: int = 1) -> np.ndarray:
-    """Tile images (N, H, W) or (N, 1, H, W) into one float64 array, gaps of value 0.5."""
-    x = aa.to_numpy(images) if aa.is_array(images) else np.asarray(images)
-    if x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.ndim != 3 or x.shape[0] < 1:
-        raise ValueError(f"`images` must have shape (N, H, W) or (N, 1, H, W); got {x.shape}")
-    if isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
-        raise ValueError(f"`ncols` must be a positive integer; got {ncols!r}")
-    n, h, w = x.shape
-    ncols = min(int(ncols), n)
-    nrows = -(-n // ncols)
-    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad), 0.5)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
-        grid[y0:y0 + h, x0:x0 + w] = x[i]
-    return grid
-
-
-def sample_grid_figure(panels: dict[str, Any], *, ncols: int = 10):
-    """A matplotlib figure with one image grid per entry of ``panels`` (title -> images)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
-    for ax, (title, images) in zip(axes[0], panels.items()):
-        ax.imshow(image_grid(images, ncols=ncols), cmap="gray", vmin=0.0, vmax=1.0,
-                  interpolation="nearest")
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
-def save_sample_grid(images: Any, path: Any, *, ncols: int = 10, title: str | None = None) -> None:
-    """Save a grid of binary images as a PNG (matplotlib)."""
-    import matplotlib.pyplot as plt
-
-    fig = sample_grid_figure({title or "": images}, ncols=ncols)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)

@@ -16,6 +16,7 @@ import pytest
 import scipy.linalg
 
 from arraygen import discrete as D
+from arraygen import plotting as P
 from arraygen.datasets import binarized_digits, load_binary_images
 from arraygen.random import Key
 from arraygen.schedules import bitflip_schedule
@@ -424,7 +425,7 @@ def test_pca_frechet_table_matches_sklearn_pca_and_scipy():
     data = binarized_digits(16, seed=0)
     g = np.random.default_rng(5)
     samples = (g.random((300, 16, 16)) < 0.4).astype(np.uint8)
-    table = D.pca_frechet_table(data.train, data.test, samples, n_components=8, rng=0)
+    table = P.pca_frechet_table(data.train, data.test, samples, n_components=8, rng=0)
     flat = data.train.reshape(len(data.train), -1).astype(float)
     pca = PCA(n_components=8, svd_solver="full").fit(flat)
 
@@ -433,22 +434,22 @@ def test_pca_frechet_table_matches_sklearn_pca_and_scipy():
 
     assert table["model"] == pytest.approx(_fd_scipy(feats(samples), feats(data.test)),
                                            rel=1e-6)
-    real = D.pca_frechet_table(data.train, data.test, data.train[:300], n_components=8, rng=0)
+    real = P.pca_frechet_table(data.train, data.test, data.train[:300], n_components=8, rng=0)
     assert real["model"] < real["bernoulli"]
     assert real["train (floor)"] < real["bernoulli"] < table["model"]
-    assert real["n_samples"] == 300 and "Frechet" in D.format_quality_table(real)
+    assert real["n_samples"] == 300 and "Frechet" in P.format_quality_table(real)
     with pytest.raises(ValueError, match="`samples`"):
-        D.pca_frechet_table(data.train, data.test, np.full((5, 16, 16), 3))
+        P.pca_frechet_table(data.train, data.test, np.full((5, 16, 16), 3))
     with pytest.raises(ValueError, match="`n_components`"):
-        D.pca_frechet_table(data.train, data.test, samples, n_components=0)
+        P.pca_frechet_table(data.train, data.test, samples, n_components=0)
 
 
 def test_image_grid_and_png(tmp_path):
     imgs = np.random.default_rng(0).random((7, 1, 4, 5)) < 0.5
-    grid = D.image_grid(imgs, ncols=3)
+    grid = P.image_grid(imgs, ncols=3)
     assert grid.shape == (3 * 5 + 1, 3 * 6 + 1)
     np.testing.assert_array_equal(grid[1:5, 1:6], imgs[0, 0])
-    D.save_sample_grid(imgs, tmp_path / "g.png", ncols=3, title="x")
+    P.save_sample_grid(imgs, tmp_path / "g.png", ncols=3, title="x")
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -539,3 +540,45 @@ def test_kernel_backends_agree_with_array_api(kernel_backend):
     model.fit(images, iters=2, chains=4, pcd_k=1, rng=0, backend=kernel_backend.name)
     out = model.sample(3, sweeps=1, rng=1, backend=kernel_backend.name)
     assert set(np.unique(ns.to_numpy(out))) <= {0, 1}
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: D.BitflipDTM((1, 2.5, 4)), TypeError, "`shape`"),
+    (lambda: D.BitflipDTM((0, 4)), ValueError, "`shape`"),
+    (lambda: D.BitflipDTM((3, 4), T=2.5), TypeError, "`T`"),
+    (lambda: D.BitflipDTM((3, 4), boundary="torus"), ValueError, "`boundary`"),
+    (lambda: D.BitflipDTM((3, 4), T=2).sample(2.5), TypeError, "`n`"),
+    (lambda: D.BitflipDTM((3, 4), T=2).sample(2, sweeps=0), ValueError, "`sweeps`"),
+    (lambda: D.BitflipDTM((3, 4), T=2).fit(np.zeros((4, 3, 4), np.uint8), iters=True),
+     TypeError, "`iters`"),
+    (lambda: D.BitflipDTM((3, 4), T=2).fit(np.zeros((4, 3, 4), np.uint8), chains=0),
+     ValueError, "`chains`"),
+    (lambda: D.BitflipDTM((3, 4), T=2).fit(np.zeros((4, 3, 4), np.uint8), lr=float("nan")),
+     ValueError, "`lr`"),
+    (lambda: D.BitflipDTM((3, 4), T=2).fit(np.zeros((4, 3, 4), np.uint8), optimizer="rmsprop"),
+     ValueError, "`optimizer`"),
+    (lambda: D.BitflipDTM((3, 4), T=2).step_model(1.0), TypeError, "`t`"),
+    (lambda: D.forward_transition(bitflip_schedule(3), 2, 1), ValueError, "`s`"),
+    (lambda: D.forward_transition(bitflip_schedule(3), 0, 4), ValueError, "`t`"),
+    (lambda: P.image_grid(np.zeros((2, 3, 3)), ncols=0), ValueError, "`ncols`"),
+    (lambda: P.sample_grid_figure({}), ValueError, "`panels`"),
+])
+def test_options_validated_at_the_boundary(call, exc, match):
+    """Options go through arraygen._validation: 2.5 is a TypeError, not truncated to 2."""
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_training_and_sampling_loops_do_not_revalidate(monkeypatch):
+    """Spins are checked once at the boundary; the loops call the trusted cores only (no
+    per-iteration host synchronisation for validation)."""
+    calls = []
+    real = D._check_spins
+    monkeypatch.setattr(D, "_check_spins", lambda s, name: (calls.append(name), real(s, name)))
+    images = (np.random.default_rng(0).random((6, 3, 4)) < 0.5).astype(np.uint8)
+    model = D.BitflipDTM((3, 4), T=2)
+    model.fit(images, iters=3, chains=4, pcd_k=1, rng=0, backend=AA)
+    model.sample(3, sweeps=1, rng=1, backend=AA)
+    assert calls == []
+    model.reverse_step(np.ones((2, 1, 3, 4)), 1, sweeps=1, rng=0, backend=AA)
+    assert calls == ["s_t"]

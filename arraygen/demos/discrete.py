@@ -12,14 +12,8 @@ ORDER = 60
 
 def run(ctx) -> str:
     from ..datasets import binarized_digits
-    from ..discrete import (
-        BitflipDTM,
-        format_quality_table,
-        image_grid,
-        pca_frechet_table,
-        q_sample,
-        sample_grid_figure,
-    )
+    from ..discrete import BitflipDTM, q_sample
+    from ..plotting import format_quality_table, image_grid, pca_frechet_table, sample_grid_figure
     from ..random import Key
 
     data = binarized_digits(16, seed=0)
