@@ -80,8 +80,8 @@ class SchrodingerBridge:
                  relaxation: float | str = "auto", check_finite: bool = True,
                  progress: bool = False, backend: str | None = None):
         self.sigma = V.check_scalar(sigma, "sigma", positive=True)
-        self.epsilon = 2.0 * self.sigma ** 2
-        if not self.epsilon > 0.0 or not math.isfinite(self.epsilon):
+        self.epsilon = 2.0 * self.sigma * self.sigma
+        if not math.isfinite(self.epsilon):
             raise ValueError(f"`sigma` = {self.sigma:.6g} is out of range: epsilon = 2 sigma^2 "
                              "underflows or overflows float64")
         self.backend = backend

@@ -136,7 +136,8 @@ def _cost_scale(xp, x, y, names: tuple[str, str]) -> float:
 
 def _check_epsilon(xp, epsilon: float, scale: float, dtype, name: str) -> None:
     """1/epsilon and max(C)/epsilon must be representable in the compute dtype."""
-    if not math.isfinite(1.0 / epsilon) or not math.isfinite(scale / epsilon):
+    if not epsilon > 0.0 or not math.isfinite(1.0 / epsilon) or not math.isfinite(
+            scale / epsilon):
         raise ValueError(f"`{name}` is too small: epsilon = {epsilon:.6g} makes 1/epsilon or "
                          f"the cost scale {scale:.3g} / epsilon overflow float64")
     V.check_fits_dtype(xp, max(scale, 1.0) / epsilon, dtype, name,

@@ -133,3 +133,42 @@ def test_bridge_bad_input():
         sb.sample_paths(x0, 0)
     with pytest.raises(ValueError, match=r"`x0` of shape \(20, 2\).*`x1` of shape \(20, 3\)"):
         SchrodingerBridge(x0, np.ones((20, 3)), 0.5)
+
+
+@pytest.mark.timeout(20)
+def test_bridge_overflowing_clouds_and_tiny_sigma_raise_at_once():
+    # used to loop forever (infinite cost scale in the epsilon schedule), and sigma = 1e-160
+    # spoke of `log_weights`
+    rng = np.random.default_rng(5)
+    x0, x1 = rng.normal(size=(30, 2)), rng.normal(size=(20, 2))
+    with pytest.raises(ValueError, match=r"`x0` and `x1` .*overflows float64"):
+        SchrodingerBridge(1e160 * x0, x1, 0.5)
+    for tiny in (1e-160, 1e-170):  # epsilon = 2 sigma^2 subnormal, then 0
+        with pytest.raises(ValueError, match=r"`sigma` is too small"):
+            SchrodingerBridge(x0, x1, tiny)
+    with pytest.raises(ValueError, match=r"`sigma` is out of range|`sigma`.*overflow"):
+        SchrodingerBridge(x0, x1, 1e200)
+    # lists are read as NumPy arrays
+    sb = SchrodingerBridge(x0.tolist(), x1.tolist(), 0.7)
+    ref = SchrodingerBridge(x0, x1, 0.7)
+    np.testing.assert_allclose(sb.drift(x0[:3].tolist(), 0.3), ref.drift(x0[:3], 0.3),
+                               rtol=1e-12)
+
+
+def test_bridge_module_holds_the_bridge_and_reexports_the_score():
+    import arraygen.bridge
+    import arraygen.ot
+    import arraygen.scores
+
+    assert arraygen.bridge.EmpiricalScore is arraygen.scores.EmpiricalScore
+    assert arraygen.ot.SchrodingerBridge is arraygen.bridge.SchrodingerBridge
+    assert SchrodingerBridge.__module__ == "arraygen.bridge"
+
+
+def test_bridge_result_is_honest_in_float32():
+    x0, x1 = _gaussian_clouds(60, seed=6)
+    sb = SchrodingerBridge(x0.astype(np.float32), x1.astype(np.float32), 0.4)
+    plan = sb.result.plan().astype(np.float64)
+    err = np.abs(plan.sum(1) - 1 / 60).sum() + np.abs(plan.sum(0) - 1 / 60).sum()
+    assert sb.converged and err <= 1e-4 + 3e-7
+    assert abs(err - sb.result.marginal_error) <= 0.02 * err + 3e-7
