@@ -10,17 +10,30 @@ import dataclasses
 import importlib
 import os
 import pkgutil
+import sys
 import time
 import traceback
 from pathlib import Path
 
+from ..cli import make_output_dir, output_dir
+
 HELP = "run a short tour of arraygen, writing a report and figures into an output folder"
 
 
+def section_names() -> list[str]:
+    """The section module names in :mod:`arraygen.demos` (without importing them)."""
+    from .. import demos
+
+    return sorted(m.name for m in pkgutil.iter_modules(demos.__path__)
+                  if not m.name.startswith("_"))
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="arraygen-demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--sections", nargs="*", default=None,
-                        help="run only these sections (module names in arraygen.demos)")
+    parser.add_argument("--out", default="arraygen-demo", type=output_dir,
+                        help="output folder (default: %(default)s)")
+    parser.add_argument("--sections", nargs="+", default=None, choices=section_names(),
+                        metavar="SECTION",
+                        help="run only these sections: %(choices)s (default: all)")
     parser.add_argument("--full", action="store_true", help="larger problems (slower)")
 
 
@@ -52,10 +65,14 @@ def sections() -> list:
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+def check(args) -> None:
+    """Create the output folder (a failure names ``--out``) before anything runs."""
+    make_output_dir(Path(args.out), "--out")
+
+
 def run(args) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(Path(args.out), "--out")
     ctx = DemoContext(out_dir=out, quick=not args.full)
     import arraygen
     from . import info
@@ -72,10 +89,13 @@ def run(args) -> int:
         start = time.perf_counter()
         try:
             body = module.run(ctx)
-        except Exception:
+        except Exception as exc:
             failed += 1
             body = "**This section failed:**\n\n```\n" + traceback.format_exc() + "```\n"
-            print(traceback.format_exc(), flush=True)
+            if getattr(args, "debug", False):
+                traceback.print_exc()
+            print(f"[demo]   section {short!r} failed: {type(exc).__name__}: {exc} (traceback in "
+                  f"{out / 'report.md'})", file=sys.stderr, flush=True)
         elapsed = time.perf_counter() - start
         lines += [f"## {module.TITLE}", "", body.strip(), "", f"_({elapsed:.1f} s)_", ""]
         print(f"[demo]   done in {elapsed:.1f} s", flush=True)
