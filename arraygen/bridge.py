@@ -81,6 +81,9 @@ class SchrodingerBridge:
                  progress: bool = False, backend: str | None = None):
         self.sigma = V.check_scalar(sigma, "sigma", positive=True)
         self.epsilon = 2.0 * self.sigma * self.sigma
+        if self.epsilon == 0.0:
+            raise ValueError(f"`sigma` is too small: epsilon = 2 sigma^2 = 2 * {self.sigma:.3g}^2 "
+                             "underflows to 0 in float64")
         if not math.isfinite(self.epsilon):
             raise ValueError(f"`sigma` = {self.sigma:.6g} is out of range: epsilon = 2 sigma^2 "
                              "underflows or overflows float64")
