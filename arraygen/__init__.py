@@ -29,10 +29,11 @@ from .linalg import eigsh
 from .metrics import energy_distance, frechet_distance, mae, mmd, mse, nrmse, psnr, ssim
 from .ot import (ConvergenceWarning, SchrodingerBridge, SinkhornResult, max_sliced_wasserstein,
                  sinkhorn, sinkhorn_divergence, sliced_ot_map, sliced_wasserstein)
-from .samplers import (ddim_invert, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler,
-                       sample_flow_ddim, sample_flow_heun, sample_flow_sde, sample_heun,
-                       sample_sde)
-from .schedules import NoiseSchedule, bitflip_schedule, make_schedule, timesteps
+from .samplers import (ddim_invert, discrete_time_model, sample_ddim, sample_ddpm,
+                       sample_dpmpp_2m, sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde,
+                       sample_euler, sample_euler_ancestral, sample_flow_ddim, sample_flow_heun,
+                       sample_flow_sde, sample_heun, sample_sde, sample_unipc)
+from .schedules import NoiseSchedule, bitflip_schedule, flow_timesteps, make_schedule, timesteps
 from .tiled import kernel_logsumexp, kernel_matvec, kernel_softmax_matvec
 
 __version__ = "0.1.0"
@@ -52,6 +53,8 @@ __all__ = [
     "kernel_softmax_matvec", "linalg", "load_binary_images", "mae", "make_schedule", "metrics",
     "mmd", "moments", "mse", "nrmse", "ot", "psnr", "random", "sample_ddim", "sample_ddpm",
     "sample_dpmpp_2m", "sample_euler", "sample_flow_ddim", "sample_flow_heun", "sample_flow_sde",
-    "sample_heun", "sample_sde", "samplers", "schedules", "sinkhorn", "sliced_ot_map",
+    "sample_heun", "sample_sde", "samplers", "sample_unipc", "sample_dpmpp_3m_sde",
+    "sample_euler_ancestral", "sample_dpmpp_2s_ancestral", "discrete_time_model",
+    "flow_timesteps", "schedules", "sinkhorn", "sliced_ot_map",
     "sliced_wasserstein", "ssim", "swiss_roll", "testing", "tiled", "timesteps", "two_moons",
 ]
