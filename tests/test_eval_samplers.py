@@ -215,7 +215,17 @@ class TinyEps(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def one_torch_thread():
+    """Small torch work on a shared 2-core machine: one thread avoids oversubscription."""
+    torch = pytest.importorskip("torch")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_torch_thread):
     """Train TinyEps for 400 steps on the 4 x 4 digits; save scripted (and unlabelled) copies."""
     torch = pytest.importorskip("torch")
     import importlib
@@ -249,9 +259,7 @@ def trained(tmp_path_factory):
     net.eval()
     paths = {"trained": folder / "trained.pt", "untrained": folder / "untrained.pt",
              "unlabelled": folder / "unlabelled.pt", "pickled": folder / "pickled.pt"}
-    torch.jit.save(torch.jit.script(net), str(paths["trained"]))
-    torch.manual_seed(1)
-    torch.jit.save(torch.jit.script(mod.TinyEps()), str(paths["untrained"]))
+    import warnings
 
     class NoLabel(torch.nn.Module):
         def __init__(self, inner):
@@ -262,7 +270,12 @@ def trained(tmp_path_factory):
         def forward(self, x, t):
             return self.inner(x, t)
 
-    torch.jit.save(torch.jit.script(NoLabel(net)), str(paths["unlabelled"]))
+    with warnings.catch_warnings():                   # torch.jit is deprecated, still the format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(net), str(paths["trained"]))
+        torch.manual_seed(1)
+        torch.jit.save(torch.jit.script(mod.TinyEps()), str(paths["untrained"]))
+        torch.jit.save(torch.jit.script(NoLabel(net)), str(paths["unlabelled"]))
     torch.save(net, str(paths["pickled"]))           # pickled class of tiny_eps_mod
     ref = folder / "reference.npz"
     np.savez(ref, images=E.builtin_data(4)[:, 0])     # (N, H, W): a channel axis is added
