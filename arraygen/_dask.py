@@ -293,6 +293,9 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size, noise=None, rng=N
     from . import random as _random
 
     da = _da()
+    if not is_dask_array(x):  # chunk the batch like the first dask argument
+        like = next(a for a in (score, v, noise) if is_dask_array(a))
+        x = da.from_array(x, chunks=(like.chunks[0],) + tuple((s,) for s in x.shape[1:]))
     x = x.rechunk({i: -1 for i in range(1, x.ndim)})
     per_sample = math.prod(x.shape[1:])
     score_c, v_c = _batch_chunked(score, x), _batch_chunked(v, x)

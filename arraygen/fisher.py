@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
-from . import _dispatch
+from . import _dask, _dispatch
 from . import random as _random
 from ._validation import (check_fits_dtype, check_scalar, common_namespace, host_float,
                           require_finite)
@@ -286,6 +286,10 @@ def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
     array([[1. , 4. ],
            [0.5, 9.5]])
     """
+    if _dask.is_dask_array(score) and t is None:
+        return _dask.fisher_diagonal(score, alpha_bar, eps_floor=eps_floor,
+                                     eps_scale=eps_scale, check_finite=check_finite,
+                                     backend=backend)
     xp, (score, ab_arr, t_arr) = common_namespace(
         score=score, alpha_bar=alpha_bar if _is_array_like(alpha_bar) else None,
         t=t if _is_array_like(t) else None)
@@ -360,6 +364,11 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: 
     >>> x_new, v_new
     (array([[ 0.01, -0.01]]), array([[1.00001, 1.00001]]))
     """
+    if _dask.any_dask(x, score, v, noise, alpha_bar):
+        return _dask.fisher_langevin_step(
+            x, score, v, alpha_bar, step_size=check_scalar(step_size, "step_size", positive=True),
+            momentum=momentum, noise=noise, rng=rng, eps_floor=eps_floor, eps_scale=eps_scale,
+            check_finite=check_finite, backend=backend)
     xp, (x, score, v, noise, ab_arr) = common_namespace(
         x=x, score=score, v=v, noise=noise,
         alpha_bar=alpha_bar if _is_array_like(alpha_bar) else None)
