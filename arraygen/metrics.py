@@ -61,6 +61,7 @@ class _Images(NamedTuple):
     out_dtype: Any
     floating: bool  # any floating input (data_range required)
     axes: tuple     # the image axes (negative)
+    check: bool     # check finiteness (float input and check_finite)
 
 
 def _images(x, y, check_finite: bool, spatial_dims=None, *, min_side: int = 1,
@@ -96,10 +97,53 @@ def _images(x, y, check_finite: bool, spatial_dims=None, *, min_side: int = 1,
         if xp.isdtype(a.dtype, "complex floating"):
             raise TypeError(f"`{name}` must be real; got dtype {a.dtype}")
     (xf, yf), out_dtype = _v.promote_float(xp, x, y)
-    if check_finite and floating:
-        _v.require_finite(xp, xf, "x")
-        _v.require_finite(xp, yf, "y")
-    return _Images(xp, x, xf, yf, out_dtype, floating, axes)
+    return _Images(xp, x, xf, yf, out_dtype, floating, axes, bool(check_finite and floating))
+
+
+#: Host image metrics run over chunks of the batch of about this many elements per array:
+#: the filter passes then stay in cache and reuse freed memory (measured 2.4x faster for
+#: SSIM on a (16, 3, 256, 256) float64 batch than one pass over the whole batch).
+_CHUNK_ELEMENTS = 1 << 17
+
+
+def _per_image(im: _Images, fn):
+    """Apply ``fn(x_chunk, y_chunk) -> tuple of arrays`` over chunks of the flattened batch.
+
+    The chunks are ``(b, *image)`` arrays; each returned array has ``b`` leading entries and
+    comes back with the batch shape restored (``x``'s leading axes). On a GPU the whole batch
+    is one chunk. Returns ``(outputs, span)``: with ``im.check``, ``span = (min, max)`` over
+    ``x`` and ``y``, taken from each chunk while it is in cache (one host synchronisation);
+    a non-finite span means NaN or inf in the input (they propagate through min/max), and
+    the exact finiteness check then raises naming ``x`` or ``y``.
+    """
+    xp, s = im.xp, len(im.axes)
+    lead = tuple(int(n) for n in im.xf.shape[:im.xf.ndim - s])
+    image = tuple(int(n) for n in im.xf.shape[im.xf.ndim - s:])
+    count = math.prod(lead)
+    xf = xp.reshape(im.xf, (count,) + image)
+    yf = xp.reshape(im.yf, (count,) + image)
+    step = count
+    if aa.device_kind(xf)[0] == "cpu":
+        step = max(1, _CHUNK_ELEMENTS // max(1, math.prod(image)))
+    parts, spans = [], []
+    for i in range(0, count, step):
+        a, b = (xf, yf) if step >= count else (xf[i:min(count, i + step), ...],
+                                               yf[i:min(count, i + step), ...])
+        parts.append(fn(a, b))
+        if im.check:
+            spans.append(xp.stack([xp.min(a), xp.min(b), xp.max(a), xp.max(b)]))
+    out = []
+    for k in range(len(parts[0])):
+        whole = parts[0][k] if len(parts) == 1 else xp.concat([p[k] for p in parts], axis=0)
+        out.append(xp.reshape(whole, lead + tuple(int(n) for n in whole.shape[1:])))
+    span = None
+    if im.check:
+        ends = aa.to_numpy(xp.stack(spans) if len(spans) > 1 else spans[0][None, :])
+        span = (float(ends[:, :2].min()), float(ends[:, 2:].max()))
+        if not (math.isfinite(span[0]) and math.isfinite(span[1])):
+            _v.require_finite(xp, im.xf, "x")
+            _v.require_finite(xp, im.yf, "y")
+    return out, span
 
 
 def _dtype_range(xp, x, *, ssim_rule: bool) -> float:
@@ -126,11 +170,9 @@ def _data_range(im: _Images, data_range, *, ssim_rule: bool = False) -> float:
     return _v.check_scalar(data_range, "data_range", positive=True)
 
 
-def _value_range(im: _Images, data_range: float) -> float:
+def _value_range(span: tuple, data_range: float) -> float:
     """Warn when float images span more than ``data_range``; return their largest magnitude."""
-    xp = im.xp
-    lo = min(_v.host_float(xp.min(im.xf)), _v.host_float(xp.min(im.yf)))
-    hi = max(_v.host_float(xp.max(im.xf)), _v.host_float(xp.max(im.yf)))
+    lo, hi = span
     if hi - lo > data_range * (1 + 1e-6):
         warnings.warn(f"the images span {hi - lo:.4g} (min {lo:.4g}, max {hi:.4g}), more than "
                       f"data_range = {data_range:.4g}; check the value range", UserWarning,
@@ -145,6 +187,10 @@ def _cast(xp, a, dtype):
 # --------------------------------------------------------------------------------------------
 # image metrics
 # --------------------------------------------------------------------------------------------
+
+def _mean_square(xp, d, axes):
+    return xp.mean(d * d, axis=axes)
+
 
 def mse(x, y, *, spatial_dims: int | None = None, check_finite: bool = True):
     r"""Mean squared error per image, :math:`\frac{1}{HW}\sum (x - y)^2`.
@@ -171,8 +217,8 @@ def mse(x, y, *, spatial_dims: int | None = None, check_finite: bool = True):
     array([65025., 65025.])
     """
     im = _images(x, y, check_finite, spatial_dims)
-    diff = im.xf - im.yf
-    return _cast(im.xp, im.xp.mean(diff * diff, axis=im.axes), im.out_dtype)
+    (out,), _ = _per_image(im, lambda a, b: (_mean_square(im.xp, a - b, im.axes),))
+    return _cast(im.xp, out, im.out_dtype)
 
 
 def mae(x, y, *, spatial_dims: int | None = None, check_finite: bool = True):
@@ -185,7 +231,8 @@ def mae(x, y, *, spatial_dims: int | None = None, check_finite: bool = True):
     1.0
     """
     im = _images(x, y, check_finite, spatial_dims)
-    return _cast(im.xp, im.xp.mean(im.xp.abs(im.xf - im.yf), axis=im.axes), im.out_dtype)
+    (out,), _ = _per_image(im, lambda a, b: (im.xp.mean(im.xp.abs(a - b), axis=im.axes),))
+    return _cast(im.xp, out, im.out_dtype)
 
 
 def nrmse(x, y, *, normalization: str = "euclidean", spatial_dims: int | None = None,
@@ -229,15 +276,17 @@ def nrmse(x, y, *, normalization: str = "euclidean", spatial_dims: int | None = 
         normalization = normalization.lower()
     norm = _v.check_choice(normalization, "normalization", ("euclidean", "min-max", "mean"))
     im = _images(x, y, check_finite, spatial_dims)
-    xp, xf = im.xp, im.xf
-    diff = xf - im.yf
-    rmse = xp.sqrt(xp.mean(diff * diff, axis=im.axes))
-    if norm == "euclidean":
-        denom = xp.sqrt(xp.mean(xf * xf, axis=im.axes))
-    elif norm == "min-max":
-        denom = xp.max(xf, axis=im.axes) - xp.min(xf, axis=im.axes)
-    else:
-        denom = xp.mean(xf, axis=im.axes)
+    xp, axes = im.xp, im.axes
+
+    def parts(a, b):
+        rmse = xp.sqrt(_mean_square(xp, a - b, axes))
+        if norm == "euclidean":
+            return rmse, xp.sqrt(_mean_square(xp, a, axes))
+        if norm == "min-max":
+            return rmse, xp.max(a, axis=axes) - xp.min(a, axis=axes)
+        return rmse, xp.mean(a, axis=axes)
+
+    (rmse, denom), _ = _per_image(im, parts)
     zero = denom == 0
     if bool(xp.any(zero & (rmse > 0))):
         warnings.warn(f"nrmse: the {norm} normalisation of `x` is 0 for some images; their "
@@ -285,10 +334,9 @@ def psnr(x, y, *, data_range: float | None = None, spatial_dims: int | None = No
     im = _images(x, y, check_finite, spatial_dims)
     xp = im.xp
     rng = _data_range(im, data_range)
-    if im.floating and check_finite:
-        _value_range(im, rng)
-    diff = im.xf - im.yf
-    err = xp.mean(diff * diff, axis=im.axes)
+    (err,), span = _per_image(im, lambda a, b: (_mean_square(xp, a - b, im.axes),))
+    if span is not None:
+        _value_range(span, rng)
     zero = err == 0
     safe = xp.where(zero, xp.ones_like(err), err)
     value = 20.0 * math.log10(rng) - 10.0 * xp.log10(safe)
@@ -454,42 +502,48 @@ def ssim(x, y, *, data_range: float | None = None, win_size: int | None = None,
     rng = _data_range(im, data_range, ssim_rule=True)
     work = im.xf.dtype
     big = float(xp.finfo(work).max)
-    if im.floating and check_finite:
-        peak = _value_range(im, rng)
-        if peak * peak > big:
-            raise ValueError(f"`x` and `y` reach {peak:.3g}, whose square overflows {work}; "
-                             "rescale the images or use float64")
     c1 = min((k1 * rng) * (k1 * rng), big)  # Python floats (float64); see the docstring
     c2 = min((k2 * rng) * (k2 * rng), big)
     cov_norm = npix / (npix - 1) if use_sample_covariance else 1.0
     pad = (win - 1) // 2
     radius = (len(taps) - 1) // 2
-    xf, yf = im.xf, im.yf
     whole = full or pad != radius
-    if whole:  # every pixel, reflected borders (scikit-image's map); the mean is cropped
-        for ax in axes:
-            xf = _reflect_pad(xp, xf, xf.ndim + ax, radius)
-            yf = _reflect_pad(xp, yf, yf.ndim + ax, radius)
-    ux, uy, uxx, uyy, uxy = _local_moments(xp, xf, yf, taps, axes)
-    vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
-    if cov_norm != 1.0:
-        vx, vy, vxy = vx * cov_norm, vy * cov_norm, vxy * cov_norm
-    du = ux - uy
-    var_sum = vx + vy
-    smap = ((1.0 - du * du / (ux * ux + uy * uy + c1))
-            * (1.0 - (var_sum - 2.0 * vxy) / (var_sum + c2)))
-    inner = smap
-    if whole and pad:
-        index = [slice(None)] * smap.ndim
-        for ax in axes:
-            index[smap.ndim + ax] = slice(pad, int(smap.shape[ax]) - pad)
-        inner = smap[tuple(index)]
-    mean = xp.mean(inner, axis=axes)
+
+    def one_chunk(xf, yf):
+        if whole:  # every pixel, reflected borders (scikit-image's map); the mean is cropped
+            for ax in axes:
+                xf = _reflect_pad(xp, xf, xf.ndim + ax, radius)
+                yf = _reflect_pad(xp, yf, yf.ndim + ax, radius)
+        ux, uy, uxx, uyy, uxy = _local_moments(xp, xf, yf, taps, axes)
+        vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
+        if cov_norm != 1.0:
+            vx, vy, vxy = vx * cov_norm, vy * cov_norm, vxy * cov_norm
+        du = ux - uy
+        var_sum = vx + vy
+        smap = ((1.0 - du * du / (ux * ux + uy * uy + c1))
+                * (1.0 - (var_sum - 2.0 * vxy) / (var_sum + c2)))
+        inner = smap
+        if whole and pad:
+            index = [slice(None)] * smap.ndim
+            for ax in axes:
+                index[smap.ndim + ax] = slice(pad, int(smap.shape[ax]) - pad)
+            inner = smap[tuple(index)]
+        mean = xp.mean(inner, axis=axes)
+        return (mean, smap) if full else (mean,)
+
+    got, span = _per_image(im, one_chunk)
+    if span is not None:
+        peak = _value_range(span, rng)
+        if peak * peak > big:
+            raise ValueError(f"`x` and `y` reach {peak:.3g}, whose square overflows {work}; "
+                             "rescale the images or use float64")
+    mean = got[0]
     if channel_axis is not None:
         mean = xp.mean(mean, axis=0)
     mean = _cast(xp, mean, im.out_dtype)
     if not full:
         return mean
+    smap = got[1]
     if channel_axis is not None:
         smap = xp.moveaxis(smap, 0, channel_axis)
     return mean, _cast(xp, smap, im.out_dtype)
