@@ -48,7 +48,6 @@ __all__ = [
     "check_scalar",
     "check_shape",
     "common_namespace",
-    "finite_min_max",
     "host_float",
     "promote_float",
     "require_finite",
@@ -246,27 +245,6 @@ def require_finite(xp: Any, arr: Any, name: str) -> None:
         count = int(xp.sum(xp.astype(bad, xp.int64)))
         raise ValueError(f"`{name}` contains {count} non-finite values (NaN or inf); pass "
                          "check_finite=False to skip this check")
-
-
-def finite_min_max(xp: Any, arr: Any, name: str, *, check_finite: bool = True):
-    """``(min, max)`` of ``arr`` as host floats (one synchronisation, no boolean temporary).
-
-    With ``check_finite``, a ``ValueError`` naming ``name`` (via :func:`require_finite`) if
-    any element is NaN or infinite: NaN and inf propagate through ``min``/``max`` in NumPy,
-    CuPy and torch, so the range doubles as the finiteness check for data whose range is
-    needed anyway.
-
-    Examples
-    --------
-    >>> import array_api_compat.numpy as xp
-    >>> finite_min_max(xp, xp.asarray([3.0, -1.0, 2.0]), "x")
-    (-1.0, 3.0)
-    """
-    both = aa.to_numpy(xp.stack([xp.min(arr), xp.max(arr)]))
-    lo, hi = float(both[0]), float(both[1])
-    if check_finite and not (math.isfinite(lo) and math.isfinite(hi)):
-        require_finite(xp, arr, name)
-    return lo, hi
 
 
 def _as_float(xp: Any, x: Any, name: str):
