@@ -7,6 +7,9 @@ Problems (exact models, so every error is the sampler's own):
   RMS over samples and dimensions of (x - x0*) / sqrt(v), where x0* is the exact
   probability-flow map of the same starting noise x_T (t = 1):
   x0* = mu + sqrt(v / (ab1 v + 1 - ab1)) (x_T - sqrt(ab1) mu).
+* ``--held-out``: problems not used to tune the presets: the Gaussian with another seed in
+  32-D (cosine), the 16-D Gaussian scaled by 5 (standard deviations up to 7; linear), and a
+  5-component 2-D mixture at random places (variance 0.05, cosine; error in units of 0.22).
 * ``ring``: the 8-component 2-D mixture of :class:`arraygen.datasets.GaussianMixture` (means on
   the circle of radius 2, variance 0.09) on the linear schedule, exact score. Error: RMS
   distance to a 2000-step solution of the same probability-flow ODE from the same x_T, in units
@@ -44,10 +47,10 @@ NFES = (8, 12, 20, 30, 50)
 N = 4000
 
 
-def gaussian_problem(kind: str):
-    rng = np.random.default_rng(0)
-    mu = rng.uniform(-1.5, 1.5, 16)
-    v = np.exp(rng.uniform(math.log(0.01), math.log(2.0), 16))
+def gaussian_problem(kind: str, *, seed: int = 0, dim: int = 16, scale: float = 1.0):
+    rng = np.random.default_rng(seed)
+    mu = scale * rng.uniform(-1.5, 1.5, dim)
+    v = scale ** 2 * np.exp(rng.uniform(math.log(0.01), math.log(2.0), dim))
     sch = make_schedule(kind)
     ab1 = float(sch.alpha_bar(1.0))
 
@@ -66,13 +69,19 @@ def gaussian_problem(kind: str):
         m, sd = x.mean(0), x.std(0)
         return float(np.sqrt(np.mean((m - mu) ** 2 / v + (sd / np.sqrt(v) - 1) ** 2)))
 
-    return sch, eps_model, "epsilon", 16, path_error, law_error
+    return sch, eps_model, "epsilon", dim, path_error, law_error
 
 
-def ring_problem():
-    ang = np.arange(8) * 2 * np.pi / 8
-    gm = GaussianMixture(np.stack([2 * np.cos(ang), 2 * np.sin(ang)], 1), np.full(8, 0.09))
-    sch = make_schedule("linear")
+def ring_problem(*, held_out: bool = False):
+    if held_out:        # 5 components at random places, variance 0.05, random weights, cosine
+        rng = np.random.default_rng(3)
+        gm = GaussianMixture(rng.uniform(-2, 2, (5, 2)), np.full(5, 0.05),
+                             rng.dirichlet(np.ones(5)))
+        sch, unit = make_schedule("cosine"), math.sqrt(0.05)
+    else:
+        ang = np.arange(8) * 2 * np.pi / 8
+        gm = GaussianMixture(np.stack([2 * np.cos(ang), 2 * np.sin(ang)], 1), np.full(8, 0.09))
+        sch, unit = make_schedule("linear"), 0.3
     model = gm.model(sch, "epsilon")
     refs = {}
 
@@ -85,7 +94,7 @@ def ring_problem():
         return refs[key]
 
     def path_error(x, x_t):
-        return float(np.sqrt(np.mean((x - reference(x_t)) ** 2)) / 0.3)
+        return float(np.sqrt(np.mean((x - reference(x_t)) ** 2)) / unit)
 
     exact = gm.sample(N, rng=123)
 
@@ -97,7 +106,11 @@ def ring_problem():
     return sch, model, "epsilon", 2, path_error, law_error
 
 
-def problems():
+def problems(held_out: bool = False):
+    if held_out:     # not used for tuning: another seed and size, a 5x larger scale, a new mixture
+        return {"held-out gauss 32-D": gaussian_problem("cosine", seed=5, dim=32),
+                "held-out gauss scale 5": gaussian_problem("linear", seed=7, scale=5.0),
+                "held-out mixture": ring_problem(held_out=True)}
     return {"gauss-cosine": gaussian_problem("cosine"), "gauss-linear": gaussian_problem("linear"),
             "ring": ring_problem()}
 
@@ -127,16 +140,23 @@ def presets_at(sch, model, prediction, x_t, nfe, overrides=None):
     return out
 
 
+def _cell(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--variants", action="store_true",
                     help="also score the stochastic options by the law")
     ap.add_argument("--nfe", type=int, nargs="*", default=list(NFES))
+    ap.add_argument("--held-out", action="store_true",
+                    help="the problems not used for tuning the presets")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rows = []
-    for pname, (sch, model, pred, dim, path_error, law_error) in problems().items():
+    for pname, (sch, model, pred, dim, path_error, law_error) in problems(
+            args.held_out).items():
         x_t = np.random.default_rng(1).standard_normal((N, dim))
         for nfe in args.nfe:
             res = baselines(sch, model, pred, x_t, nfe)
@@ -181,6 +201,20 @@ def main(argv=None) -> int:
                 cells.append(cell)
             if any(cells):
                 print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n## each preset at its own budget (path error; <= both baselines?)\n")
+    print("| problem | preset | NFE | preset | DPM++(2M) | UniPC | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for pname in dict.fromkeys(r["problem"] for r in rows):
+        for q, p in PRESETS.items():
+            got = {r["sampler"]: r["error"] for r in rows
+                   if r["problem"] == pname and r["nfe"] == p["steps"]}
+            if q not in got:
+                continue
+            base = [v for v in (got.get("dpmpp_2m"), got.get("unipc")) if v is not None]
+            ok = all(got[q] <= v for v in base)
+            print(f"| {pname} | {q} | {p['steps']} | {got[q]:.4f} | "
+                  f"{_cell(got.get('dpmpp_2m'))} | {_cell(got.get('unipc'))} | "
+                  f"{'yes' if ok else 'NO'} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
