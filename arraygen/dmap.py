@@ -99,6 +99,7 @@ from . import _array_api as aa
 from . import _validation as _v
 from . import linalg as _linalg
 from . import random as _random
+from ._kernels.tiled import DIRECT_MAX_D
 from .tiled import _matvec, _softmax_matvec, _sqdist
 
 __all__ = ["DiffusionMap", "DoobTransform"]
@@ -238,6 +239,10 @@ def _subsample(xp, n: int, max_points: int, dev):
 def _pair_sqdist(xp, xs, inv_bw=None):
     """Scaled squared distances ``|x_i - x_j|^2 a_i a_j`` over the pairs i < j, (m(m-1)/2,)."""
     m = xs.shape[0]
+    if aa.is_numpy_array(xs) and inv_bw is None and xs.shape[1] <= DIRECT_MAX_D:
+        from scipy.spatial.distance import pdist   # the same direct sums, pairs i < j, in C
+
+        return xp.asarray(pdist(np.asarray(xs), "sqeuclidean"))
     d2 = _sqdist(xp, xs, xs)
     if inv_bw is not None:
         d2 = d2 * inv_bw[:, None] * inv_bw[None, :]
@@ -297,7 +302,7 @@ def _bgh(xp, pairs, m: int) -> tuple[float, int]:
     eps = grid[lo:hi]
     log_t = []
     for e in eps:
-        z = pairs * (-1.0 / (4.0 * e))
+        z = pairs * (-1.0 / (4.0 * float(e)))
         mx = _v.host_float(xp.max(z))
         lse = mx + math.log(_v.host_float(xp.sum(xp.exp(z - mx))))
         log_t.append(np.logaddexp(math.log(m), math.log(2.0) + lse))
@@ -452,6 +457,25 @@ class _Kernel:
             self.x_np = _as_numpy_view(self.x)
             self.inv_bw_np = None if self.inv_bw is None else _as_numpy_view(self.inv_bw)
 
+    def numpy_twin(self):
+        """The same kernel over NumPy views of this (torch CPU) kernel's memory, or None.
+
+        Lets the eigensolver's many small host operations run in NumPy, whose per-call cost on
+        small blocks is a fraction of torch CPU's."""
+        if not (self.bridge or (self.mat is not None and aa.is_torch_array(self.mat))):
+            return None
+        twin = object.__new__(_Kernel)
+        twin.xp, twin.beta, twin.backend = aa.namespace_for(np), self.beta, self.backend
+        twin.x = _as_numpy_view(self.x)
+        twin.dtype = twin.x.dtype if self.dtype == self.work else (
+            np.float64 if self.dtype == self.xp.float64 else np.float32)
+        twin.work = twin.x.dtype
+        twin.inv_bw = None if self.inv_bw is None else _as_numpy_view(self.inv_bw)
+        twin.mat = None if self.mat is None else _as_numpy_view(self.mat)
+        twin.bridge = False
+        twin.n_calls = 0
+        return twin
+
     def _dense(self):
         xp, x, n = self.xp, self.x, self.x.shape[0]
         rows = max(1, min(n, (1 << 22) // max(n, 1)))
@@ -522,6 +546,14 @@ def _arpack_ncv(n: int, k: int) -> int:
 def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size: int):
     """Top-k eigenpairs of M = diag(rscale) K diag(rscale): (lam desc, phi (N, k), resid,
     converged)."""
+    twin = kern.numpy_twin() if aa.is_torch_array(rscale) else None
+    if twin is not None:   # torch CPU: solve on zero-copy NumPy views, results back as tensors
+        import torch
+
+        out = _solve(twin, _as_numpy_view(rscale), k, solver, tol, gen, twin.xp, block_size)
+        kern.n_calls += twin.n_calls
+        return (torch.from_numpy(out[0]), torch.from_numpy(out[1]), torch.from_numpy(out[2]),
+                out[3])
     n = rscale.shape[0]
     dev, dtype = aa.device(rscale), rscale.dtype
     rs = rscale[:, None]
@@ -716,9 +748,9 @@ class DiffusionMap(_Spectral):
         exponent :math:`\beta` of the kernel density estimate, an expression in the
         intrinsic dimension ``d`` (``"-1/(d+2)"``), or a callable ``X -> rho``.
     dense_kernel_mb : float >= 0
-        NumPy and torch CPU input: form the N x N kernel when it takes at most this many megabytes (default
-        256: N up to ~5,800 in float64), for BLAS matvecs with the same values; 0 keeps the
-        tiled matrix-free path.
+        NumPy and torch CPU input: form the N x N kernel when it takes at most this many
+        megabytes (default 256: N up to ~5,800 in float64), for BLAS matvecs with the same
+        values; 0 keeps the tiled matrix-free path.
     backend : str, optional
         Kernel backend of the tiled kernel (:func:`arraygen.tiled.kernel_matvec`).
 

@@ -371,7 +371,7 @@ def _eigsh(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int | 
     res = _lanczos(op, k, b, tol, max_iter, ncv, gen, step0=0)
     if res is None:
         return _dense(op, k, tol)
-    theta, vecs, n_converged, restarts, res_est = res
+    theta, vecs, n_converged, restarts, res_est, _done = res
     converged = n_converged == k
     if not converged:
         warnings.warn(
@@ -400,9 +400,17 @@ def _eigsh(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int | 
 
 
 def _lanczos(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int | None, gen,
-             *, step0: int):
+             *, step0: int, floor: float | None = None):
     """Thick-restart block Lanczos core: ``(theta (k,) host, X (n, k), n_conv, restarts,
-    res_est (k,))``, or None when the operator is too small for a Krylov basis."""
+    res_est (k,), done)``, or None when the operator is too small for a Krylov basis.
+
+    ``floor``: only the Ritz pairs above it, and the first one below it, must converge (the
+    deflation check's question is whether anything lies above ``floor``)."""
+
+    def finished(theta, res_est):
+        need = k if floor is None else min(k, 1 + int(np.sum(theta[:k] > floor)))
+        return bool(np.all(res_est[:need] <= tol * anorm))
+
     ns, nn = op.xp, op.n
     m = max(2 * k + 1, 20) if ncv is None else ncv
     m = -(-max(m, k + b) // b) * b
@@ -442,11 +450,11 @@ def _lanczos(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int 
             basis.append(q)
             if k < j < m and not broke:
                 theta, y, coupling, res_est, anorm = _rayleigh_ritz(h, j, b, anorm)
-                early = bool(np.all(res_est[:k] <= tol * anorm))
+                early = finished(theta, res_est)
         mc = basis.size - b
         theta, y, coupling, res_est, anorm = _rayleigh_ritz(h, mc, b, anorm)
         done = res_est[:k] <= tol * anorm
-        if done.all() or restarts >= max_iter:
+        if finished(theta, res_est) or restarts >= max_iter:
             break
         # thick restart: the best `keep` Ritz vectors plus the residual block
         n_conv = int(done.sum())
@@ -466,7 +474,8 @@ def _lanczos(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int 
         h[:keep, keep:keep + b] = arrow.T
     yk = ns.asarray(np.ascontiguousarray(y[:, :k]), dtype=op.dtype, device=op.device)
     vecs = ns.matmul(basis.v[:, :mc], yk)
-    return theta[:k].copy(), vecs, int(done.sum()), restarts, res_est[:k]
+    return (theta[:k].copy(), vecs, int(done.sum()), restarts, res_est[:k],
+            finished(theta, res_est))
 
 
 class _Deflated:
@@ -508,7 +517,8 @@ def _complete(op: _Operator, theta, vecs, k: int, b: int, tol: float, max_iter: 
         lam_k = float(theta[k - 1])
         thr = 10.0 * tol * anorm + 100.0 * eps * anorm
         defl = _Deflated(op, vecs, 2.0 * anorm + abs(lam_k))
-        res = _lanczos(defl, kk, b, tol, max_iter, None, gen, step0=(p + 1) << 24)
+        res = _lanczos(defl, kk, b, tol, max_iter, None, gen, step0=(p + 1) << 24,
+                       floor=lam_k + thr)
         if res is None:     # complement too small for a Krylov basis: dense on it
             q = ns.linalg.qr(_normal(gen, nn, nn - k, ns, op.device, op.dtype,
                                      step=(p + 1) << 24))[0]
@@ -520,8 +530,7 @@ def _complete(op: _Operator, theta, vecs, k: int, b: int, tol: float, max_iter: 
                                                           dtype=op.dtype, device=op.device))
             inner_ok = True
         else:
-            mu, u, n_conv, _r, _e = res
-            inner_ok = n_conv == kk
+            mu, u, _n, _r, _e, inner_ok = res
         new = np.flatnonzero(mu > lam_k + thr)
         if new.size == 0:
             return theta, vecs, residuals, inner_ok, added

@@ -164,3 +164,63 @@ def test_bad_inputs(rng):
 def test_nonsymmetric_matrix_warns(rng):
     with pytest.warns(UserWarning, match="symmetric"):
         eigsh(np.triu(rng.standard_normal((40, 40))), 2, rng=0, max_iter=3)
+
+
+# ------------------------------------------------------------ repeated eigenvalues (issue 15)
+def _repeated(rng, n=140):
+    """Top of the spectrum: 3.0 x 5, 2.0 x 3, 1.5 x 1, then the rest below 1."""
+    top = [3.0] * 5 + [2.0] * 3 + [1.5]
+    return _sym_with_spectrum(rng, np.r_[top, rng.uniform(-1.0, 1.0, n - len(top))])
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 5])
+def test_repeated_eigenvalues_every_namespace(xp, rng, block_size):
+    a = _repeated(rng)
+    k = 9
+    ref_w, ref_v = np.linalg.eigh(a)
+    ref_w, ref_v = ref_w[::-1][:k], ref_v[:, ::-1][:, :k]
+    w, v, info = eigsh(xp.asarray(a), k, rng=4, block_size=block_size)
+    wn, vn = xp.to_numpy(w), xp.to_numpy(v)
+    np.testing.assert_allclose(wn, ref_w, atol=1e-10)
+    assert _sin_largest_angle(vn, ref_v) < 1e-6
+    assert info.converged
+    np.testing.assert_allclose(np.linalg.norm(a @ vn - vn * wn, axis=0),
+                               xp.to_numpy(info.residuals), rtol=0.1, atol=1e-12)
+
+
+def _circle_operator(n=200, eps=0.04):
+    """The symmetric diffusion operator (alpha = 1) of a uniformly sampled circle: every
+    eigenvalue but the top one is double (cos kt, sin kt)."""
+    t = 2.0 * np.pi * np.arange(n) / n
+    x = np.c_[np.cos(t), np.sin(t)]
+    k = np.exp(-((x[:, None, :] - x[None, :, :]) ** 2).sum(-1) / eps)
+    w = 1.0 / k.sum(1)
+    ka = w[:, None] * k * w[None, :]
+    da = ka.sum(1)
+    return ka / np.sqrt(np.outer(da, da))
+
+
+def test_repeated_eigenvalues_callable_and_verify_off():
+    """Without the deflation check a single-vector Lanczos returns each eigenvalue once."""
+    m = _circle_operator()
+    ref = np.linalg.eigvalsh(m)[::-1][:5]
+    assert abs(ref[1] - ref[2]) < 1e-12 and abs(ref[3] - ref[4]) < 1e-12
+    w, v, info = eigsh(lambda u: m @ u, 5, n=200, rng=0, matmat=True)
+    np.testing.assert_allclose(w, ref, atol=1e-10)
+    assert info.converged
+    w_off, _v, info_off = eigsh(lambda u: m @ u, 5, n=200, rng=0, matmat=True, verify=False)
+    assert abs(w_off[1] - w_off[2]) > 1e-3              # the failure the check repairs
+
+
+def test_missed_eigenvalue_is_not_reported_converged(rng, monkeypatch):
+    """A check that runs out of passes must say so: converged False and a warning."""
+    import functools
+
+    from arraygen import linalg
+
+    a = np.diag(np.r_[np.full(6, 2.0), np.linspace(0.0, 1.0, 94)])
+    monkeypatch.setattr(linalg, "_complete", functools.partial(linalg._complete, max_passes=1))
+    with pytest.warns(RuntimeWarning, match="deflation check still finds"):
+        w, v, info = eigsh(a, 6, rng=0)
+    assert info.converged is False
+    np.testing.assert_allclose(w[:2], [2.0, 2.0], atol=1e-10)
