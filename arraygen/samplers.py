@@ -91,8 +91,8 @@ from . import _array_api as aa
 from . import _solvers
 from . import _validation as _v
 from . import random as _random
-from .schedules import (FLOW_TIMESTEP_KINDS, TIMESTEP_KINDS, NoiseSchedule, flow_timesteps,
-                        timesteps, validate_grid)
+from .schedules import (FLOW_TIMESTEP_KINDS, SIGMA_MAX, TIMESTEP_KINDS, NoiseSchedule,
+                        flow_timesteps, timesteps, validate_grid)
 
 __all__ = [
     "DEFAULT_FLOW_GRID",
@@ -880,8 +880,13 @@ def sample_heun(model, x, *, schedule, steps=None, prediction, rng=None, progres
     In ``y = x / alpha``, ``s = sigma / alpha`` with slope ``f(y, s) = (y - D) / s``: an Euler
     predictor ``y~ = y + (s' - s) f(y, s)``, then ``y' = y + (s' - s)(f(y, s) + f(y~, s'))/2``.
     The step to ``s' = 0`` (t = 0) is an Euler step (``f`` is undefined there), so ``n`` steps
-    ending at t = 0 cost ``2n - 1`` model evaluations. Second order: the endpoint error falls
-    about 4x when the steps double.
+    ending at t = 0 cost ``2n - 1`` model evaluations. So is the entry step from a level above
+    :data:`arraygen.schedules.SIGMA_MAX` (t = 1 on schedules such as cosine, VE level 1e4,
+    where the default grids start before capping at 80): the trapezoid in ``s`` over a jump
+    from 1e4 to tens overshoots by orders of magnitude (diffusers and k-diffusion do the same
+    on their cosine Karras grids), while Euler there is exact to about ``v / (2 s'^2)``; such a
+    grid costs ``2n - 2`` evaluations. Second order: the endpoint error falls about 4x when the
+    steps double.
 
     With ``s_churn > 0`` this is EDM's stochastic sampler (Algorithm 2): before a step whose
     level ``s`` lies in ``[s_tmin, s_tmax]`` the noise is raised to
@@ -926,7 +931,7 @@ def sample_heun(model, x, *, schedule, steps=None, prediction, rng=None, progres
         y = x / a_c
         f1 = (y - d) / s_c
         y_next = y + (sn - s_c) * f1
-        if sn > 0.0:
+        if sn > 0.0 and not (k == 0 and s_c > SIGMA_MAX):
             d2 = run.denoise(an * y_next, k + 1)
             f2 = (y_next - d2) / sn
             y_next = y + (0.5 * (sn - s_c)) * (f1 + f2)

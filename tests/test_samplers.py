@@ -351,10 +351,71 @@ def test_callback_batched_t_and_progress():
     out = S.sample_heun(model, x, schedule=sch, steps=5, callback=seen.append, batched_t=True,
                         progress=True, prediction="score")
     assert [d["step"] for d in seen] == list(range(5))
-    assert seen[-1]["t_next"] == 0.0 and seen[-1]["nfe"] == 9
+    # 2n - 2: Euler on the entry step from t = 1 (VE level 152 > 80) and on the step to t = 0
+    assert seen[-1]["t_next"] == 0.0 and seen[-1]["nfe"] == 8
     assert set(shapes) == {(8,)}
     ref = S.sample_heun(gm.model(sch), x, schedule=sch, steps=5, prediction="score")
     assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [S.sample_ddim, S.sample_heun, S.sample_dpmpp_2m, S.sample_unipc,
+                                S.sample_dpmpp_2s_ancestral, S.sample_sde, S.sample_ddpm],
+                         ids=lambda f: f.__name__)
+def test_callback_may_replace_x(fn):
+    """issue 14: inpainting/guidance edits; the replacement is what the next step sees."""
+    sch = make_schedule("cosine")
+    gm = _gaussian()
+    x = _start(sch, 6)
+    seen_by_model = []
+
+    def model(x_, t_):
+        seen_by_model.append(x_[:, 0].copy())
+        return gm.score(x_, t_, sch)
+
+    def pin_first_coordinate(info):
+        new = info["x"].copy()
+        new[:, 0] = 0.25 * info["t_next"]
+        return new
+
+    out = fn(model, x, schedule=sch, steps=6, prediction="score", rng=0,
+             callback=pin_first_coordinate)
+    assert np.all(out[:, 0] == 0.0)  # the last replacement (t_next = 0) is the output
+    g = timesteps(6, S.DEFAULT_GRID, sch)
+    if fn not in (S.sample_heun, S.sample_dpmpp_2s_ancestral):  # one evaluation per step:
+        # the call of step k sees exactly the value pinned after step k - 1
+        assert_close(np.array([v[0] for v in seen_by_model[1:]]), 0.25 * g[1:-1], rtol=1e-12,
+                     atol=0)
+    else:  # two-stage samplers: the first stage of step k starts from the pinned value
+        firsts = [v[0] for v in seen_by_model if np.any(np.isclose(v[0], 0.25 * g[1:-1]))]
+        assert len(firsts) >= 4
+    with pytest.raises(ValueError, match="`callback` returned shape"):
+        fn(model, x, schedule=sch, steps=3, prediction="score", rng=0,
+           callback=lambda info: info["x"][:, :1])
+
+
+def test_half_input_runs_the_model_in_half_and_the_state_in_float32():
+    sch = make_schedule("cosine")
+    gm = _gaussian()
+    x64 = _start(sch, 32)
+    dtypes = []
+
+    def model(x_, t_):
+        dtypes.append(x_.dtype)
+        return gm.score(x_.astype(np.float64), t_, sch).astype(x_.dtype)
+
+    out = S.sample_dpmpp_2m(model, x64.astype(np.float16), schedule=sch, steps=10,
+                            prediction="score")
+    assert out.dtype == np.float16 and set(dtypes) == {np.dtype(np.float16)}
+    ref = S.sample_dpmpp_2m(gm.model(sch), x64, schedule=sch, steps=10, prediction="score")
+    assert np.max(np.abs(out - ref)) < 0.05
+    # model_dtype= on float64 input: the state stays float64
+    out = S.sample_dpmpp_2m(model, x64, schedule=sch, steps=10, prediction="score",
+                            model_dtype="float32")
+    assert out.dtype == np.float64 and dtypes[-1] == np.float32
+    assert np.max(np.abs(out - ref)) < 1e-4
+    with pytest.raises(TypeError, match="`model_dtype` must be a real floating dtype"):
+        S.sample_dpmpp_2m(model, x64, schedule=sch, steps=3, prediction="score",
+                          model_dtype="int32")
 
 
 def test_partial_grid_and_image_shapes():
