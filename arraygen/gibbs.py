@@ -52,6 +52,8 @@ from . import _array_api as aa
 from . import _dispatch
 from . import random as _random
 from ._kernels.gibbs import symmetric_offsets  # noqa: F401
+from ._validation import (as_array, check_choice, check_int, check_scalar, check_shape,
+                          common_namespace)
 
 __all__ = [
     "Moments",
@@ -90,14 +92,28 @@ _EXACT_MAX_SPINS = 20
 # Offsets and colouring
 
 
+def _check_skip(skip) -> tuple[int, ...]:
+    if isinstance(skip, (int, np.integer)):
+        skip = (skip,)
+    if not isinstance(skip, (tuple, list, range)):
+        raise TypeError(f"`skip` must be a sequence of link distances; got {skip!r}")
+    return tuple(check_int(d, "skip") for d in skip)
+
+
 def nearest_neighbour_offsets(skip=()) -> tuple[tuple[int, int, int], ...]:
     """Offsets of the 4-neighbour grid, (0, 0, 1) and (0, 1, 0), plus skip links.
 
-    Each distance ``d`` in ``skip`` adds the links (0, 0, d) and (0, d, 0).
+    Each distance ``d`` (an int >= 2) in ``skip`` adds the links (0, 0, d) and (0, d, 0).
+
+    Examples
+    --------
+    >>> from arraygen.gibbs import nearest_neighbour_offsets
+    >>> nearest_neighbour_offsets(skip=(3,))
+    ((0, 0, 1), (0, 1, 0), (0, 0, 3), (0, 3, 0))
     """
     out = [(0, 0, 1), (0, 1, 0)]
-    for d in skip:
-        out += [(0, 0, int(d)), (0, int(d), 0)]
+    for d in _check_skip(skip):
+        out += [(0, 0, d), (0, d, 0)]
     return tuple(out)
 
 
@@ -106,21 +122,31 @@ def local_offsets(radius: int = 1, skip=()) -> tuple[tuple[int, int, int], ...]:
 
     ``radius=1`` gives the 3x3 (king's move) stencil (0,0,1), (0,1,-1), (0,1,0), (0,1,1).
     Each distance ``d`` in ``skip`` adds (0, 0, d), (0, d, 0), (0, d, d) and (0, d, -d).
+
+    Examples
+    --------
+    >>> from arraygen.gibbs import local_offsets
+    >>> local_offsets(1)
+    ((0, 0, 1), (0, 1, -1), (0, 1, 0), (0, 1, 1))
     """
-    radius = int(radius)
-    if radius < 1:
-        raise ValueError(f"`radius` must be >= 1; got {radius}")
+    radius = check_int(radius, "radius", minimum=1)
     out = [(0, 0, dx) for dx in range(1, radius + 1)]
     out += [(0, dy, dx) for dy in range(1, radius + 1) for dx in range(-radius, radius + 1)]
-    for d in skip:
-        d = int(d)
+    for d in _check_skip(skip):
         out += [(0, 0, d), (0, d, 0), (0, d, d), (0, d, -d)]
     return tuple(out)
 
 
 def _check_offsets(offsets, shape: tuple[int, int, int], periodic: bool):
     """Validate offsets; return them as a tuple of int triples."""
-    arr = np.asarray(offsets)
+    try:
+        arr = np.asarray(offsets)
+    except (ValueError, TypeError):
+        raise TypeError(f"`offsets` must be a sequence of (dc, dy, dx) int triples; got "
+                        f"{offsets!r}") from None
+    if arr.dtype == object or arr.dtype.kind not in "iuf":
+        raise TypeError(f"`offsets` must be a sequence of (dc, dy, dx) int triples; got "
+                        f"{offsets!r}")
     if arr.size == 0:
         return ()
     if arr.ndim != 2 or arr.shape[1] != 3:
@@ -279,7 +305,22 @@ def _as_model_array(xp, value, name, dtype, device):
     if aa.is_array(value):
         arr, _ = aa.as_float_array(xp, value, name)
         return xp.astype(arr, dtype) if arr.dtype != dtype else arr
-    return xp.asarray(aa.finite_scalar(value, name), dtype=dtype, device=device)
+    return xp.asarray(check_scalar(value, name), dtype=dtype, device=device)
+
+
+def _array_or_scalar(value, name):
+    """Lists become NumPy arrays; arrays and Python scalars pass (scalars checked later)."""
+    return as_array(value, name) if isinstance(value, (list, tuple)) else value
+
+
+def _dtype_name(dtype) -> str:
+    """'float32' for numpy.float32, torch.float32, cupy's float32..."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def _move(xp, a, device):
+    """``a`` (any namespace) as an array of ``xp`` on ``device``, through the host."""
+    return xp.asarray(np.ascontiguousarray(aa.to_numpy(a)), device=device)
 
 
 class StencilIsing:
@@ -309,15 +350,32 @@ class StencilIsing:
     n_colors : int
     color_pattern : (n, a, b, d) or None
         ``colors = (a c + b y + d x) mod n`` when the colouring is linear.
+
+    Notes
+    -----
+    :func:`gibbs_sweeps`, :func:`energy` and :func:`moments` work on spins of any namespace
+    and device: a model built from NumPy arrays used with torch (CPU or CUDA) spins has its
+    arrays moved to the spins' namespace and device once; the copy is kept on the model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.gibbs import StencilIsing
+    >>> J = np.full((2, 1, 3, 3), 0.5)
+    >>> model = StencilIsing([(0, 0, 1), (0, 1, 0)], J, np.zeros((1, 3, 3)))
+    >>> model.n_colors, model.shape
+    (2, (1, 3, 3))
+    >>> StencilIsing.nearest_neighbour((4, 4), coupling=0.3, boundary="periodic").n_colors
+    2
+    >>> StencilIsing.local((5, 5), radius=1).n_colors
+    4
     """
 
     def __init__(self, offsets, couplings, bias, *, boundary: str = "open"):
-        xp = aa.array_namespace(couplings=couplings, bias=bias)
-        aa.check_same_device(couplings=couplings, bias=bias)
-        if boundary not in ("open", "periodic"):
-            raise ValueError(f"`boundary` must be 'open' or 'periodic'; got {boundary!r}")
-        if not aa.is_array(couplings):
-            raise TypeError("`couplings` must be an array of shape (K, C, H, W)")
+        bias = _array_or_scalar(bias, "bias")
+        xp, (couplings, _) = common_namespace(couplings=couplings,
+                                              bias=bias if aa.is_array(bias) else None)
+        check_choice(boundary, "boundary", ("open", "periodic"))
         if couplings.ndim != 4:
             raise ValueError(f"`couplings` must have shape (K, C, H, W); got "
                              f"{tuple(couplings.shape)}")
@@ -354,6 +412,26 @@ class StencilIsing:
         mask = _edge_mask(offs, shape, periodic)
         self._couplings_eff = j if periodic else j * xp.asarray(mask, dtype=dtype, device=device)
         self._colors_dev = None
+        self._moved = {}
+
+    def _to(self, xp, device) -> StencilIsing:
+        """This model with its arrays in namespace ``xp`` on ``device`` (``self`` if they are
+        there already). The copy is made once per (namespace, device, dtype) and kept."""
+        if xp is self._xp and str(device) == str(self._device):
+            return self
+        key = (getattr(xp, "__name__", str(xp)), str(device), _dtype_name(self.dtype))
+        hit = self._moved.get(key)
+        if hit is None:
+            dtype = getattr(xp, _dtype_name(self.dtype))
+            hit = object.__new__(StencilIsing)
+            hit.__dict__.update(self.__dict__)
+            hit.couplings = xp.astype(_move(xp, self.couplings, device), dtype)
+            hit.bias = xp.astype(_move(xp, self.bias, device), dtype)
+            hit._couplings_eff = xp.astype(_move(xp, self._couplings_eff, device), dtype)
+            hit.dtype, hit._xp, hit._device = dtype, xp, device
+            hit._colors_dev, hit._moved = None, {}
+            self._moved[key] = hit
+        return hit
 
     # -- construction helpers ------------------------------------------------------------------
 
@@ -361,8 +439,10 @@ class StencilIsing:
         """The same couplings and colouring with another bias (C, H, W) or (B, C, H, W)."""
         new = object.__new__(StencilIsing)
         new.__dict__.update(self.__dict__)
-        aa.array_namespace(couplings=self.couplings, bias=bias)
-        aa.check_same_device(couplings=self.couplings, bias=bias)
+        new._moved = {}
+        bias = _array_or_scalar(bias, "bias")
+        if aa.is_array(bias):
+            common_namespace(couplings=self.couplings, bias=bias)
         h = _as_model_array(self._xp, bias, "bias", self.dtype, self._device)
         if tuple(h.shape) != self.shape and not (h.ndim == 4 and tuple(h.shape[1:]) == self.shape):
             raise ValueError(f"`bias` must have shape (C, H, W) = {self.shape} or (B, C, H, W); "
@@ -380,28 +460,31 @@ class StencilIsing:
         ``coupling`` is a scalar, a (K,) per-offset array or a full (K, C, H, W) array;
         ``bias`` a scalar or an array broadcastable to (C, H, W), or (B, C, H, W).
         """
-        shape = tuple(int(v) for v in shape)
+        shape = check_shape(shape, "shape", ndim=(2, 3))
         if len(shape) == 2:
             shape = (1,) + shape
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"`shape` must be (C, H, W) or (H, W) with positive sizes; got "
-                             f"{shape}")
-        arrays = [a for a in (coupling, bias) if aa.is_array(a)]
+        arrays = {n: a for n, a in (("coupling", coupling), ("bias", bias)) if aa.is_array(a)}
         if arrays:
-            ns = aa.array_namespace(*arrays)
-            device = aa.device(arrays[0]) if device is None else device
+            ns, found = common_namespace(**arrays)
+            device = aa.device(found[0]) if device is None else device
         else:
             ns = aa.namespace_for(np if xp is None else xp)
+        first = next(iter(arrays.values()), None)
         if dtype is None:
-            dtype = arrays[0].dtype if arrays and ns.isdtype(arrays[0].dtype, "real floating") \
+            dtype = first.dtype if first is not None and ns.isdtype(first.dtype,
+                                                                   "real floating") \
                 else ns.float32
         elif isinstance(dtype, str):
+            if not hasattr(ns, dtype) or not ns.isdtype(getattr(ns, dtype), "real floating"):
+                raise TypeError(f"`dtype` must name a real floating dtype; got {dtype!r}")
             dtype = getattr(ns, dtype)
         K = len(tuple(offsets))
         full = (K,) + shape
-        j = coupling if aa.is_array(coupling) else ns.asarray(
-            aa.finite_scalar(coupling, "coupling") if np.ndim(coupling) == 0
-            else np.asarray(coupling, dtype=np.float64), dtype=dtype, device=device)
+        if isinstance(coupling, (list, tuple)):  # a (K,) list of per-offset couplings
+            coupling = as_array(coupling, "coupling").astype(np.float64)
+        j = coupling if aa.is_array(coupling) and not isinstance(coupling, np.ndarray) \
+            else ns.asarray(check_scalar(coupling, "coupling") if np.ndim(coupling) == 0
+                            else coupling, dtype=dtype, device=device)
         j = ns.astype(j, dtype)
         if j.ndim == 1:
             if j.shape[0] != K:
@@ -409,7 +492,8 @@ class StencilIsing:
                                  f"{tuple(j.shape)}")
             j = ns.reshape(j, (K, 1, 1, 1))
         j = ns.broadcast_to(j, full) + ns.zeros(full, dtype=dtype, device=device)
-        h = bias if aa.is_array(bias) else ns.asarray(aa.finite_scalar(bias, "bias"),
+        bias = _array_or_scalar(bias, "bias")
+        h = bias if aa.is_array(bias) else ns.asarray(check_scalar(bias, "bias"),
                                                        dtype=dtype, device=device)
         h = ns.astype(h, dtype)
         hshape = tuple(h.shape) if h.ndim == 4 else shape
@@ -482,8 +566,15 @@ def to_spins(bits, *, dtype=None):
     """{0, 1} (or bool) data -> spins {-1, +1}: ``s = 2 b - 1``; default dtype int8.
 
     Raises ``ValueError`` if any value is not 0 or 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.gibbs import to_spins
+    >>> to_spins(np.array([0, 1, 1]))
+    array([-1,  1,  1], dtype=int8)
     """
-    xp = aa.array_namespace(bits=bits)
+    xp, (bits,) = common_namespace(bits=bits)
     dtype = xp.int8 if dtype is None else dtype
     if xp.isdtype(bits.dtype, "bool"):
         b = xp.astype(bits, xp.int8)
@@ -500,8 +591,15 @@ def to_bits(spins, *, dtype=None):
     """Spins {-1, +1} -> {0, 1}: ``b = (s + 1) / 2``; default dtype uint8.
 
     Raises ``ValueError`` if any value is not -1 or +1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.gibbs import to_bits
+    >>> to_bits(np.array([-1, 1, 1], dtype=np.int8))
+    array([0, 1, 1], dtype=uint8)
     """
-    xp = aa.array_namespace(spins=spins)
+    xp, (spins,) = common_namespace(spins=spins)
     _check_spin_values(xp, spins, "spins")
     dtype = xp.uint8 if dtype is None else dtype
     return xp.astype(spins > 0, dtype)
@@ -613,17 +711,23 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
     Returns
     -------
     array like ``spins`` (namespace, device, shape and dtype)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.gibbs import StencilIsing, gibbs_sweeps
+    >>> model = StencilIsing.nearest_neighbour((4, 4), coupling=10.0)
+    >>> s = gibbs_sweeps(model, np.ones((2, 1, 4, 4), np.int8), n_sweeps=3, rng=0,
+    ...                  backend="array_api")  # default: the numba_cpu kernel
+    >>> s.shape, s.dtype, bool(np.all(s == 1))  # a strong ferromagnet stays aligned
+    ((2, 1, 4, 4), dtype('int8'), True)
     """
     _check_model(model)
-    xp = aa.array_namespace(spins=spins, couplings=model.couplings, uniforms=uniforms)
-    aa.check_same_device(spins=spins, couplings=model.couplings, uniforms=uniforms)
+    xp, (spins, uniforms) = common_namespace(spins=spins, uniforms=uniforms)
+    model = model._to(xp, aa.device(spins))
     _check_spins_shape(model, spins)
-    if isinstance(n_sweeps, bool) or not isinstance(n_sweeps, (int, np.integer)):
-        raise TypeError(f"`n_sweeps` must be an int; got {n_sweeps!r}")
-    n_sweeps = int(n_sweeps)
-    if n_sweeps < 0:
-        raise ValueError(f"`n_sweeps` must be >= 0; got {n_sweeps}")
-    beta = aa.finite_scalar(beta, "beta", nonnegative=True)
+    n_sweeps = check_int(n_sweeps, "n_sweeps", minimum=0)
+    beta = check_scalar(beta, "beta", nonnegative=True)
     _check_spin_values(xp, spins, "spins")
     work = model.dtype
     if uniforms is not None:
@@ -667,13 +771,14 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
 # Energy, moments, exact distribution
 
 
-def _float_spins(xp, model, spins):
+def _model_and_spins(model, spins):
+    """Boundary of energy/moments: ``(xp, model in the spins' namespace, float spins)``."""
     _check_model(model)
-    aa.array_namespace(spins=spins, couplings=model.couplings)
-    aa.check_same_device(spins=spins, couplings=model.couplings)
+    xp, (spins,) = common_namespace(spins=spins)
+    model = model._to(xp, aa.device(spins))
     _check_spins_shape(model, spins)
     _check_spin_values(xp, spins, "spins")
-    return xp.astype(spins, model.dtype)
+    return xp, model, xp.astype(spins, model.dtype)
 
 
 def energy(model: StencilIsing, spins):
@@ -687,10 +792,16 @@ def energy(model: StencilIsing, spins):
     Returns
     -------
     array, shape (...) (the leading batch shape), in the model's floating dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.gibbs import StencilIsing, energy
+    >>> model = StencilIsing.nearest_neighbour((2, 2), coupling=1.0, dtype="float64")
+    >>> float(energy(model, np.ones((1, 2, 2))))  # four aligned edges
+    -4.0
     """
-    xp = aa.array_namespace(spins=spins, couplings=model.couplings if
-                            isinstance(model, StencilIsing) else None)
-    s = _float_spins(xp, model, spins)
+    xp, model, s = _model_and_spins(model, spins)
     e = -(model.bias * s)
     for k, o in enumerate(model.offsets):
         e = e - model._couplings_eff[k, ...] * s * _shift(xp, s, o, model.periodic)
@@ -729,10 +840,17 @@ def moments(model: StencilIsing, spins) -> Moments:
     -------
     Moments
         ``mean`` (C, H, W) and ``corr`` (K, C, H, W) in the model's floating dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arraygen.gibbs import StencilIsing, moments
+    >>> model = StencilIsing.nearest_neighbour((1, 3), dtype="float64")
+    >>> m = moments(model, np.array([[[[1, 1, -1]]], [[[1, -1, -1]]]]))
+    >>> m.mean.tolist(), m.corr[0].tolist()  # corr[0]: s_i s_(i + (0, 0, 1))
+    ([[[1.0, 0.0, -1.0]]], [[[0.0, 0.0, 0.0]]])
     """
-    xp = aa.array_namespace(spins=spins, couplings=model.couplings if
-                            isinstance(model, StencilIsing) else None)
-    s = _float_spins(xp, model, spins)
+    xp, model, s = _model_and_spins(model, spins)
     s = xp.reshape(s, (-1,) + model.shape)
     mean = xp.mean(s, axis=0)
     mask = model.edge_mask()
@@ -758,9 +876,16 @@ def exact_distribution(model: StencilIsing, *, beta: float = 1.0):
     states : int8 array (2**N, C, H, W)
         State ``m`` has spin +1 at flat site ``j`` iff bit ``N-1-j`` of ``m`` is set.
     probs : float64 array (2**N,), or (B, 2**N) for a per-chain bias (B, C, H, W)
+
+    Examples
+    --------
+    >>> from arraygen.gibbs import StencilIsing, exact_distribution
+    >>> states, probs = exact_distribution(StencilIsing.nearest_neighbour((1, 2), coupling=0.0))
+    >>> states.shape, probs.tolist()
+    ((4, 1, 1, 2), [0.25, 0.25, 0.25, 0.25])
     """
     _check_model(model)
-    beta = aa.finite_scalar(beta, "beta", nonnegative=True)
+    beta = check_scalar(beta, "beta", nonnegative=True)
     n = model.n_sites
     if n > _EXACT_MAX_SPINS:
         raise ValueError(f"`model` has {n} spins; exact_distribution enumerates 2**N states and "

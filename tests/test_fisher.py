@@ -3,6 +3,7 @@ reproducibility and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import warnings
@@ -241,16 +242,27 @@ def test_step_half_inputs(kernel_backend, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_step_two_kernel_path(kernel_backend, rng, monkeypatch, dtype):
+def _tuning_override(backend: str, wanted: dict):
+    """The launcher module's ``TUNING.override`` with the entries of ``wanted`` it has."""
+    module = importlib.import_module(f"arraygen.backends.{backend}.fisher")
+    fields = {f.name for f in dataclasses.fields(module.TUNING.default)}
+    changes = {k: v for k, v in wanted.items() if k in fields}
+    assert changes, f"{backend}: none of {sorted(wanted)} is a tuning field ({sorted(fields)})"
+    return module.TUNING.override(**changes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_two_kernel_path(kernel_backend, rng, dtype):
     """Few long samples take the per-tile partial-sum path on GPU backends."""
     if kernel_backend.name in ("array_api", "numba_cpu"):
         pytest.skip("GPU kernel backends only (numba_cpu tiles are covered by the shapes above)")
-    module = importlib.import_module(f"arraygen.backends.{kernel_backend.name}.fisher")
-    for name, value in (("FUSED_MIN_SAMPLES", 10**9), ("FUSED_MAX_PER", 8), ("SPLIT_TILE", 12),
-                        ("SM_TARGET_BLOCKS", 6), ("SPLIT_BLOCKS", 6), ("SINGLE_MAX_QUADS", 2),
-                        ("CHUNK_QUADS", 4)):
-        if hasattr(module, name):
-            monkeypatch.setattr(module, name, value)
+    with _tuning_override(kernel_backend.name, dict(
+            fused_min_samples=10**9, fused_max_per=8, split_tile=12, sm_target_blocks=6,
+            split_blocks=6, single_max_quads=2, chunk_quads=4)):
+        _check_drawn_step(kernel_backend, rng, dtype)
+
+
+def _check_drawn_step(kernel_backend, rng, dtype):
     shape = (2, 5, 9) if kernel_backend.simulated else (2, 70001)
     x, s, v = _inputs(rng, shape, dtype)
     key = agr.Key(3, 4)
@@ -267,15 +279,17 @@ def test_step_two_kernel_path(kernel_backend, rng, monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_step_fused_chunked_path(kernel_backend, rng, monkeypatch, dtype):
+def test_step_fused_chunked_path(kernel_backend, rng, dtype):
     """One-kernel path without the register/whole-sample cache (samples re-read in chunks)."""
-    tuning = {"triton": {"SINGLE_MAX_QUADS": 2, "CHUNK_QUADS": 4},
-              "cupy": {"KQ": {"float": 0, "double": 0}, "FUSED_THREADS": 64}}
+    tuning = {"triton": {"single_max_quads": 2, "chunk_quads": 4},
+              "cupy": {"kq_float": 0, "kq_double": 0, "fused_threads": 64}}
     if kernel_backend.name not in tuning:
         pytest.skip("no such variant")
-    module = importlib.import_module(f"arraygen.backends.{kernel_backend.name}.fisher")
-    for name, value in tuning[kernel_backend.name].items():
-        monkeypatch.setattr(module, name, value)
+    with _tuning_override(kernel_backend.name, tuning[kernel_backend.name]):
+        _check_fused_chunked(kernel_backend, rng, dtype)
+
+
+def _check_fused_chunked(kernel_backend, rng, dtype):
     shape = (3, 5, 9)
     x, s, v = _inputs(rng, shape, dtype)
     key = agr.Key(12, 1)

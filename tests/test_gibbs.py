@@ -7,10 +7,19 @@ import math
 import numpy as np
 import pytest
 
+from arraygen import _array_api as aa
 from arraygen import gibbs
 from arraygen import random as agr
 from arraygen.reference import gibbs as ref
-from arraygen.testing import assert_close
+from arraygen.testing import assert_close as _assert_close
+
+
+def assert_close(actual, desired, **kw):
+    """Values against a NumPy float64 oracle; namespace, device and dtype are asserted apart."""
+    for check in ("check_namespace", "check_dtype", "check_device"):
+        kw.setdefault(check, False)
+    _assert_close(actual, desired, **kw)
+
 
 # the small model of the oracle comparisons: local 3x3 links, a channel link and a skip link
 OFFSETS = ((0, 0, 1), (0, 1, 0), (0, 1, 1), (0, 1, -1), (1, 0, 0), (0, 0, 3), (1, 2, -1))
@@ -440,10 +449,94 @@ def test_bad_sweep_arguments():
         gibbs.gibbs_sweeps("model", s)
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="namespaces"):
-        gibbs.gibbs_sweeps(model, torch.ones((2, 1, 3, 4), dtype=torch.int8))
+        gibbs.gibbs_sweeps(model, torch.ones((2, 1, 3, 4), dtype=torch.int8),
+                           uniforms=np.zeros((1, 2, 1, 3, 4)))
 
 
-def test_numba_cpu_threaded_rows_match_array_api(monkeypatch):
+def test_bad_options_name_the_argument():
+    """Issue 13: non-integer shapes and options were truncated silently."""
+    with pytest.raises(TypeError, match=r"`shape` must contain integers; got 2.5 at position 1"):
+        gibbs.StencilIsing.nearest_neighbour(shape=(1, 2.5, 4))
+    with pytest.raises(ValueError, match="`shape` must have 2 or 3 entries"):
+        gibbs.StencilIsing.nearest_neighbour(shape=(1, 2, 3, 4))
+    with pytest.raises(TypeError, match="`radius` must be an integer"):
+        gibbs.local_offsets(1.5)
+    with pytest.raises(ValueError, match="`radius` must be >= 1"):
+        gibbs.StencilIsing.local((4, 4), radius=0)
+    with pytest.raises(TypeError, match="`skip` must be an integer"):
+        gibbs.nearest_neighbour_offsets(skip=(2.5,))
+    with pytest.raises(TypeError, match="`offsets` must be a sequence of"):
+        gibbs.StencilIsing([(0, 1), (0, 0, 1)], np.zeros((2, 1, 3, 3)), 0.0)
+    with pytest.raises(TypeError, match="`offsets` must be integers"):
+        gibbs.StencilIsing([(0, 1.5, 0)], np.zeros((1, 1, 3, 3)), 0.0)
+    with pytest.raises(TypeError, match="`dtype` must name a real floating dtype"):
+        gibbs.StencilIsing.nearest_neighbour((3, 3), dtype="float77")
+    with pytest.raises(ValueError, match="`boundary` must be one of 'open', 'periodic'"):
+        gibbs.StencilIsing.nearest_neighbour((3, 3), boundary="wrap")
+    with pytest.raises(TypeError, match="`couplings` must be an array"):
+        gibbs.StencilIsing([(0, 1, 0)], "J", 0.0)
+    with pytest.raises(TypeError, match="`n_sweeps` must be an integer"):
+        gibbs.gibbs_sweeps(gibbs.StencilIsing.nearest_neighbour((3, 3)),
+                           np.ones((1, 3, 3), np.int8), n_sweeps=True)
+
+
+def test_lists_are_read_as_numpy_arrays():
+    offs = [(0, 0, 1), (0, 1, 0)]
+    j = np.full((2, 1, 3, 3), 0.4)
+    h = np.linspace(-1, 1, 9).reshape(1, 3, 3)
+    from_lists = gibbs.StencilIsing(offs, j.tolist(), h.tolist())
+    from_arrays = gibbs.StencilIsing(offs, j, h)
+    s = np.ones((2, 1, 3, 3), np.int8)
+    a = gibbs.gibbs_sweeps(from_lists, s.tolist(), n_sweeps=2, rng=3, backend="array_api")
+    b = gibbs.gibbs_sweeps(from_arrays, s, n_sweeps=2, rng=3, backend="array_api")
+    assert isinstance(a, np.ndarray)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(gibbs.energy(from_lists, s[0].tolist()),
+                               gibbs.energy(from_arrays, s[0]))
+    model = gibbs.StencilIsing.from_offsets((3, 3), offs, coupling=[0.4, 0.4], bias=h.tolist(),
+                                            dtype="float64")
+    np.testing.assert_array_equal(model.couplings, j)
+
+
+@pytest.mark.parametrize("backend", [None, "array_api", "numba_cpu"])
+def test_numpy_model_with_torch_spins(backend):
+    """Issue 15: a model built from NumPy arrays works with torch spins (its arrays move to the
+    spins' namespace and device once) and gives the spins of a torch-built model."""
+    torch = pytest.importorskip("torch")
+    from arraygen.backends import available
+
+    if backend == "numba_cpu" and available()["numba_cpu"] is not None:
+        pytest.skip("numba_cpu not usable")
+    rng = np.random.default_rng(5)
+    j = rng.normal(0.0, 0.5, (len(OFFSETS),) + SHAPE).astype(np.float32)
+    h = rng.normal(0.0, 0.3, SHAPE).astype(np.float32)
+    np_model = gibbs.StencilIsing(OFFSETS, j, h, boundary="periodic")
+    torch_model = gibbs.StencilIsing(OFFSETS, torch.from_numpy(j), torch.from_numpy(h),
+                                     boundary="periodic")
+    s0 = torch.from_numpy(np.where(rng.random((3,) + SHAPE) < 0.5, 1, -1).astype(np.int8))
+    got = gibbs.gibbs_sweeps(np_model, s0, n_sweeps=3, rng=11, backend=backend)
+    want = gibbs.gibbs_sweeps(torch_model, s0, n_sweeps=3, rng=11, backend=backend)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.int8
+    assert torch.equal(got, want)
+    moved = np_model._to(aa.array_namespace(s0), aa.device(s0))
+    assert moved is np_model._to(aa.array_namespace(s0), aa.device(s0))  # cached, moved once
+    assert len(np_model._moved) == 1 and isinstance(moved.couplings, torch.Tensor)
+    e = gibbs.energy(np_model, got)
+    assert isinstance(e, torch.Tensor)
+    assert torch.allclose(e, gibbs.energy(torch_model, got))
+    m_np, m_t = gibbs.moments(np_model, got), gibbs.moments(torch_model, got)
+    assert torch.equal(m_np.mean, m_t.mean) and torch.equal(m_np.corr, m_t.corr)
+    # NumPy spins with the torch-built model: the other direction
+    back = gibbs.gibbs_sweeps(torch_model, s0.numpy(), n_sweeps=3, rng=11, backend="array_api")
+    np.testing.assert_array_equal(back, gibbs.gibbs_sweeps(np_model, s0.numpy(), n_sweeps=3,
+                                                           rng=11, backend="array_api"))
+    # with_bias gives a model with its own cache (the moved copy carries the old bias)
+    other = np_model.with_bias(np.zeros(SHAPE, np.float32))
+    assert other._moved == {}
+    assert not torch.equal(gibbs.energy(other, got), e)
+
+
+def test_numba_cpu_threaded_rows_match_array_api():
     """The multi-threaded row loop (used for large grids) gives the single-threaded result."""
     from arraygen.backends import available
 
@@ -455,8 +548,8 @@ def test_numba_cpu_threaded_rows_match_array_api(monkeypatch):
                                      boundary="periodic")
     s0 = _random_spins(np.random.default_rng(3), (2, 3, 9, 12))
     want = gibbs.gibbs_sweeps(model, s0, n_sweeps=3, rng=4, backend="array_api")
-    monkeypatch.setattr(nb, "PARALLEL_MIN_SITES", 1)
-    got = gibbs.gibbs_sweeps(model, s0, n_sweeps=3, rng=4, backend="numba_cpu")
+    with nb.TUNING.override(parallel_min_sites=1, class_major=False):
+        got = gibbs.gibbs_sweeps(model, s0, n_sweeps=3, rng=4, backend="numba_cpu")
     np.testing.assert_array_equal(got, want)
 
 
@@ -474,7 +567,7 @@ CUPY_MODELS = {
 @pytest.mark.parametrize("boundary", ["open", "periodic"])
 @pytest.mark.parametrize("model_name", sorted(CUPY_MODELS))
 @pytest.mark.parametrize("choice", CUPY_KERNELS)
-def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, boundary):
+def test_cupy_sweep_kernels_match_oracle(choice, model_name, boundary):
     """Every CuPy sweep kernel, forced, on grids of several tiles each way, with a partial last
     tile (the fused kernel's tiles are 14-62 rows x 104-248 columns; "stream32" streams 2 chunks
     of 24 rows of strips of 104-120 columns, then gives the last 22 rows of every strip to
@@ -485,13 +578,16 @@ def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, bounda
 
     if available()["cupy"] is not None:
         pytest.skip(available()["cupy"])
-    import cupy
-
     from arraygen.backends.cupy import gibbs as cg
 
-    monkeypatch.setattr(cg, "KERNEL_CHOICE", choice)
-    if choice == "stream32":
-        monkeypatch.setattr(cg, "STREAM_LAYOUT", (24, 2, 17))
+    layout = (24, 2, 17) if choice == "stream32" else None
+    with cg.TUNING.override(kernel=choice, stream_layout=layout):
+        _check_cupy_kernel(cg, model_name, boundary)
+
+
+def _check_cupy_kernel(cg, model_name, boundary):
+    import cupy
+
     offsets, periodic = CUPY_MODELS[model_name], boundary == "periodic"
     gen = np.random.default_rng(11)
     shape, B = (2, 70, 520), 2
@@ -507,8 +603,8 @@ def test_cupy_sweep_kernels_match_oracle(monkeypatch, choice, model_name, bounda
     model = gibbs.StencilIsing(offsets, cupy.asarray(j, dtype=cupy.float32),
                                cupy.asarray(h[0], dtype=cupy.float32), boundary=boundary)
     got = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, rng=5, backend="cupy")
-    monkeypatch.setattr(cg, "KERNEL_CHOICE", "phase")
-    want = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, rng=5, backend="cupy")
+    with cg.TUNING.override(kernel="phase"):
+        want = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, rng=5, backend="cupy")
     np.testing.assert_array_equal(cupy.asnumpy(got), cupy.asnumpy(want))
 
 
@@ -573,14 +669,14 @@ def _class_case_inputs(index, batch, dtype):
     return model, _random_spins(gen, (batch,) + shape), gen
 
 
-# schedules of the class-major kernel: (BANDS_MIN_SITES, WAVEFRONT_BYTES): one band, one sweep
+# schedules of the class-major kernel: (bands_min_sites, wavefront_bytes): one band, one sweep
 # per wavefront; one band, all sweeps; two bands (cones at band edges), several sweeps
 SCHEDULES = [(1 << 40, 1), (1 << 40, 1 << 40), (1, 1 << 40)]
 
 
 @pytest.mark.parametrize("schedule", range(len(SCHEDULES)))
 @pytest.mark.parametrize("index", range(len(CLASS_CASES)))
-def test_numba_cpu_class_major_matches_row_kernel(monkeypatch, index, schedule):
+def test_numba_cpu_class_major_matches_row_kernel(index, schedule):
     """The class-major wavefront kernel (bands, cones, sweep groups) gives bit for bit the
     spins of the colour-by-colour row kernel: Philox stream, one and several chains."""
     from arraygen.backends import available
@@ -592,23 +688,23 @@ def test_numba_cpu_class_major_matches_row_kernel(monkeypatch, index, schedule):
     from arraygen.backends.numba_cpu import gibbs as nb
 
     bands_min, wavefront = SCHEDULES[schedule]
-    monkeypatch.setattr(nb, "BANDS_MIN_SITES", bands_min)
-    monkeypatch.setattr(nb, "WAVEFRONT_BYTES", wavefront)
     if bands_min == 1 and numba.get_num_threads() < 2:
         pytest.skip("needs two Numba threads")
     for batch in (1, 3):
         model, s0, _ = _class_case_inputs(index, batch, np.float32)
-        got = gibbs.gibbs_sweeps(model, s0, n_sweeps=7, beta=1.3, rng=11, backend="numba_cpu")
-        monkeypatch.setattr(nb, "CLASS_MAJOR", False)
-        want = gibbs.gibbs_sweeps(model, s0, n_sweeps=7, beta=1.3, rng=11, backend="numba_cpu")
-        monkeypatch.setattr(nb, "CLASS_MAJOR", True)
+        with nb.TUNING.override(bands_min_sites=bands_min, wavefront_bytes=wavefront):
+            got = gibbs.gibbs_sweeps(model, s0, n_sweeps=7, beta=1.3, rng=11,
+                                     backend="numba_cpu")
+        with nb.TUNING.override(class_major=False):
+            want = gibbs.gibbs_sweeps(model, s0, n_sweeps=7, beta=1.3, rng=11,
+                                      backend="numba_cpu")
         np.testing.assert_array_equal(got, want)
         assert np.any(got != s0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("index", [1, 4, 7])
-def test_numba_cpu_class_major_injected_uniforms(monkeypatch, index, dtype):
+def test_numba_cpu_class_major_injected_uniforms(index, dtype):
     """Injected uniforms (both dtypes) and a per-chain bias through the class-major kernel."""
     from arraygen.backends import available
 
@@ -619,6 +715,6 @@ def test_numba_cpu_class_major_injected_uniforms(monkeypatch, index, dtype):
     model, s0, gen = _class_case_inputs(index, 2, dtype)
     u = gen.random((4,) + s0.shape).astype(dtype)
     got = gibbs.gibbs_sweeps(model, s0, n_sweeps=4, uniforms=u, backend="numba_cpu")
-    monkeypatch.setattr(nb, "CLASS_MAJOR", False)
-    want = gibbs.gibbs_sweeps(model, s0, n_sweeps=4, uniforms=u, backend="numba_cpu")
+    with nb.TUNING.override(class_major=False):
+        want = gibbs.gibbs_sweeps(model, s0, n_sweeps=4, uniforms=u, backend="numba_cpu")
     np.testing.assert_array_equal(got, want)
