@@ -20,6 +20,7 @@ of BLAS instead of a kernel launch. Inputs are trusted: one namespace, device an
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import _array_api as aa
@@ -47,18 +48,16 @@ def sqdist_dense(xp: Any, x: Any, y: Any):
 _FLUSH = {"float64": -700.0, "float32": -85.0}
 
 
-def _exp_shifted(xp: Any, d: Any):
-    """exp(d) for d <= 0 with subnormal results flushed to exactly 0."""
-    lo = _FLUSH.get(str(d.dtype).split(".")[-1], -85.0)
-    return xp.exp(xp.where(d >= lo, d, xp.full((), -xp.inf, dtype=d.dtype,
-                                                device=aa.device(d))))
+def _exp_shifted(xp: Any, d: Any, lo: float, ninf: Any):
+    """exp(d) for d <= 0 with exponents below ``lo`` (subnormal results) flushed to 0."""
+    return xp.exp(xp.where(d >= lo, d, ninf))
 
 
-def _logsumexp(xp: Any, z: Any, axis: int):
+def _logsumexp(xp: Any, z: Any, axis: int, lo: float, ninf: Any, zero: Any):
     top = xp.max(z, axis=axis, keepdims=True)
-    zero = xp.zeros((), dtype=z.dtype, device=aa.device(z))
     top = xp.where(xp.isfinite(top), top, zero)
-    return xp.log(xp.sum(_exp_shifted(xp, z - top), axis=axis)) + xp.squeeze(top, axis=axis)
+    return (xp.log(xp.sum(_exp_shifted(xp, z - top, lo, ninf), axis=axis))
+            + xp.squeeze(top, axis=axis))
 
 
 class TiledKernel:
@@ -93,7 +92,11 @@ class DenseKernel:
         self.xp, self.x, self.y = xp, x, y
         self.c = sqdist_dense(xp, x, y)
         self._scale = scale
-        self._range = KERNEL_RANGE.get(str(x.dtype).split(".")[-1], 0.0)
+        name = str(x.dtype).split(".")[-1]
+        self._range = KERNEL_RANGE.get(name, 0.0)
+        self._lo = _FLUSH.get(name, -85.0)
+        self._ninf = xp.full((), -math.inf, dtype=x.dtype, device=aa.device(x))
+        self._zero = xp.zeros((), dtype=x.dtype, device=aa.device(x))
         self._eps = None
         self._k = None
 
@@ -110,9 +113,9 @@ class DenseKernel:
         k = self._kernel(eps)
         if k is None:
             z = (w[None, :] if axis == 1 else w[:, None]) - self.c / eps
-            return _logsumexp(xp, z, axis)
+            return _logsumexp(xp, z, axis, self._lo, self._ninf, self._zero)
         top = xp.max(w)
-        e = _exp_shifted(xp, w - top)
+        e = _exp_shifted(xp, w - top, self._lo, self._ninf)
         prod = xp.matmul(k, e) if axis == 1 else xp.matmul(e, k)
         return xp.log(prod) + top
 
@@ -125,7 +128,7 @@ class DenseKernel:
     def _average(self, z, v):
         xp = self.xp
         top = xp.max(z, axis=1, keepdims=True)
-        p = _exp_shifted(xp, z - top)
+        p = _exp_shifted(xp, z - top, self._lo, self._ninf)
         s = xp.sum(p, axis=1)
         return xp.matmul(p, v) / s[:, None], xp.log(s) + top[:, 0]
 

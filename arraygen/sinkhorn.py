@@ -49,7 +49,8 @@ import numpy as np
 
 from . import _array_api as aa
 from . import _validation as V
-from ._sinkhorn_kernels import DENSE_MAX_ELEMENTS, DenseKernel, TiledKernel, sqdist_dense
+from ._sinkhorn_kernels import (DENSE_MAX_ELEMENTS, KERNEL_RANGE, DenseKernel, TiledKernel,
+                                sqdist_dense)
 
 __all__ = ["BatchedSinkhornResult", "ConvergenceWarning", "SinkhornResult", "sinkhorn",
            "sinkhorn_divergence"]
@@ -144,10 +145,19 @@ def _check_epsilon(xp, epsilon: float, scale: float, dtype, name: str) -> None:
                        what="cost scale / epsilon")
 
 
-def _kernel_for(xp, x, y, scale: float, backend, *, dense: bool | None = None):
+#: Dense log-domain iterations (exponents beyond the kernel matrix's range) beat the tiled
+#: kernels' fixed costs only on problems this small.
+_DENSE_LOG_MAX_ELEMENTS = 1 << 16
+
+
+def _kernel_for(xp, x, y, scale: float, backend, *, epsilon: float | None = None,
+                dense: bool | None = None):
+    """Automatic choice: the dense kernel for small problems (with no backend asked for)."""
     if dense is None:
+        size = x.shape[0] * y.shape[0]
+        in_range = scale / epsilon <= KERNEL_RANGE.get(_dtype_name(x.dtype), 0.0)
         dense = (backend is None and not os.environ.get("ARRAYGEN_BACKEND", "").strip()
-                 and x.shape[0] * y.shape[0] <= DENSE_MAX_ELEMENTS)
+                 and size <= (DENSE_MAX_ELEMENTS if in_range else _DENSE_LOG_MAX_ELEMENTS))
     return DenseKernel(xp, x, y, scale) if dense else TiledKernel(xp, x, y, backend)
 
 
@@ -159,15 +169,15 @@ def _problem(xp, x, y, a, b, *, names=("x", "y"), weight_names=("a", "b"), epsil
     a, b = V.as_marginals(xp, _detach(a), _detach(b), x.shape[0], y.shape[0], x, weight_names)
     scale = _cost_scale(xp, x, y, names)
     _check_epsilon(xp, epsilon, scale, x.dtype, epsilon_name)
-    return _centred(xp, x, y, a, b, scale, out_dtype, backend)
+    return _centred(xp, x, y, a, b, scale, out_dtype, backend, epsilon)
 
 
-def _centred(xp, x, y, a, b, scale, out_dtype, backend) -> _Problem:
+def _centred(xp, x, y, a, b, scale, out_dtype, backend, epsilon) -> _Problem:
     shift = 0.5 * (xp.mean(x, axis=0) + xp.mean(y, axis=0))
     xc, yc = x - shift, y - shift
     return _Problem(xp, xc, yc, shift, _log_weights(xp, a, x.shape[0], xc),
                     _log_weights(xp, b, y.shape[0], xc), scale, out_dtype, backend,
-                    _kernel_for(xp, xc, yc, scale, backend))
+                    _kernel_for(xp, xc, yc, scale, backend, epsilon=epsilon))
 
 
 def _epsilon_schedule(scale: float, epsilon: float, scaling: float | None) -> list[float]:
