@@ -13,7 +13,7 @@ Examples
 >>> import numpy as np
 >>> from arraygen.ot import sinkhorn
 >>> x = np.random.default_rng(0).normal(size=(50, 2))
->>> bool(sinkhorn(x, x + 1.0, epsilon=0.1).converged)
+>>> bool(sinkhorn(x, x + 1.0, epsilon=0.5, scaling=0.5, relaxation="auto").converged)
 True
 """
 
