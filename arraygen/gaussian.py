@@ -21,11 +21,16 @@ Launcher contract for kernel backends (every backend implements it):
 ``gaussian_filter(x, weights, *, axes, mode, cval) -> y``
     ``x``: float32/float64 array in the caller's namespace, any strides, ``x.ndim >= 1``;
     ``weights``: tuple of read-only 1-D float64 NumPy arrays of odd length ``2 r + 1``
-    (normalised symmetric taps, centre at index ``r``, ``r >= 1``), one per entry of ``axes``; ``axes``: tuple of distinct non-negative
-    ints, applied in that order; ``mode``: one of :data:`MODES`; ``cval``: Python float.
-    Returns ``y`` with x's shape and dtype in x's namespace and device, where one pass along
-    axis ``a`` with taps ``w`` is ``y[.., i, ..] = sum_k w[k] x[.., src(i + k - r), ..]``
+    (symmetric taps ``w[r - k] == w[r + k]``, centre at index ``r``, ``r >= 1``; ``r`` may
+    reach the axis length, never more), one per entry of ``axes``; ``axes``: tuple of distinct
+    non-negative ints, applied in that order; ``mode``: one of :data:`MODES`; ``cval``: Python
+    float. Returns ``y`` with x's shape and dtype in x's namespace and device, where one pass
+    along axis ``a`` with taps ``w`` is ``y[.., i, ..] = sum_k w[k] x[.., src(i + k - r), ..]``
     (``src`` from the table above) and passes are chained in the order of ``axes``.
+
+The op module hands kernels only such passes (smoothing and even derivative orders, real
+input: complex input is filtered as two real arrays); odd-order derivative passes, whose taps
+are antisymmetric, run on the Array-API path.
 """
 
 from __future__ import annotations
@@ -519,13 +524,6 @@ def _run_passes(xp, x, passes, cval, cast, backend):
                 cval=cval)
         if cast is not None:
             x = xp.astype(xp.astype(x, cast), work)
-    return x
-
-
-def _gaussian_filter_xp(xp, x, weights, axes, mode, cval):
-    """Array-API implementation of the launcher contract (symmetric taps, one mode)."""
-    for axis, w in zip(axes, weights):
-        x = _correlate_axis_xp(xp, x, w, axis, mode, cval)
     return x
 
 

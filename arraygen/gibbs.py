@@ -436,7 +436,16 @@ class StencilIsing:
     # -- construction helpers ------------------------------------------------------------------
 
     def with_bias(self, bias) -> StencilIsing:
-        """The same couplings and colouring with another bias (C, H, W) or (B, C, H, W)."""
+        """The same couplings and colouring with another bias (C, H, W) or (B, C, H, W).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from arraygen.gibbs import StencilIsing
+        >>> model = StencilIsing.nearest_neighbour((3, 3))
+        >>> model.with_bias(np.zeros((4, 1, 3, 3))).bias.shape  # one bias per chain
+        (4, 1, 3, 3)
+        """
         new = object.__new__(StencilIsing)
         new.__dict__.update(self.__dict__)
         new._moved = {}

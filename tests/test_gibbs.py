@@ -536,6 +536,24 @@ def test_numpy_model_with_torch_spins(backend):
     assert not torch.equal(gibbs.energy(other, got), e)
 
 
+def test_numpy_model_with_torch_cuda_spins():
+    """The same on the GPU: the NumPy model's arrays move to the spins' CUDA device once."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    rng = np.random.default_rng(6)
+    j = rng.normal(0.0, 0.5, (len(OFFSETS),) + SHAPE).astype(np.float32)
+    h = rng.normal(0.0, 0.3, SHAPE).astype(np.float32)
+    np_model = gibbs.StencilIsing(OFFSETS, j, h)
+    cuda_model = gibbs.StencilIsing(OFFSETS, torch.from_numpy(j).cuda(),
+                                    torch.from_numpy(h).cuda())
+    s0 = torch.from_numpy(np.where(rng.random((2,) + SHAPE) < 0.5, 1, -1).astype(np.int8))
+    s0 = s0.cuda()
+    got = gibbs.gibbs_sweeps(np_model, s0, n_sweeps=2, rng=3)
+    assert got.device == s0.device
+    assert torch.equal(got, gibbs.gibbs_sweeps(cuda_model, s0, n_sweeps=2, rng=3))
+
+
 def test_numba_cpu_threaded_rows_match_array_api():
     """The multi-threaded row loop (used for large grids) gives the single-threaded result."""
     from arraygen.backends import available
