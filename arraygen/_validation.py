@@ -12,7 +12,8 @@ Modelled on SciPy's ``scipy/_lib/_util.py`` (``_validate_int``) and ``scipy/_lib
 Conventions
 -----------
 - Python lists and tuples where an array is expected are read as NumPy arrays (as SciPy does);
-  any other non-array object is a ``TypeError`` naming the argument.
+  any other non-array object is a ``TypeError`` naming the argument. NumPy arrays in
+  non-native byte order (``astype(">f8")``) are converted to native order.
 - A point cloud is ``(N, d)``; a 1-D ``(N,)`` array is N points in one dimension, everywhere.
 - Floating results keep the input's dtype; half dtypes are computed in float32; integer and
   boolean arrays become the namespace's default float.
@@ -200,6 +201,8 @@ def as_array(value: Any, name: str) -> Any:
     lists), never ``AttributeError``.
     """
     if value is None or aa.is_array(value):
+        if isinstance(value, np.ndarray) and not value.dtype.isnative:
+            return value.astype(value.dtype.newbyteorder("="))  # kernels take native order
         return value
     if isinstance(value, (list, tuple)):
         try:
