@@ -222,6 +222,12 @@ class NoiseSchedule:
         extra = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"NoiseSchedule({self.kind!r}, num_timesteps={self.num_timesteps}, {extra})"
 
+    def _cache_key(self):
+        """Hashable identity of the schedule's values (for caching grids)."""
+        if self.kind == "table":
+            return ("table", self.num_timesteps, hash(self._table_lam.tobytes()))
+        return (self.kind, self.num_timesteps, tuple(sorted(self.params.items())))
+
     # -- tabulated schedules (a trained model's discrete alphas_cumprod) ------------------------
     @classmethod
     def from_alphas_cumprod(cls, alphas_cumprod) -> "NoiseSchedule":
