@@ -367,7 +367,9 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, epsilon: float, debias: bool = 
     blur=sqrt(eps / 2))(x, y)`` (GeomLoss run to convergence, e.g. ``scaling=0.99``).
 
     Gradients (torch inputs that require grad) come from the potentials by the envelope
-    theorem, never by backpropagation through the iterations, memory O(N + M):
+    theorem, never by backpropagation through the iterations (no autograd graph of the
+    solve; memory O(N + M) on the tiled path, which problems above ``DENSE_MAX_ELEMENTS``
+    pairs or with an explicit ``backend`` take):
     :math:`\nabla_{x_i} S = 2 a_i (T_{aa}(x_i) - T_{ab}(x_i))` with :math:`T` the barycentric
     maps of the two plans, and :math:`f_{ab} - f_{aa}` for ``a`` (GeomLoss's gradients).
 
