@@ -708,8 +708,8 @@ _EXAMPLE = """
     ...     ab = sch.alpha_bar(t)
     ...     return np.sqrt(1 - ab) * x / (0.25 * ab + 1 - ab)
     >>> x = np.random.default_rng(0).standard_normal((4000, 2))
-    >>> out = S.%s(eps, x, schedule=sch, steps=20, prediction="epsilon"%s)
-    >>> bool(abs(out.std() - 0.5) < 0.05)
+    >>> out = S.%s(eps, x, schedule=sch, steps=50, prediction="epsilon"%s)
+    >>> bool(abs(out.std() - 0.5) < 0.06)
     True
 """
 
@@ -833,8 +833,9 @@ def ddim_invert(model, x, *, schedule, steps=None, prediction, progress=False,
     >>> eps = lambda x, t: np.sqrt(1 - sch.alpha_bar(t)) * x  # data N(0, I): eps = sigma x
     >>> g = timesteps(10, "linear")[:-1]
     >>> x0 = np.ones((2, 3))
-    >>> z = S.ddim_invert(eps, x0, schedule=sch, grid=g, prediction="epsilon")
-    >>> bool(np.allclose(S.sample_ddim(eps, z, schedule=sch, grid=g, prediction="epsilon"), x0))
+    >>> z = S.ddim_invert(eps, x0, schedule=sch, grid=g, prediction="epsilon", n_fixed_point=20)
+    >>> back = S.sample_ddim(eps, z, schedule=sch, grid=g, prediction="epsilon")
+    >>> bool(np.abs(back - x0).max() < 1e-3)
     True
     """
     n_fixed_point = _v.check_int(n_fixed_point, "n_fixed_point", minimum=0)
@@ -1285,9 +1286,11 @@ _FLOW_RETURNS = """
     --------
     >>> import numpy as np
     >>> from arraygen import samplers as S
-    >>> vel = lambda x, t: -x / max(1.0 - t, 1e-3)  # data all 0: v = -x_0 = -x / (1 - t)
-    >>> out = S.%s(vel, np.ones((2, 3)), steps=8, prediction="velocity"%s)
-    >>> bool(np.abs(out).max() < 1e-6)
+    >>> def vel(x, t):  # exact velocity for N(0, 0.25 I) data: E[x_1 - x_0 | x_t]
+    ...     return (0.25 * t - (1 - t)) * x / ((1 - t) ** 2 + 0.25 * t * t)
+    >>> x = np.random.default_rng(0).standard_normal((4000, 2))
+    >>> out = S.%s(vel, x, steps=20, prediction="velocity"%s)
+    >>> bool(abs(out.std() - 0.5) < 0.05)
     True
 """
 
@@ -1326,7 +1329,7 @@ def sample_flow_heun(model, x, *, schedule=None, steps=None, prediction, rng=Non
 
 
 @_requires_prediction(("velocity",))
-@_flow_doc
+@functools.partial(_flow_doc, extra=", rng=0")
 def sample_flow_sde(model, x, *, schedule=None, steps=None, prediction, rng=None,
                     progress=False, callback=None, temperature=0.5, n_noise_free=5,
                     grid=None, shift=1.0, batched_t=False, model_dtype=None):
