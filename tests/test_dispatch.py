@@ -146,3 +146,35 @@ def test_registry_lists_every_kernel_language():
         spec = _dispatch.spec(op)
         assert set(spec.kernels) == {"numba_cpu", "numba_cuda", "cupy", "triton"}
         assert set(spec.gpu_order) <= set(spec.kernels)
+
+
+def test_launch_tuning_is_a_frozen_record_with_scoped_overrides():
+    """Launcher knobs are frozen records; overrides last for a ``with`` block, in one thread."""
+    import dataclasses
+    import threading
+
+    from arraygen.backends._tuning import Tunable
+
+    @dataclasses.dataclass(frozen=True)
+    class Knobs:
+        splits: int | None = None
+        fused: bool = True
+
+    tuning = Tunable("test", Knobs())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tuning.current().splits = 3
+    with pytest.raises(TypeError):
+        with tuning.override(no_such_knob=1):
+            pass
+    seen = []
+    with tuning.override(splits=3):
+        with tuning.override(fused=False):
+            assert tuning.current() == Knobs(3, False)
+        assert tuning.current() == Knobs(3, True)
+        worker = threading.Thread(target=lambda: seen.append(tuning.current()))
+        worker.start()
+        worker.join()
+    assert seen == [Knobs()]  # another thread keeps the defaults
+    assert tuning.current() is tuning.default
+    with pytest.raises(TypeError):
+        Tunable("bad", {"splits": 3})
