@@ -1042,6 +1042,7 @@ class DiffusionMap(_Spectral):
             raise ValueError(f"`{name}` must have shape ({n},) or ({n}, p) (one row per fitted "
                              f"point); got shape {tuple(v.shape)}")
         v, _ = aa.as_float_array(xp, v, name)
+        _v.require_finite(xp, v, name)
         return xp.astype(v, self.X_.dtype) if v.dtype != self.X_.dtype else v
 
     def apply_markov(self, v):

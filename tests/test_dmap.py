@@ -328,6 +328,10 @@ def test_bad_inputs():
         dm.carre_du_champ(np.ones(60), np.ones((60, 2)))
     with pytest.raises(ValueError, match="`components`"):
         dm.metric_tensor([3])
+    with pytest.raises(ValueError, match="`f` contains 1 non-finite"):
+        dm.carre_du_champ(np.r_[np.nan, np.ones(59)])
+    with pytest.raises(ValueError, match="`v` contains 1 non-finite"):
+        dm.apply_markov(np.r_[np.inf, np.ones(59)])
     with pytest.raises(ValueError, match="`n_neighbors`"):
         DiffusionMap(n_components=2, epsilon="knn", n_neighbors=61).fit(xn)
     with pytest.raises(ValueError, match="`eigensolver`='cupy' needs CuPy"):
