@@ -426,8 +426,6 @@ def _arrays(x, output):
     """The input (lists read as NumPy) and the ``output`` array, if one was passed."""
     out_arr = output if aa.is_array(output) and not isinstance(output, type) else None
     xp, (x, out_arr) = common_namespace(x=x, output=out_arr)
-    if isinstance(x, np.ndarray) and not x.dtype.isnative:  # e.g. astype(">f8"): kernels
-        x = x.astype(x.dtype.newbyteorder("="))  # take native byte order only
     if x.ndim == 0:
         raise ValueError("`x` must have at least one dimension; got a 0-d array")
     if out_arr is not None and tuple(out_arr.shape) != tuple(x.shape):

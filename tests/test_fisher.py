@@ -551,3 +551,19 @@ def test_step_checks_synchronise_once(monkeypatch, rng):
     calls.clear()
     arraygen.fisher_langevin_step(x, s, v, ab, step_size=0.1, noise=z, check_finite=False)
     assert calls == []
+
+
+def test_big_endian_input_default_backend(rng):
+    """Issue 13: astype('>f8') input gave a numba TypingError on the default backend."""
+    x, s, v = (np.abs(rng.standard_normal((2, 5))) for _ in range(3))
+    z = rng.standard_normal((2, 5))
+    got = arraygen.fisher_langevin_step(*(a.astype(">f8") for a in (x, s, v)), 0.4,
+                                        step_size=0.1, noise=z.astype(">f4"))
+    want = ref.fisher_langevin_step(x, s, v, 0.4, 0.1, 0.9, z.astype(np.float32))
+    for g, w in zip(got, want):
+        assert g.dtype == np.float64
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+    f = arraygen.fisher_diagonal(s.astype(">f4"), np.array([0.2, 0.3], ">f8"))
+    assert f.dtype == np.float32
+    np.testing.assert_allclose(f, ref.fisher_diagonal(s.astype(np.float32), [0.2, 0.3]),
+                               rtol=1e-6)

@@ -496,6 +496,10 @@ def test_lists_are_read_as_numpy_arrays():
     model = gibbs.StencilIsing.from_offsets((3, 3), offs, coupling=[0.4, 0.4], bias=h.tolist(),
                                             dtype="float64")
     np.testing.assert_array_equal(model.couplings, j)
+    # big-endian arrays (a numba TypingError on the default backend before)
+    swapped = gibbs.StencilIsing(offs, j.astype(">f8"), h.astype(">f4"))
+    np.testing.assert_array_equal(gibbs.gibbs_sweeps(swapped, s.astype(">i2"), n_sweeps=2, rng=3),
+                                  gibbs.gibbs_sweeps(from_arrays, s, n_sweeps=2, rng=3))
 
 
 @pytest.mark.parametrize("backend", [None, "array_api", "numba_cpu"])
