@@ -184,6 +184,12 @@ def check_shape(shape: Any, name: str, *, ndim: int | Sequence[int] | None = Non
 # --------------------------------------------------------------------------------------------
 
 def _is_complex_dtype(dtype: Any) -> bool:
+    kind = getattr(dtype, "kind", None)  # NumPy and CuPy dtypes: no string formatting
+    if isinstance(kind, str):
+        return kind == "c"
+    flag = getattr(dtype, "is_complex", None)  # torch dtypes
+    if isinstance(flag, bool):
+        return flag
     return "complex" in str(dtype)
 
 
@@ -358,37 +364,45 @@ def as_rhs(xp: Any, v: Any, rows: int, name: str = "v", *, rows_of: str = "y",
 
 
 def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
-                         what: str = "", x_name: str = "x", y_name: str = "y") -> None:
+                         what: str = "", x_name: str = "x", y_name: str = "y",
+                         check_finite: bool = True) -> None:
     """``ValueError`` naming ``name`` if ``scale * |x_i - y_j|^2`` can overflow x's dtype.
 
     For Gaussian-kernel exponents ``-scale * |x_i - y_j|^2`` with ``x`` (N, d), ``y`` (M, d)
-    finite, in one compute dtype. The largest squared distance is bounded on the host in float64
-    by ``(max_i |x_i| + max_j |y_j|)^2`` (two reductions, one synchronisation each); if that
-    bound, or the bound times ``scale``, exceeds the dtype's largest value, the kernels would
-    produce ``inf - inf`` or an all-``-inf`` row (NaN). ``scale`` must already be a positive
-    Python float; :func:`check_fits_dtype` checks the scale alone. ``what`` says how the
-    scale derives from the argument ``name`` (e.g. ``"1 / (2 bandwidth^2)"``).
+    in one compute dtype; ``y=None`` means the pairs within ``x`` (bound ``(2 max |x_i|)^2``). The largest squared distance is bounded by
+    ``(max_i |x_i| + max_j |y_j|)^2`` from one reduction per array (one synchronisation for
+    both); if that bound, or the bound times ``scale``, exceeds the dtype's largest value, the
+    kernels would produce ``inf - inf`` or an all-``-inf`` row (NaN). The same reduction is
+    the finiteness check (``check_finite``): a NaN or inf point makes its norm non-finite, and
+    :func:`require_finite` then names the argument, so callers need no separate pass.
+    ``scale`` must already be a positive Python float (:func:`check_fits_dtype` checks it
+    alone); ``what`` says how it derives from the argument ``name`` (e.g.
+    ``"1 / (2 bandwidth^2)"``).
     """
     if not xp.isdtype(x.dtype, "real floating"):
         return
     big = float(xp.finfo(x.dtype).max)
-    wide = xp.float64 if hasattr(xp, "float64") else x.dtype
-    radii = []
-    for arr in (x, y):
-        a = arr if arr.dtype == wide else xp.astype(arr, wide)
-        radii.append(math.sqrt(host_float(xp.max(xp.sum(a * a, axis=-1)))))
-    reach = radii[0] + radii[1]
+    pairs = [(x_name, x)] if y is None else [(x_name, x), (y_name, y)]
+    norms = aa.to_numpy(xp.stack([xp.max(xp.sum(a * a, axis=-1)) for _, a in pairs]))
+    sq = [float(v) for v in norms]
+    if not all(math.isfinite(v) for v in sq):
+        if check_finite:
+            for label, a in pairs:
+                require_finite(xp, a, label)
+        if any(math.isnan(v) for v in sq):  # check_finite=False: NaN stays the caller's
+            return
+    reach = 2 * math.sqrt(sq[0]) if y is None else math.sqrt(sq[0]) + math.sqrt(sq[1])
     bound = reach * reach  # inf, not OverflowError, past float64
     if bound > big:
-        raise ValueError(f"`{x_name}` and `{y_name}` are too large for {x.dtype}: squared "
-                         f"distances up to {bound:.3g} overflow (max {big:.3g}); rescale the "
-                         "data or use float64")
+        who = f"`{x_name}` is" if y is None else f"`{x_name}` and `{y_name}` are"
+        raise ValueError(f"{who} too large for {x.dtype}: squared distances up to "
+                         f"{bound:.3g} overflow (max {big:.3g}); rescale the data or use "
+                         "float64")
     if scale * bound > big:
         label = f" ({what})" if what else ""
         raise ValueError(f"`{name}`{label} = {scale:.6g} is too large for {x.dtype} with these "
-                         "points: "
-                         f"the kernel exponent reaches {scale * bound:.3g} (max {big:.3g}); "
-                         "rescale the data or use float64")
+                         f"points: the kernel exponent reaches {scale * bound:.3g} (max "
+                         f"{big:.3g}); rescale the data or use float64")
 
 
 def as_log_weights(xp: Any, w: Any, size: int, like: Any, name: str = "log_weights"):

@@ -689,15 +689,16 @@ def mmd(x, y, *, bandwidth, unbiased: bool = True, check_finite: bool = True,
     True
     """
     xp, (x, y) = _v.common_namespace(x=x, y=y)
-    xf, yf, out_dtype = _v.as_point_pair(xp, x, y, check_finite=check_finite)
+    # finiteness comes with the exponent-range check below (one reduction per sample)
+    xf, yf, out_dtype = _v.as_point_pair(xp, x, y, check_finite=False)
     unbiased = _v.check_choice(unbiased, "unbiased", (True, False))
     hs = _bandwidths(bandwidth)
     betas = [_beta(h) for h in hs]
     for beta in betas:
         _v.check_fits_dtype(xp, beta, xf.dtype, "bandwidth", what="1 / (2 bandwidth^2)")
-    if check_finite:
-        for a in (xf, yf):
-            _v.check_exponent_range(xp, max(betas), a, a, "bandwidth",
+    if check_finite:  # x-x, y-y and x-y pairs: bounded by the pairs within each sample
+        for label, a in (("x", xf), ("y", yf)):
+            _v.check_exponent_range(xp, max(betas), a, None, "bandwidth", x_name=label,
                                     what="1 / (2 bandwidth^2)")
     n, m = int(xf.shape[0]), int(yf.shape[0])
     if unbiased and (n < 2 or m < 2):

@@ -90,7 +90,8 @@ def _boundary(xp, x, y, v, beta, check_finite: bool):
     or flushed ``beta``.
     """
     beta = _v.check_scalar(beta, "beta", positive=True)
-    x, y, out_dtype = _v.as_point_pair(xp, x, y, check_finite=check_finite)
+    # finiteness of x and y comes with the exponent-range check (one reduction each)
+    x, y, out_dtype = _v.as_point_pair(xp, x, y, check_finite=False)
     one_d = False
     if v is not None:
         v, one_d, v_dt = _v.as_rhs(xp, v, y.shape[0], "v", check_finite=check_finite)

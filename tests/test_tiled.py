@@ -362,7 +362,7 @@ def test_column_splits():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_column_split_merge(kernel_backend, rng, dtype, monkeypatch):
+def test_column_split_merge(kernel_backend, rng, dtype):
     """CUDA launchers split the columns of y over blocks and merge the partial results."""
     kb = kernel_backend
     if kb.name not in ("numba_cuda", "cupy"):
@@ -370,7 +370,11 @@ def test_column_split_merge(kernel_backend, rng, dtype, monkeypatch):
     import importlib
 
     module = importlib.import_module(f"arraygen.backends.{kb.name}.tiled")
-    monkeypatch.setattr(module, "_FORCE_SPLITS", 3)
+    with module.TUNING.override(splits=3):  # a frozen tuning record, scoped to this block
+        _check_column_split_merge(kb, rng, dtype)
+
+
+def _check_column_split_merge(kb, rng, dtype):
     n, m = (13, 150) if kb.simulated else (203, 1001)
     x, y, v, beta = _problem(rng, n, m, 3, 2, dtype)
     w = _log_weights(rng, m, dtype)
