@@ -181,7 +181,13 @@ def _float(text: str, name: str) -> float:
 
 
 def parse_resolutions(text: str) -> list:
-    """``"8,16"`` -> [8, 16]; every entry a positive integer."""
+    """``"8,16"`` -> [8, 16]; every entry a positive integer.
+
+    Examples
+    --------
+    >>> parse_resolutions("8, 16")
+    [8, 16]
+    """
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     if not parts:
         raise ValueError(f"`RESOLUTIONS` must list at least one integer; got {text!r}")
@@ -195,7 +201,13 @@ def parse_resolutions(text: str) -> list:
 
 
 def parse_samplers(text: str) -> list:
-    """``"ddim,fastsbot:ultra"`` -> names, checked against the known samplers and presets."""
+    """``"ddim,fastsbot:ultra"`` -> names, checked against the known samplers and presets.
+
+    Examples
+    --------
+    >>> parse_samplers("ddim, fastsbot:ultra")
+    ['ddim', 'fastsbot:ultra']
+    """
     from ..fastsbot import PRESETS
 
     names = [p.strip() for p in str(text).split(",") if p.strip()]
