@@ -369,7 +369,8 @@ def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
     """``ValueError`` naming ``name`` if ``scale * |x_i - y_j|^2`` can overflow x's dtype.
 
     For Gaussian-kernel exponents ``-scale * |x_i - y_j|^2`` with ``x`` (N, d), ``y`` (M, d)
-    in one compute dtype; ``y=None`` means the pairs within ``x`` (bound ``(2 max |x_i|)^2``). The largest squared distance is bounded by
+    in one compute dtype; ``y=None`` means the pairs within ``x`` (bound
+    ``(2 max |x_i|)^2``). The largest squared distance is bounded by
     ``(max_i |x_i| + max_j |y_j|)^2`` from one reduction per array (one synchronisation for
     both); if that bound, or the bound times ``scale``, exceeds the dtype's largest value, the
     kernels would produce ``inf - inf`` or an all-``-inf`` row (NaN). The same reduction is

@@ -38,7 +38,6 @@ the launch; no atomics.
 
 from __future__ import annotations
 
-from typing import Any
 
 from . import _array_api as aa
 from . import _dask, _dispatch
@@ -334,7 +333,10 @@ def _logsumexp(xp, x, y, w=None, *, beta: float, backend: str | None = None):
 
 
 def _softmax_matvec(xp, x, y, v, w=None, *, beta: float, backend: str | None = None):
-    """:func:`kernel_softmax_matvec` on trusted inputs (``v`` (M, p)): ``(out (N, p), lse (N,))``."""
+    """:func:`kernel_softmax_matvec` on trusted inputs (``v`` (M, p)).
+
+    Returns ``(out (N, p), lse (N,))`` in the compute dtype.
+    """
     if _dask.any_dask(x, y, v, w):
         return _dask.kernel_softmax_matvec(x, y, v, beta=beta, log_weights=w, backend=backend,
                                            check_finite=False)
