@@ -38,7 +38,6 @@ the launch; no atomics.
 
 from __future__ import annotations
 
-
 from . import _array_api as aa
 from . import _dask, _dispatch
 from . import _validation as _v
