@@ -172,7 +172,20 @@ class PersistentKernelCache:
     # keys -------------------------------------------------------------------------------------
     @staticmethod
     def key(name: str, **params: Any) -> str:
-        """Stable hex digest of ``(name, params)`` (floats by their exact hex, dicts sorted)."""
+        """Stable hex digest of ``(name, params)``.
+
+        Floats are keyed by their exact hex, dicts sorted, arrays (any namespace) by the
+        sha256 of their little-endian bytes with dtype and shape.
+
+        Examples
+        --------
+        >>> a = np.arange(2000.0)
+        >>> b = a.copy(); b[1000] = -1.0
+        >>> PersistentKernelCache.key("k", w=a) == PersistentKernelCache.key("k", w=b)
+        False
+        >>> PersistentKernelCache.key("k", n=3) == PersistentKernelCache.key("k", n=np.int64(3))
+        True
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"`name` must be a non-empty string; got {name!r}")
         text = json.dumps([name, _canonical(params)], sort_keys=True, separators=(",", ":"))
