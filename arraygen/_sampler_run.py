@@ -198,7 +198,7 @@ class _Run:
     def raw(self, x, t: float, step: int | None = None):
         xp = self.xp
         xm = x if self.model_dtype is None else xp.astype(x, self.model_dtype)
-        tt = (xp.full((x.shape[0],), t, dtype=xm.dtype, device=self.device)
+        tt = (xp.full((x.shape[0],), t, dtype=x.dtype, device=self.device)  # t never in half
               if self.batched_t else float(t))
         out = self.model(xm, tt)
         self.nfe += 1

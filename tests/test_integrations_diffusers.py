@@ -274,6 +274,23 @@ def test_scheduler_adapter_other_grids_methods_and_errors(unet):
     noisy = s.add_noise(x, x, torch.tensor([999]))
     ab = s.alphas_cumprod[999]
     assert torch.allclose(noisy, (ab.sqrt() + (1 - ab).sqrt()) * x)
+    # image-to-image: start part-way down the grid from a noised image (add_noise at that t)
+    s = ArraygenScheduler(method="dpmpp_2m")
+    s.set_timesteps(10)
+    s.set_begin_index(4)
+    t_start = s.timesteps[4:]
+    y = s.add_noise(x, _noise((1, 3, 8, 8), seed=5), t_start[:1])
+    with torch.no_grad():
+        for t in t_start:
+            y = s.step(unet(y, t).sample, t, y).prev_sample
+    sch = s.schedule
+    ref = S.sample_dpmpp_2m(unet_model(unet, sch), s.add_noise(x, _noise((1, 3, 8, 8), seed=5),
+                                                               t_start[:1]),
+                            schedule=sch, grid=np.append((t_start.numpy() + 1) / 1000, 0.0),
+                            prediction="epsilon")
+    assert _rel(y, ref) < TOL
+    with pytest.raises(ValueError, match="`begin_index` must be <= 9"):
+        s.set_begin_index(10)
     with pytest.raises(ValueError, match="`method` must be one of"):
         ArraygenScheduler(method="heun")
     with pytest.raises(ValueError, match="call set_timesteps"):

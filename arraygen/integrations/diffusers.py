@@ -184,6 +184,14 @@ class ArraygenScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = ts.to(device) if device is not None else ts
         self._step_index = 0
 
+    def set_begin_index(self, begin_index: int = 0):
+        """Start at step ``begin_index`` of the grid (image-to-image pipelines call this after
+        ``set_timesteps``; multistep methods warm up again from there)."""
+        if self._stepper is None:
+            raise ValueError("call set_timesteps before set_begin_index")
+        self._step_index = _v.check_int(begin_index, "begin_index", minimum=0,
+                                        maximum=self.num_inference_steps - 1)
+
     def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """Identity: arraygen's samplers work on VP samples (``init_noise_sigma`` = 1)."""
         return sample
