@@ -567,3 +567,15 @@ def test_doob_transform_nystrom(xp):
     lam, psi = _np(doob.eigenvalues_)[1:], _np(doob.eigenvectors_)[:, 1:]
     expected = (kwh @ psi) / kwh.sum(1, keepdims=True) / lam * lam ** 2
     np.testing.assert_allclose(out, expected, rtol=1e-8, atol=1e-11)
+
+
+def test_repeated_eigenvalues_float32(xp):
+    """float32 data: both copies of each doubled circle eigenvalue, to float32 accuracy."""
+    x = _circle(200)
+    ref = np.linalg.eigvalsh(_dense(x, 1.0, eps=0.04)["M"])[::-1][:5]
+    for extra in ({}, {"dense_kernel_mb": 0}):
+        dm = DiffusionMap(n_components=4, alpha=1.0, epsilon=0.04, rng=0,
+                          **extra).fit(xp.asarray(x.astype(np.float32)))
+        assert dm.eigenvalues_.dtype == xp.float32
+        np.testing.assert_allclose(_np(dm.eigenvalues_), ref, atol=2e-6)
+        assert dm.converged_
