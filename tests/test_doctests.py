@@ -24,12 +24,7 @@ GPU_MODULES: frozenset[str] = frozenset()
 #: Modules run as scripts, not imported.
 SCRIPT_MODULES = frozenset({"arraygen.__main__"})
 #: Modules whose doctests fail because of a file another change owns: module -> reason.
-KNOWN_FAILURES: dict[str, str] = {
-    "arraygen.ot": "arraygen/ot.py module Example: sinkhorn(x, x + 1.0, epsilon=0.1) reports "
-                   "converged=False (ot.py is being split by another change)",
-    "arraygen.samplers": "arraygen/samplers.py Examples (ddim_invert round trip, sample_ddim/"
-                         "sample_ddpm std) fail (samplers.py is owned by another change)",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
