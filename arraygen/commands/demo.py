@@ -78,7 +78,8 @@ def run(args) -> int:
     from . import info
 
     lines = [f"# arraygen {arraygen.__version__} demo", "",
-             "Backends here: " + ", ".join(f"{k}: {v}" for k, v in info.collect()["backends"].items()),
+             "Backends here: " + ", ".join(f"{k}: {v}"
+                                           for k, v in info.collect()["backends"].items()),
              ""]
     failed = 0
     for module in sections():

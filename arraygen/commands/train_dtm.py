@@ -88,9 +88,11 @@ def _load_data(args):
         images = load_binary_images(args.data)
     except (ValueError, OSError, EOFError) as exc:
         raise UsageError("--data", f"cannot use {str(args.data)!r}: {exc}") from None
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
     if images.ndim != 3:
         raise UsageError("--data", f"{str(args.data)!r} holds images of shape "
-                                   f"{images.shape[1:]}; expected (N, H, W)")
+                                   f"{images.shape[1:]}; expected (N, H, W) or (N, 1, H, W)")
     order = np.random.default_rng(args.seed).permutation(images.shape[0])
     n_test = max(2, round(0.2 * images.shape[0]))
     if images.shape[0] - n_test < 2:
@@ -143,7 +145,8 @@ def run(args) -> int:
                            progress=not args.no_progress, backend=args.backend)
     t_sample = time.perf_counter() - t0
     n_components = min(16, math.prod(train.shape[1:]), train.shape[0] - 1)
-    table = plotting.pca_frechet_table(train, test, samples, n_components=n_components, rng=args.seed)
+    table = plotting.pca_frechet_table(train, test, samples, n_components=n_components,
+                                       rng=args.seed)
     fig = plotting.sample_grid_figure({"held-out data": test[:100], "DTM samples": samples[:100]})
     fig.savefig(out / "samples.png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
