@@ -314,7 +314,9 @@ def gaussian_filter(x, sigma, *, axes=(-2, -1), order=0, output=None, mode="refl
     with :math:`w` from :func:`gaussian_kernel1d` (the normalised sampled Gaussian, or its
     ``order``-th derivative) and :math:`\tilde x` the input extended by ``mode`` (module
     docstring). Axes not in ``axes`` (batch, channels) are left alone. A radius longer than the
-    axis is folded onto it (the result is the same as with the full kernel).
+    axis is folded onto it (taps with the same source are summed: the result is that of the
+    full kernel, in memory and time bounded by the axis); radii above :data:`MAX_RADIUS`
+    (2**23 samples) raise ``ValueError`` naming ``sigma`` and ``truncate`` (or ``radius``).
 
     Parameters
     ----------
