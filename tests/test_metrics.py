@@ -84,6 +84,14 @@ def test_namespaces(xp):
         assert_close(M.psnr(xa, ya, data_range=1.0), want, rtol=tol)
         want = xp.asarray(_per_image(normalized_root_mse, x, y), dtype=dtype)
         assert_close(M.nrmse(xa, ya), want, rtol=tol)
+        # the full map (reflected borders) and channel_axis in every namespace
+        want_mean, want_map = structural_similarity(
+            x, y, data_range=1.0, gaussian_weights=False, win_size=5, channel_axis=0,
+            use_sample_covariance=True, full=True)
+        mean, smap = M.ssim(xa, ya, data_range=1.0, gaussian_weights=False, win_size=5,
+                            channel_axis=0, use_sample_covariance=True, full=True)
+        assert_close(mean, _scalar(xp, want_mean, dtype), rtol=tol, atol=tol)
+        assert_close(smap, xp.asarray(want_map, dtype=dtype), rtol=tol, atol=tol)
     xu, yu = (x * 255).astype(np.uint8), (y * 255).astype(np.uint8)
     # integer images are computed in the namespace's default float (torch: float32)
     f64 = xp.__array_namespace_info__().default_dtypes(device=xp.device)["real floating"]
@@ -105,9 +113,9 @@ def test_namespaces(xp):
                  _scalar(xp, 2 * dxy - dxx - dyy), rtol=1e-10)
 
 
-def _scalar(xp, value):
-    """A 0-d float64 oracle in the test namespace (conftest's asarray makes 0-d input 1-d)."""
-    return xp.reshape(xp.asarray(np.array([value], dtype=np.float64)), ())
+def _scalar(xp, value, dtype="float64"):
+    """A 0-d oracle in the test namespace (conftest's asarray makes 0-d input 1-d)."""
+    return xp.reshape(xp.asarray(np.array([value], dtype=np.float64), dtype=dtype), ())
 
 
 def _fid_scipy(a, b):
