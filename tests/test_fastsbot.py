@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from arraygen import samplers as S
-from arraygen.bridge import FastSBOTConfig, FastSBOTSolver
+from arraygen.fastsbot import FastSBOTConfig, FastSBOTSolver
 from arraygen.cache import PersistentKernelCache
 from arraygen.datasets import GaussianMixture
 from arraygen.fastsbot import PRESETS
