@@ -44,7 +44,7 @@ n/a).
 Models (``CHECKPOINT``):
 
 * none: the exact score of the noised empirical distribution
-  (:class:`arraygen.bridge.EmpiricalScore`) of binarised scikit-learn digits
+  (:class:`arraygen.scores.EmpiricalScore`) of binarised scikit-learn digits
   (:func:`arraygen.datasets.binarized_digits`, 16 x 16, resampled to each resolution by
   nearest neighbour, scaled to [-1, 1]). A perfect sampler reproduces training images, so the
   PSNR/SSIM to the nearest training image measure the sampler's accuracy.
