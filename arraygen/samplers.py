@@ -45,13 +45,13 @@ the form :func:`sample_euler` and :func:`sample_heun` discretise (Karras et al. 
 Name map (same algorithm on the same grid; k-diffusion's sigmas are ``schedule.ve_sigma(t)``,
 and ``timesteps(n, "karras")`` on ``make_schedule("karras")`` is its ``get_sigmas_karras(n)``):
 
-=============================  =============================  ==========================================
+=============================  =============================  =====================================
 arraygen                       k-diffusion                    diffusers
-=============================  =============================  ==========================================
+=============================  =============================  =====================================
 ``sample_euler``               ``sample_euler``               ``EulerDiscreteScheduler``
 ``sample_heun``                ``sample_heun``                ``HeunDiscreteScheduler``
-``sample_dpmpp_2m``            ``sample_dpmpp_2m``            ``DPMSolverMultistepScheduler`` (2M, ++)
-``sample_dpmpp_2m(sde=True)``  ``sample_dpmpp_2m_sde``        same, ``algorithm_type="sde-dpmsolver++"``
+``sample_dpmpp_2m``            ``sample_dpmpp_2m``            ``DPMSolverMultistepScheduler``
+``sample_dpmpp_2m(sde=True)``  ``sample_dpmpp_2m_sde``        same, ``sde-dpmsolver++``
 ``sample_ddim``                (= ``sample_euler``)           ``DDIMScheduler``
 ``sample_ddpm``                --                             ``DDPMScheduler``
 ``sample_sde``                 --                             ``ScoreSdeVpScheduler`` (+ corrector)
@@ -59,7 +59,7 @@ arraygen                       k-diffusion                    diffusers
 ``sample_dpmpp_3m_sde``        ``sample_dpmpp_3m_sde``        --
 ``sample_euler_ancestral``     ``sample_euler_ancestral``     ``EulerAncestralDiscreteScheduler``
 ``sample_dpmpp_2s_ancestral``  ``sample_dpmpp_2s_ancestral``  --
-=============================  =============================  ==========================================
+=============================  =============================  =====================================
 
 Grids: with an int ``steps`` every diffusion sampler uses the same grid kind,
 :data:`DEFAULT_GRID` (``"log_snr"``: t = 1, then equal log-SNR steps from VE sigma 80 to 0.002,

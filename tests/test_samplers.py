@@ -115,8 +115,10 @@ def test_heun_churn_changes_the_path_but_not_the_law():
     gm = _gaussian()
     x = _start(sch, 64)
     plain = S.sample_heun(gm.model(sch), x, schedule=sch, steps=10, prediction="score")
-    churned = S.sample_heun(gm.model(sch), x, schedule=sch, steps=10, s_churn=5.0, rng=1, prediction="score")
-    again = S.sample_heun(gm.model(sch), x, schedule=sch, steps=10, s_churn=5.0, rng=1, prediction="score")
+    churned = S.sample_heun(gm.model(sch), x, schedule=sch, steps=10, s_churn=5.0, rng=1,
+                            prediction="score")
+    again = S.sample_heun(gm.model(sch), x, schedule=sch, steps=10, s_churn=5.0, rng=1,
+                          prediction="score")
     np.testing.assert_array_equal(churned, again)
     assert _rms(plain, churned) > 1e-3
     none = S.sample_heun(gm.model(sch), x, schedule=sch, steps=10, s_churn=5.0, s_tmax=1e-3,
@@ -141,14 +143,16 @@ def test_ddim_inversion_round_trip():
     x = _start(sch, 64)
     grid = timesteps(40, "linear")[:36]  # ends at t = 0.125
     x_lo = S.sample_ddim(gm.model(sch), x, schedule=sch, steps=grid, prediction="score")
-    back = S.ddim_invert(gm.model(sch), x_lo, schedule=sch, steps=grid, n_fixed_point=20, prediction="score")
+    back = S.ddim_invert(gm.model(sch), x_lo, schedule=sch, steps=grid, n_fixed_point=20,
+                         prediction="score")
     assert _rms(back, x) < 1e-10
     # the plain (one-evaluation) inversion is approximate, and improves with finer grids
     errs = []
     for n in (20, 80):
         g = timesteps(n, "linear")[:-1]
         lo = S.sample_ddim(gm.model(sch), x, schedule=sch, steps=g, prediction="score")
-        errs.append(_rms(S.ddim_invert(gm.model(sch), lo, schedule=sch, steps=g, prediction="score"), x))
+        errs.append(_rms(S.ddim_invert(gm.model(sch), lo, schedule=sch, steps=g,
+                                       prediction="score"), x))
     assert errs[1] < errs[0] / 2
 
 
@@ -210,7 +214,8 @@ def test_mixture_mmd_detects_wrong_sign():
     ref = gm.sample(2000, rng=123)
     x = normal(7, (2000, 2), like=ref)
     model = gm.model(sch)
-    out = S.sample_euler(lambda x_, t_: -model(x_, t_), x, schedule=sch, steps=50, prediction="score")
+    out = S.sample_euler(lambda x_, t_: -model(x_, t_), x, schedule=sch, steps=50,
+                         prediction="score")
     assert float(mmd(out, ref, bandwidth=0.5, backend="array_api")) > 20 * MMD_BOUND
 
 
@@ -235,7 +240,8 @@ def test_flow_heun_second_order():
     gm = _gaussian()
     x0 = np.random.default_rng(2).standard_normal((256, 2))
     exact = MU + x0 @ _sqrtm(COV).T
-    errs = [_rms(S.sample_flow_heun(lambda x, t: gm.velocity(x, t), x0, steps=n, prediction="velocity"), exact)
+    errs = [_rms(S.sample_flow_heun(lambda x, t: gm.velocity(x, t), x0, steps=n,
+                                    prediction="velocity"), exact)
             for n in (10, 20, 40)]
     assert errs[0] / errs[1] > 3.0 and errs[1] / errs[2] > 3.0, errs
 
@@ -297,8 +303,10 @@ def test_noise_reproducible():
     c = S.sample_ddpm(gm.model(sch), x, schedule=sch, steps=10, rng=6, prediction="score")
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
-    g1 = S.sample_ddpm(gm.model(sch), x, schedule=sch, steps=10, rng=np.random.default_rng(1), prediction="score")
-    g2 = S.sample_ddpm(gm.model(sch), x, schedule=sch, steps=10, rng=np.random.default_rng(1), prediction="score")
+    g1 = S.sample_ddpm(gm.model(sch), x, schedule=sch, steps=10, rng=np.random.default_rng(1),
+                       prediction="score")
+    g2 = S.sample_ddpm(gm.model(sch), x, schedule=sch, steps=10, rng=np.random.default_rng(1),
+                       prediction="score")
     np.testing.assert_array_equal(g1, g2)
 
 
@@ -481,7 +489,8 @@ def test_dynamic_threshold_against_numpy_quantile():
     sch = make_schedule("linear")
     gm = _ring(radius=6.0)
     x = np.random.default_rng(1).standard_normal((64, 2))
-    res = S.sample_ddim(gm.model(sch), x, schedule=sch, steps=10, dynamic_thresholding=True, prediction="score")
+    res = S.sample_ddim(gm.model(sch), x, schedule=sch, steps=10, dynamic_thresholding=True,
+                        prediction="score")
     assert np.abs(res).max() <= 1.0 + 1e-12
 
 

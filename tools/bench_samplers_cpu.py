@@ -19,7 +19,8 @@ model evaluations it prints
 Peers run with default settings (their default timestep spacing). Part 2, per-step overhead:
 a model that costs nothing (returns a fixed tensor), batch 64 x 3 x 16 x 16 float32 torch on
 the CPU, minimum over repeats of the time per step, arraygen's sampler loop (validation,
-output checks, coefficients, update) against diffusers' ``scheduler.scale_model_input`` + ``scheduler.step``.
+output checks, coefficients, update) against diffusers' ``scheduler.scale_model_input`` +
+``scheduler.step``.
 """
 
 from __future__ import annotations
