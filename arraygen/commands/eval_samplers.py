@@ -52,15 +52,23 @@ Models (``CHECKPOINT``):
   ``model`` or ``(model, prediction)`` or ``(model, prediction, extras)``. ``model(x, t)``
   takes arrays of the DEVICE's namespace of shape (B, *shape) and a float t in [0, 1]
   (t = 1 noise) and returns an array like x of kind ``prediction`` ("score", "epsilon",
-  "x0", "v", or "velocity" for flow matching with t = 0 noise; default: the model's
-  ``prediction`` attribute, else "score"). ``extras`` is a dict with optional ``"shape"``
-  (per-sample shape, default (1, r, r)), ``"data"`` (training images (N, *shape) in [-1, 1],
-  used for PSNR/SSIM and as the FastSB-OT reference) and ``"schedule"`` (a NoiseSchedule,
-  default linear).
+  "x0", "v", or "velocity" for flow matching with t = 0 noise; without a label in the
+  tuple: the model's ``prediction`` attribute, else ``--prediction``, else an error). Modules
+  in the current folder are importable (the console script puts it on ``sys.path`` as
+  ``python -m`` does). ``extras`` is a dict with optional ``"shape"`` (per-sample shape,
+  default (1, r, r)), ``"data"`` (reference images (N, *shape) in [-1, 1], used for the
+  metrics and as the FastSB-OT reference), ``"schedule"`` (a NoiseSchedule, default linear)
+  and ``"dtype"`` (the model's input dtype; default float64 for NumPy, float32 otherwise).
 * a file: a torch checkpoint, ``torch.jit.load`` (scripted) or ``torch.load`` (a pickled
-  ``nn.Module``), called as ``module(x, t)`` with t a (B,) float tensor in [0, 1]; its
-  ``prediction`` attribute (default "epsilon") and ``sample_shape`` attribute (default
-  (``in_channels`` or 1, r, r)) are used.
+  ``nn.Module``), called as ``module(x, t)`` with x in the module's parameter dtype (float32
+  checkpoints get float32 inputs, also under ``--device cpu``) and t a (B,) tensor in [0, 1];
+  its ``prediction`` attribute (else ``--prediction``, else an error) and ``sample_shape``
+  attribute (default (``in_channels`` or 1, r, r)) are used.
+
+Every failure caused by the CHECKPOINT (not importable, wrong factory signature, a model that
+raises or returns the wrong shape, a file that is not a torch checkpoint or pickles a class that
+cannot be imported, a missing label) is one line naming ``CHECKPOINT`` and the contract, exit
+status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
