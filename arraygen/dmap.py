@@ -540,7 +540,7 @@ def _auto_solver(xp, n: int) -> str:
 def _arpack_ncv(n: int, k: int) -> int:
     """ARPACK basis size: 2k + 6 (24 for k = 9 used 25 matvecs against 27 for scipy's 2k + 1
     on the swiss roll; larger bases only add matvecs before the first convergence check)."""
-    return min(n - 1, max(2 * k + 6, 20))
+    return min(n, max(2 * k + 6, 20))
 
 
 def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size: int):
@@ -565,6 +565,8 @@ def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size:
         raise ValueError(f"`n_components` + 1 = {k} eigenpairs of {n} points need "
                          f"eigensolver='dense' (iterative solvers need fewer than N)")
     tol_eff = (1e-8 if dtype == xp.float64 else 1e-5) if tol is None else float(tol)
+    if solver in ("arpack", "cupy") and k >= n - 1:   # ARPACK needs k < ncv <= n
+        solver = "dense"
     if solver == "dense":
         if n > _DENSE_LIMIT:
             raise ValueError(f"`eigensolver`='dense' forms the N x N matrix; N = {n} is above "

@@ -579,3 +579,15 @@ def test_repeated_eigenvalues_float32(xp):
         assert dm.eigenvalues_.dtype == xp.float32
         np.testing.assert_allclose(_np(dm.eigenvalues_), ref, atol=2e-6)
         assert dm.converged_
+
+
+@pytest.mark.parametrize("solver", ["arpack", "lanczos"])
+def test_tiny_problems_every_solver(solver):
+    """k = N - 1 and k close to N: no scipy 'ncv must be k<ncv<=n' error, dense-exact answers."""
+    x = np.random.default_rng(0).standard_normal((10, 2))
+    ref = _top_eig(_dense(x, 0.5, eps=1.0)["M"], 9)[0]
+    for nc in (8, 6, 3):
+        dm = DiffusionMap(n_components=nc, epsilon=1.0, eigensolver=solver, rng=0,
+                          dense_kernel_mb=0).fit(x)
+        np.testing.assert_allclose(dm.eigenvalues_, ref[:nc + 1], atol=1e-10)
+        assert dm.converged_
