@@ -132,8 +132,22 @@ class DenseKernel:
         s = xp.sum(p, axis=1)
         return xp.matmul(p, v) / s[:, None], xp.log(s) + top[:, 0]
 
+    def _kernel_average(self, k, v, w):
+        """softmax average through the kernel matrix: (K diag(e) v) / (K e), e = exp(w - max)."""
+        xp = self.xp
+        top = xp.max(w)
+        e = _exp_shifted(xp, w - top, self._lo, self._ninf)
+        s = xp.matmul(k, e)
+        return xp.matmul(k, e[:, None] * v) / s[:, None], xp.log(s) + top
+
     def row_average(self, v, w, eps: float):
+        k = self._kernel(eps)
+        if k is not None:
+            return self._kernel_average(k, v, w)
         return self._average(w[None, :] - self.c / eps, v)
 
     def col_average(self, u, w, eps: float):
+        k = self._kernel(eps)
+        if k is not None:
+            return self._kernel_average(self.xp.matrix_transpose(k), u, w)
         return self._average(w[None, :] - self.xp.matrix_transpose(self.c) / eps, u)

@@ -529,6 +529,7 @@ class _Run:
         self.err = math.inf
         self._zero = xp.zeros((), dtype=prob.x.dtype, device=aa.device(prob.x))
         self._exact = None
+        self._weights: dict = {}
         self.stall = _STALL_ITERS.get(_dtype_name(prob.x.dtype), 200)
 
     def g_of(self, f, eps):
@@ -557,8 +558,13 @@ class _Run:
     def _mismatch(self, log_w, new, old, eps):
         """sum_i w_i |exp((old_i - new_i)/eps) - 1| (marginal L1 error of one side)."""
         xp = self.xp
-        w = xp.exp(log_w)
-        return xp.sum(xp.where(w > 0, w * xp.abs(xp.expm1((old - new) / eps)), self._zero))
+        w, mask = self._weights.get(id(log_w)) or self._weight(log_w)
+        return xp.sum(xp.where(mask, w * xp.abs(xp.expm1((old - new) / eps)), self._zero))
+
+    def _weight(self, log_w):
+        w = self.xp.exp(log_w)
+        self._weights[id(log_w)] = (w, w > 0)
+        return self._weights[id(log_w)]
 
     def error(self, f, f_t, g, g_t, omega: float) -> float:
         """Marginal error of the plan (f, g) from the next updates (one host sync)."""
@@ -697,8 +703,6 @@ def _result(run: _Run, omega: float, *, converged: bool) -> SinkhornResult:
     zero = run._zero
     dual = V.host_float(xp.sum(xp.where(p.log_a > -math.inf, xp.exp(p.log_a) * f, zero))
                         + xp.sum(xp.where(p.log_b > -math.inf, xp.exp(p.log_b) * g, zero)))
-    if isinstance(p.kernel, DenseKernel):
-        p.kernel._k = p.kernel._eps = None  # keep C only
     return SinkhornResult(
         f=_cast(xp, f, p.out_dtype), g=_cast(xp, g, p.out_dtype), cost=cost,
         n_iter=run.n_iter, converged=converged, marginal_error=run.err, epsilon=eps,
