@@ -479,13 +479,14 @@ class _Kernel:
     def _dense(self):
         xp, x, n = self.xp, self.x, self.x.shape[0]
         rows = max(1, min(n, (1 << 22) // max(n, 1)))
-        blocks = []
+        # host memory (NumPy or torch CPU, the only callers): filled in row blocks, one N x N
+        out = xp.empty((n, n), dtype=x.dtype, device=aa.device(x))
         for i0 in range(0, n, rows):
             expo = _sqdist(xp, x[i0:i0 + rows, :], x) * (-self.beta)
             if self.inv_bw is not None:
                 expo = expo * self.inv_bw[i0:i0 + rows][:, None] * self.inv_bw[None, :]
-            blocks.append(xp.exp(expo))
-        return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=0)
+            out[i0:i0 + rows, :] = xp.exp(expo)
+        return out
 
     def _cast(self, a):
         if a is None or a.dtype == self.work:
