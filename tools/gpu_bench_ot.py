@@ -12,6 +12,12 @@ Peer: the same log-domain updates written in torch, chunked over rows
 subset (its pairs/s does not depend on N) and compared per pair: ``vs_peer`` is our pair rate
 over the peer's, i.e. the speed-up at equal iteration count.
 
+Per iteration (issue 13): ``sinkhorn_iteration`` rows time one iteration at N = M = 65_536
+(``max_iter`` 25 minus 5, checks every iteration, no early stop). With
+``ARRAYGEN_BENCH_OT_BEFORE=/path/to/old_ot.py`` (e.g. ``git show ce53b09~1:arraygen/ot.py``) the
+pre-split solver, which re-validated its arrays through the public tiled ops twice per
+iteration, is timed the same way (``before`` rows).
+
 Run: ``bash tools/gpu_run.sh --only ot`` (``--quick``: N = 65_536); ``ARRAYGEN_BENCH_BACKENDS=cupy``
 restricts the backends (each full run takes about a minute).
 """
@@ -59,6 +65,49 @@ def _peer_rate(torch, x, y, rows: int) -> float:
     return rows * float(n) / times[1]
 
 
+def _solvers():
+    """(label, sinkhorn) pairs: the current solver and, if asked for, the pre-split one."""
+    from arraygen.sinkhorn import sinkhorn
+
+    out = [("after", sinkhorn)]
+    path = os.environ.get("ARRAYGEN_BENCH_OT_BEFORE")
+    if path:
+        import importlib.util
+        import sys
+
+        spec = importlib.util.spec_from_file_location("arraygen._ot_before", path)
+        old = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = old
+        spec.loader.exec_module(old)
+        out.append(("before", old.sinkhorn))
+    return out
+
+
+def _per_iteration_rows(torch, x, y, backend, exp_rate) -> list[dict]:
+    """Time per iteration at N = M = 65_536 (25 minus 5 iterations, no early stop)."""
+    import warnings
+
+    n = 1 << 16
+    xs, ys = x[:n], y[:n]
+    rows = []
+    for label, solver in _solvers():
+        def timed(k, solver=solver):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                solver(xs, ys, epsilon=_EPS, tol=1e-30, max_iter=k, backend=backend)
+            torch.cuda.synchronize()
+            return time.perf_counter() - start
+
+        timed(5)
+        per_it = (min(timed(25) for _ in range(3)) - min(timed(5) for _ in range(3))) / 20
+        rows.append(row("sinkhorn_iteration", f"{backend}:{label}", f"N=M={n},d=3",
+                        per_it * 1e3, "pairs/s", 2.0 * n * n / per_it, exp_rate, err=None))
+        print(f"sinkhorn per iteration {backend} ({label}): {per_it * 1e3:.3f} ms")
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
     import warnings
 
@@ -92,6 +141,7 @@ def run(quick: bool = False) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 (compile failure: report, go on)
             print(f"sinkhorn {backend}: {type(exc).__name__}: {exc}")
             continue
+        rows += _per_iteration_rows(torch, xin, yin, backend, exp_rate)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
