@@ -1,4 +1,4 @@
-r"""The two ways :func:`arraygen.sinkhorn.sinkhorn` applies the Gibbs kernel :math:`e^{-C/\varepsilon}`.
+r"""How :func:`arraygen.sinkhorn.sinkhorn` applies the Gibbs kernel :math:`e^{-C/\varepsilon}`.
 
 Both answer the same four questions about ``z_ij = w_j - C_ij / eps`` (rows) or
 ``z_ij = w_i - C_ij / eps`` (columns), with :math:`C_{ij} = \lVert x_i - y_j\rVert^2`:

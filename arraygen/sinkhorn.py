@@ -1,4 +1,4 @@
-r"""Entropic optimal transport between point clouds: log-domain Sinkhorn and the Sinkhorn divergence.
+r"""Entropic optimal transport between point clouds: log-domain Sinkhorn, Sinkhorn divergence.
 
 Conventions (shared by :func:`sinkhorn`, :func:`sinkhorn_divergence` and
 :class:`arraygen.bridge.SchrodingerBridge`)
