@@ -79,7 +79,9 @@ MAX_RADIUS = 1 << 23
 
 
 def _check_axes(axes: Any, ndim: int) -> tuple[int, ...]:
-    """``axes`` as distinct non-negative ints (an int is one axis)."""
+    """``axes`` as distinct non-negative ints (an int is one axis, None every axis)."""
+    if axes is None:
+        return tuple(range(ndim))
     if aa.is_array(axes) or isinstance(axes, (int, np.integer)):
         axes = (axes,) if not aa.is_array(axes) or axes.ndim == 0 else tuple(axes.tolist())
     if not isinstance(axes, (tuple, list, range)):
@@ -327,8 +329,9 @@ def gaussian_filter(x, sigma, *, axes=(-2, -1), order=0, output=None, mode="refl
     sigma : float or sequence of floats
         Standard deviation in samples, scalar or one per axis of ``axes``; non-negative and
         finite. An axis with sigma 0 is left unchanged.
-    axes : int or sequence of ints
-        Axes to filter (default: the last two). Distinct, in range.
+    axes : int, sequence of ints or None
+        Axes to filter (default: the last two; None: every axis, as scipy's default).
+        Distinct, in range.
     order : int or sequence of ints
         Derivative order per axis (0: smoothing; 1: first derivative of the Gaussian...).
     output : array or dtype, optional
@@ -626,8 +629,12 @@ def gaussian_kernel_fft(shape, sigma, *, xp=None, device=None, dtype=None, floor
     ns = aa.namespace_for(xp)
     dtype = ns.float64 if dtype is None else dtype
     if isinstance(dtype, str):
-        dtype = getattr(ns, dtype)
-    if not ns.isdtype(dtype, "real floating"):
+        dtype = getattr(ns, dtype, dtype)
+    try:
+        ok = ns.isdtype(dtype, "real floating")
+    except Exception:
+        ok = False
+    if not ok:
         raise TypeError(f"`dtype` must be a real floating dtype; got {dtype}")
     key = (getattr(ns, "__name__", str(ns)), str(device), str(dtype), shape, sigmas, floor,
            spacings)

@@ -217,6 +217,12 @@ def test_bad_input(kwargs, exc, match):
         G.gaussian_filter(np.ones((4, 5)), 1.0, **kwargs)
 
 
+def test_axes_none_is_every_axis_as_scipy(rng):
+    x = rng.standard_normal((3, 4, 5))
+    _close(G.gaussian_filter(x, (0.7, 1.0, 1.5), axes=None, order=(0, 1, 0)),
+           ndi.gaussian_filter(x, (0.7, 1.0, 1.5), order=(0, 1, 0)))
+
+
 def test_bad_input_other():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="`output` must have a complex dtype"):
@@ -229,3 +235,6 @@ def test_bad_input_other():
         G.gaussian_filter("image", 1.0)
     with pytest.raises(TypeError, match="`x` must be an array"):
         G.gaussian_filter([[1.0, 2.0], [3.0]], 1.0)
+    for dtype in ("float77", "int32"):
+        with pytest.raises(TypeError, match="`dtype` must be a real floating dtype"):
+            G.gaussian_kernel_fft((4, 4), 1.0, dtype=dtype)
