@@ -351,8 +351,8 @@ def _unip_weights(h: float, rks: list[float], corrector: bool) -> list[float]:
     r_full = np.array(list(rks) + [1.0])
     mat = np.stack([r_full ** (i - 1) for i in range(1, p + 1)])
     if corrector:
-        return list(np.linalg.solve(mat, np.array(b)))
-    return list(np.linalg.solve(mat[:-1, :-1], np.array(b[:-1])))
+        return [float(v) for v in np.linalg.solve(mat, np.array(b))]
+    return [float(v) for v in np.linalg.solve(mat[:-1, :-1], np.array(b[:-1]))]
 
 
 def _update(lam, alpha, sigma, s0: int, t: int, order: int, d_new: bool):
@@ -389,9 +389,10 @@ def _plan(lam, alpha, sigma, ab, order: int, unified: bool, eta: float):
         p = max(1, min(order, k + 1, n - k))
         orders.append(p)
         if eta > 0.0 and sigma[k + 1] > 0.0:
-            c = eta * math.sqrt((sigma[k + 1] ** 2 / sigma[k] ** 2) * (1.0 - ab[k] / ab[k + 1]))
-            keep = math.sqrt(max(sigma[k + 1] ** 2 - c * c, 0.0))
-            cx = keep / sigma[k]
+            c = float(eta * math.sqrt((sigma[k + 1] ** 2 / sigma[k] ** 2)
+                                      * (1.0 - ab[k] / ab[k + 1])))
+            keep = math.sqrt(max(float(sigma[k + 1]) ** 2 - c * c, 0.0))
+            cx = float(keep / sigma[k])
             pred.append((cx, {0: float(alpha[k + 1] - keep * alpha[k] / sigma[k])}, c))
         else:
             cx, coef, _ = _update(lam, alpha, sigma, k, k + 1, p, False)

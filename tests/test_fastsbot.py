@@ -511,3 +511,25 @@ def test_bad_solver_and_sample_input():
     nan = FastSBOTSolver(lambda x, t: x * np.nan, SCH)
     with pytest.raises(ValueError, match="`score_model` drove the samples to non-finite"):
         nan.sample((5, 2), rng=0)
+
+
+@pytest.mark.parametrize("options", [
+    {"quality": "balanced", "steps": 6},                                  # order 3 + UniC
+    {"quality": "draft", "steps": 5, "corrector_steps": 1},               # Langevin corrector
+    {"quality": "fast", "steps": 5, "predictor": "ddim", "eta": 1.0},     # stochastic DDIM
+])
+def test_every_namespace_gives_numpys_samples(xp, options):
+    """Same starting noise (and Philox stream) in every namespace -> NumPy's samples."""
+    mu, var = 0.5, 0.3
+    sch = make_schedule("cosine")
+
+    def eps(x, t):                                  # exact epsilon of N(mu, var), any namespace
+        ab = float(sch.alpha_bar(t))
+        return math.sqrt(1 - ab) * (x - math.sqrt(ab) * mu) / (ab * var + 1 - ab)
+
+    noise = np.random.default_rng(0).standard_normal((64, 3))
+    solver = FastSBOTSolver(eps, sch, FastSBOTConfig(**options), prediction="epsilon")
+    want = solver.sample(noise=noise, rng=3)
+    got = solver.sample(noise=xp.asarray(noise), rng=3)
+    assert type(got) is type(xp.asarray(noise))
+    np.testing.assert_allclose(_to_numpy(got), want, rtol=1e-9, atol=1e-9)
