@@ -369,12 +369,12 @@ def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
     """``ValueError`` naming ``name`` if ``scale * |x_i - y_j|^2`` can overflow x's dtype.
 
     For Gaussian-kernel exponents ``-scale * |x_i - y_j|^2`` with ``x`` (N, d), ``y`` (M, d)
-    in one compute dtype; ``y=None`` means the pairs within ``x`` (bound
-    ``(2 max |x_i|)^2``). The largest squared distance is bounded by
-    ``(max_i |x_i| + max_j |y_j|)^2`` from one reduction per array (one synchronisation for
-    both); if that bound, or the bound times ``scale``, exceeds the dtype's largest value, the
-    kernels would produce ``inf - inf`` or an all-``-inf`` row (NaN). The same reduction is
-    the finiteness check (``check_finite``): a NaN or inf point makes its norm non-finite, and
+    in one compute dtype; ``y=None`` means the pairs within ``x``. The largest squared
+    distance is bounded by ``d (max |x| + max |y|)^2`` (largest coordinate magnitudes) from
+    one reduction per array (one synchronisation for both); if that bound, or the bound times
+    ``scale``, exceeds the dtype's largest value, the kernels would produce ``inf - inf`` or
+    an all-``-inf`` row (NaN). The same reduction is
+    the finiteness check (``check_finite``): a NaN or inf coordinate makes it non-finite, and
     :func:`require_finite` then names the argument, so callers need no separate pass.
     ``scale`` must already be a positive Python float (:func:`check_fits_dtype` checks it
     alone); ``what`` says how it derives from the argument ``name`` (e.g.
@@ -384,15 +384,16 @@ def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
         return
     big = float(xp.finfo(x.dtype).max)
     pairs = [(x_name, x)] if y is None else [(x_name, x), (y_name, y)]
-    norms = aa.to_numpy(xp.stack([xp.max(xp.sum(a * a, axis=-1)) for _, a in pairs]))
-    sq = [float(v) for v in norms]
-    if not all(math.isfinite(v) for v in sq):
+    # max |coordinate| cannot overflow (a sum of squares could, with a warning)
+    peaks = [float(v) for v in aa.to_numpy(xp.stack([xp.max(xp.abs(a)) for _, a in pairs]))]
+    if not all(math.isfinite(v) for v in peaks):
         if check_finite:
             for label, a in pairs:
                 require_finite(xp, a, label)
-        if any(math.isnan(v) for v in sq):  # check_finite=False: NaN stays the caller's
+        if any(math.isnan(v) for v in peaks):  # check_finite=False: NaN stays the caller's
             return
-    reach = 2 * math.sqrt(sq[0]) if y is None else math.sqrt(sq[0]) + math.sqrt(sq[1])
+    # |x_i - y_j| <= sqrt(d) (max|x| + max|y|), in float64 on the host
+    reach = math.sqrt(int(x.shape[-1])) * (2 * peaks[0] if y is None else peaks[0] + peaks[1])
     bound = reach * reach  # inf, not OverflowError, past float64
     if bound > big:
         who = f"`{x_name}` is" if y is None else f"`{x_name}` and `{y_name}` are"

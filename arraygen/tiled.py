@@ -94,12 +94,9 @@ def _boundary(xp, x, y, v, beta, check_finite: bool):
     if v is not None:
         v, one_d, v_dt = _v.as_rhs(xp, v, y.shape[0], "v", check_finite=check_finite)
         out_dtype = xp.result_type(out_dtype, v_dt)
-    (x, y, v), _ = _v.promote_float(xp, x, y, v)
-    work = x.dtype
-    if aa.compute_dtype(xp, out_dtype) != work:  # integer-only inputs: default float
-        work = aa.compute_dtype(xp, out_dtype)
-        x, y, v = (None if a is None else xp.astype(a, work) for a in (x, y, v))
-    _v.check_fits_dtype(xp, beta, work, "beta")
+    if v is not None and v.dtype != x.dtype:  # x and y already share one compute dtype
+        (x, y, v), _ = _v.promote_float(xp, x, y, v)
+    _v.check_fits_dtype(xp, beta, x.dtype, "beta")
     return x, y, v, one_d, beta, out_dtype
 
 
