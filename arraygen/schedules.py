@@ -65,8 +65,7 @@ class BitflipSchedule(NamedTuple):
 
     def marginal(self, t: int) -> float:
         """``pbar_t`` for ``t`` in ``0..T`` (``pbar_0 = 0``)."""
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t <= self.T:
-            raise ValueError(f"`t` must be an integer in [0, {self.T}]; got {t!r}")
+        t = _v.check_int(t, "t", minimum=0, maximum=self.T)
         return 0.0 if t == 0 else float(self.pbar[t - 1])
 
 
@@ -101,18 +100,9 @@ def bitflip_schedule(T: int, kind: str = "cosine", p_max: float = 0.5) -> Bitfli
     BitflipSchedule
         ``betas`` (T,) and ``pbar`` (T,), float64.
     """
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)):
-        raise TypeError(f"`T` must be an integer; got {T!r}")
-    if T < 1:
-        raise ValueError(f"`T` must be at least 1; got {T}")
-    if kind not in _BITFLIP_KINDS:
-        raise ValueError(f"`kind` must be one of {_BITFLIP_KINDS}; got {kind!r}")
-    try:
-        p_max = float(p_max)
-    except (TypeError, ValueError):
-        raise TypeError(f"`p_max` must be a real number; got {p_max!r}") from None
-    if not (math.isfinite(p_max) and 0.0 < p_max <= 0.5):
-        raise ValueError(f"`p_max` must be in (0, 0.5]; got {p_max}")
+    T = _v.check_int(T, "T", minimum=1)
+    _v.check_choice(kind, "kind", _BITFLIP_KINDS)
+    p_max = _v.check_scalar(p_max, "p_max", low=0.0, high=0.5, low_inclusive=False)
     u = np.arange(T + 1, dtype=np.float64) / T
     if kind == "cosine":
         pbar = p_max * (1.0 - np.cos(np.pi * u)) / 2.0
@@ -509,12 +499,8 @@ def make_schedule(kind: str = "linear", num_timesteps: int = 1000, **params) -> 
     -------
     NoiseSchedule
     """
-    if kind not in SCHEDULE_KINDS:
-        raise ValueError(f"`kind` must be one of {SCHEDULE_KINDS}; got {kind!r}")
-    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, (int, np.integer)):
-        raise TypeError(f"`num_timesteps` must be an integer; got {num_timesteps!r}")
-    if num_timesteps < 1:
-        raise ValueError(f"`num_timesteps` must be at least 1; got {num_timesteps}")
+    _v.check_choice(kind, "kind", SCHEDULE_KINDS)
+    num_timesteps = _v.check_int(num_timesteps, "num_timesteps", minimum=1)
     defaults = _SCHEDULE_DEFAULTS[kind]
     unknown = set(params) - set(defaults)
     if unknown:
@@ -522,7 +508,7 @@ def make_schedule(kind: str = "linear", num_timesteps: int = 1000, **params) -> 
                         f"valid: {sorted(defaults)}")
     full = dict(defaults)
     for name, value in params.items():
-        full[name] = aa.finite_scalar(value, name)
+        full[name] = _v.check_scalar(value, name)
     if kind in ("linear", "quadratic", "sigmoid"):
         if not 0.0 <= full["beta_start"] <= full["beta_end"] or full["beta_end"] <= 0.0:
             raise ValueError(f"`beta_start` and `beta_end` must satisfy 0 <= beta_start <= "
@@ -532,11 +518,11 @@ def make_schedule(kind: str = "linear", num_timesteps: int = 1000, **params) -> 
             raise ValueError(f"`sigmoid_start` must be below `sigmoid_end`; got "
                              f"{full['sigmoid_start']}, {full['sigmoid_end']}")
     elif kind == "cosine":
-        aa.finite_scalar(full["s"], "s", positive=True)
+        _v.check_scalar(full["s"], "s", positive=True)
         if not 0.0 < full["alpha_bar_min"] < 1.0:
             raise ValueError(f"`alpha_bar_min` must be in (0, 1); got {full['alpha_bar_min']}")
     else:
-        aa.finite_scalar(full["sigma_min"], "sigma_min", positive=True)
+        _v.check_scalar(full["sigma_min"], "sigma_min", positive=True)
         _v.check_scalar(full["rho"], "rho", positive=True, high=1e3)
         if not full["sigma_min"] < full["sigma_max"]:
             raise ValueError(f"`sigma_min` must be below `sigma_max`; got "

@@ -293,7 +293,7 @@ def test_bad_inputs():
         timesteps(2.5)
     with pytest.raises(TypeError, match="unknown parameters"):
         make_schedule("linear", sigma_max=3.0)
-    with pytest.raises(ValueError, match="`num_timesteps` must be at least 1"):
+    with pytest.raises(ValueError, match="`num_timesteps` must be >= 1"):
         make_schedule("linear", num_timesteps=0)
     with pytest.raises(ValueError, match="`sigma_min` must be below `sigma_max`"):
         make_schedule("karras", sigma_min=100.0)
@@ -314,3 +314,12 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="`schedule` must be a NoiseSchedule"):
         timesteps(4, "karras", schedule="karras")
     assert isinstance(make_schedule("sigmoid"), NoiseSchedule)
+    # issue 13: one boundary (check_int / check_scalar), errors name the argument
+    with pytest.raises(TypeError, match="`num_timesteps` must be an integer"):
+        make_schedule("linear", num_timesteps=True)
+    with pytest.raises(TypeError, match="`beta_end` must be a real number"):
+        make_schedule("linear", beta_end="big")
+    with pytest.raises(ValueError, match="`rho` must be <= 1000"):
+        make_schedule("karras", rho=1e6)
+    with pytest.raises(ValueError, match="`sigma_max` must be positive"):
+        timesteps(5, "karras", make_schedule("cosine"), sigma_max=-1.0)
