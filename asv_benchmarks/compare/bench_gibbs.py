@@ -47,9 +47,9 @@ def checkerboard(ns, j, h, s, masks, n_sweeps, gen):
 
 def thrml_program(j, h, s, n_sweeps):
     """A jitted ``call(key)`` running thrml's block Gibbs for ``n_sweeps`` sweeps of the torus."""
+    thrml = C.require_module("thrml", "thrml")
     eqx = C.require_module("equinox", "thrml")
     jax = C.require_module("jax", "thrml")
-    thrml = C.require_module("thrml", "thrml")
     import jax.numpy as jnp
     from thrml.models import IsingEBM, IsingSamplingProgram
 
