@@ -102,3 +102,25 @@ def test_fisher_batch_chunks(client):
     # and agree with the in-kernel noise of the whole call to float32 rounding
     xk, _ = ag.fisher_langevin_step(x, s, v, ab, step_size=1e-3, rng=5)
     np.testing.assert_allclose(xn.compute(), xk, rtol=0, atol=2e-6)
+
+
+def test_readme_dask_example_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## On a cluster (Dask)"):text.index("## Development")]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace: dict = {}
+    try:
+        exec(compile(block, "README.md", "exec"), namespace)
+        out = namespace["out"]
+        assert isinstance(out, da.Array) and out.numblocks == (4,)
+        x, y = namespace["x"].compute(), namespace["y"]
+        np.testing.assert_array_equal(out.compute(), ag.kernel_matvec(
+            x, y, np.ones(2000, np.float32), beta=10.0))
+    finally:
+        if "client" in namespace:
+            cluster = namespace["client"].cluster
+            namespace["client"].close()
+            cluster.close()
