@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 
 from . import (backends, bridge, cache, datasets, discrete, dmap, fastsbot, fisher, gaussian, gibbs,
-               linalg, metrics, ot, random, samplers, schedules, testing, tiled)
+               linalg, metrics, ot, random, samplers, schedules, scores, sliced,
+               testing, tiled)
 from ._dispatch import BackendError
-from .bridge import EmpiricalScore
 from .cache import PersistentKernelCache
 from .datasets import GaussianMixture, binarized_digits, load_binary_images, swiss_roll, two_moons
 from .discrete import BitflipDTM
@@ -29,6 +29,7 @@ from .linalg import eigsh
 from .metrics import energy_distance, frechet_distance, mae, mmd, mse, nrmse, psnr, ssim
 from .ot import (ConvergenceWarning, SchrodingerBridge, SinkhornResult, max_sliced_wasserstein,
                  sinkhorn, sinkhorn_divergence, sliced_ot_map, sliced_wasserstein)
+from .scores import EmpiricalScore
 from .samplers import (ddim_invert, discrete_time_model, sample_ddim, sample_ddpm,
                        sample_dpmpp_2m, sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde,
                        sample_euler, sample_euler_ancestral, sample_flow_ddim, sample_flow_heun,
