@@ -362,21 +362,19 @@ def _knn_sigma(xp, xq, xt, k: int):
 class _VariableBandwidth:
     """pyDiffMap's NNKDE and ``rho = q0 ** beta`` (Berry-Harlim), fitted on centred points."""
 
-    def __init__(self, xp, xc, spec, raw_x, max_points: int, mean):
-        self.spec, self.mean = spec, mean
+    def __init__(self, xp, xc, spec, raw_x, max_points: int):
+        self.spec = spec
         if callable(spec):
             self.rho_ = self._call(xp, raw_x, "X", xc)
             self.kde_ = None
             self.dim_ = None
             return
-        k = min(_KDE_NEIGHBORS, xc.shape[0])
         self.xt = xc
         self.rho0 = self._rho0(xp, xc)
         idx = _subsample(xp, xc.shape[0], max_points, aa.device(xc))
         xs = xc if idx is None else xp.take(xc, idx, axis=0)
         r0 = self.rho0 if idx is None else xp.take(self.rho0, idx)
         self.eps0, self.dim_ = _bgh(xp, _pair_sqdist(xp, xs, 1.0 / r0), xs.shape[0])
-        self.k = k
         self.kde_ = self.density(xp, xc, self.rho0)
         beta = spec if not isinstance(spec, str) else _eval_in_d(spec, float(self.dim_))
         self.beta_ = float(beta)
@@ -385,7 +383,8 @@ class _VariableBandwidth:
     def _rho0(self, xp, xq):
         k = min(_KDE_NEIGHBORS, self.xt.shape[0])
         s = _knn_reduce(xp, xq, self.xt, k, _sum_smallest)
-        return xp.sqrt(s / float(max(k - 1, 1)))
+        # duplicates (all 8 neighbours at distance 0) get a floored bandwidth, with a warning
+        return DiffusionMap._floor_sigma(xp, xp.sqrt(s / float(max(k - 1, 1))), self.xt)
 
     def density(self, xp, xq, rho0_q):
         """pyDiffMap's NNKDE density at the centred points ``xq`` (rho0 of xq given)."""
@@ -873,7 +872,7 @@ class DiffusionMap(_Spectral):
         kde = None
         if opts["bandwidth_type"] is not None:
             self._vbw = _VariableBandwidth(xp, xc, opts["bandwidth_type"], X,
-                                           opts["median_points"], self.mean_)
+                                           opts["median_points"])
             self.bandwidths_ = xp.astype(self._vbw.rho_, out_dtype)
             inv_bw = 1.0 / self._vbw.rho_
             kde = self._vbw.kde_

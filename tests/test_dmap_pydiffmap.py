@@ -151,3 +151,21 @@ def test_from_pydiffmap_conversions():
     assert DiffusionMap.from_pydiffmap(epsilon="bgh").epsilon == "bgh"
     with pytest.raises(ValueError, match="`epsilon` must be positive"):
         DiffusionMap.from_pydiffmap(epsilon=-1.0)
+
+
+def test_variable_bandwidth_duplicates_floored():
+    """Ten copies of one point: zero nearest-neighbour bandwidths are floored with a warning
+    (no inf/NaN), and the spectrum is the dense one for the floored bandwidths."""
+    x = _data(60, seed=11)
+    x = np.concatenate([x, np.repeat(x[:1], 9, axis=0)])
+    with pytest.warns(UserWarning, match="zero k-NN distance"):
+        dm = DiffusionMap(n_components=3, epsilon=0.5, bandwidth_type=-0.25, rng=0).fit(x)
+    assert np.all(np.isfinite(dm.embedding_)) and dm.converged_
+    rho = dm.bandwidths_
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    k = np.exp(-d2 / (0.5 * np.outer(rho, rho)))
+    w = (k.sum(1) / rho ** 2) ** -0.5
+    ka = w[:, None] * k * w[None, :]
+    da = ka.sum(1)
+    lam = np.linalg.eigvalsh(ka / np.sqrt(np.outer(da, da)))[::-1][:4]
+    np.testing.assert_allclose(dm.eigenvalues_, lam, atol=1e-9)
