@@ -476,8 +476,8 @@ def test_no_validation_inside_the_loop(rng, monkeypatch):
                 res = sinkhorn(x, y, epsilon=1e-3, max_iter=n_iter, tol=1e-15, backend=backend)
             assert res.n_iter == n_iter
             counts[backend, n_iter] = len(calls)
-    assert counts[None, 20] == counts[None, 200] <= 4
-    assert counts["array_api", 20] == counts["array_api", 200] <= 4
+    assert counts[None, 20] == counts[None, 200] <= 10
+    assert counts["array_api", 20] == counts["array_api", 200] <= 10
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
