@@ -4,10 +4,10 @@ Colourings that repeat along every row with period n (the linear ones, (a c + b 
 run class-major: each grid row is stored as its n classes x = r (mod n), each contiguous and
 with a halo, so the sites of one colour in a row are contiguous and every neighbour term is a
 shifted contiguous slice (:func:`_class_field`). The colour phases of several sweeps run fused
-as a wavefront over the rows (:func:`_band_stage`: phase f updates row y at step y + f D, D the
+as a wavefront over the rows (:func:`_stage`: phase f updates row y at step y + f D, D the
 largest row offset), which gives the colour-by-colour result while the rows in flight stay in
 cache. A chain is split into a band of rows per thread; the rows near band edges, which wait for
-the other band, follow after a barrier (:func:`_cone_stage`); several chains run in parallel.
+the other band, follow after a barrier (:func:`_stage`); several chains run in parallel.
 A row's Philox uniforms are drawn when colour 0 reaches it (each block once, all 4 words used,
 in a vectorised loop) and float32 probabilities use a vectorised exp (:func:`_exp_f32`).
 
@@ -454,39 +454,48 @@ def _phase_task(sb, sf, hb, model, grid, y, f, t0, keys, uw, tmp, u_all, b, g, u
                     u_all[t % u_all.shape[0], b % u_all.shape[1], row], base, g, ub, coef)
 
 
-@numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
-def _band_stage(sb, sf, hb, model, grid, a, e, top, bottom, F, D, t0, keys, uw, tmp, u_all, b,
-                g, ub, C, H, coef):  # pragma: no cover - compiled
-    """Phases 0..F-1 on the grid rows [a, e) as a wavefront: phase f updates row y at step
-    y + f D, phases in increasing order within a step. With D >= max |dy| each site sees its
-    neighbours as colour-by-colour sweeps leave them. Where an edge borders other rows (``top``,
-    ``bottom``: another band, or the periodic wrap), phase f skips the f D rows next to it
-    (:func:`_cone_stage` does them): no row within D of another band is touched by a phase
-    f >= 1, and phase 0 reads there only sites of other colours, which stay as they are."""
-    for T in range(a, e + (F - 1) * D):
-        lo = 0 if D == 0 else max(0, (T - e) // D + 1)
-        hi = (F if T < e else 0) if D == 0 else min(F, (T - a) // D + 1)
-        for f in range(lo, hi):
-            y = T - f * D
-            if (top and y < a + f * D) or (bottom and y >= e - f * D):
-                continue
-            _phase_task(sb, sf, hb, model, grid, y, f, t0, keys, uw, tmp, u_all, b, g, ub, C,
-                        H, coef)
+# Not inlined, and one function for both stages: _phase_task (the whole row update) is then
+# compiled once instead of twice, which halves the sweep kernel's first compile; the stage is
+# called once per task and sweep group.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _stage(sb, sf, hb, model, grid, cone, a, e, top, bottom, F, D, t0, keys, uw, tmp, u_all, b,
+           g, ub, C, H, coef):  # pragma: no cover - compiled
+    """Band stage (``cone`` False): phases 0..F-1 on the grid rows [a, e) as a wavefront:
+    phase f updates row y at step T = y + f D, phases in increasing order within a step. With
+    D >= max |dy| each site sees its neighbours as colour-by-colour sweeps leave them. Where an
+    edge borders other rows (``top``, ``bottom``: another band, or the periodic wrap), phase f
+    skips the f D rows next to it (the cone stage does them): no row within D of another band
+    is touched by a phase f >= 1, and phase 0 reads there only sites of other colours, which
+    stay as they are.
 
-
-@numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
-def _cone_stage(sb, sf, hb, model, grid, p, F, D, t0, keys, uw, tmp, u_all, b, g, ub, C, H,
-                coef):  # pragma: no cover - compiled
-    """The rows :func:`_band_stage` left at the band edge p: phase f = 1..F-1 in order on rows
-    [p - f D, p + f D) (mod H on periodic grids)."""
+    Cone stage (``cone`` True): the rows the band stages left at the band edge p = ``a``:
+    phase f = 1..F-1 in order on rows [p - f D, p + f D) (mod H on periodic grids).
+    """
     periodic = grid[3]
-    for f in range(1, F):
-        for k in range(-f * D, f * D):
-            y = p + k
-            if periodic:
-                y = _wrap(y, H)
-            elif y < 0 or y >= H:
-                continue
+    outer = F - 1 if cone else e + (F - 1) * D - a
+    T = 0
+    fc = 0
+    for o in range(max(outer, 0)):
+        if cone:
+            fc = o + 1
+            lo, hi = -fc * D, fc * D
+        else:
+            T = a + o
+            lo = 0 if D == 0 else max(0, (T - e) // D + 1)
+            hi = (F if T < e else 0) if D == 0 else min(F, (T - a) // D + 1)
+        for q in range(lo, hi):
+            if cone:
+                f = fc
+                y = a + q
+                if periodic:
+                    y = _wrap(y, H)
+                elif y < 0 or y >= H:
+                    continue
+            else:
+                f = q
+                y = T - f * D
+                if (top and y < a + f * D) or (bottom and y >= e - f * D):
+                    continue
             _phase_task(sb, sf, hb, model, grid, y, f, t0, keys, uw, tmp, u_all, b, g, ub, C,
                         H, coef)
 
@@ -496,8 +505,8 @@ def _sweeps_kernel(sc, hc, u_all, keys, n_sweeps, group, n_bands, cones, D, mode
     """``n_sweeps`` Gibbs sweeps of the class-major int8 spins sc (B, C*H, n, Wp) in place.
 
     Each chain's rows are split into ``n_bands`` bands; per group of ``group`` sweeps every
-    (chain, band) runs :func:`_band_stage` in parallel, then every (chain, band edge)
-    :func:`_cone_stage`. Without ``cones`` (one band) the band has no bordered edges: on an
+    (chain, band) runs :func:`_stage` in parallel, then every (chain, band edge)
+    :func:`_stage`. Without ``cones`` (one band) the band has no bordered edges: on an
     open grid, or with the lag D = H (colour by colour) when rows are too few for cones.
     Uniforms: Philox (``keys[t]`` = (c2, c3, k0, k1) of sweep t) when ``keys`` has rows, else
     ``u_all`` (n_sweeps, B, C*H, W). ``model``, ``grid``: :func:`_class_task`; ``coef``:
@@ -514,23 +523,27 @@ def _sweeps_kernel(sc, hc, u_all, keys, n_sweeps, group, n_bands, cones, D, mode
     uw = np.empty((B, n_rows, n if direct else 4, max((W + 7) // 4, Wp - 2 * P)),
                   dtype=np.float32)
     edges = (n_bands if periodic else n_bands - 1) if cones else 0
+    # the stage flags as run-time booleans (not literals), so that both stages share one
+    # compiled _stage
+    band_stage = n_bands < 0
+    cone_stage = not band_stage
     for t0 in range(0, n_sweeps, group):
         F = n * min(group, n_sweeps - t0)
         for i in numba.prange(tasks):
             b = i // n_bands
             band = i - b * n_bands
-            _band_stage(sc[b], sc[b].reshape(-1), hc[b % hc.shape[0]], model, grid,
-                        band * H // n_bands, (band + 1) * H // n_bands,
-                        cones and (periodic or band > 0),
-                        cones and (periodic or band < n_bands - 1), F, D, t0, keys, uw[b],
-                        tmp[i], u_all, b, g[i], ub[i], C, H, coef)
+            _stage(sc[b], sc[b].reshape(-1), hc[b % hc.shape[0]], model, grid, band_stage,
+                   band * H // n_bands, (band + 1) * H // n_bands,
+                   cones and (periodic or band > 0),
+                   cones and (periodic or band < n_bands - 1), F, D, t0, keys, uw[b],
+                   tmp[i], u_all, b, g[i], ub[i], C, H, coef)
         for i in numba.prange(B * edges):
             b = i // edges
             j = i - b * edges  # edge j of chain b: scratch j of its bands
-            _cone_stage(sc[b], sc[b].reshape(-1), hc[b % hc.shape[0]], model, grid,
-                        (j + (0 if periodic else 1)) * H // n_bands, F, D, t0, keys, uw[b],
-                        tmp[b * n_bands + j], u_all, b, g[b * n_bands + j], ub[b * n_bands + j],
-                        C, H, coef)
+            p = (j + (0 if periodic else 1)) * H // n_bands
+            _stage(sc[b], sc[b].reshape(-1), hc[b % hc.shape[0]], model, grid, cone_stage, p, p,
+                   cones, cones, F, D, t0, keys, uw[b], tmp[b * n_bands + j], u_all, b,
+                   g[b * n_bands + j], ub[b * n_bands + j], C, H, coef)
 
 
 _SWEEPS = compile_pair(_sweeps_kernel, error_model="numpy")

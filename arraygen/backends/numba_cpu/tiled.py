@@ -115,8 +115,9 @@ def _key(t):
     raise TypeError("_key is only callable from Numba-compiled code")
 
 
-def _unkey(k):
-    """The float of an int32/int64 max-key (Numba only)."""
+def _unkey(k, like):
+    """The float of a max-key, in the float type of the scalar ``like`` (Numba only; the key's
+    integer type does not tell: Numba widens int32 arithmetic to int64)."""
     raise TypeError("_unkey is only callable from Numba-compiled code")
 
 
@@ -138,10 +139,10 @@ def _key_overload(t):
 
 
 @overload(_unkey, inline="always")
-def _unkey_overload(k):
-    if k == types.int32:
-        return lambda k: _unkey_f32(k)
-    return lambda k: _unkey_f64(k)
+def _unkey_overload(k, like):
+    if like == types.float32:
+        return lambda k, like: _unkey_f32(k)
+    return lambda k, like: _unkey_f64(k)
 
 
 @njit(fastmath=True, inline="always")
@@ -179,7 +180,7 @@ def _logits(xi, yt, yy, j0, nb, scale, b, has_b, w2, has_w, z, dim, zero, two, k
             t += w2[j0 + j]
         z[j] = t
         kmax = max(kmax, _key(t))
-    return _unkey(kmax)
+    return _unkey(kmax, zero)
 
 
 def _make(dtype, dim):
@@ -271,7 +272,7 @@ def _make(dtype, dim):
                                 t = nbeta * d2
                                 z[j] = t
                                 kmax = max(kmax, _key(t))
-                        bmax = _unkey(kmax)
+                        bmax = _unkey(kmax, dtype(0.0))
                     else:
                         bmax = _logits(xi, yt, yy, j0, nb, nbeta, yy, False, w2, has_w, z, dim,
                                    dtype(0.0), dtype(2.0), ikey(lowest_key))
