@@ -346,6 +346,13 @@ def _sum_smallest(xp, d2, k: int):
     return xp.sum(xp.sort(d2, axis=1)[:, :k], axis=1)
 
 
+def _sum_smallest_positive(xp, d2, k: int):
+    """Sum of the k smallest strictly positive entries of each row (0 if there are fewer)."""
+    inf = xp.full_like(d2, math.inf)
+    s = _sum_smallest(xp, xp.where(d2 > 0, d2, inf), k)
+    return xp.where(xp.isfinite(s), s, xp.zeros_like(s))
+
+
 def _knn_reduce(xp, xq, xt, k: int, reduce):
     """``reduce(d2_block, k)`` over row blocks of the squared distances from xq to xt."""
     rows = _row_blocks(xq, xt.shape[0])
@@ -370,7 +377,7 @@ class _VariableBandwidth:
             self.dim_ = None
             return
         self.xt = xc
-        self.rho0 = self._rho0(xp, xc)
+        self.rho0 = self._rho0(xp, xc, training=True)
         idx = _subsample(xp, xc.shape[0], max_points, aa.device(xc))
         xs = xc if idx is None else xp.take(xc, idx, axis=0)
         r0 = self.rho0 if idx is None else xp.take(self.rho0, idx)
@@ -380,10 +387,16 @@ class _VariableBandwidth:
         self.beta_ = float(beta)
         self.rho_ = self.kde_ ** self.beta_
 
-    def _rho0(self, xp, xq):
+    def _rho0(self, xp, xq, training=False):
+        """sqrt(mean of the 7 smallest squared distances): for the fitted points the nonzero
+        ones (itself and duplicates excluded), for new points the 8 nearest over 7 (as
+        pyDiffMap's NNKDE)."""
         k = min(_KDE_NEIGHBORS, self.xt.shape[0])
-        s = _knn_reduce(xp, xq, self.xt, k, _sum_smallest)
-        # duplicates (all 8 neighbours at distance 0) get a floored bandwidth, with a warning
+        if training:
+            s = _knn_reduce(xp, xq, self.xt, max(k - 1, 1), _sum_smallest_positive)
+        else:
+            s = _knn_reduce(xp, xq, self.xt, k, _sum_smallest)
+        # points without enough distinct neighbours get a floored bandwidth, with a warning
         return DiffusionMap._floor_sigma(xp, xp.sqrt(s / float(max(k - 1, 1))), self.xt)
 
     def density(self, xp, xq, rho0_q):

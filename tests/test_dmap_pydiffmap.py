@@ -153,16 +153,19 @@ def test_from_pydiffmap_conversions():
         DiffusionMap.from_pydiffmap(epsilon=-1.0)
 
 
-def test_variable_bandwidth_duplicates_floored():
-    """Ten copies of one point: zero nearest-neighbour bandwidths are floored with a warning
-    (no inf/NaN), and the spectrum is the dense one for the floored bandwidths."""
+def test_variable_bandwidth_with_duplicates():
+    """Ten copies of one point (pyDiffMap itself stops with an ARPACK error here): the
+    nearest-neighbour bandwidths of the fitted points use the nonzero distances only, as
+    pyDiffMap's NNKDE, so nothing is zero, inf or NaN and the spectrum is the dense one."""
     x = _data(60, seed=11)
     x = np.concatenate([x, np.repeat(x[:1], 9, axis=0)])
-    with pytest.warns(UserWarning, match="zero k-NN distance"):
-        dm = DiffusionMap(n_components=3, epsilon=0.5, bandwidth_type=-0.25, rng=0).fit(x)
+    dm = DiffusionMap(n_components=3, epsilon=0.5, bandwidth_type=-0.25, rng=0).fit(x)
     assert np.all(np.isfinite(dm.embedding_)) and dm.converged_
-    rho = dm.bandwidths_
     d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    pos = np.where(d2 > 0, d2, np.inf)
+    rho0 = np.sqrt(np.sort(pos, axis=1)[:, :7].mean(1))
+    np.testing.assert_allclose(dm._vbw.rho0, rho0, rtol=1e-12)
+    rho = dm.bandwidths_
     k = np.exp(-d2 / (0.5 * np.outer(rho, rho)))
     w = (k.sum(1) / rho ** 2) ** -0.5
     ka = w[:, None] * k * w[None, :]
