@@ -52,7 +52,8 @@ Variable bandwidth (``bandwidth_type``, Berry & Harlim 2016, as pyDiffMap's ``Ke
 number :math:`\beta` or an expression in the intrinsic dimension ``d`` such as
 ``"-1/(d+2)"`` gives :math:`\rho = q_0^\beta` with :math:`q_0` the nearest-neighbour kernel
 density estimate of pyDiffMap's ``NNKDE`` (8 neighbours): :math:`\rho^0_i = (\frac17
-\sum_{j \in 8\mathrm{NN}(i)} |x_i - x_j|^2)^{1/2}` (the point itself among its 8 nearest),
+\sum_{j \in 7\mathrm{NN}(i)} |x_i - x_j|^2)^{1/2}` over the 7 nearest points at nonzero
+distance (a new point: its 8 nearest fitted points, sum over 7, as pyDiffMap),
 :math:`e_0, d` from the ``"bgh"`` rule on :math:`|x_i-x_j|^2/(\rho^0_i\rho^0_j)`, and
 :math:`q_0(x) = \frac1N \sum_j \exp(-|x-x_j|^2/(4e_0\rho^0(x)\rho^0_j)) /
 (\rho^0(x)^d (4\pi e_0)^{d/2})` (``kernel_density_``). A callable gets the (uncentred) points
