@@ -16,7 +16,12 @@ Method (Krylov-Schur form of thick-restart Lanczos, Wu & Simon 2000; Stewart 200
 * Rayleigh-Ritz on ``H``; a Ritz pair ``(theta_i, V y_i)`` is converged when its residual
   ``||A V y_i - theta_i V y_i|| = ||B y_i||`` (``B``: the coupling of the last block) is at
   most ``tol * ||A||_est`` (``||A||_est``: the largest ``|theta|`` seen);
-* thick restart: keep the ``keep`` best Ritz vectors plus the residual block, continue.
+* thick restart: keep the ``keep`` best Ritz vectors plus the residual block, continue;
+* repeated eigenvalues: a start block of ``b`` random vectors sees up to ``b`` directions of
+  each eigenspace, so multiplicities up to ``block_size`` are found in one pass; the deflation
+  check then runs block Lanczos on ``A`` restricted to the complement of the found vectors
+  (found directions shifted below the spectrum) and merges anything above the k-th eigenvalue
+  by Rayleigh-Ritz on the union, ``b`` more copies per pass, until nothing is left above it.
 
 The returned residuals are recomputed from the operator (one extra block matvec), so they are
 the true ``||A x_i - lambda_i x_i||``, not estimates.
