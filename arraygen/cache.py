@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _validation as _v
 
 __all__ = ["CacheWarning", "PersistentKernelCache", "default_cache_dir"]
 
@@ -149,12 +150,9 @@ class PersistentKernelCache:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, max_bytes: int = 256 * 2**20):
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
-            raise TypeError(f"`max_bytes` must be an integer; got {max_bytes!r}")
-        if max_bytes <= 0:
-            raise ValueError(f"`max_bytes` must be positive; got {max_bytes}")
+        max_bytes = _v.check_int(max_bytes, "max_bytes", minimum=1)
         self.path = Path(path).expanduser() if path is not None else default_cache_dir() / "kernels"
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = max_bytes
         self._warned = False
 
     def _problem(self, what: str, exc: OSError) -> None:

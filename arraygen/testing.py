@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _validation as _v
 
 __all__ = ["EPS", "KINDS", "assert_close", "to_numpy", "tol"]
 
@@ -79,8 +80,7 @@ def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float,
     >>> tol("int64")
     (0.0, 0.0)
     """
-    if kind not in KINDS:
-        raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}")
+    _v.check_choice(kind, "kind", KINDS)
     if kind == "exact" or _is_exact_dtype(dtype):
         return 0.0, 0.0
     name = _dtype_name(dtype)

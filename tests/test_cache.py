@@ -134,7 +134,7 @@ def test_default_location_from_env(tmp_path, monkeypatch):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="`max_bytes` must be positive"):
+    with pytest.raises(ValueError, match="`max_bytes` must be >= 1; got 0"):
         PersistentKernelCache(tmp_path, max_bytes=0)
     with pytest.raises(TypeError, match="`max_bytes` must be an integer"):
         PersistentKernelCache(tmp_path, max_bytes=1.5)
