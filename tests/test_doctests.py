@@ -62,7 +62,6 @@ def test_modules_are_found():
 @pytest.mark.parametrize("name", [_param(m) for m in MODULES])
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples that write files write here
-    monkeypatch.setenv("ARRAYGEN_CACHE_DIR", str(tmp_path / "cache"))
     try:
         module = importlib.import_module(name)
     except ImportError as exc:  # an optional dependency of this module is not installed
