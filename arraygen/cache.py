@@ -73,11 +73,10 @@ def default_cache_dir() -> Path:
 
     Examples
     --------
-    >>> import os
-    >>> os.environ["ARRAYGEN_CACHE_DIR"] = "/tmp/agk-doc-env"
-    >>> str(default_cache_dir())
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"ARRAYGEN_CACHE_DIR": "/tmp/agk-doc-env"}):
+    ...     str(default_cache_dir())
     '/tmp/agk-doc-env'
-    >>> del os.environ["ARRAYGEN_CACHE_DIR"]
     """
     env = os.environ.get("ARRAYGEN_CACHE_DIR", "").strip()
     if env:
