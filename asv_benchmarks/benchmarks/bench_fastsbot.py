@@ -27,7 +27,7 @@ from .common import synchronize, to_namespace, with_gpu
 
 N = 20_000
 #: samples per asv case (the table of ``main`` uses N)
-N_ASV = 4_000
+N_ASV = 2_000
 BANDWIDTH = 0.5
 NFES = [10, 20, 50]
 SAMPLERS = ["ddim", "euler", "heun", "dpmpp_2m", "sde", "ddpm"]
