@@ -49,8 +49,39 @@ def materialize(*arrays: Any):
 
     Returns one array for one argument, else a tuple.
     """
-    out = tuple(a.persist() if is_dask_array(a) else a for a in arrays)
-    return out[0] if len(out) == 1 else out
+    lazy = [k for k, a in enumerate(arrays) if is_dask_array(a)]
+    out = list(arrays)
+    if lazy:
+        import dask
+
+        for k, a in zip(lazy, dask.persist(*(arrays[k] for k in lazy))):
+            out[k] = a  # one round trip to the scheduler for all of them
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def as_dask(*arrays: Any, like: Any = None):
+    """Arrays as dask arrays: NumPy/CuPy point clouds get the row chunking of ``like`` (the
+    first dask argument by default), other arrays one chunk. ``None`` stays ``None``."""
+    da = _da()
+    like = like if like is not None else next(a for a in arrays if is_dask_array(a))
+    n_row_chunks = len(like.chunks[0])
+    out = []
+    for a in arrays:
+        if a is None or is_dask_array(a):
+            out.append(a)
+        elif a.ndim == 2:
+            step = max(1, -(-a.shape[0] // n_row_chunks))
+            out.append(da.from_array(a, chunks=(step, a.shape[1])))
+        else:
+            out.append(da.from_array(a, chunks=a.shape))
+    return out
+
+
+def whole(a: Any):
+    """``a`` in one persisted chunk if it is a dask array (broadcast to every task); else ``a``."""
+    if not is_dask_array(a):
+        return a
+    return _one_chunk(a).persist()
 
 
 def _da():

@@ -24,7 +24,7 @@ import math
 from typing import Any
 
 from . import _array_api as aa
-from . import tiled
+from . import _dask, tiled
 
 #: Automatic choice: problems with N * M up to this use :class:`DenseKernel`.
 DENSE_MAX_ELEMENTS = 1 << 22
@@ -67,19 +67,23 @@ class TiledKernel:
 
     def __init__(self, xp: Any, x: Any, y: Any, backend: str | None = None):
         self.xp, self.x, self.y, self.backend = xp, x, y, backend
+        # the cloud summed over: on a Dask cluster, one persisted chunk broadcast to every task
+        self.x_all, self.y_all = _dask.whole(x), _dask.whole(y)
 
     def rows(self, w, eps: float):
-        return tiled._logsumexp(self.xp, self.x, self.y, w, beta=1.0 / eps, backend=self.backend)
+        return tiled._logsumexp(self.xp, self.x, self.y_all, w, beta=1.0 / eps,
+                                backend=self.backend)
 
     def cols(self, w, eps: float):
-        return tiled._logsumexp(self.xp, self.y, self.x, w, beta=1.0 / eps, backend=self.backend)
+        return tiled._logsumexp(self.xp, self.y, self.x_all, w, beta=1.0 / eps,
+                                backend=self.backend)
 
     def row_average(self, v, w, eps: float):
-        return tiled._softmax_matvec(self.xp, self.x, self.y, v, w, beta=1.0 / eps,
+        return tiled._softmax_matvec(self.xp, self.x, self.y_all, v, w, beta=1.0 / eps,
                                      backend=self.backend)
 
     def col_average(self, u, w, eps: float):
-        return tiled._softmax_matvec(self.xp, self.y, self.x, u, w, beta=1.0 / eps,
+        return tiled._softmax_matvec(self.xp, self.y, self.x_all, u, w, beta=1.0 / eps,
                                      backend=self.backend)
 
 

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _dask
 from . import _validation as V
 from ._sinkhorn_kernels import (DENSE_MAX_ELEMENTS, KERNEL_RANGE, DenseKernel, TiledKernel,
                                 sqdist_dense)
@@ -153,6 +154,8 @@ _DENSE_LOG_MAX_ELEMENTS = 1 << 16
 def _kernel_for(xp, x, y, scale: float, backend, *, epsilon: float | None = None,
                 dense: bool | None = None):
     """Automatic choice: the dense kernel for small problems (with no backend asked for)."""
+    if dense is None and _dask.any_dask(x, y):
+        dense = False  # a cluster runs the tiled kernels on row chunks
     if dense is None:
         size = x.shape[0] * y.shape[0]
         in_range = scale / epsilon <= KERNEL_RANGE.get(_dtype_name(x.dtype), 0.0)
@@ -299,6 +302,8 @@ def sinkhorn(x, y, a=None, b=None, *, epsilon: float, max_iter: int = 1000,
     opts = _options(epsilon=epsilon, max_iter=max_iter, tol=tol, scaling=scaling,
                     relaxation=relaxation, mixed_precision=mixed_precision,
                     check_every=check_every, progress=progress, callback=callback)
+    if _dask.any_dask(x, y, a, b):
+        x, y, a, b = _dask.as_dask(x, y, a, b)
     xp, (x, y, a, b) = V.common_namespace(x=x, y=y, a=a, b=b)
     if x.ndim == 3 or y.ndim == 3:
         return _batched(xp, x, y, a, b, warm_start, opts, check_finite, backend)
@@ -531,6 +536,7 @@ class _Run:
         self._exact = None
         self._weights: dict = {}
         self.stall = _STALL_ITERS.get(_dtype_name(prob.x.dtype), 200)
+        self.lazy = _dask.is_dask_array(prob.x)
 
     def g_of(self, f, eps):
         p = self.prob
@@ -552,7 +558,7 @@ class _Run:
     def anneal(self, schedule) -> None:
         for eps in schedule:
             g = self.g_of(self.f, eps)
-            self.f = self.f_of(g, eps)
+            self.f = _dask.materialize(self.f_of(g, eps))
             self.step(eps)
 
     def _mismatch(self, log_w, new, old, eps):
@@ -639,6 +645,8 @@ def _iterate(run: _Run, relax: _Relaxation) -> str:
         f = relax.mix(f, f_t)
         g_t = run.g_of(f, eps)
         g = relax.mix(g, g_t)
+        if run.lazy:  # a Dask cluster keeps the state; its graph must not grow
+            f, g, g_t = _dask.materialize(f, g, g_t)
         run.step(eps)
     run.f, run.g = f, g
     run.err = run.exact_error(f, g) if math.isfinite(run.errors[-1]) else run.errors[-1]

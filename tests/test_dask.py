@@ -124,3 +124,18 @@ def test_readme_dask_example_runs():
             cluster = namespace["client"].cluster
             namespace["client"].close()
             cluster.close()
+
+
+def test_sinkhorn_on_a_cluster_matches_numpy_and_keeps_graphs_small(client):
+    gen = np.random.default_rng(3)
+    x, y = gen.random((600, 2)), gen.random((400, 2))
+    ref = ag.sinkhorn(x, y, epsilon=0.1, backend="numba_cpu")
+    xd = da.from_array(x, chunks=(200, 2))
+    res = ag.sinkhorn(xd, y, epsilon=0.1)
+    assert isinstance(res.f, da.Array) and res.converged == ref.converged
+    assert res.n_iter == ref.n_iter
+    np.testing.assert_allclose(res.f.compute(), ref.f, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-12)
+    # state persisted at iteration boundaries: the result's graph does not grow with n_iter
+    short = ag.sinkhorn(xd, y, epsilon=0.1, max_iter=3, tol=1e-30)
+    assert len(res.f.__dask_graph__()) <= len(short.f.__dask_graph__()) + 8
