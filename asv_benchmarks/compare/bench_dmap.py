@@ -2,7 +2,7 @@
 
 * ``peer:dense_eigh``: dense float64 kernel + ``numpy.linalg.eigh`` (N = 2000 only; O(N^3));
 * ``peer:dense_eigsh``: dense float64 kernel + ``scipy.sparse.linalg.eigsh`` (N^2 memory);
-* ``peer:pydiffmap``: pyDiffMap with the exact kernel (k = N);
+* ``peer:pydiffmap``: pyDiffMap with the exact kernel (k = N; N = 2000 only);
 * ``peer:datafold``: datafold ``DiffusionMaps``.
 
 Every peer gets arraygen's median bandwidth (converted to its kernel convention). Problem:
@@ -66,6 +66,9 @@ class DiffusionMapFit:
                 raise NotImplementedError("dense eigh only at N = 2000 (O(N^3))")
             if name == "pydiffmap":
                 C.require_module("pydiffmap", "pydiffmap")
+                if size > 2000:
+                    raise NotImplementedError("pyDiffMap's exact kernel (k = N) is timed at "
+                                              "N = 2000 (minutes and N^2 memory above)")
             if name == "datafold":
                 C.require_module("datafold", "datafold")
             self.ns = "numpy"
