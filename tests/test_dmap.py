@@ -591,3 +591,19 @@ def test_tiny_problems_every_solver(solver):
                           dense_kernel_mb=0).fit(x)
         np.testing.assert_allclose(dm.eigenvalues_, ref[:nc + 1], atol=1e-10)
         assert dm.converged_
+
+
+@pytest.mark.parametrize("solver", ["arpack", "lanczos"])
+def test_converged_false_when_a_missed_eigenvalue_remains(monkeypatch, solver):
+    """A deflation check cut short (one pass, block 1) on the circle, where a single-vector
+    solver misses two copies: converged_ is False and a RuntimeWarning says why."""
+    import functools
+
+    from arraygen import linalg
+
+    monkeypatch.setattr(linalg, "_complete", functools.partial(linalg._complete, max_passes=1))
+    xn = _circle(200)
+    with pytest.warns(RuntimeWarning, match="missed"):
+        dm = DiffusionMap(n_components=4, alpha=1.0, epsilon=0.04, eigensolver=solver,
+                          block_size=1, rng=0, dense_kernel_mb=0).fit(xn)
+    assert dm.converged_ is False
