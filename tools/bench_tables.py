@@ -157,8 +157,9 @@ def benchmark_table(suite, name, meta, per_machine, losses):
     header = ["case"] if param_names else []
     header += ["value", "machine", "date", "command"]
     rows = []
-    compare = suite == "compare" and "backend" in param_names and name.split(".")[-1].startswith(
-        "time_")
+    # ratios where lower is better: times, and tracked times per unit of work
+    compare = suite == "compare" and "backend" in param_names and (
+        name.split(".")[-1].startswith("time_") or unit in ("ms", "seconds"))
     if compare:
         header.insert(2, "x arraygen")
     for machine, rec in sorted(per_machine.items()):
