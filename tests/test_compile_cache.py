@@ -81,3 +81,16 @@ def test_default_cache_dir_is_a_user_cache_dir(tmp_path, monkeypatch):
     assert not default.resolve().is_relative_to(PACKAGE)
     monkeypatch.setenv("ARRAYGEN_CACHE_DIR", str(tmp_path / "mine"))
     assert compile_cache.cache_dir() == tmp_path / "mine" / "numba"
+
+
+def test_unwritable_cache_dir_falls_back_to_a_temporary_folder(tmp_path):
+    """A cache dir that cannot be created (a file is in the way) never sends the kernels into
+    the source tree."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    (tmp_path / "tmp").mkdir()
+    before = {p: p.stat().st_mtime_ns for p in _cache_files(PACKAGE)}
+    _run({"ARRAYGEN_CACHE_DIR": str(blocker), "TMPDIR": str(tmp_path / "tmp")})
+    assert {p: p.stat().st_mtime_ns for p in _cache_files(PACKAGE)} == before
+    assert any(p.name.startswith("fisher._diagonal_kernel")
+               for p in _cache_files(tmp_path / "tmp"))

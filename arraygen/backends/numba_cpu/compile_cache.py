@@ -8,8 +8,8 @@ Compiled kernels (``cache=True``) go to the user's cache directory, never into t
    otherwise ``$XDG_CACHE_HOME`` or ``~/.cache``).
 
 Only functions defined in arraygen's own source files use this location; other Numba code in
-the process keeps Numba's default. An unwritable directory is skipped (Numba then falls back to
-its own locators, or compiles without caching).
+the process keeps Numba's default. When the directory cannot be written, a per-user folder of
+the temporary directory is used instead (and when neither can, Numba's own locators).
 
 A compile of arraygen kernels that runs past one second logs, on the ``"arraygen"`` logger at
 INFO, ``compiling kernels (first run only) ...`` while it runs and ``compiling kernels (first
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,6 +57,13 @@ def cache_dir() -> Path | None:
     return base / "numba"
 
 
+def _fallback_dir() -> Path:
+    """Where kernels go when :func:`cache_dir` cannot be written: a per-user temporary folder
+    (still never the source tree)."""
+    user = getattr(os, "getuid", lambda: os.environ.get("USERNAME", "user"))()
+    return Path(tempfile.gettempdir()) / f"arraygen-{user}" / "numba"
+
+
 def _is_ours(path: str) -> bool:
     try:
         return Path(path).resolve().is_relative_to(_PACKAGE)
@@ -85,12 +93,14 @@ def _locator_class():
             root = cache_dir()
             if root is None:
                 return None
-            self = cls(py_func, py_file, root)
-            try:
-                self.ensure_cache_path()
-            except OSError:
-                return None
-            return self
+            for candidate in (root, _fallback_dir()):
+                self = cls(py_func, py_file, candidate)
+                try:
+                    self.ensure_cache_path()
+                except OSError:
+                    continue
+                return self
+            return None
 
     return ArraygenCacheLocator
 
