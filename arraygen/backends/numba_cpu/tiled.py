@@ -26,11 +26,11 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from ..._kernels.tiled import DIRECT_MAX_D
 from .._interop import like, to_numpy_view
 from . import thread_safe
 from .bits import as_float as _as_float
 from .bits import as_int as _as_int
-from ..._kernels.tiled import DIRECT_MAX_D
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 
