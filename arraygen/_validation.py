@@ -206,6 +206,8 @@ def as_array(value: Any, name: str) -> Any:
     Raises ``TypeError`` naming ``name`` for anything else (including ragged or non-numeric
     lists), never ``AttributeError``.
     """
+    if isinstance(value, np.generic):  # a NumPy scalar where an array is expected
+        value = np.asarray(value)
     if value is None or aa.is_array(value):
         if isinstance(value, np.ndarray) and not value.dtype.isnative:
             return value.astype(value.dtype.newbyteorder("="))  # kernels take native order
