@@ -307,6 +307,8 @@ def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
         f = score * score + _broadcast_per_sample(xp, eps, score.ndim)
     else:
         f = _diagonal_kernel_call(xp, _dispatch.kernel("fisher_diagonal", name), score, eps)
+        if f.ndim != score.ndim:  # a 0-d score comes back from launchers as (1,)
+            f = xp.reshape(f, tuple(score.shape))
     return _cast_out(xp, _match_layout(xp, f, score), out_dtype)
 
 
@@ -373,6 +375,9 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: 
         x=x, score=score, v=v, noise=noise,
         alpha_bar=alpha_bar if _is_array_like(alpha_bar) else None)
     alpha_bar = alpha_bar if ab_arr is None else ab_arr
+    for name, arr in (("x", x), ("score", score), ("v", v)):
+        if arr is None:
+            raise TypeError(f"`{name}` must be an array; got None")
     for name, arr in (("score", score), ("v", v), ("noise", noise)):
         if arr is not None and tuple(arr.shape) != tuple(x.shape):
             raise ValueError(

@@ -86,6 +86,7 @@ _dispatch.register(
 _MAX_LINEAR_COLOURS = 64
 _MAX_COLOURS = 127
 _EXACT_MAX_SPINS = 20
+_MAX_LOCAL_RADIUS = 10
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,7 +130,8 @@ def local_offsets(radius: int = 1, skip=()) -> tuple[tuple[int, int, int], ...]:
     >>> local_offsets(1)
     ((0, 0, 1), (0, 1, -1), (0, 1, 0), (0, 1, 1))
     """
-    radius = check_int(radius, "radius", minimum=1)
+    # the (r+1) x (r+1) sites of a block are pairwise coupled: (r+1)^2 <= 127 colours
+    radius = check_int(radius, "radius", minimum=1, maximum=_MAX_LOCAL_RADIUS)
     out = [(0, 0, dx) for dx in range(1, radius + 1)]
     out += [(0, dy, dx) for dy in range(1, radius + 1) for dx in range(-radius, radius + 1)]
     for d in _check_skip(skip):
@@ -258,6 +260,10 @@ def _colouring(offsets, shape, periodic):
         greedy = _quotient_colouring(offsets, shape, small=pattern is not None)
         if greedy is not None and (colors is None or greedy.max() < colors.max()):
             colors, pattern = greedy, None
+    if colors is None:
+        raise ValueError(f"`offsets` need more than {_MAX_LINEAR_COLOURS} colours on the open "
+                         f"grid {shape} (no periodic colouring with at most "
+                         f"{_MAX_LINEAR_COLOURS} exists); use fewer or shorter offsets")
     n_colors = int(colors.max()) + 1
     if n_colors > _MAX_COLOURS:
         raise ValueError(f"`offsets` need {n_colors} colours on grid {shape}; at most "

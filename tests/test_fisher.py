@@ -567,3 +567,19 @@ def test_big_endian_input_default_backend(rng):
     assert f.dtype == np.float32
     np.testing.assert_allclose(f, ref.fisher_diagonal(s.astype(np.float32), [0.2, 0.3]),
                                rtol=1e-6)
+
+
+def test_scalar_and_missing_arrays(kernel_backend):
+    """A 0-d score (or a NumPy scalar) keeps its shape; a missing array is a TypeError."""
+    xp = kernel_backend.xp
+    for score in (xp.reshape(xp.asarray(np.array([2.0])), ()), np.float64(2.0)):
+        if isinstance(score, np.generic) and kernel_backend.name not in ("numba_cpu",
+                                                                          "array_api"):
+            continue
+        f = arraygen.fisher_diagonal(score, 0.5, backend=kernel_backend.name)
+        assert tuple(f.shape) == ()
+        np.testing.assert_allclose(float(f), 4.0 + 1e-4 + 1e-3 * 0.5, rtol=1e-14)
+    x = np.ones((2, 3))
+    for args in ((None, x, x), (x, None, x), (x, x, None)):
+        with pytest.raises(TypeError, match="must be an array; got None"):
+            arraygen.fisher_langevin_step(*args, 0.5, step_size=0.1)

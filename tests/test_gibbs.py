@@ -740,3 +740,12 @@ def test_numba_cpu_class_major_injected_uniforms(index, dtype):
     with nb.TUNING.override(class_major=False):
         want = gibbs.gibbs_sweeps(model, s0, n_sweeps=4, uniforms=u, backend="numba_cpu")
     np.testing.assert_array_equal(got, want)
+
+
+def test_stencils_beyond_the_colour_limit_raise_value_errors():
+    """local(radius=8) on an open grid ended in AttributeError; radius=2**70 in MemoryError."""
+    with pytest.raises(ValueError, match="`offsets` need more than 64 colours on the open grid"):
+        gibbs.StencilIsing.local((20, 20), radius=8)
+    with pytest.raises(ValueError, match="`radius` must be <= 10"):
+        gibbs.local_offsets(2**70)
+    assert gibbs.StencilIsing.local((20, 20), radius=7).n_colors == 64
