@@ -1,7 +1,8 @@
 """Import layering of the kernel backends, read from the source (AST), not by importing.
 
-* ``arraygen/backends/**`` imports only ``arraygen.backends``, ``arraygen._kernels`` and
-  ``arraygen._array_api`` from arraygen (no op or algorithm module above it);
+* ``arraygen/backends/**`` imports only ``arraygen.backends``, ``arraygen._kernels``,
+  ``arraygen._array_api`` and ``arraygen._user_cache`` from arraygen (no op or algorithm
+  module above it);
 * no backend package (``numba_cpu``, ``numba_cuda``, ``cupy``, ``triton``) imports a sibling
   backend package: what they share lives in ``arraygen/backends/*.py`` (``_philox``,
   ``_interop``);
@@ -20,7 +21,8 @@ import arraygen
 ROOT = Path(arraygen.__file__).resolve().parent
 BACKENDS = ROOT / "backends"
 PACKAGES = sorted(p.name for p in BACKENDS.iterdir() if (p / "__init__.py").is_file())
-ALLOWED_IN_BACKENDS = ("arraygen.backends", "arraygen._kernels", "arraygen._array_api")
+ALLOWED_IN_BACKENDS = ("arraygen.backends", "arraygen._kernels", "arraygen._array_api",
+                       "arraygen._user_cache")
 
 
 def _module_name(path: Path) -> str:

@@ -76,9 +76,13 @@ def test_default_cache_dir_is_a_user_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("ARRAYGEN_CACHE_DIR", raising=False)
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path))
     default = compile_cache.cache_dir()
     assert default.parts[-2:] == ("arraygen", "numba")
     assert not default.resolve().is_relative_to(PACKAGE)
+    from arraygen.cache import default_cache_dir  # the persistent kernel cache: same root
+
+    assert default.parent == default_cache_dir()
     monkeypatch.setenv("ARRAYGEN_CACHE_DIR", str(tmp_path / "mine"))
     assert compile_cache.cache_dir() == tmp_path / "mine" / "numba"
 

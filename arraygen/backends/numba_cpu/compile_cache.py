@@ -4,8 +4,8 @@ Compiled kernels (``cache=True``) go to the user's cache directory, never into t
 
 1. ``$ARRAYGEN_CACHE_DIR/numba`` when ``ARRAYGEN_CACHE_DIR`` is set;
 2. else Numba's own ``NUMBA_CACHE_DIR`` when that is set (Numba's locator handles it);
-3. else ``<user cache dir>/arraygen/numba`` (``platformdirs.user_cache_dir`` when installed,
-   otherwise ``$XDG_CACHE_HOME`` or ``~/.cache``).
+3. else ``<user cache dir>/arraygen/numba`` (:func:`arraygen._user_cache.user_cache_dir`, the
+   directory :class:`arraygen.cache.PersistentKernelCache` uses by default).
 
 Only functions defined in arraygen's own source files use this location; other Numba code in
 the process keeps Numba's default. When the directory cannot be written, a per-user folder of
@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from ..._user_cache import user_cache_dir
 
 __all__ = ["cache_dir", "install"]
 
@@ -37,24 +38,10 @@ NOTICE_AFTER_S = 1.0
 def cache_dir() -> Path | None:
     """The directory of arraygen's compiled Numba kernels, or None to leave it to Numba
     (``NUMBA_CACHE_DIR`` set and ``ARRAYGEN_CACHE_DIR`` not)."""
-    root = os.environ.get("ARRAYGEN_CACHE_DIR", "").strip()
-    if root:
-        return Path(root).expanduser() / "numba"
-    if os.environ.get("NUMBA_CACHE_DIR", "").strip():
+    if (os.environ.get("NUMBA_CACHE_DIR", "").strip()
+            and not os.environ.get("ARRAYGEN_CACHE_DIR", "").strip()):
         return None
-    try:
-        import platformdirs
-
-        base = Path(platformdirs.user_cache_dir("arraygen", appauthor=False))
-    except ImportError:
-        if sys.platform == "win32":
-            base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        elif sys.platform == "darwin":
-            base = Path.home() / "Library" / "Caches"
-        else:
-            base = Path(os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache")
-        base = base / "arraygen"
-    return base / "numba"
+    return user_cache_dir() / "numba"
 
 
 def _fallback_dir() -> Path:
