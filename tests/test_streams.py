@@ -53,7 +53,7 @@ def _problems(gen):
             lambda b, xs, s, vs: ag.fisher_langevin_step(xs, s, vs, 0.5, step_size=0.01,
                                                          rng=ag.random.Key(3, 1), backend=b)),
         "gaussian_filter": ((img,), lambda b, im: (ag.gaussian_filter(im, 2.0, backend=b),)),
-        "gibbs_sweeps": ((spins,), None),  # the model in the inputs' library: see _run
+        "gibbs_sweeps": ((spins,), None),  # with the model in the inputs' library (_run)
         "kernel_matvec": ((x, y, v), lambda b, x, y, v: (ag.kernel_matvec(x, y, v, beta=0.7,
                                                                           backend=b),)),
         "kernel_logsumexp": ((x, y, w), lambda b, x, y, w: (
@@ -139,12 +139,11 @@ def _libraries():
     return libs
 
 
-def _run(op, backend, lib, device_inputs):
-    problems, model = _problems(np.random.default_rng(0))
+def _run(op, backend, device_inputs, gibbs_model):
     if op == "gibbs_sweeps":
         (spins,) = device_inputs
-        m = model(lib.to_device)
-        return (gibbs.gibbs_sweeps(m, spins, n_sweeps=3, rng=5, backend=backend),)
+        return (gibbs.gibbs_sweeps(gibbs_model, spins, n_sweeps=3, rng=5, backend=backend),)
+    problems, _ = _problems(np.random.default_rng(0))
     return tuple(problems[op][1](backend, *device_inputs))
 
 
@@ -156,20 +155,21 @@ def test_hot_path_on_a_non_default_stream(backend, op, lib_type):
     from arraygen import _dispatch
 
     lib = lib_type()
-    problems, _ = _problems(np.random.default_rng(0))
+    problems, model = _problems(np.random.default_rng(0))
     inputs = problems[op][0]
     probe = lib.to_device(inputs[0])
     reason = _dispatch._why_not(backend, _dispatch.spec(op), (probe,))
     if reason is not None:
         pytest.skip(reason)
     sources = [lib.to_device(a) for a in inputs]
-    want = [lib.to_host(r) for r in _run(op, backend, lib, sources)]
+    gibbs_model = model(lib.to_device)  # made (and its copies finished) before the side stream
+    want = [lib.to_host(r) for r in _run(op, backend, sources, gibbs_model)]
     torch.cuda.synchronize()
     with lib.on_side_stream():
         # the inputs are written ~0.1 s after the launch: a launcher on another stream reads
         # them unwritten; the results are read back on this stream as soon as it is done
         device_inputs = [lib.delayed_copy(a) for a in sources]
-        got = [lib.to_host(r) for r in _run(op, backend, lib, device_inputs)]
+        got = [lib.to_host(r) for r in _run(op, backend, device_inputs, gibbs_model)]
     lib.synchronize()
     assert len(got) == len(want)
     for g, w in zip(got, want):
