@@ -76,26 +76,26 @@ def _as(backend, t):
 
 
 def _set(module_name: str, **values):
-    """Set tuning constants of a backend module; returns the old values (to restore)."""
+    """Enter a tuning override of a backend's Fisher launcher (``TUNING.override``); returns
+    the module and the override, which the caller exits."""
     import importlib
 
     mod = importlib.import_module(f"arraygen.backends.{module_name}.fisher")
-    old = {k: getattr(mod, k) for k in values}
-    for k, v in values.items():
-        setattr(mod, k, v)
-    return mod, old
+    override = mod.TUNING.override(**values)
+    override.__enter__()
+    return mod, override
 
 
 # (label, backend, tuning constants): the defaults first, then variants measured for tuning
 DIAG_VARIANTS = [("cupy", "cupy", {}), ("triton", "triton", {}),
                  ("numba_cuda", "numba_cuda", {}),
-                 ("triton B8192", "triton", {"BLOCK_DIAG": 8192, "DIAG_WARPS": 8})]
+                 ("triton B8192", "triton", {"block_diag": 8192, "diag_warps": 8})]
 STEP_VARIANTS = [("cupy", "cupy", {}), ("triton", "triton", {}),
                  ("numba_cuda", "numba_cuda", {}),
-                 ("cupy kq0 t512", "cupy", {"KQ": {"float": 0, "double": 0},
-                                            "FUSED_THREADS": 512}),
-                 ("triton single", "triton", {"SINGLE_MAX_QUADS": 4096}),
-                 ("triton loop1024", "triton", {"CHUNK_QUADS": 1024})]
+                 ("cupy kq0 t512", "cupy", {"kq_float": 0, "kq_double": 0,
+                                            "fused_threads": 512}),
+                 ("triton single", "triton", {"single_max_quads": 4096}),
+                 ("triton loop1024", "triton", {"chunk_quads": 1024})]
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -146,7 +146,7 @@ def run(quick: bool = False) -> list[dict]:
                 rows.append(row("fisher_diagonal (kernel)", label, size, ms, "GB/s",
                                 8 * n / (ms * 1e-3) / 1e9, bw, "torch eager", torch_gbs))
         finally:
-            _set(backend, **old)
+            old.__exit__(None, None, None)
 
     # fisher_langevin_step: op traffic 20 bytes/element; noise drawn in-kernel
     torch_ms = bench_ms(lambda: _torch_step(x, s, v, eps_col))
@@ -181,7 +181,7 @@ def run(quick: bool = False) -> list[dict]:
                 rows.append(row("fisher_langevin_step (kernel)", label, size, ms, "GB/s",
                                 20 * n / (ms * 1e-3) / 1e9, bw, "torch eager", torch_gbs))
         finally:
-            _set(backend, **old)
+            old.__exit__(None, None, None)
     # few long samples: the two-kernel path (28 bytes/element actually moved)
     xl, sl, vl, abl = _inputs(n, n // 16)
     for backend in ("cupy", "triton"):

@@ -27,7 +27,7 @@ from gpu_common import bench_ms, copy_bandwidth_gbs, row
 L = 4096
 SWEEPS = 10
 BACKENDS = ("cupy", "triton", "numba_cuda")
-#: CuPy sweep kernels timed side by side (arraygen.backends.cupy.gibbs.KERNEL_CHOICE)
+#: CuPy sweep kernels timed side by side (arraygen.backends.cupy.gibbs.Tuning.kernel)
 CUPY_KERNELS = ("auto", "stream32x16", "fused", "phase")
 LONG_SWEEPS = 100  # one call of this many sweeps: the per-call spin check is amortised
 
@@ -109,13 +109,17 @@ def _bench_model(name: str, rep: float, bw: float) -> list[dict]:
     for backend, choice in variants:
         if available()[backend] is not None:
             continue
+        forced = {}
         if choice is not None:
             from arraygen.backends.cupy import gibbs as cupy_gibbs
 
-            cupy_gibbs.KERNEL_CHOICE = choice
+            forced = {"kernel": choice}
 
-        def fn(b=backend):
-            return gibbs_sweeps(model, s, n_sweeps=SWEEPS, rng=3, backend=b)
+        def fn(b=backend, forced=forced):
+            if not forced:
+                return gibbs_sweeps(model, s, n_sweeps=SWEEPS, rng=3, backend=b)
+            with cupy_gibbs.TUNING.override(**forced):
+                return gibbs_sweeps(model, s, n_sweeps=SWEEPS, rng=3, backend=b)
 
         try:
             fn()
@@ -124,9 +128,6 @@ def _bench_model(name: str, rep: float, bw: float) -> list[dict]:
         except Exception:  # noqa: BLE001 - report the failure, go on with the other backends
             traceback.print_exc()
             continue
-        finally:
-            if choice is not None:
-                cupy_gibbs.KERNEL_CHOICE = "auto"
         label = backend if choice in (None, "auto") else f"{backend}:{choice}"
         rows.append(row("gibbs_sweeps", label, size, ms, "upd/s", updates / (ms * 1e-3),
                         ceiling, "torch_roll", peer, err))

@@ -15,7 +15,7 @@ from gpu_bench_gibbs import L, _model, _spins  # noqa: E402
 from arraygen.backends.cupy import gibbs as cupy_gibbs  # noqa: E402
 from arraygen.gibbs import gibbs_sweeps  # noqa: E402
 
-cupy_gibbs.KERNEL_CHOICE = sys.argv[1] if len(sys.argv) > 1 else "auto"
+cupy_gibbs.TUNING.override(kernel=sys.argv[1] if len(sys.argv) > 1 else "auto").__enter__()
 model = _model(sys.argv[2] if len(sys.argv) > 2 else "nn", L)
 s = _spins(L)
 for _ in range(2):

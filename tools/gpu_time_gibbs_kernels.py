@@ -19,14 +19,15 @@ from arraygen.gibbs import gibbs_sweeps
 
 parser = argparse.ArgumentParser()
 parser.add_argument("model", choices=("nn", "local8"))
-parser.add_argument("choices", nargs="+", help="values of cupy gibbs.KERNEL_CHOICE")
+parser.add_argument("choices", nargs="+", help="values of cupy gibbs.Tuning.kernel")
 parser.add_argument("--sweeps", type=int, default=100)
 args = parser.parse_args()
 model = _model(args.model, L)
 s = _spins(L)
 reference = None
 for choice in args.choices:
-    cupy_gibbs.KERNEL_CHOICE = choice
+    forced = cupy_gibbs.TUNING.override(kernel=choice)
+    forced.__enter__()
     out = gibbs_sweeps(model, s, n_sweeps=2, rng=3, backend="cupy")
     reference = out if reference is None else reference
     same = bool((out == reference).all())
@@ -35,3 +36,4 @@ for choice in args.choices:
     rate = args.sweeps * L * L / (ms * 1e-3)
     print(f"{args.model:7s} {choice:14s} {ms / args.sweeps:8.4f} ms/sweep {rate:.3e} upd/s  "
           f"same as first: {same}", flush=True)
+    forced.__exit__(None, None, None)
