@@ -56,6 +56,6 @@ __all__ = [
     "sample_dpmpp_2m", "sample_euler", "sample_flow_ddim", "sample_flow_heun", "sample_flow_sde",
     "sample_heun", "sample_sde", "samplers", "sample_unipc", "sample_dpmpp_3m_sde",
     "sample_euler_ancestral", "sample_dpmpp_2s_ancestral", "discrete_time_model",
-    "flow_timesteps", "schedules", "sinkhorn", "sliced_ot_map",
+    "flow_timesteps", "schedules", "scores", "sinkhorn", "sliced", "sliced_ot_map",
     "sliced_wasserstein", "ssim", "swiss_roll", "testing", "tiled", "timesteps", "two_moons",
 ]

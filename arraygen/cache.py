@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import re
-import sys
 import tempfile
 import time
 import warnings
@@ -47,6 +46,7 @@ import numpy as np
 
 from . import _array_api as aa
 from . import _validation as _v
+from ._user_cache import user_cache_dir
 
 __all__ = ["CacheWarning", "PersistentKernelCache", "default_cache_dir"]
 
@@ -68,7 +68,8 @@ class CacheWarning(UserWarning):
 def default_cache_dir() -> Path:
     """``$ARRAYGEN_CACHE_DIR``, else the user cache directory + ``/arraygen``.
 
-    The user cache directory is ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS and
+    The rule of :func:`arraygen._user_cache.user_cache_dir` (shared with the compiled-kernel
+    cache): ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS and
     ``$XDG_CACHE_HOME`` (default ``~/.cache``) elsewhere.
 
     Examples
@@ -78,16 +79,7 @@ def default_cache_dir() -> Path:
     ...     str(default_cache_dir())
     '/tmp/agk-doc-env'
     """
-    env = os.environ.get("ARRAYGEN_CACHE_DIR", "").strip()
-    if env:
-        return Path(env).expanduser()
-    if sys.platform.startswith("win"):
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", "") or Path.home() / ".cache")
-    return base / "arraygen"
+    return user_cache_dir()
 
 
 def _array_key(value: Any) -> dict:
