@@ -398,6 +398,7 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: 
     x_c, s_c, v_c = (xp.astype(a, work) if a.dtype != work else a for a in (x_c, s_c, v_c))
     check_fits_dtype(xp, (1.0 - momentum) * eps_floor, work, "eps_floor",
                      what="(1 - momentum) * eps_floor")
+    check_fits_dtype(xp, 2.0 * step_size, work, "step_size", what="2 * step_size")
     eps, unit = _eps(xp, x_c, alpha_bar, None, eps_floor, eps_scale, work, per_sample=True)
     if noise is not None:
         noise, _ = aa.as_float_array(xp, noise, "noise")

@@ -52,8 +52,8 @@ from . import _array_api as aa
 from . import _dispatch
 from . import random as _random
 from ._kernels.gibbs import symmetric_offsets  # noqa: F401
-from ._validation import (as_array, check_choice, check_int, check_scalar, check_shape,
-                          common_namespace)
+from ._validation import (as_array, check_choice, check_fits_dtype, check_int, check_scalar,
+                          check_shape, common_namespace)
 
 __all__ = [
     "Moments",
@@ -743,6 +743,7 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
     _check_spins_shape(model, spins)
     n_sweeps = check_int(n_sweeps, "n_sweeps", minimum=0)
     beta = check_scalar(beta, "beta", nonnegative=True)
+    check_fits_dtype(xp, 2.0 * beta, model.dtype, "beta", what="2 * beta")
     _check_spin_values(xp, spins, "spins")
     work = model.dtype
     if uniforms is not None:

@@ -583,3 +583,9 @@ def test_scalar_and_missing_arrays(kernel_backend):
     for args in ((None, x, x), (x, None, x), (x, x, None)):
         with pytest.raises(TypeError, match="must be an array; got None"):
             arraygen.fisher_langevin_step(*args, 0.5, step_size=0.1)
+
+
+def test_step_size_beyond_the_dtype_is_an_error():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"`step_size` \(2 \* step_size\) = 2e\+300"):
+        arraygen.fisher_langevin_step(x, x, x, 0.5, step_size=1e300, rng=0)

@@ -749,3 +749,16 @@ def test_stencils_beyond_the_colour_limit_raise_value_errors():
     with pytest.raises(ValueError, match="`radius` must be <= 10"):
         gibbs.local_offsets(2**70)
     assert gibbs.StencilIsing.local((20, 20), radius=7).n_colors == 64
+
+
+def test_beta_beyond_the_dtype_is_an_error():
+    """float32 couplings with 2 * beta above float32 max gave NaN probabilities (a site with
+    zero field then always chose -1) instead of an error."""
+    model = gibbs.StencilIsing.nearest_neighbour((3, 3), coupling=0.0)
+    s = np.ones((1, 3, 3), np.int8)
+    with pytest.raises(ValueError, match=r"`beta` \(2 \* beta\) = 2e\+300 is out of range"):
+        gibbs.gibbs_sweeps(model, s, beta=1e300, rng=0, backend="array_api")
+    model64 = gibbs.StencilIsing.nearest_neighbour((3, 3), coupling=0.0, dtype="float64")
+    out = gibbs.gibbs_sweeps(model64, np.ones((64, 1, 3, 3), np.int8), beta=1e300, rng=0,
+                             backend="array_api")
+    assert 0.3 < float(np.mean(out == 1)) < 0.7  # zero field: a fair coin at any beta
