@@ -756,8 +756,22 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
             raise ValueError("`uniforms` must lie in [0, 1]")
     if n_sweeps == 0:
         return xp.asarray(spins, copy=True)
-    shape4 = (math.prod(spins.shape[:-3]),) + model.shape
     gen = _random.as_key(rng) if uniforms is None else None
+    return _sweeps(xp, model, spins, n_sweeps=n_sweeps, beta=beta, gen=gen, uniforms=uniforms,
+                   backend=backend)
+
+
+def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend):
+    """Private core of :func:`gibbs_sweeps`, for loops (PCD training, discrete diffusion): it
+    trusts its inputs and synchronises only where a NumPy Generator draws on the host.
+
+    ``model`` in ``spins``' namespace and device (``model._to``), ``spins`` (..., C, H, W) with
+    values in {-1, +1}, ``n_sweeps >= 1``, ``beta`` a Python float (``2 beta`` fits the model
+    dtype), ``gen`` a Key or Generator (None when ``uniforms``, (n_sweeps, *spins.shape) in
+    [0, 1] and the model's dtype, are given).
+    """
+    work = model.dtype
+    shape4 = (math.prod(spins.shape[:-3]),) + model.shape
     u4 = None if uniforms is None else xp.reshape(uniforms, (n_sweeps,) + shape4)
     name = _dispatch.select("gibbs_sweeps", spins, model.couplings, model.bias, uniforms,
                             backend=backend)
