@@ -47,7 +47,8 @@ import numpy as np
 from . import _array_api as aa
 from . import random as _random
 from ._validation import check_choice, check_int, check_scalar, check_shape
-from .gibbs import StencilIsing, _check_spin_values, gibbs_sweeps, local_offsets, moments, to_spins
+from .gibbs import StencilIsing, _check_spin_values, local_offsets, moments, to_spins
+from .gibbs import _sweeps as _gibbs_core
 from .schedules import BitflipSchedule, bitflip_schedule
 
 __all__ = [
@@ -424,8 +425,7 @@ class BitflipDTM:
         xp = self.xp
         shape5 = tuple(negative.shape)
         model = self._stacked_model(s_t)
-        chains = gibbs_sweeps(model, self._stack(negative), n_sweeps=pcd_k, rng=rng,
-                              backend=backend)
+        chains = self._sweeps(model, self._stack(negative), pcd_k, rng, backend)
         chains = xp.astype(chains, self.dtype) if chains.dtype != self.dtype else chains
         m_pos, c_pos = moments(model, self._stack(s_prev))
         m_neg, c_neg = moments(model, chains)
@@ -623,9 +623,17 @@ class BitflipDTM:
     def _reverse_step(self, s_t: Any, t: int, sweeps: int, start: Any, rng: Any,
                       backend: str | None) -> Any:
         """:meth:`reverse_step` on trusted spins in the parameters' dtype."""
-        out = gibbs_sweeps(self._step_model(t, s_t), start, n_sweeps=sweeps, rng=rng,
-                           backend=backend)
+        out = self._sweeps(self._step_model(t, s_t), start, sweeps, rng, backend)
         return self.xp.astype(out, self.dtype) if out.dtype != self.dtype else out
+
+    def _sweeps(self, model: StencilIsing, spins: Any, n_sweeps: int, rng: Any,
+                backend: str | None) -> Any:
+        """Gibbs sweeps through :mod:`arraygen.gibbs`' private core (trusted spins in
+        {-1, +1}; no spin-value check, no host synchronisation per call)."""
+        xp = self.xp
+        model = model._to(xp, aa.device(spins))
+        return _gibbs_core(xp, model, spins, n_sweeps=n_sweeps, beta=1.0,
+                           gen=_random.as_key(rng), uniforms=None, backend=backend)
 
     def sample(self, n: int, *, sweeps: int = 10, rng: Any = None, progress: bool = False,
                return_trajectory: bool = False, backend: str | None = None) -> Any:

@@ -572,13 +572,20 @@ def test_options_validated_at_the_boundary(call, exc, match):
 def test_training_and_sampling_loops_do_not_revalidate(monkeypatch):
     """Spins are checked once at the boundary; the loops call the trusted cores only (no
     per-iteration host synchronisation for validation)."""
+    from arraygen import gibbs
+
     calls = []
     real = D._check_spins
     monkeypatch.setattr(D, "_check_spins", lambda s, name: (calls.append(name), real(s, name)))
+    # the loops' Gibbs sweeps go through gibbs' private core (no spin-value check per call)
+    cores = []
+    real_core = D._gibbs_core
+    monkeypatch.setattr(D, "_gibbs_core", lambda *a, **k: (cores.append(1), real_core(*a, **k))[1])
+    monkeypatch.setattr(gibbs, "gibbs_sweeps", lambda *a, **k: calls.append("gibbs_sweeps"))
     images = (np.random.default_rng(0).random((6, 3, 4)) < 0.5).astype(np.uint8)
     model = D.BitflipDTM((3, 4), T=2)
     model.fit(images, iters=3, chains=4, pcd_k=1, rng=0, backend=AA)
     model.sample(3, sweeps=1, rng=1, backend=AA)
-    assert calls == []
+    assert calls == [] and len(cores) == 3 + model.T
     model.reverse_step(np.ones((2, 1, 3, 4)), 1, sweeps=1, rng=0, backend=AA)
     assert calls == ["s_t"]
