@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from .common import synchronize, to_namespace, with_gpu
+from .common import repeat, rounds  # noqa: F401 (asv timing attributes)
 
 N = 20_000
 #: samples per asv case (the table of ``main`` uses N)

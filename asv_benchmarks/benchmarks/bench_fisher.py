@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import data, on_gpu, require_backend, split, synchronize, to_namespace, with_gpu
+from .common import repeat, rounds  # noqa: F401 (asv timing attributes)
 
 N_PER = 16384
 SIZES = [2**20, 2**22, 2**28]

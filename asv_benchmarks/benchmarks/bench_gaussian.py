@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import data, on_gpu, require_backend, split, synchronize, to_namespace, with_gpu
+from .common import repeat, rounds  # noqa: F401 (asv timing attributes)
 
 SIZES = ["16x3x64x64", "16x3x256x256", "4x3x1024x1024"]
 PARAMS = with_gpu(["numba_cpu@numpy", "array_api@numpy", "array_api@torch:cpu"],

@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 
 from .common import require_module
+from .common import repeat, rounds  # noqa: F401 (asv timing attributes)
 
 EPSILON = 0.05
 TOL = 1e-6

@@ -16,6 +16,11 @@ import os
 
 import numpy as np
 
+#: asv timing attributes of the tracking suite (each module imports them): one round, 1 to 5
+#: samples within 4 s per case, so a full run stays bounded on 2 cores.
+rounds = 1
+repeat = (1, 5, 4.0)
+
 #: GPU namespaces: their cases join the parameter grids only where a GPU is present.
 GPU_NAMESPACES = ("torch:cuda", "cupy")
 
