@@ -503,45 +503,6 @@ def _peak_memory_mb(x) -> dict:
     return out
 
 
-def _is_torch_module(obj) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.nn.Module)
-
-
-def _synchronize(x) -> None:
-    kind, _ = aa.device_kind(x)
-    if kind != "cuda":
-        return
-    if aa.is_torch_array(x):
-        import torch
-
-        torch.cuda.synchronize(x.device)
-    elif aa.is_cupy_array(x):
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()
-
-
-def _peak_memory_mb(x) -> dict:
-    out = {}
-    try:
-        import resource
-
-        out["host_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except (ImportError, OSError):
-        pass
-    kind, index = aa.device_kind(x)
-    if kind == "cuda" and aa.is_torch_array(x):
-        import torch
-
-        out["device_peak_mb"] = torch.cuda.max_memory_allocated(index) / 2**20
-    elif kind == "cuda" and aa.is_cupy_array(x):
-        import cupy
-
-        out["device_pool_used_mb"] = cupy.get_default_memory_pool().used_bytes() / 2**20
-    return out
-
-
 class FastSBOTSolver:
     """Multistep sampler with optional correctors and OT bridge (module docstring).
 
