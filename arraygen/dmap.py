@@ -946,7 +946,7 @@ class DiffusionMap(_Spectral):
         self._set_spectrum(xp, lam, phi, resid, xp.sqrt(deg_alpha), opts["t"], converged,
                            out_dtype, "DiffusionMap")
         self.n_kernel_calls_ = kern.n_calls
-        logger.info("DiffusionMap.fit: N=%d d=%d epsilon=%s solver=%s kernel=%s calls=%d in "
+        logger.debug("DiffusionMap.fit: N=%d d=%d epsilon=%s solver=%s kernel=%s calls=%d in "
                     "%.3f s", n, x.shape[1], eps_opt if isinstance(eps_opt, str) else eps_opt,
                     solver, self.kernel_storage_, kern.n_calls, time.perf_counter() - start)
         return self
