@@ -47,7 +47,8 @@ import numpy as np
 from . import _array_api as aa
 from . import random as _random
 from ._validation import check_choice, check_int, check_scalar, check_shape
-from .gibbs import StencilIsing, _check_spin_values, local_offsets, moments, to_spins
+from .gibbs import StencilIsing, _check_spin_values, local_offsets, to_spins
+from .gibbs import _moments as _moments_core
 from .gibbs import _sweeps as _gibbs_core
 from .schedules import BitflipSchedule, bitflip_schedule
 
@@ -425,10 +426,11 @@ class BitflipDTM:
         xp = self.xp
         shape5 = tuple(negative.shape)
         model = self._stacked_model(s_t)
+        model = model._to(xp, aa.device(negative))   # converted once for sweeps and moments
         chains = self._sweeps(model, self._stack(negative), pcd_k, rng, backend)
         chains = xp.astype(chains, self.dtype) if chains.dtype != self.dtype else chains
-        m_pos, c_pos = moments(model, self._stack(s_prev))
-        m_neg, c_neg = moments(model, chains)
+        m_pos, c_pos = _moments_core(xp, model, self._stack(s_prev))
+        m_neg, c_neg = _moments_core(xp, model, chains)
         grad_h = self._unstack(m_pos - m_neg)
         grad_w = self._unstack(c_pos - c_neg)                      # (K, T, C, H, W)
         grad_w = xp.permute_dims(grad_w, (1, 0, 2, 3, 4)) * self._edge_mask

@@ -881,6 +881,17 @@ def moments(model: StencilIsing, spins) -> Moments:
     ([[[1.0, 0.0, -1.0]]], [[[0.0, 0.0, 0.0]]])
     """
     xp, model, s = _model_and_spins(model, spins)
+    return _moments(xp, model, s)
+
+
+def _moments(xp, model, spins) -> Moments:
+    """Private core of :func:`moments`, for loops (PCD training): it trusts its inputs.
+
+    ``model`` is already in the spins' namespace and device (``model._to(xp, device)``) and
+    ``spins`` (..., C, H, W) hold values in {-1, +1} in the model's floating dtype (cast here
+    if not). No spin-value check and no host synchronisation.
+    """
+    s = spins if spins.dtype == model.dtype else xp.astype(spins, model.dtype)
     s = xp.reshape(s, (-1,) + model.shape)
     mean = xp.mean(s, axis=0)
     mask = model.edge_mask()

@@ -582,10 +582,19 @@ def test_training_and_sampling_loops_do_not_revalidate(monkeypatch):
     real_core = D._gibbs_core
     monkeypatch.setattr(D, "_gibbs_core", lambda *a, **k: (cores.append(1), real_core(*a, **k))[1])
     monkeypatch.setattr(gibbs, "gibbs_sweeps", lambda *a, **k: calls.append("gibbs_sweeps"))
+    # and the PCD moments through gibbs' private moments core (no public `moments` per step)
+    moment_cores = []
+    real_moments = D._moments_core
+    monkeypatch.setattr(D, "_moments_core", lambda *a, **k: (moment_cores.append(1),
+                                                             real_moments(*a, **k))[1])
+    monkeypatch.setattr(gibbs, "moments", lambda *a, **k: calls.append("moments"))
+    monkeypatch.setattr(gibbs, "_check_spin_values",
+                        lambda *a, **k: calls.append("_check_spin_values"))
     images = (np.random.default_rng(0).random((6, 3, 4)) < 0.5).astype(np.uint8)
     model = D.BitflipDTM((3, 4), T=2)
     model.fit(images, iters=3, chains=4, pcd_k=1, rng=0, backend=AA)
     model.sample(3, sweeps=1, rng=1, backend=AA)
     assert calls == [] and len(cores) == 3 + model.T
+    assert len(moment_cores) == 2 * 3                   # data and chains, per iteration
     model.reverse_step(np.ones((2, 1, 3, 4)), 1, sweeps=1, rng=0, backend=AA)
     assert calls == ["s_t"]
