@@ -13,8 +13,8 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+from array_api_compat import device as _compat_device
 from array_api_compat import (
-    device,
     is_array_api_obj,
     is_array_api_strict_namespace,
     is_cupy_array,
@@ -42,6 +42,8 @@ __all__ = [
     "is_torch_array",
     "is_torch_namespace",
     "namespace_for",
+    "numpy_namespace",
+    "plain_numpy",
     "result_dtype",
     "size",
     "to_device",
@@ -50,9 +52,53 @@ __all__ = [
 
 Array = Any
 
+# Fast path (issue 15, per-call overhead): plain NumPy arrays (``type(a) is np.ndarray``, not a
+# subclass) in float64/float32 skip the generic array_api_compat lookups. Every fast path
+# returns exactly what the general path returns for such input; anything else (subclasses,
+# other libraries, other dtypes, non-native byte order) takes the general path.
+_NDARRAY = np.ndarray
+#: The native float dtypes the fast paths accept, compared by identity (NumPy caches them).
+_F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
+_numpy_xp = None
+
+
+def numpy_namespace():
+    """The compat namespace of NumPy arrays (what :func:`array_namespace` returns for them)."""
+    global _numpy_xp
+    if _numpy_xp is None:
+        _numpy_xp = array_api_compat.array_namespace(np.empty(0))
+    return _numpy_xp
+
+
+def plain_numpy(values: Any) -> bool:
+    """True if every value is ``None`` or a plain ``np.ndarray`` and at least one is an array."""
+    seen = False
+    for a in values:
+        if a is None:
+            continue
+        if type(a) is not _NDARRAY:
+            return False
+        seen = True
+    return seen
+
+
+def is_fast_float(dtype: Any) -> bool:
+    """True for NumPy's native float64 and float32 dtype objects (the fast-path dtypes)."""
+    return dtype is _F64 or dtype is _F32
+
+
+def device(x: Array) -> Any:
+    """The device of an array (array_api_compat's ``device``; ``"cpu"`` for NumPy arrays)."""
+    if type(x) is _NDARRAY:
+        return "cpu"
+    return _compat_device(x)
+
 
 def is_array(x: Any) -> bool:
     """True for an array object of any Array-API library (not Python scalars)."""
+    if type(x) is _NDARRAY:
+        return True
     return is_array_api_obj(x) and not isinstance(x, (int, float, complex, bool))
 
 
@@ -76,6 +122,8 @@ def array_namespace(*arrays: Any, **named: Any):
         If the arrays come from different libraries, naming each argument's library, or if no
         argument is an array.
     """
+    if plain_numpy((*arrays, *named.values())):
+        return numpy_namespace()
     items = [(f"argument {i}", a) for i, a in enumerate(arrays)] + list(named.items())
     items = [(name, a) for name, a in items if a is not None and is_array(a)]
     if not items:
@@ -101,6 +149,8 @@ def namespace_for(xp: Any):
 
 def check_same_device(**named: Any) -> Any:
     """Return the common device of the named arrays; raise ``ValueError`` naming each device."""
+    if plain_numpy(named.values()):
+        return "cpu"
     devices = [(name, device(a)) for name, a in named.items() if a is not None and is_array(a)]
     if not devices:
         return None
@@ -113,6 +163,8 @@ def check_same_device(**named: Any) -> Any:
 
 def device_kind(x: Array) -> tuple[str, int | None]:
     """Return ``("cpu", None)`` or ``("cuda", index)`` for an array."""
+    if type(x) is _NDARRAY:
+        return "cpu", None
     if is_cupy_array(x):
         return "cuda", int(x.device.id)
     if is_torch_array(x):
@@ -128,6 +180,12 @@ def result_dtype(xp: Any, *arrays: Any):
     Integer and boolean arrays become the namespace's default float; float16/bfloat16 stay as
     they are (use :func:`compute_dtype` for the dtype to compute in).
     """
+    if xp is _numpy_xp and xp is not None:
+        dts = {a.dtype for a in arrays if type(a) is _NDARRAY}
+        if len(dts) == 1 and plain_numpy(arrays):
+            (dt,) = dts
+            if dt is _F64 or dt is _F32:
+                return dt
     dts = [a.dtype for a in arrays if a is not None and is_array(a)]
     floats = [d for d in dts if xp.isdtype(d, "real floating")]
     if not floats:
@@ -158,6 +216,8 @@ def is_half(xp: Any, dtype: Any) -> bool:
 
 def compute_dtype(xp: Any, dtype: Any):
     """The dtype arithmetic runs in: float32 for half dtypes, the dtype itself otherwise."""
+    if (dtype is _F64 or dtype is _F32) and xp is _numpy_xp:
+        return dtype
     if not xp.isdtype(dtype, "real floating"):
         return _default_float(xp)
     return xp.float32 if is_half(xp, dtype) else dtype
@@ -168,6 +228,9 @@ def as_float_array(xp: Any, x: Array, name: str):
 
     Integer/boolean inputs become the namespace's default float (and are returned in it).
     """
+    dt = x.dtype
+    if (dt is _F64 or dt is _F32) and xp is _numpy_xp:
+        return x, dt
     if xp.isdtype(x.dtype, "complex floating"):
         raise TypeError(f"`{name}` must be real; got dtype {x.dtype}")
     out_dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else _default_float(xp)
@@ -205,6 +268,8 @@ def scalar_or_array(xp: Any, value: Any, *, name: str, like: Array, dtype: Any):
 
 def all_finite(xp: Any, x: Array) -> bool:
     """Host-side check that every element is finite (one reduction, one sync)."""
+    if type(x) is _NDARRAY and xp is _numpy_xp:
+        return bool(np.isfinite(x).all())
     return bool(xp.all(xp.isfinite(x)))
 
 

@@ -65,12 +65,15 @@ class OpSpec:
 
 
 _OPS: dict[str, OpSpec] = {}
+_LAUNCHERS: dict[tuple[str, str], Callable[..., Any]] = {}  # (op, backend) -> launcher
 
 
 def register(name: str, *, kernels: dict[str, str], gpu_order: tuple[str, ...]) -> OpSpec:
     """Register a hot-path op (called once by the module that defines its public function)."""
     op = OpSpec(name=name, kernels=dict(kernels), gpu_order=tuple(gpu_order))
     _OPS[name] = op
+    for key in [k for k in _LAUNCHERS if k[0] == name]:
+        del _LAUNCHERS[key]
     return op
 
 
@@ -154,6 +157,15 @@ def select(op_name: str, *arrays: Any, backend: str | None = None,
     through the Array-API path) take the Array-API path; explicit choices are unaffected.
     """
     op = _OPS[op_name]
+    if backend is None and aa.plain_numpy(arrays):
+        # fast path, plain NumPy input and no explicit choice: the automatic rule below reduces
+        # to "numba_cpu if this op has it and it is usable, else array_api"
+        if not os.environ.get("ARRAYGEN_BACKEND", "").strip():
+            if not prefer_array_api and "numba_cpu" in op.kernels and (
+                    available()["numba_cpu"] is None):
+                logger.debug("%s: automatic backend %s", op_name, "numba_cpu")
+                return "numba_cpu"
+            return "array_api"
     arrays = tuple(a for a in arrays if a is not None and aa.is_array(a))
     choice, source = _requested(backend)
     if choice is not None:
@@ -190,6 +202,9 @@ def kernel(op_name: str, backend: str) -> Callable[..., Any]:
     Numba CPU launchers come wrapped by :func:`arraygen.backends.numba_cpu.thread_safe` (safe to
     call from many Python threads under any Numba threading layer) when they are not already.
     """
+    launcher = _LAUNCHERS.get((op_name, backend))
+    if launcher is not None:
+        return launcher
     target = _OPS[op_name].kernels[backend]
     module, _, function = target.partition(":")
     launcher = getattr(importlib.import_module(module), function)
@@ -197,4 +212,5 @@ def kernel(op_name: str, backend: str) -> Callable[..., Any]:
         from .backends.numba_cpu import thread_safe
 
         launcher = thread_safe(launcher)
+    _LAUNCHERS[op_name, backend] = launcher
     return launcher

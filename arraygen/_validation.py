@@ -55,6 +55,11 @@ __all__ = [
 ]
 
 _INTEGER_TYPES = (int, np.integer)
+_NDARRAY = np.ndarray
+# float64/float32 dtype -> (largest value, smallest normal), for check_fits_dtype and
+# check_exponent_range on NumPy dtypes (the fast path of issue 15; same values as finfo)
+_NUMPY_FINFO = {dt: (float(np.finfo(dt).max), float(np.finfo(dt).smallest_normal))
+                for dt in (np.dtype(np.float64), np.dtype(np.float32))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,6 +211,8 @@ def as_array(value: Any, name: str) -> Any:
     Raises ``TypeError`` naming ``name`` for anything else (including ragged or non-numeric
     lists), never ``AttributeError``.
     """
+    if type(value) is _NDARRAY and value.dtype.isnative:  # fast path: the common case
+        return value
     if isinstance(value, np.generic):  # a NumPy scalar where an array is expected
         value = np.asarray(value)
     if value is None or aa.is_array(value):
@@ -242,6 +249,9 @@ def common_namespace(**named: Any):
     >>> x.shape, y.shape
     ((1, 2), (3, 2))
     """
+    values = list(named.values())
+    if aa.plain_numpy(values) and all(v is None or v.dtype.isnative for v in values):
+        return aa.numpy_namespace(), values  # fast path: what the general path returns
     arrays = {name: as_array(value, name) for name, value in named.items()}
     present = {name: a for name, a in arrays.items() if a is not None}
     xp = aa.array_namespace(**present)
@@ -284,6 +294,14 @@ def as_points(xp: Any, x: Any, name: str, *, min_points: int = 1,
 
     ``x`` is returned in its compute dtype (float32 for half inputs).
     """
+    if type(x) is _NDARRAY and aa.is_fast_float(x.dtype) and xp is aa.numpy_namespace():
+        # fast path (NumPy float64/float32): the checks below, minus the dtype handling
+        if x.ndim == 1:
+            x = x.reshape((x.shape[0], 1))
+        if x.ndim == 2 and x.shape[0] >= min_points and x.shape[1] > 0:
+            if check_finite:
+                require_finite(xp, x, name)
+            return x, x.dtype
     x = as_array(x, name)
     if x.ndim == 1:
         x = xp.reshape(x, (x.shape[0], 1))
@@ -312,6 +330,8 @@ def as_point_pair(xp: Any, x: Any, y: Any, names: tuple[str, str] = ("x", "y"), 
         raise ValueError(f"`{nx}` and `{ny}` must have the same dimension (last axis); got "
                          f"`{nx}` of shape {tuple(x.shape)} and `{ny}` of shape "
                          f"{tuple(y.shape)}")
+    if x_dt is y_dt and aa.is_fast_float(x_dt) and xp is aa.numpy_namespace():
+        return x, y, x_dt  # fast path: one NumPy float dtype, nothing to promote
     out_dtype = xp.result_type(x_dt, y_dt)
     work = aa.compute_dtype(xp, out_dtype)
     x = x if x.dtype == work else xp.astype(x, work)
@@ -355,6 +375,14 @@ def as_rhs(xp: Any, v: Any, rows: int, name: str = "v", *, rows_of: str = "y",
     ((3, 1), True, 'float64')
     """
     v = as_array(v, name)
+    if (type(v) is _NDARRAY and aa.is_fast_float(v.dtype) and v.ndim in (1, 2)
+            and v.shape[0] == rows and xp is aa.numpy_namespace()):
+        # fast path (NumPy float64/float32): no dtype handling
+        if check_finite:
+            require_finite(xp, v, name)
+        if v.ndim == 1:
+            return v.reshape((rows, 1)), True, v.dtype
+        return v, False, v.dtype
     if v.ndim not in (1, 2) or v.shape[0] != rows:
         raise ValueError(f"`{name}` must have shape ({rows},) or ({rows}, p) (one row per point "
                          f"of `{rows_of}`); got shape {tuple(v.shape)}")
@@ -382,12 +410,17 @@ def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
     alone); ``what`` says how it derives from the argument ``name`` (e.g.
     ``"1 / (2 bandwidth^2)"``).
     """
-    if not xp.isdtype(x.dtype, "real floating"):
-        return
-    big = float(xp.finfo(x.dtype).max)
     pairs = [(x_name, x)] if y is None else [(x_name, x), (y_name, y)]
-    # max |coordinate| cannot overflow (a sum of squares could, with a warning)
-    peaks = [float(v) for v in aa.to_numpy(xp.stack([xp.max(xp.abs(a)) for _, a in pairs]))]
+    if type(x) is _NDARRAY and aa.is_fast_float(x.dtype) and (y is None or type(y) is _NDARRAY):
+        # fast path (NumPy float64/float32): the same reductions without the stack and copy
+        big = _NUMPY_FINFO[x.dtype][0]
+        peaks = [float(np.max(np.abs(a))) for _, a in pairs]
+    else:
+        if not xp.isdtype(x.dtype, "real floating"):
+            return
+        big = float(xp.finfo(x.dtype).max)
+        # max |coordinate| cannot overflow (a sum of squares could, with a warning)
+        peaks = [float(v) for v in aa.to_numpy(xp.stack([xp.max(xp.abs(a)) for _, a in pairs]))]
     if not all(math.isfinite(v) for v in peaks):
         if check_finite:
             for label, a in pairs:
@@ -480,10 +513,13 @@ def check_fits_dtype(xp: Any, value: float, dtype: Any, name: str, *, what: str 
     Use it for options that reach a kernel in the compute dtype (``beta`` in float32, say):
     ``what`` says which combination overflowed, e.g. ``"beta * max squared distance"``.
     """
-    if not xp.isdtype(dtype, "real floating"):
-        return
-    info = xp.finfo(dtype)
-    big, tiny = float(info.max), float(info.smallest_normal)
+    if aa.is_fast_float(dtype):
+        big, tiny = _NUMPY_FINFO[dtype]
+    else:
+        if not xp.isdtype(dtype, "real floating"):
+            return
+        info = xp.finfo(dtype)
+        big, tiny = float(info.max), float(info.smallest_normal)
     v = abs(float(value))
     if v > big or (v != 0.0 and v < tiny):
         label = f" ({what})" if what else ""
