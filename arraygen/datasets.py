@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _array_api as aa
 from . import random as _random
+from ._validation import check_int
 
 __all__ = ["BinaryImages", "GaussianMixture", "binarized_digits", "load_binary_images",
            "swiss_roll", "two_moons"]
@@ -31,8 +32,7 @@ def _draw(gen, kind: str, shape, step: int, xp, device, dtype):
 
 
 def _setup(n, noise, rng, xp, dtype):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"`n` must be a positive integer; got {n!r}")
+    n = check_int(n, "n", minimum=1)
     noise = aa.finite_scalar(noise, "noise", nonnegative=True)
     ns = aa.namespace_for(np if xp is None else xp)
     if dtype is None:
@@ -345,8 +345,7 @@ class GaussianMixture:
         Components come from one uniform per sample (stream 0 of ``rng``), the Gaussian
         part from ``d`` normals per sample (stream 1): ``x = mu_k + U_k diag(sqrt(lam_k)) z``.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"`n` must be a positive integer; got {n!r}")
+        n = check_int(n, "n", minimum=1)
         xp = self.xp
         dtype = xp.float64 if dtype is None else (getattr(xp, dtype) if isinstance(dtype, str)
                                                   else dtype)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from ._validation import check_int
 
 __all__ = ["Key", "as_key", "bits", "normal", "philox4x32", "uniform"]
 
@@ -62,9 +63,8 @@ class Key:
     def __post_init__(self) -> None:
         for name in ("seed", "counter"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"Key `{name}` must be an integer; got {value!r}")
-            if not 0 <= int(value) < 2**64:
+            value = check_int(value, f"Key {name}")
+            if not 0 <= value < 2**64:
                 raise ValueError(f"Key `{name}` must be in [0, 2**64); got {value}")
             object.__setattr__(self, name, int(value))
 
@@ -188,9 +188,7 @@ def _block_words(key: Key, n: int, xp, device, first_block: int = 0):
 
 
 def _check_offset(offset) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
-        raise ValueError(f"`offset` must be a non-negative integer; got {offset!r}")
-    return int(offset)
+    return check_int(offset, "offset", minimum=0)
 
 
 def _element_blocks(key: Key, n: int, offset: int, xp, device):

@@ -419,7 +419,7 @@ def test_datasets_same_numbers_on_every_namespace(xp):
     up, lo = pts[lab == 0], pts[lab == 1]
     np.testing.assert_allclose((up ** 2).sum(1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(((lo - [1.0, 0.5]) ** 2).sum(1), 1.0, rtol=1e-12)
-    with pytest.raises(ValueError, match="`n` must be a positive integer"):
+    with pytest.raises(ValueError, match="`n` must be >= 1"):
         swiss_roll(0)
     with pytest.raises(ValueError, match="`noise` must be non-negative"):
         two_moons(10, noise=-1.0)

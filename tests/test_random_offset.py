@@ -23,9 +23,10 @@ def test_offset_chunks_tile_a_2d_array_in_c_order():
     np.testing.assert_array_equal(np.concatenate(rows), whole)
 
 
-@pytest.mark.parametrize("bad", [-1, 2.5, True, "3"])
-def test_offset_must_be_a_non_negative_integer(bad):
-    with pytest.raises(ValueError, match="`offset`"):
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (2.5, TypeError), (True, TypeError),
+                                        ("3", TypeError)])
+def test_offset_must_be_a_non_negative_integer(bad, error):
+    with pytest.raises(error, match="`offset`"):
         R.uniform(1, (3,), offset=bad)
 
 
