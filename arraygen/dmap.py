@@ -81,6 +81,20 @@ pass; every iterative solver then runs the deflation check of :func:`arraygen.li
 (block Lanczos on :math:`M` restricted to the complement of the found vectors), which finds
 larger multiplicities and anything a single-vector solver (ARPACK, cupyx) missed, ``block_size``
 copies per pass. ``converged_`` is False when that check still finds a missed eigenvalue.
+
+Dask input (driver-vector model). ``fit`` on a ``dask.array`` ``X`` keeps the centred points
+persisted in row chunks on the cluster (``X_`` stays a dask array). The only N x N work, the
+kernel products :math:`K v`, runs there: each is one task per row chunk calling the ordinary
+kernel on its chunk against the points broadcast in one chunk, and returns its (N,) or (N, p)
+result to the driver as NumPy. The normalisation vectors and the eigensolver (its Krylov
+basis) live in NumPy on the driver, so no host synchronisation recomputes lazy history and the
+graph of every kernel call has the same size. The fitted arrays (``eigenvalues_``,
+``eigenvectors_``, ``embedding_``, ``degree_``, ...) are NumPy arrays; they equal the NumPy fit
+of the same data to round-off. Bandwidths: a float, ``"median"``, ``"bgh"`` or
+``"bgh_generous"`` (their subsample of at most ``median_points`` rows is gathered to the
+driver); ``"knn"`` and ``bandwidth_type`` raise ``ValueError``; ``transform`` raises
+``NotImplementedError``; ``apply_markov``, ``carre_du_champ``, ``metric_tensor`` and ``doob``
+take NumPy arrays and run their kernel products on the cluster.
 """
 
 from __future__ import annotations
@@ -97,6 +111,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _dask
 from . import _validation as _v
 from . import linalg as _linalg
 from . import random as _random
@@ -537,6 +552,53 @@ class _Kernel:
         return xp.reshape(out, (out.shape[0],)) if one_d else out
 
 
+class _DaskKernel:
+    """K on centred training points held row-chunked on a Dask cluster (driver-vector model).
+
+    ``x`` is a persisted dask array (N, d) with row chunks; ``y`` the same points persisted
+    once in one chunk, broadcast to every task. A call takes NumPy vectors (N,) or (N, p) on
+    the driver, runs the kernel sums on the cluster (the tiled private core's chunk-level
+    path: one task per row chunk, the ordinary kernels on each chunk) and returns NumPy: a
+    fresh O(number of chunks) graph over persisted inputs each time, so nothing lazy piles up
+    across eigensolver iterations. ``v`` travels to the workers with each call (O(N p)).
+    """
+
+    inv_bw = None
+    mat = None
+    bridge = False
+
+    def __init__(self, x, beta: float, backend, dtype, work_dtype=None):
+        self.xp = aa.namespace_for(np)
+        self.beta, self.backend = beta, backend
+        self.dtype = np.dtype(dtype)
+        self.work = self.dtype if work_dtype is None else np.dtype(_dtype_name(work_dtype))
+        x = x if x.dtype == self.work else x.astype(self.work)
+        self.x = _dask.materialize(x)
+        self.y = _dask.whole(self.x)
+        self.n_calls = 0
+
+    def numpy_twin(self):
+        return None
+
+    def __call__(self, v, *, row=None, col=None, x=None, x_inv_bw=None):
+        """``r_i sum_j K(x_i, x_j) c_j v_j`` for the training points (NumPy in and out)."""
+        if x is not None:
+            raise NotImplementedError("new points after a fit on a dask array are not "
+                                      "supported yet")
+        self.n_calls += 1
+        one_d = v.ndim == 1
+        u = np.reshape(v, (v.shape[0], 1)) if one_d else v
+        if col is not None:
+            u = col[:, None] * u
+        u = np.ascontiguousarray(u, dtype=self.work)
+        out = np.asarray(_matvec(self.xp, self.x, self.y, u, beta=self.beta,
+                                 backend=self.backend).compute())
+        out = out if out.dtype == self.dtype else out.astype(self.dtype)
+        if row is not None:
+            out = row[:, None] * out
+        return np.reshape(out, (out.shape[0],)) if one_d else out
+
+
 # --------------------------------------------------------------------------------------------
 # eigenpairs of diag(r) K diag(r)
 # --------------------------------------------------------------------------------------------
@@ -802,7 +864,9 @@ class DiffusionMap(_Spectral):
         Every eigenpair met ``tol`` and the deflation check found no missed eigenvalue.
     n_kernel_calls_ : int
         Kernel applications made by ``fit`` (each applies K to a block of vectors).
-    kernel_storage_ : "dense" or "tiled"
+    kernel_storage_ : "dense", "tiled" or "dask"
+        ``"dask"``: ``X`` was a dask array; the kernel runs on its cluster (see the module
+        docstring, driver-vector model) and the fitted arrays are NumPy.
 
     Examples
     --------
@@ -862,7 +926,10 @@ class DiffusionMap(_Spectral):
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self, X) -> DiffusionMap:
-        """Fit on the points ``X`` (N, d), or (N,) for points on a line; returns ``self``."""
+        """Fit on the points ``X`` (N, d), or (N,) for points on a line; returns ``self``.
+
+        ``X`` may be a dask array: the kernel products then run on its cluster and the fitted
+        arrays are NumPy (module docstring, "Dask input")."""
         opts = _check_options(self)
         start = time.perf_counter()
         xp, (X,) = _v.common_namespace(X=X)
@@ -872,6 +939,8 @@ class DiffusionMap(_Spectral):
         if k > n:
             raise ValueError(f"`n_components` ({opts['n_components']}) must be smaller than "
                              f"the number of points N = {n}")
+        if _dask.is_dask_array(x):
+            return self._fit_dask(xp, x, out_dtype, opts, start)
         self._opts = opts
         self._xp, self._out_dtype = xp, out_dtype
         self.mean_ = xp.mean(x, axis=0)
@@ -916,15 +985,22 @@ class DiffusionMap(_Spectral):
         work = self._work_dtype(xp, x.dtype)
         _v.check_fits_dtype(xp, beta, work, "epsilon", what="1/epsilon")
         self.beta_ = beta
-        self.X_ = xc
+        self.X_ = self._like = xc
         itemsize = 4 if work == xp.float32 else 8
         host = aa.is_numpy_namespace(xp) or (aa.is_torch_array(xc)
                                              and aa.device_kind(xc)[0] == "cpu")
         dense = host and n * n * itemsize <= opts["dense_kernel_mb"] * 2**20
         kern = _Kernel(xp, xc, beta, inv_bw, self.backend, work, dense=dense)
-        self._kern = kern
         self.kernel_storage_ = "dense" if dense else "tiled"
-        ones = xp.ones((n,), dtype=xc.dtype, device=aa.device(xc))
+        return self._fit_spectrum(xp, kern, aa.device(xc), xc.dtype, x.shape[1], kde,
+                                  out_dtype, start)
+
+    def _fit_spectrum(self, xp, kern, dev, dtype, d: int, kde, out_dtype, start) -> DiffusionMap:
+        """The part of ``fit`` after the bandwidth: alpha-normalisation and eigenpairs."""
+        opts, eps_opt, n = self._opts, self._opts["epsilon"], self.X_.shape[0]
+        k = opts["n_components"] + 1
+        self._kern = kern
+        ones = xp.ones((n,), dtype=dtype, device=dev)
         deg = kern(ones)
         q = deg if self._vbw is None else deg / (self._vbw.rho_ * self._vbw.rho_)
         w = q ** (-opts["alpha"])
@@ -947,8 +1023,52 @@ class DiffusionMap(_Spectral):
                            out_dtype, "DiffusionMap")
         self.n_kernel_calls_ = kern.n_calls
         logger.debug("DiffusionMap.fit: N=%d d=%d epsilon=%s solver=%s kernel=%s calls=%d in "
-                    "%.3f s", n, x.shape[1], eps_opt if isinstance(eps_opt, str) else eps_opt,
+                    "%.3f s", n, d, eps_opt,
                     solver, self.kernel_storage_, kern.n_calls, time.perf_counter() - start)
+        return self
+
+    def _fit_dask(self, dxp, x, out_dtype, opts, start) -> DiffusionMap:
+        """``fit`` on a dask array ``x`` (N, d), already validated (driver-vector model).
+
+        The centred points stay persisted in row chunks on the cluster; each kernel
+        application runs there (:class:`_DaskKernel`) and returns NumPy, so the (N,) and
+        (N, p) vectors, the normalisation and the eigensolver live in NumPy on the driver.
+        Only the bandwidth rule's subsample (at most ``median_points`` rows) is gathered.
+        """
+        if opts["bandwidth_type"] is not None or opts["epsilon"] == "knn":
+            raise ValueError("`X` is a dask array: DiffusionMap on a cluster supports "
+                             "`epsilon` = 'median', 'bgh', 'bgh_generous' or a float and no "
+                             "`bandwidth_type`; fit NumPy data for the others")
+        xp = aa.namespace_for(np)
+        n = x.shape[0]
+        self._opts = opts
+        self._xp, self._out_dtype = xp, out_dtype
+        x = x.rechunk({1: -1})
+        self.mean_ = np.asarray(x.mean(axis=0).compute())
+        xc = _dask.materialize(x - self.mean_[None, :])
+        self.n_features_in_ = x.shape[1]
+        _require_spread(dxp, xc)
+        self.intrinsic_dim_ = self.bandwidths_ = self._vbw = None
+        eps_opt = opts["epsilon"]
+        if isinstance(eps_opt, str):
+            idx = _subsample(xp, n, opts["median_points"], "cpu")
+            xs = np.asarray((xc if idx is None else xc[np.asarray(idx)]).compute())
+            if eps_opt == "median":
+                eps = _median_epsilon(xp, xs, opts["median_points"])
+            else:   # bgh
+                e, self.intrinsic_dim_ = _bgh(xp, _pair_sqdist(xp, xs), xs.shape[0])
+                eps = 4.0 * e * (2.0 if eps_opt == "bgh_generous" else 1.0)
+        else:
+            eps = float(eps_opt)
+        self.epsilon_, self.beta_ = eps, 1.0 / eps
+        dtype = np.dtype(xc.dtype)
+        work = self._work_dtype(xp, dtype)
+        _v.check_fits_dtype(xp, self.beta_, work, "epsilon", what="1/epsilon")
+        kern = _DaskKernel(xc, self.beta_, self.backend, dtype, work)
+        self.X_ = xc
+        self.kernel_storage_ = "dask"
+        self._fit_spectrum(xp, kern, "cpu", dtype, x.shape[1], None, out_dtype, start)
+        self._like = self.degree_   # later inputs (v, f, h) are NumPy on the driver
         return self
 
     def _work_dtype(self, xp, dtype):
@@ -978,13 +1098,16 @@ class DiffusionMap(_Spectral):
     def _fitted_array(self, arr, name: str):
         """An array argument in the fitted data's namespace and device (lists -> NumPy)."""
         arr = _v.as_array(arr, name)
-        aa.array_namespace(**{name: arr, "X_fit": self.X_})
-        aa.check_same_device(**{name: arr, "X_fit": self.X_})
+        aa.array_namespace(**{name: arr, "X_fit": self._like})
+        aa.check_same_device(**{name: arr, "X_fit": self._like})
         return arr
 
     def _new_points(self, X_new):
         """Validated, centred new points in the fitted dtype: ``(xn, raw, out_dtype)``."""
         xp = self._xp
+        if self.kernel_storage_ == "dask":
+            raise NotImplementedError("transform after a fit on a dask array is not supported "
+                                      "yet (the fitted points stay on the cluster)")
         X_new = self._fitted_array(X_new, "X_new")
         xn, out_dtype = _v.as_points(xp, X_new, "X_new")
         if xn.shape[1] != self.n_features_in_:
@@ -1185,7 +1308,7 @@ class DiffusionMap(_Spectral):
         xp = self._xp
         n = self.X_.shape[0]
         h = self._fitted_array(h, "h")
-        h = _v.as_vector(xp, h, n, "h", self.X_, positive=True)
+        h = _v.as_vector(xp, h, n, "h", self._like, positive=True)
         nc = self._opts["n_components"] if n_components is None else _v.check_int(
             n_components, "n_components", minimum=1)
         if nc + 1 > n:
