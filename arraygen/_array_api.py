@@ -13,19 +13,19 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
-from array_api_compat import device as _compat_device
 from array_api_compat import (
     is_array_api_obj,
     is_array_api_strict_namespace,
-    is_cupy_array,
     is_cupy_namespace,
-    is_numpy_array,
     is_numpy_namespace,
-    is_torch_array,
     is_torch_namespace,
     size,
     to_device,
 )
+from array_api_compat import device as _compat_device
+from array_api_compat import is_cupy_array as _compat_is_cupy_array
+from array_api_compat import is_numpy_array as _compat_is_numpy_array
+from array_api_compat import is_torch_array as _compat_is_torch_array
 
 __all__ = [
     "array_namespace",
@@ -72,12 +72,16 @@ def numpy_namespace():
 
 
 def plain_numpy(values: Any) -> bool:
-    """True if every value is ``None`` or a plain ``np.ndarray`` and at least one is an array."""
+    """True if every value is ``None`` or a plain ``np.ndarray`` and at least one is an array.
+
+    Void-dtype arrays (structured, or JAX's ``float0`` zero gradients, which array_api_compat
+    does not count as NumPy arrays) are not plain.
+    """
     seen = False
     for a in values:
         if a is None:
             continue
-        if type(a) is not _NDARRAY:
+        if type(a) is not _NDARRAY or a.dtype.kind == "V":
             return False
         seen = True
     return seen
@@ -95,11 +99,38 @@ def device(x: Array) -> Any:
     return _compat_device(x)
 
 
+_NOT_ARRAYS = frozenset({type(None), bool, int, float, complex, str})
+
+
 def is_array(x: Any) -> bool:
     """True for an array object of any Array-API library (not Python scalars)."""
-    if type(x) is _NDARRAY:
+    t = type(x)
+    if t is _NDARRAY:
         return True
+    if t in _NOT_ARRAYS:
+        return False
     return is_array_api_obj(x) and not isinstance(x, (int, float, complex, bool))
+
+
+def is_numpy_array(x: Any) -> bool:
+    """array_api_compat's ``is_numpy_array`` (``np.ndarray`` or NumPy scalar), fast for arrays."""
+    if type(x) is _NDARRAY and x.dtype.kind != "V":
+        return True
+    return _compat_is_numpy_array(x)
+
+
+def is_torch_array(x: Any) -> bool:
+    """array_api_compat's ``is_torch_array`` (False at once for NumPy arrays)."""
+    if type(x) is _NDARRAY:
+        return False
+    return _compat_is_torch_array(x)
+
+
+def is_cupy_array(x: Any) -> bool:
+    """array_api_compat's ``is_cupy_array`` (False at once for NumPy arrays)."""
+    if type(x) is _NDARRAY:
+        return False
+    return _compat_is_cupy_array(x)
 
 
 def _library_name(x: Any) -> str:

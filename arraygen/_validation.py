@@ -112,6 +112,25 @@ def check_scalar(value: Any, name: str, *, positive: bool = False, nonnegative: 
     ...
     ValueError: `epsilon` must be positive; got -1.0
     """
+    if type(value) is float:  # fast path: a plain Python float skips the type dispatch
+        v = value
+    else:
+        v = _scalar_as_float(value, name)
+    if math.isnan(v) or (finite and math.isinf(v)):
+        raise ValueError(f"`{name}` must be finite; got {v}")
+    if positive and not v > 0:
+        raise ValueError(f"`{name}` must be positive; got {v}")
+    if nonnegative and not v >= 0:
+        raise ValueError(f"`{name}` must be non-negative; got {v}")
+    if low is not None and not (v >= low if low_inclusive else v > low):
+        raise ValueError(f"`{name}` must be {'>=' if low_inclusive else '>'} {low}; got {v}")
+    if high is not None and not (v <= high if high_inclusive else v < high):
+        raise ValueError(f"`{name}` must be {'<=' if high_inclusive else '<'} {high}; got {v}")
+    return v
+
+
+def _scalar_as_float(value: Any, name: str) -> float:
+    """:func:`check_scalar`'s conversion of anything but a plain float (TypeError names it)."""
     if isinstance(value, bool) or isinstance(value, (str, bytes)):
         raise TypeError(f"`{name}` must be a real number; got {value!r}")
     if aa.is_array(value):
@@ -124,20 +143,9 @@ def check_scalar(value: Any, name: str, *, positive: bool = False, nonnegative: 
     if isinstance(value, complex):
         raise TypeError(f"`{name}` must be a real number; got {value!r}")
     try:
-        v = float(value)
+        return float(value)
     except (TypeError, ValueError, OverflowError):
         raise TypeError(f"`{name}` must be a real number; got {value!r}") from None
-    if math.isnan(v) or (finite and math.isinf(v)):
-        raise ValueError(f"`{name}` must be finite; got {v}")
-    if positive and not v > 0:
-        raise ValueError(f"`{name}` must be positive; got {v}")
-    if nonnegative and not v >= 0:
-        raise ValueError(f"`{name}` must be non-negative; got {v}")
-    if low is not None and not (v >= low if low_inclusive else v > low):
-        raise ValueError(f"`{name}` must be {'>=' if low_inclusive else '>'} {low}; got {v}")
-    if high is not None and not (v <= high if high_inclusive else v < high):
-        raise ValueError(f"`{name}` must be {'<=' if high_inclusive else '<'} {high}; got {v}")
-    return v
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
@@ -414,7 +422,7 @@ def check_exponent_range(xp: Any, scale: float, x: Any, y: Any, name: str, *,
     if type(x) is _NDARRAY and aa.is_fast_float(x.dtype) and (y is None or type(y) is _NDARRAY):
         # fast path (NumPy float64/float32): the same reductions without the stack and copy
         big = _NUMPY_FINFO[x.dtype][0]
-        peaks = [float(np.max(np.abs(a))) for _, a in pairs]
+        peaks = [float(np.abs(a).max()) for _, a in pairs]
     else:
         if not xp.isdtype(x.dtype, "real floating"):
             return

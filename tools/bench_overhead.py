@@ -87,10 +87,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.json or not args.before:
         now = measure(args.number, args.repeat)
-        if args.json:
-            print(json.dumps(now))
-            return
         import arraygen
+
+        if args.json:
+            print(json.dumps({"path": os.path.dirname(arraygen.__file__), "times": now}))
+            return
 
         print(f"arraygen from {os.path.dirname(arraygen.__file__)}; N = {N}, best of "
               f"{args.repeat} x {args.number} calls")
@@ -105,13 +106,15 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--json", "--number", str(args.number),
                "--repeat", str(args.repeat)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        got = json.loads(res.stdout.strip().splitlines()[-1])
+        return got["path"], got["times"]
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    before = run(args.before)
-    after = run(here)
+    before_path, before = run(args.before)
+    after_path, after = run(here)
     print(f"N = M = {N}, d = 3 (image 10 x 10), float64 NumPy, automatic backend; best of "
           f"{args.repeat} x {args.number} calls")
+    print(f"before: {before_path}\nafter:  {after_path}")
     print(f"{'op':38s} {'before':>10s} {'after':>10s} {'ratio':>7s}")
     for name in before:
         b, a = before[name], after[name]
