@@ -311,6 +311,8 @@ def as_points(xp: Any, x: Any, name: str, *, min_points: int = 1,
                 require_finite(xp, x, name)
             return x, x.dtype
     x = as_array(x, name)
+    if x is None:
+        raise TypeError(f"`{name}` must be an array; got None")
     if x.ndim == 1:
         x = xp.reshape(x, (x.shape[0], 1))
     if x.ndim != 2:
