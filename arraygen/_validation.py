@@ -456,6 +456,16 @@ def as_log_weights(xp: Any, w: Any, size: int, like: Any, name: str = "log_weigh
     """Log-weights ``(size,)``: finite or ``-inf`` (zero weight), at least one finite."""
     if w is None:
         return None
+    if (type(w) is _NDARRAY and type(like) is _NDARRAY and w.dtype is like.dtype
+            and aa.is_fast_float(w.dtype) and w.shape == (size,)):
+        # fast path: one reduction; the maximum is NaN if any entry is NaN, +inf if any is
+        # +inf, and -inf only if every entry is -inf (the checks below, in their order)
+        top = float(w.max())
+        if not top < math.inf:
+            raise ValueError(f"`{name}` must not contain NaN or +inf (use -inf for zero weight)")
+        if top == -math.inf:
+            raise ValueError(f"`{name}` must have at least one finite entry (all weights are 0)")
+        return w
     w = as_array(w, name)
     aa.array_namespace(**{name: w, "x": like})
     aa.check_same_device(**{name: w, "x": like})

@@ -197,6 +197,11 @@ def _error_cases():
         "unbiased n=1": lambda: mmd(X[:1], Y, bandwidth=1.0),
         "log_weights all -inf": lambda: tiled.kernel_logsumexp(
             X, Y, beta=1.0, log_weights=np.full(30, -np.inf)),
+        "log_weights nan": lambda: tiled.kernel_logsumexp(
+            X, Y, beta=1.0, log_weights=np.where(np.arange(30) == 4, np.nan, W)),
+        "log_weights +inf": lambda: tiled.kernel_softmax_matvec(
+            X, Y, V, beta=1.0, log_weights=np.where(np.arange(30) == 4, np.inf, -np.inf)),
+        "log_weights shape": lambda: tiled.kernel_logsumexp(X, Y, beta=1.0, log_weights=W[:-1]),
         "fisher shape": lambda: arraygen.fisher_langevin_step(X, S[:3], S, AB, step_size=0.1),
         "fisher v negative": lambda: arraygen.fisher_langevin_step(X, S, S, AB, step_size=0.1,
                                                                    noise=S),
@@ -211,7 +216,8 @@ def _error_cases():
                                   "no coordinates", "v rows", "v 3-D", "complex", "strings",
                                   "None x", "None y", "scalar x", "beta nan", "beta inf", "beta negative",
                                   "beta string", "beta overflow f32", "exponent range",
-                                  "unbiased n=1", "log_weights all -inf", "fisher shape",
+                                  "unbiased n=1", "log_weights all -inf",
+                                  "log_weights nan", "log_weights +inf", "log_weights shape", "fisher shape",
                                   "fisher v negative", "alpha_bar range", "gaussian sigma",
                                   "backend unknown"])
 def test_fast_and_general_paths_raise_the_same_errors(monkeypatch, case):
@@ -219,6 +225,19 @@ def test_fast_and_general_paths_raise_the_same_errors(monkeypatch, case):
     assert fast[0] == "error", fast
     assert issubclass(fast[1], (TypeError, ValueError))
     _assert_same(fast, general)
+
+
+def test_log_weights_with_zero_weights_agree(monkeypatch):
+    """-inf entries (zero weights) next to finite ones pass both paths, with equal results."""
+    w = np.where(np.arange(30) % 3 == 0, -np.inf, W)
+    for w_dtype in (np.float32, np.float64):
+        fast, general = _both(monkeypatch, lambda: tiled.kernel_logsumexp(
+            X, Y, beta=1.0, log_weights=w.astype(w_dtype), backend="array_api"))
+        assert fast[0] == "ok", fast
+        _assert_same(fast, general)
+    keep = np.isfinite(w)  # float64 run: the oracle on the points of non-zero weight
+    np.testing.assert_allclose(fast[1][0], ref_tiled.kernel_logsumexp(X, Y[keep], 1.0, W[keep]),
+                               rtol=1e-12)
 
 
 def test_mixed_namespaces_message_names_each_argument():
