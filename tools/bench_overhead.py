@@ -11,7 +11,10 @@ Usage::
     python tools/bench_overhead.py --before /tmp/overhead_before   # before/after table
 
 ``--before PATH`` runs the same measurements in a subprocess with ``PYTHONPATH=PATH`` (a copy
-of an older ``arraygen/`` package placed in PATH) and prints both columns.
+of an older ``arraygen/`` package placed in PATH) and prints both columns; ``--rounds`` runs
+before and after alternately that many times and keeps each op's best (the machine may be
+shared). ``--stub-kernels`` replaces every kernel launcher by one that returns its first result
+again: what remains is the Python shell (validation, dispatch, wrapping) of each op.
 """
 
 from __future__ import annotations
@@ -62,8 +65,30 @@ def _cases():
     }
 
 
-def measure(number: int, repeat: int) -> dict[str, float]:
+def _stub_kernels() -> None:
+    from arraygen import _dispatch
+
+    real = _dispatch.kernel
+    memo = {}
+
+    def kernel(op_name, backend):
+        launcher = real(op_name, backend)
+
+        def first_result(*args, **kwargs):
+            key = (op_name, backend)
+            if key not in memo:
+                memo[key] = launcher(*args, **kwargs)
+            return memo[key]
+
+        return first_result
+
+    _dispatch.kernel = kernel
+
+
+def measure(number: int, repeat: int, stub: bool = False) -> dict[str, float]:
     """Best per-call time in microseconds of every case."""
+    if stub:
+        _stub_kernels()
     out = {}
     for name, fn in _cases().items():
         for _ in range(20):  # warm-up: compiles kernels, fills caches
@@ -83,10 +108,13 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=200, help="calls per round")
     parser.add_argument("--repeat", type=int, default=15, help="rounds (the best is kept)")
     parser.add_argument("--before", help="PYTHONPATH of the 'before' arraygen copy")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating before/after runs")
+    parser.add_argument("--stub-kernels", action="store_true",
+                        help="time the Python shell only (launchers return a cached result)")
     parser.add_argument("--json", action="store_true", help="print JSON (used by --before)")
     args = parser.parse_args()
     if args.json or not args.before:
-        now = measure(args.number, args.repeat)
+        now = measure(args.number, args.repeat, args.stub_kernels)
         import arraygen
 
         if args.json:
@@ -104,16 +132,23 @@ def main() -> None:
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
         cmd = [sys.executable, __file__, "--json", "--number", str(args.number),
-               "--repeat", str(args.repeat)]
+               "--repeat", str(args.repeat)] + (["--stub-kernels"] if args.stub_kernels else [])
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         got = json.loads(res.stdout.strip().splitlines()[-1])
         return got["path"], got["times"]
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    before_path, before = run(args.before)
-    after_path, after = run(here)
-    print(f"N = M = {N}, d = 3 (image 10 x 10), float64 NumPy, automatic backend; best of "
-          f"{args.repeat} x {args.number} calls")
+    before, after = {}, {}
+    for _ in range(args.rounds):
+        for best, path in ((before, args.before), (after, here)):
+            got_path, times = run(path)
+            best["path"] = got_path
+            for name, us in times.items():
+                best[name] = min(us, best.get(name, float("inf")))
+    before_path, after_path = before.pop("path"), after.pop("path")
+    what = "Python shell only (kernels stubbed)" if args.stub_kernels else "automatic backend"
+    print(f"N = M = {N}, d = 3 (image 10 x 10), float64 NumPy, {what}; best of "
+          f"{args.rounds} x {args.repeat} x {args.number} calls")
     print(f"before: {before_path}\nafter:  {after_path}")
     print(f"{'op':38s} {'before':>10s} {'after':>10s} {'ratio':>7s}")
     for name in before:
