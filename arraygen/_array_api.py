@@ -13,6 +13,7 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+from array_api_compat import device as _compat_device
 from array_api_compat import (
     is_array_api_obj,
     is_array_api_strict_namespace,
@@ -22,7 +23,6 @@ from array_api_compat import (
     size,
     to_device,
 )
-from array_api_compat import device as _compat_device
 from array_api_compat import is_cupy_array as _compat_is_cupy_array
 from array_api_compat import is_numpy_array as _compat_is_numpy_array
 from array_api_compat import is_torch_array as _compat_is_torch_array

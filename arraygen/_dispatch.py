@@ -157,15 +157,15 @@ def select(op_name: str, *arrays: Any, backend: str | None = None,
     through the Array-API path) take the Array-API path; explicit choices are unaffected.
     """
     op = _OPS[op_name]
-    if backend is None and aa.plain_numpy(arrays):
+    if (backend is None and aa.plain_numpy(arrays)
+            and not os.environ.get("ARRAYGEN_BACKEND", "").strip()):
         # fast path, plain NumPy input and no explicit choice: the automatic rule below reduces
         # to "numba_cpu if this op has it and it is usable, else array_api"
-        if not os.environ.get("ARRAYGEN_BACKEND", "").strip():
-            if not prefer_array_api and "numba_cpu" in op.kernels and (
-                    available()["numba_cpu"] is None):
-                logger.debug("%s: automatic backend %s", op_name, "numba_cpu")
-                return "numba_cpu"
-            return "array_api"
+        if not prefer_array_api and "numba_cpu" in op.kernels and (
+                available()["numba_cpu"] is None):
+            logger.debug("%s: automatic backend %s", op_name, "numba_cpu")
+            return "numba_cpu"
+        return "array_api"
     arrays = tuple(a for a in arrays if a is not None and aa.is_array(a))
     choice, source = _requested(backend)
     if choice is not None:

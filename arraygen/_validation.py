@@ -131,7 +131,7 @@ def check_scalar(value: Any, name: str, *, positive: bool = False, nonnegative: 
 
 def _scalar_as_float(value: Any, name: str) -> float:
     """:func:`check_scalar`'s conversion of anything but a plain float (TypeError names it)."""
-    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+    if isinstance(value, (bool, str, bytes)):
         raise TypeError(f"`{name}` must be a real number; got {value!r}")
     if aa.is_array(value):
         if math.prod(value.shape) != 1:

@@ -151,8 +151,8 @@ def main() -> None:
           f"{args.rounds} x {args.repeat} x {args.number} calls")
     print(f"before: {before_path}\nafter:  {after_path}")
     print(f"{'op':38s} {'before':>10s} {'after':>10s} {'ratio':>7s}")
-    for name in before:
-        b, a = before[name], after[name]
+    for name, b in before.items():
+        a = after[name]
         print(f"{name:38s} {b:8.1f}us {a:8.1f}us {b / a:6.2f}x")
 
 
