@@ -239,6 +239,8 @@ def _default_float(xp: Any):
 
 def is_half(xp: Any, dtype: Any) -> bool:
     """True for float16 and bfloat16."""
+    if dtype is _F64 or dtype is _F32:
+        return False
     f16 = getattr(xp, "float16", None)
     if f16 is not None and dtype == f16:
         return True

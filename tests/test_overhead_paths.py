@@ -326,3 +326,25 @@ def test_launcher_cache_follows_register():
     finally:
         _dispatch._OPS.pop(name, None)
         _dispatch._LAUNCHERS.pop((name, "numba_cpu"), None)
+
+
+def test_dtype_helpers_agree_on_both_paths(monkeypatch):
+    xp = aa.numpy_namespace()
+    dtypes = [np.dtype(d) for d in (np.float64, np.float32, np.float16, np.int64, np.bool_)]
+    arrays = [np.zeros(2, dtype=d) for d in dtypes]
+
+    def table():
+        return (
+            [aa.is_half(xp, d) for d in dtypes],
+            [str(aa.compute_dtype(xp, d)) for d in dtypes],
+            [(str(aa.as_float_array(xp, a, "a")[0].dtype), str(aa.as_float_array(xp, a, "a")[1]))
+             for a in arrays],
+            [str(aa.result_dtype(xp, a, b)) for a in arrays for b in arrays],
+        )
+
+    fast = table()
+    with monkeypatch.context() as m:
+        _general_path(m)
+        general = table()
+    assert fast == general
+    assert fast[0] == [False, False, True, False, False]
