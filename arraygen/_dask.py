@@ -24,6 +24,7 @@ Dask is imported lazily: importing arraygen does not import dask.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 __all__ = ["fisher_diagonal", "fisher_langevin_step", "gaussian_filter", "is_dask_array",
@@ -33,15 +34,14 @@ __all__ = ["fisher_diagonal", "fisher_langevin_step", "gaussian_filter", "is_das
 
 def is_dask_array(x: Any) -> bool:
     """True for a ``dask.array.Array`` (without importing dask when it is not loaded)."""
-    import sys
-
     da = sys.modules.get("dask.array")
     return da is not None and isinstance(x, da.Array)
 
 
 def any_dask(*arrays: Any) -> bool:
-    """True when any argument is a dask array."""
-    return any(is_dask_array(a) for a in arrays)
+    """True when any argument is a dask array (cheap when dask.array was never imported)."""
+    da = sys.modules.get("dask.array")
+    return da is not None and any(isinstance(a, da.Array) for a in arrays)
 
 
 def materialize(*arrays: Any):

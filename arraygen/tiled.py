@@ -167,6 +167,8 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
             x, y, v, beta=_v.check_scalar(beta, "beta", positive=True), row_scale=row_scale,
             col_scale=col_scale, x_bandwidth=x_bandwidth, y_bandwidth=y_bandwidth,
             backend=backend, check_finite=check_finite)
+    if v is None:
+        raise TypeError("`v` must be an array of shape (M,) or (M, p); got None")
     xp, (x, y, v, r, c, a, b) = _v.common_namespace(
         x=x, y=y, v=v, row_scale=row_scale, col_scale=col_scale, x_bandwidth=x_bandwidth,
         y_bandwidth=y_bandwidth)
@@ -280,6 +282,8 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
         return _dask.kernel_softmax_matvec(
             x, y, v, beta=_v.check_scalar(beta, "beta", positive=True), log_weights=log_weights,
             backend=backend, check_finite=check_finite)
+    if v is None:
+        raise TypeError("`v` must be an array of shape (M,) or (M, p); got None")
     xp, (x, y, v, w) = _v.common_namespace(x=x, y=y, v=v, log_weights=log_weights)
     x, y, v, one_d, beta, out_dtype = _boundary(xp, x, y, v, beta, check_finite)
     n = x.shape[0]

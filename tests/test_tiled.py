@@ -491,3 +491,10 @@ def test_float32_beta_out_of_range_is_an_error_not_nan(op):
     # bandwidths multiply beta: a product that overflows float32 is named too
     with pytest.raises(ValueError, match="`beta`.*too large for float32"):
         tiled.kernel_matvec(x, y, v, beta=1e20, x_bandwidth=np.full(4, 1e18, np.float32))
+
+
+@pytest.mark.parametrize("op", ["kernel_matvec", "kernel_softmax_matvec"])
+def test_missing_rhs_is_a_type_error_naming_v(op):
+    x = np.zeros((3, 2))
+    with pytest.raises(TypeError, match="`v`"):
+        getattr(tiled, op)(x, x, None, beta=1.0)
