@@ -349,17 +349,26 @@ def as_point_pair(xp: Any, x: Any, y: Any, names: tuple[str, str] = ("x", "y"), 
     return x, y, out_dtype
 
 
+def _per_point(xp: Any, w: Any, size: int, name: str, like: Any, what: str = ""):
+    """``w`` as a real float array of shape ``(size,)`` in ``like``'s namespace and device.
+
+    ``what`` is added to the shape error (e.g. ``" (one per point)"``).
+    """
+    w = as_array(w, name)
+    aa.array_namespace(**{name: w, "x": like})
+    aa.check_same_device(**{name: w, "x": like})
+    if tuple(w.shape) != (size,):
+        raise ValueError(f"`{name}` must have shape ({size},){what}; got shape "
+                         f"{tuple(w.shape)}")
+    return _as_float(xp, w, name)[0]
+
+
 def as_vector(xp: Any, value: Any, size: int, name: str, like: Any, *,
               positive: bool = False, check_finite: bool = True):
     """An optional per-point vector ``(size,)`` in ``like``'s namespace, device and dtype."""
     if value is None:
         return None
-    value = as_array(value, name)
-    aa.array_namespace(**{name: value, "x": like})
-    aa.check_same_device(**{name: value, "x": like})
-    if tuple(value.shape) != (size,):
-        raise ValueError(f"`{name}` must have shape ({size},); got shape {tuple(value.shape)}")
-    value, _ = _as_float(xp, value, name)
+    value = _per_point(xp, value, size, name, like)
     if value.dtype != like.dtype:
         value = xp.astype(value, like.dtype)
     if check_finite:
@@ -466,13 +475,7 @@ def as_log_weights(xp: Any, w: Any, size: int, like: Any, name: str = "log_weigh
         if top == -math.inf:
             raise ValueError(f"`{name}` must have at least one finite entry (all weights are 0)")
         return w
-    w = as_array(w, name)
-    aa.array_namespace(**{name: w, "x": like})
-    aa.check_same_device(**{name: w, "x": like})
-    if tuple(w.shape) != (size,):
-        raise ValueError(f"`{name}` must have shape ({size},) (one per point); got shape "
-                         f"{tuple(w.shape)}")
-    w, _ = _as_float(xp, w, name)
+    w = _per_point(xp, w, size, name, like, " (one per point)")
     if w.dtype != like.dtype:
         w = xp.astype(w, like.dtype)
     if bool(xp.any(xp.isnan(w) | (w == math.inf))):
@@ -497,13 +500,7 @@ def as_marginals(xp: Any, a: Any, b: Any, n: int, m: int, like: Any,
     for name, w, size in ((names[0], a, n), (names[1], b, m)):
         if w is None:
             continue
-        w = as_array(w, name)
-        aa.array_namespace(**{name: w, "x": like})
-        aa.check_same_device(**{name: w, "x": like})
-        if tuple(w.shape) != (size,):
-            raise ValueError(f"`{name}` must have shape ({size},) (one weight per point); got "
-                             f"shape {tuple(w.shape)}")
-        w, _ = _as_float(xp, w, name)
+        w = _per_point(xp, w, size, name, like, " (one weight per point)")
         arrays[name] = xp.astype(w, xp.float64) if hasattr(xp, "float64") else w
     if not arrays:
         return None, None
