@@ -193,3 +193,13 @@ def kernel_backend(request) -> KernelBackend:
 def rng() -> np.random.Generator:
     """A fresh seeded NumPy generator for test inputs."""
     return np.random.default_rng(20261122)
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """One LocalCluster (2 worker processes x 1 thread) shared by every Dask test."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=40) as cluster, \
+            distributed.Client(cluster) as client:
+        yield client

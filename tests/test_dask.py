@@ -14,14 +14,6 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
 def _tasks(a) -> int:
     return len(a.__dask_graph__())
 
@@ -33,7 +25,7 @@ def clouds():
 
 
 @pytest.mark.parametrize("chunks", [300, (100, 400, 500)])  # even and ragged row chunks
-def test_kernel_matvec_rows_bitwise(client, clouds, chunks):
+def test_kernel_matvec_rows_bitwise(dask_client, clouds, chunks):
     x, y, gen = clouds
     v, vv = gen.random(700), gen.random((700, 4))
     r, c = gen.random(1000) + 0.5, gen.random(700) + 0.5
@@ -49,7 +41,7 @@ def test_kernel_matvec_rows_bitwise(client, clouds, chunks):
     np.testing.assert_array_equal(out.compute(), ref)
 
 
-def test_logsumexp_and_softmax_bitwise(client, clouds):
+def test_logsumexp_and_softmax_bitwise(dask_client, clouds):
     x, y, gen = clouds
     w = np.log(gen.random(700))
     w[::7] = -np.inf
@@ -76,7 +68,7 @@ def test_tiled_graph_is_o_chunks(clouds, n_chunks):
 
 
 @pytest.mark.parametrize("mode", ["reflect", "mirror", "nearest", "wrap", "constant"])
-def test_gaussian_filter_halo_bitwise(client, mode):
+def test_gaussian_filter_halo_bitwise(dask_client, mode):
     img = np.random.default_rng(1).random((2, 3, 64, 50))
     xd = da.from_array(img, chunks=(1, 3, 20, 17))
     out = ag.gaussian_filter(xd, (2.0, 1.5), mode=mode)
@@ -84,7 +76,7 @@ def test_gaussian_filter_halo_bitwise(client, mode):
     np.testing.assert_array_equal(out.compute(), ag.gaussian_filter(img, (2.0, 1.5), mode=mode))
 
 
-def test_fisher_batch_chunks(client):
+def test_fisher_batch_chunks(dask_client):
     gen = np.random.default_rng(2)
     x = gen.standard_normal((10, 3, 8, 8)).astype(np.float32)
     s = gen.standard_normal(x.shape).astype(np.float32)
@@ -126,7 +118,7 @@ def test_readme_dask_example_runs():
             cluster.close()
 
 
-def test_sinkhorn_on_a_cluster_matches_numpy_and_keeps_graphs_small(client):
+def test_sinkhorn_on_a_cluster_matches_numpy_and_keeps_graphs_small(dask_client):
     gen = np.random.default_rng(3)
     x, y = gen.random((600, 2)), gen.random((400, 2))
     ref = ag.sinkhorn(x, y, epsilon=0.1, backend="numba_cpu")

@@ -17,14 +17,6 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def data():
     """A noisy swiss roll, N = 400, d = 3."""
     gen = np.random.default_rng(3)
@@ -46,7 +38,7 @@ def _same_vectors(a, b, tol):
 
 @pytest.mark.parametrize("eigensolver", ["auto", "lanczos"])
 @pytest.mark.parametrize("epsilon", ["median", 20.0])
-def test_fit_on_dask_matches_numpy(client, data, eigensolver, epsilon):
+def test_fit_on_dask_matches_numpy(dask_client, data, eigensolver, epsilon):
     xd = da.from_array(data, chunks=((150, 100, 150), 3))   # ragged row chunks
     dm = _fit(xd, eigensolver=eigensolver, epsilon=epsilon)
     ref = _fit(data, eigensolver=eigensolver, epsilon=epsilon)
@@ -63,7 +55,7 @@ def test_fit_on_dask_matches_numpy(client, data, eigensolver, epsilon):
     assert _dask.is_dask_array(dm.X_) and dm.X_.shape == data.shape
 
 
-def test_bgh_rule_and_markov_operator_on_dask(client, data):
+def test_bgh_rule_and_markov_operator_on_dask(dask_client, data):
     xd = da.from_array(data, chunks=(128, 3))
     dm = _fit(xd, epsilon="bgh", eigensolver="lanczos")
     ref = _fit(data, epsilon="bgh", eigensolver="lanczos")
@@ -84,7 +76,7 @@ def test_bgh_rule_and_markov_operator_on_dask(client, data):
         dm.transform(data[:3])
 
 
-def test_graph_per_kernel_call_does_not_grow(client, data, monkeypatch):
+def test_graph_per_kernel_call_does_not_grow(dask_client, data, monkeypatch):
     """Every eigensolver matvec builds a graph of the same size (persisted inputs, one task per
     row chunk): nothing lazy accumulates across Lanczos iterations."""
     sizes = []
