@@ -50,6 +50,7 @@ __all__ = [
     "check_shape",
     "common_namespace",
     "host_float",
+    "host_float64",
     "promote_float",
     "require_finite",
 ]
@@ -211,6 +212,20 @@ def host_float(a: Any) -> float:
     if aa.is_torch_array(a):
         a = a.detach()
     return float(a.reshape(()) if hasattr(a, "reshape") and a.ndim else a)
+
+
+def host_float64(value: Any, name: str, *, expected: str) -> np.ndarray:
+    """An array or sequence of numbers as a float64 NumPy array on the host (a copy of a
+    device array); ``TypeError`` naming ``name`` and ``expected`` for anything else.
+
+    For small host-side tables (schedules, time grids), not for data.
+    """
+    if aa.is_array(value):
+        value = aa.to_numpy(value)
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be {expected}; got {type(value).__name__}") from None
 
 
 def as_array(value: Any, name: str) -> Any:

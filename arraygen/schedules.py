@@ -251,14 +251,7 @@ class NoiseSchedule:
         >>> bool(abs(sch.alpha_bar(500 / 1000) - table[499]) < 1e-12)
         True
         """
-        from . import _array_api as _aa
-        if _aa.is_array(alphas_cumprod):
-            alphas_cumprod = _aa.to_numpy(alphas_cumprod)
-        try:
-            ab = np.asarray(alphas_cumprod, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"`alphas_cumprod` must be a 1-D array of numbers; got "
-                            f"{type(alphas_cumprod).__name__}") from None
+        ab = _v.host_float64(alphas_cumprod, "alphas_cumprod", expected="a 1-D array of numbers")
         if ab.ndim != 1 or ab.shape[0] < 2:
             raise ValueError(f"`alphas_cumprod` must be 1-D with at least 2 entries; got shape "
                              f"{ab.shape}")
@@ -537,13 +530,7 @@ def validate_grid(grid, name: str = "steps", *, increasing: bool = False) -> np.
 
     Returns it as a float64 NumPy array (host).
     """
-    if aa.is_array(grid):
-        grid = aa.to_numpy(grid)
-    try:
-        g = np.asarray(grid, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be an int or a 1-D sequence of times; got "
-                        f"{type(grid).__name__}") from None
+    g = _v.host_float64(grid, name, expected="an int or a 1-D sequence of times")
     if g.ndim != 1 or g.shape[0] < 2:
         raise ValueError(f"`{name}` must be a 1-D grid of at least 2 times (>= 1 step); got "
                          f"shape {g.shape}")
