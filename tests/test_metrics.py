@@ -160,7 +160,9 @@ def _mmd_dense(x, y, h):
             + (_gauss_gram(y, y, h).sum() - m) / (m * (m - 1)) - 2 * _gauss_gram(x, y, h).mean())
 
 
-def test_mmd_against_dense_formula():
+@pytest.mark.parametrize("joined_pairs", [0, 1 << 20])  # three launches / one joined launch
+def test_mmd_against_dense_formula(monkeypatch, joined_pairs):
+    monkeypatch.setattr(M, "_MMD_JOINED_PAIRS", joined_pairs)
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((90, 3)), rng.standard_normal((70, 3)) + 0.4
     h = 0.8
