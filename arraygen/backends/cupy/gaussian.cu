@@ -179,3 +179,150 @@ gauss2t(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ wy,
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Column-strip variant of the fused 2-D filter (gauss2s). A block of NT threads owns a strip of
+// TW = NT * VEC output columns and a segment of up to `seg` output rows of one plane, and walks
+// down it: input rows arrive in stages of P = 2 RY + 1 rows, copied global -> shared memory with
+// cp.async (16-byte copies, double-buffered, so the next stage is in flight while this one is
+// filtered); the horizontal pass reads each staged row from shared memory (VEC outputs per
+// thread from VEC + 2 RX values), and the vertical pass accumulates into a ring of P register
+// rows (output row i lives in slot i % P; input row j adds wy[k] to output j - k), so each input
+// row is read from DRAM once per segment (vertical halo 2 RY rows per segment, not per tile).
+// Writes are 16-byte streaming stores of whole rows of the strip. Vectors that leave the array
+// (strip edges), rows with no source (constant mode) and !vec fall back to element-wise
+// staging with the mode's index remapping.
+__device__ __forceinline__ void ag_cp_async16(void* smem, const void* gmem) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void ag_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void ag_cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ __forceinline__ void ag_stcs(float* p, const float* o) {
+    __stcs(reinterpret_cast<float4*>(p), make_float4(o[0], o[1], o[2], o[3]));
+}
+__device__ __forceinline__ void ag_stcs(double* p, const double* o) {
+    __stcs(reinterpret_cast<double2*>(p), make_double2(o[0], o[1]));
+}
+
+template <typename T, int RY, int RX, int NT>
+__global__ void __launch_bounds__(NT)
+gauss2s(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ wy,
+        const T* __restrict__ wx, int H, int W, int strips, int segs, int seg, int mode, T cval,
+        int vec) {
+    typedef typename Vec<T>::type V;
+    constexpr int VEC = 16 / sizeof(T);
+    constexpr int P = 2 * RY + 1;              // rows per stage = ring length
+    constexpr int RA = (RX + VEC - 1) / VEC * VEC;
+    constexpr int TW = NT * VEC;
+    constexpr int SW = TW + 2 * RA;
+    constexpr int CPR = SW / VEC;              // vectors per staged row
+    constexpr int NCH = P * CPR;               // vectors per stage
+    __shared__ __align__(16) T s[2][P][SW];
+
+    const int t = threadIdx.x;
+    const long long blk = blockIdx.x;
+    const int sx = (int)(blk % strips);
+    const long long rest = blk / strips;
+    const int sg = (int)(rest % segs);
+    const long long plane = (rest / segs) * (long long)H * W;
+    const T* xp = x + plane;
+    T* yp = y + plane;
+    const int x0 = sx * TW;
+    const int cx = x0 - RA;                    // global column of s[.][.][0]
+    const int r0 = sg * seg;                   // first output row of the segment
+    const int nout = min(seg, H - r0);
+    const int n_in = nout + 2 * RY;            // input rows r0 - RY .. r0 + nout - 1 + RY
+    const int stages = (n_in + P - 1) / P;
+
+    auto stage = [&](int b) {
+        T(*buf)[SW] = s[b & 1];
+        for (int u = t; u < NCH; u += NT) {
+            const int r = u / CPR;
+            const int c = (u - r * CPR) * VEC;
+            const int j = b * P + r;
+            if (j >= n_in) continue;
+            const int gr = gauss_src(r0 - RY + j, H, mode);
+            const int gc = cx + c;
+            if (vec && gr >= 0 && gc >= 0 && gc + VEC <= W) {
+                ag_cp_async16(&buf[r][c], xp + (long long)gr * W + gc);
+            } else {
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) {
+                    const int sc = gauss_src(gc + e, W, mode);
+                    buf[r][c + e] = (gr >= 0 && sc >= 0) ? __ldg(xp + (long long)gr * W + sc) : cval;
+                }
+            }
+        }
+        ag_cp_async_commit();
+    };
+
+    T wv[P], wh[2 * RX + 1];
+#pragma unroll
+    for (int k = 0; k < P; ++k) wv[k] = __ldg(wy + k);
+#pragma unroll
+    for (int k = 0; k <= 2 * RX; ++k) wh[k] = __ldg(wx + k);
+    T acc[P][VEC];
+#pragma unroll
+    for (int q = 0; q < P; ++q)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc[q][e] = T(0);
+
+    const int col = x0 + t * VEC;              // first output column of this thread
+    const bool full = vec && col + VEC <= W;
+    stage(0);
+    for (int b = 0; b < stages; ++b) {
+        if (b + 1 < stages) stage(b + 1);
+        else ag_cp_async_commit();             // an empty group keeps wait_group 1 exact
+        ag_cp_async_wait1();
+        __syncthreads();
+        T(*buf)[SW] = s[b & 1];
+#pragma unroll
+        for (int jj = 0; jj < P; ++jj) {
+            const int j = b * P + jj;
+            if (j < n_in) {
+                // horizontal: h[e] = sum_k wx[k] row[RA - RX + t VEC + e + k]
+                T a[VEC + 2 * RX];
+                if constexpr ((RA - RX) % VEC == 0) {
+                    const V* src = reinterpret_cast<const V*>(&buf[jj][RA - RX + t * VEC]);
+#pragma unroll
+                    for (int g = 0; g < (VEC + 2 * RX) / VEC; ++g) unpack(src[g], &a[g * VEC]);
+                } else {
+#pragma unroll
+                    for (int g = 0; g < VEC + 2 * RX; ++g) a[g] = buf[jj][RA - RX + t * VEC + g];
+                }
+                T h[VEC];
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) {
+                    T v = wh[RX] * a[e + RX];
+#pragma unroll
+                    for (int k = 1; k <= RX; ++k) v += wh[RX + k] * (a[e + RX - k] + a[e + RX + k]);
+                    h[e] = v;
+                }
+                // vertical ring: output j - k gets wy[k] * h; slot j % P starts afresh (k = 0)
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[jj][e] = wv[0] * h[e];
+#pragma unroll
+                for (int k = 1; k < P; ++k) {
+                    const int q = (jj - k + P) % P;
+#pragma unroll
+                    for (int e = 0; e < VEC; ++e) acc[q][e] += wv[k] * h[e];
+                }
+                // output row i = j - 2 RY is complete (slot (j + 1) % P)
+                const int i = j - 2 * RY;
+                if (i >= 0 && col < W) {
+                    const int q = (jj + 1) % P;
+                    T* out = yp + (long long)(r0 + i) * W + col;
+                    if (full) {
+                        ag_stcs(out, acc[q]);
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < VEC; ++e)
+                            if (col + e < W) out[e] = acc[q][e];
+                    }
+                }
+            }
+        }
+        __syncthreads();                       // buffer b & 1 is refilled at stage b + 2
+    }
+}

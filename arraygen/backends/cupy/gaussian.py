@@ -1,15 +1,20 @@
 """CuPy RawKernel launchers of the Gaussian hot path (contract: :mod:`arraygen.gaussian`).
 
-``gaussian.cu`` holds two kernels: ``gauss2t<T, RY, RX, TH, TW>`` fuses the passes over the
-last two axes (radii up to :data:`FUSED_MAX_RADIUS`; one module per radius pair, compiled on
-first use and kept by CuPy's on-disk kernel cache): each 256-thread block stages a TH x TW
-output tile plus halo in shared memory with 16-byte loads, then runs both passes there and
-writes 16-byte stores; ``gauss_pass<T>`` filters any one axis of a contiguous (outer, n, inner)
-view with a run-time radius, for every other case.
+``gaussian.cu`` holds three kernels. Two fuse the passes over the last two axes (radii up to
+:data:`FUSED_MAX_RADIUS`; one module per radius pair, compiled on first use and kept by CuPy's
+on-disk kernel cache): ``gauss2s<T, RY, RX, NT>`` (the default, ``Tuning.fused="strip"``) walks
+a block down a column strip of ``NT * VEC`` columns, staging stages of ``2 RY + 1`` input rows
+in shared memory with double-buffered ``cp.async`` 16-byte copies and keeping the vertical pass
+in a ring of register rows, so each input row is read once per segment of ``seg`` rows;
+``gauss2t<T, RY, RX, TH, TW>`` (``fused="tile"``) stages a TH x TW output tile plus its halo in
+shared memory with 16-byte loads, runs both passes there and writes 16-byte stores.
+``gauss_pass<T>`` filters any one axis of a contiguous (outer, n, inner) view with a run-time
+radius, for every other case.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -18,7 +23,8 @@ import numpy as np
 
 from ..._kernels.gaussian import MODES
 from .. import _interop
-from . import dtype_name, module, native, stream_for
+from .._tuning import Tunable
+from . import dtype_name, module, native, sm_count, stream_for
 
 _MODE_CODE = {m: i for i, m in enumerate(MODES)}
 #: Largest radius per axis that the fused 2-D kernel is instantiated for.
@@ -27,6 +33,21 @@ _THREADS = 256
 #: Output columns per tile of the staged kernel (TW of gauss2t), per C type.
 _TILE_W = {"float": 128, "double": 64}
 _SMEM_LIMIT = 48 * 1024  # static shared memory of one block
+#: Segment heights the strip kernel chooses from (largest first).
+_STRIP_SEGS = (256, 128, 64, 32, 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Launch tuning of the CuPy Gaussian filter (override with ``TUNING.override(...)``)."""
+
+    fused: str = "strip"  #: fused 2-D kernel: "strip" (gauss2s) or "tile" (gauss2t)
+    strip_threads: int = 0  #: threads per strip block, 32 or 64 (0: 64 for wide rows, else 32)
+    strip_rows: int = 0  #: output rows per strip block (0: largest of _STRIP_SEGS filling the GPU)
+    strip_waves: int = 4  #: blocks per SM the automatic strip_rows aims for
+
+
+TUNING = Tunable("cupy.gaussian", Tuning())
 
 
 def _staged_tile_rows(ctype: str, ry: int, rx: int) -> int:
@@ -66,6 +87,53 @@ def _device_taps(w, dtype):
             _TAPS.clear()
         taps = _TAPS[key] = cupy.asarray(w)
     return taps
+
+
+def _strip_smem(ctype: str, ry: int, rx: int, nt: int) -> int:
+    size = 4 if ctype == "float" else 8
+    vec = 16 // size
+    sw = nt * vec + 2 * (-(-rx // vec) * vec)
+    return 2 * (2 * ry + 1) * sw * size
+
+
+def _strip_threads(ctype: str, ry: int, rx: int, w: int, tuning: Tuning) -> int:
+    """Threads per gauss2s block (32 or 64), 0 when its shared tiles do not fit."""
+    vec = 4 if ctype == "float" else 2
+    choices = (tuning.strip_threads,) if tuning.strip_threads else (
+        (64, 32) if w >= 2 * 64 * vec else (32,))
+    for nt in choices:
+        if _strip_smem(ctype, ry, rx, nt) <= _SMEM_LIMIT:
+            return nt
+    return 0
+
+
+@functools.cache
+def _strip_kernel(ctype: str, ry: int, rx: int, nt: int):
+    name = f"gauss2s<{ctype}, {ry}, {rx}, {nt}>"
+    return module("gaussian.cu", (name,)).get_function(name)
+
+
+def _strip(a, wy, wx, code, cval, nt, tuning):
+    h, w_ = a.shape[-2], a.shape[-1]
+    planes = a.size // (h * w_)
+    ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
+    ctype = dtype_name(a)
+    vec = 16 // a.dtype.itemsize
+    strips = -(-w_ // (nt * vec))
+    seg = tuning.strip_rows
+    if not seg:
+        target = tuning.strip_waves * sm_count(cupy.cuda.Device().id)
+        seg = next((s for s in _STRIP_SEGS if planes * strips * -(-h // s) >= target),
+                   _STRIP_SEGS[-1])
+    seg = max(1, min(seg, h))
+    segs = -(-h // seg)
+    out = cupy.empty_like(a)
+    vec_ok = int(w_ % vec == 0 and a.data.ptr % 16 == 0 and out.data.ptr % 16 == 0)
+    _strip_kernel(ctype, ry, rx, nt)(
+        (strips * segs * planes,), (nt,),
+        (a, out, wy, wx, np.int32(h), np.int32(w_), np.int32(strips), np.int32(segs),
+         np.int32(seg), np.int32(code), a.dtype.type(cval), np.int32(vec_ok)))
+    return out
 
 
 def _one_pass(a, w, axis, code, cval):
@@ -114,5 +182,12 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
                 if not (fuse and ax in last2):
                     a = _one_pass(a, taps[ax], ax, code, cval)
             if fuse:
-                a = _staged(a, taps[last2[0]], taps[last2[1]], code, cval)
+                tuning = TUNING.current()
+                wy, wx = taps[last2[0]], taps[last2[1]]
+                nt = (_strip_threads(dtype_name(a), radius[last2[0]], radius[last2[1]],
+                                     a.shape[-1], tuning) if tuning.fused == "strip" else 0)
+                if nt:
+                    a = _strip(a, wy, wx, code, cval, nt, tuning)
+                else:
+                    a = _staged(a, wy, wx, code, cval)
     return _interop.like(a, x)
