@@ -34,13 +34,31 @@ and dtype. GPU kernels accumulate in the compute dtype (float32 for float32).
 The CUDA launchers may split the columns of ``y`` over thread blocks (:func:`column_splits`,
 for a full last wave) and merge the partial sums, or partial (max, sum, acc) triples, after
 the launch; no atomics.
+
+Block-sparse launchers (``truncate=``; ``arraygen/backends/<language>/blocksparse.py``, full
+contract in :mod:`arraygen._kernels.blocksparse`): the same three sums restricted to a list of
+cluster pairs, on points in the kd-tree order of :func:`arraygen.blocksparse.cluster_points`
+(row cluster ``A`` is rows ``[A block_x, (A + 1) block_x)`` and sums only over the columns of
+the y-clusters ``cols[offsets[A]:offsets[A + 1]]``)::
+
+    kernel_matvec_blocks(x, y, u, a, b, offsets, cols, *, beta, block_x, block_y) -> out
+    kernel_logsumexp_blocks(x, y, w, offsets, cols, *, beta, block_x, block_y) -> lse
+    kernel_softmax_matvec_blocks(x, y, v, w, offsets, cols, *, beta, block_x, block_y)
+        -> (out, lse)
+
+The private cores take ``pairs=`` (a :class:`arraygen.blocksparse.BlockPairs`) with every
+array in the SORTED orders and return sorted results; the public ops sort, call them and
+restore the caller's order.
 """
 
 from __future__ import annotations
 
+import pathlib
+
 from . import _array_api as aa
 from . import _dask, _dispatch
 from . import _validation as _v
+from . import blocksparse as _bs
 from ._kernels.tiled import DIRECT_MAX_D, column_splits, merge_column_splits  # noqa: F401
 
 __all__ = ["DIRECT_MAX_D", "column_splits", "kernel_logsumexp", "kernel_matvec",
@@ -72,6 +90,17 @@ for _op, _order in _GPU_ORDER.items():
         kernels={b: f"arraygen.backends.{b}.tiled:{_op}"
                  for b in ("numba_cpu", "numba_cuda", "cupy", "triton")},
         gpu_order=_order,
+    )
+
+# Block-sparse launchers: registered for the backends whose blocksparse module exists.
+_BLOCK_BACKENDS = tuple(
+    b for b in ("numba_cpu", "numba_cuda", "cupy", "triton")
+    if (pathlib.Path(__file__).parent / "backends" / b / "blocksparse.py").is_file())
+for _op, _order in _GPU_ORDER.items():
+    _dispatch.register(
+        f"{_op}_blocks",
+        kernels={b: f"arraygen.backends.{b}.blocksparse:{_op}_blocks" for b in _BLOCK_BACKENDS},
+        gpu_order=tuple(b for b in _order if b in _BLOCK_BACKENDS),
     )
 
 
@@ -113,12 +142,61 @@ def _cast_out(xp, a, out_dtype):
     return a if a.dtype == out_dtype else xp.astype(a, out_dtype)
 
 
+def _truncation_options(truncate, x_clusters, y_clusters, return_report, dask: bool):
+    """``truncate`` as a float or None, after checking the other truncation options."""
+    _v.check_choice(return_report, "return_report", (False, True))
+    if truncate is None:
+        for name, c in (("x_clusters", x_clusters), ("y_clusters", y_clusters)):
+            if c is not None:
+                raise ValueError(f"`{name}` is used only with `truncate`; pass truncate= too "
+                                 "(or drop it)")
+        return None
+    truncate = _v.check_scalar(truncate, "truncate", positive=True)
+    if dask:
+        raise NotImplementedError("`truncate` is not supported for Dask arrays; compute the "
+                                  "dense op (truncate=None) or pass in-memory arrays")
+    return truncate
+
+
+def _clusters(xp, x, y, same: bool, x_clusters, y_clusters):
+    """Clusters of x and y (given ones checked against the points; ``same``: y is x)."""
+    if x_clusters is None:
+        xc = _bs._build_clusters(xp, x, _bs._default_block(x))
+    else:
+        xc = _bs.check_clusters(x_clusters, "x_clusters", x)
+    if y_clusters is not None:
+        yc = _bs.check_clusters(y_clusters, "y_clusters", y)
+    elif same:
+        yc = xc
+    else:
+        yc = _bs._build_clusters(xp, y, _bs._default_block(y))
+    return xc, yc
+
+
+def _take(xp, a, perm):
+    return None if a is None else xp.take(a, perm, axis=0)
+
+
+def _report(pairs=None):
+    if pairs is None:
+        return _bs.TruncationReport(truncate=None, fraction=1.0, mass_bound=0.0,
+                                    n_pairs_blocks=None)
+    return _bs.TruncationReport(truncate=pairs.truncate, fraction=pairs.fraction,
+                                mass_bound=pairs.mass_bound, n_pairs_blocks=pairs.nnz)
+
+
+def _with_report(result, report, return_report):
+    return (result, report) if return_report else result
+
+
 # --------------------------------------------------------------------------------------------
 # public ops
 # --------------------------------------------------------------------------------------------
 
 def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_bandwidth=None,
-                  y_bandwidth=None, check_finite: bool = True, backend: str | None = None):
+                  y_bandwidth=None, check_finite: bool = True, truncate: float | None = None,
+                  x_clusters=None, y_clusters=None, return_report: bool = False,
+                  backend: str | None = None):
     r"""Gaussian-kernel matrix-vector product, tiled (never forms the N x M matrix).
 
     .. math::
@@ -144,6 +222,16 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
         Check that the inputs are finite and that ``beta`` times the largest squared distance
         fits the compute dtype (a few reductions and host synchronisations; default True).
         ``beta`` itself is always checked against the compute dtype on the host.
+    truncate : float, optional
+        Skip the cluster pairs whose largest possible exponent lies more than
+        ``truncate**2`` below the largest exponent of the row (``truncate`` is in kernel
+        widths ``1 / sqrt(beta)``; see :mod:`arraygen.blocksparse`). Default None: exact.
+    x_clusters, y_clusters : Clusters, optional
+        :func:`arraygen.blocksparse.cluster_points` of ``x`` and ``y``, to reuse across calls
+        (built when not given; ``y is x`` reuses ``x``'s). Only with ``truncate``.
+    return_report : bool
+        Also return a :class:`arraygen.blocksparse.TruncationReport` (fraction of pairs
+        computed, ``mass_bound`` on every row's relative error).
     backend : str, optional
         ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``
         (default: ``ARRAYGEN_BACKEND`` or automatic, see :mod:`arraygen._dispatch`).
@@ -152,6 +240,8 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
     -------
     out : array, shape (N,) if ``v`` is 1-D else (N, p)
         In the inputs' namespace, device and promoted floating dtype.
+    report : TruncationReport
+        Only with ``return_report=True``: ``(out, report)``.
 
     Examples
     --------
@@ -161,12 +251,23 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
     >>> out = kernel_matvec(x, x, np.ones(2), beta=1.0, backend="array_api")
     >>> np.allclose(out, 1 + np.exp(-1.0))
     True
+
+    Far-apart groups of points are skipped with ``truncate``:
+
+    >>> x = np.concatenate([np.linspace(0, 1, 64), np.linspace(50, 51, 64)])
+    >>> out, rep = kernel_matvec(x, x, np.ones(128), beta=1.0, truncate=4.0,
+    ...                          return_report=True)
+    >>> rep.fraction, bool(np.allclose(out, kernel_matvec(x, x, np.ones(128), beta=1.0)))
+    (0.5, True)
     """
-    if _dask.any_dask(x, y, v, row_scale, col_scale, x_bandwidth, y_bandwidth):
-        return _dask.kernel_matvec(
+    dask = _dask.any_dask(x, y, v, row_scale, col_scale, x_bandwidth, y_bandwidth)
+    truncate = _truncation_options(truncate, x_clusters, y_clusters, return_report, dask)
+    if dask:
+        return _with_report(_dask.kernel_matvec(
             x, y, v, beta=_v.check_scalar(beta, "beta", positive=True), row_scale=row_scale,
             col_scale=col_scale, x_bandwidth=x_bandwidth, y_bandwidth=y_bandwidth,
-            backend=backend, check_finite=check_finite)
+            backend=backend, check_finite=check_finite), _report(), return_report)
+    same = y is x
     if v is None:
         raise TypeError("`v` must be an array of shape (M,) or (M, p); got None")
     xp, (x, y, v, r, c, a, b) = _v.common_namespace(
@@ -185,16 +286,27 @@ def kernel_matvec(x, y, v, *, beta: float, row_scale=None, col_scale=None, x_ban
                 scale *= _v.host_float(xp.max(bw))
         _v.check_exponent_range(xp, scale, x, y, "beta")
     u = v if c is None else c[:, None] * v
-    out = _matvec(xp, x, y, u, beta=beta, a=a, b=b, backend=backend)
+    if truncate is None:
+        out = _matvec(xp, x, y, u, beta=beta, a=a, b=b, backend=backend)
+        report = None
+    else:
+        xc, yc = _clusters(xp, x, y, same, x_clusters, y_clusters)
+        a_s, b_s = _take(xp, a, xc.perm), _take(xp, b, yc.perm)
+        pairs = _bs._pairs(xp, xc, yc, beta, truncate, None, a_s, b_s)
+        out = _matvec(xp, _take(xp, x, xc.perm), _take(xp, y, yc.perm), _take(xp, u, yc.perm),
+                      beta=beta, a=a_s, b=b_s, backend=backend, pairs=pairs, xc=xc, yc=yc)
+        out = _take(xp, out, xc.inverse)
+        report = pairs
     if r is not None:
         out = r[:, None] * out
     if one_d:
         out = xp.reshape(out, (n,))
-    return _cast_out(xp, out, out_dtype)
+    return _with_report(_cast_out(xp, out, out_dtype), _report(report), return_report)
 
 
 def kernel_logsumexp(x, y, *, beta: float, log_weights=None, check_finite: bool = True,
-                     backend: str | None = None):
+                     truncate: float | None = None, x_clusters=None, y_clusters=None,
+                     return_report: bool = False, backend: str | None = None):
     r"""Row-wise log-sum-exp of the weighted Gaussian kernel, tiled.
 
     .. math:: \mathrm{out}_i = \log \sum_{j=1}^{M} \exp(w_j - \beta \lVert x_i - y_j\rVert^2)
@@ -209,12 +321,16 @@ def kernel_logsumexp(x, y, *, beta: float, log_weights=None, check_finite: bool 
         :math:`w_j` (default 0); ``-inf`` entries are zero weights, at least one must be finite.
     check_finite : bool
         As in :func:`kernel_matvec`.
+    truncate, x_clusters, y_clusters, return_report
+        As in :func:`kernel_matvec` (``mass_bound`` also bounds the error of ``out``).
     backend : str, optional
         As in :func:`kernel_matvec`.
 
     Returns
     -------
     out : array, shape (N,)
+    report : TruncationReport
+        Only with ``return_report=True``: ``(out, report)``.
 
     Examples
     --------
@@ -225,20 +341,34 @@ def kernel_logsumexp(x, y, *, beta: float, log_weights=None, check_finite: bool 
     >>> np.allclose(lse, np.log(1 + np.exp(-1.0)))
     True
     """
-    if _dask.any_dask(x, y, log_weights):
-        return _dask.kernel_logsumexp(x, y, beta=_v.check_scalar(beta, "beta", positive=True),
-                                      log_weights=log_weights, backend=backend,
-                                      check_finite=check_finite)
+    dask = _dask.any_dask(x, y, log_weights)
+    truncate = _truncation_options(truncate, x_clusters, y_clusters, return_report, dask)
+    if dask:
+        return _with_report(_dask.kernel_logsumexp(
+            x, y, beta=_v.check_scalar(beta, "beta", positive=True), log_weights=log_weights,
+            backend=backend, check_finite=check_finite), _report(), return_report)
+    same = y is x
     xp, (x, y, w) = _v.common_namespace(x=x, y=y, log_weights=log_weights)
     x, y, _, _, beta, out_dtype = _boundary(xp, x, y, None, beta, check_finite)
     w = _v.as_log_weights(xp, w, y.shape[0], x)
     if check_finite:
         _v.check_exponent_range(xp, beta, x, y, "beta")
-    return _cast_out(xp, _logsumexp(xp, x, y, w, beta=beta, backend=backend), out_dtype)
+    if truncate is None:
+        return _with_report(_cast_out(xp, _logsumexp(xp, x, y, w, beta=beta, backend=backend),
+                                      out_dtype), _report(), return_report)
+    xc, yc = _clusters(xp, x, y, same, x_clusters, y_clusters)
+    w_s = _take(xp, w, yc.perm)
+    pairs = _bs._pairs(xp, xc, yc, beta, truncate, w_s)
+    lse = _logsumexp(xp, _take(xp, x, xc.perm), _take(xp, y, yc.perm), w_s, beta=beta,
+                     backend=backend, pairs=pairs, xc=xc, yc=yc)
+    return _with_report(_cast_out(xp, _take(xp, lse, xc.inverse), out_dtype), _report(pairs),
+                        return_report)
 
 
 def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
-                          check_finite: bool = True, backend: str | None = None):
+                          check_finite: bool = True, truncate: float | None = None,
+                          x_clusters=None, y_clusters=None, return_report: bool = False,
+                          backend: str | None = None):
     r"""Softmax-weighted average of ``v`` over ``y`` for every row ``x_i`` (online softmax).
 
     .. math::
@@ -260,6 +390,9 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
         As in :func:`kernel_logsumexp`.
     check_finite : bool
         As in :func:`kernel_matvec`.
+    truncate, x_clusters, y_clusters, return_report
+        As in :func:`kernel_matvec`; with ``return_report=True`` the result is
+        ``((out, lse), report)``.
     backend : str, optional
         As in :func:`kernel_matvec`.
 
@@ -278,10 +411,13 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
     >>> np.allclose(out, [w, 1 - w])
     True
     """
-    if _dask.any_dask(x, y, v, log_weights):
-        return _dask.kernel_softmax_matvec(
+    dask = _dask.any_dask(x, y, v, log_weights)
+    truncate = _truncation_options(truncate, x_clusters, y_clusters, return_report, dask)
+    if dask:
+        return _with_report(_dask.kernel_softmax_matvec(
             x, y, v, beta=_v.check_scalar(beta, "beta", positive=True), log_weights=log_weights,
-            backend=backend, check_finite=check_finite)
+            backend=backend, check_finite=check_finite), _report(), return_report)
+    same = y is x
     if v is None:
         raise TypeError("`v` must be an array of shape (M,) or (M, p); got None")
     xp, (x, y, v, w) = _v.common_namespace(x=x, y=y, v=v, log_weights=log_weights)
@@ -290,10 +426,21 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
     w = _v.as_log_weights(xp, w, y.shape[0], x)
     if check_finite:
         _v.check_exponent_range(xp, beta, x, y, "beta")
-    out, lse = _softmax_matvec(xp, x, y, v, w, beta=beta, backend=backend)
+    if truncate is None:
+        out, lse = _softmax_matvec(xp, x, y, v, w, beta=beta, backend=backend)
+        pairs = None
+    else:
+        xc, yc = _clusters(xp, x, y, same, x_clusters, y_clusters)
+        w_s = _take(xp, w, yc.perm)
+        pairs = _bs._pairs(xp, xc, yc, beta, truncate, w_s)
+        out, lse = _softmax_matvec(xp, _take(xp, x, xc.perm), _take(xp, y, yc.perm),
+                                   _take(xp, v, yc.perm), w_s, beta=beta, backend=backend,
+                                   pairs=pairs, xc=xc, yc=yc)
+        out, lse = _take(xp, out, xc.inverse), _take(xp, lse, xc.inverse)
     if one_d:
         out = xp.reshape(out, (n,))
-    return _cast_out(xp, out, out_dtype), _cast_out(xp, lse, out_dtype)
+    result = _cast_out(xp, out, out_dtype), _cast_out(xp, lse, out_dtype)
+    return _with_report(result, _report(pairs), return_report)
 
 
 
@@ -301,14 +448,21 @@ def kernel_softmax_matvec(x, y, v, *, beta: float, log_weights=None,
 # private cores: trusted inputs (algorithms call these; no validation, no host sync)
 # --------------------------------------------------------------------------------------------
 
-def _matvec(xp, x, y, u, *, beta: float, a=None, b=None, backend: str | None = None):
+def _matvec(xp, x, y, u, *, beta: float, a=None, b=None, backend: str | None = None,
+            pairs=None, xc=None, yc=None):
     """:func:`kernel_matvec` on trusted inputs: ``sum_j exp(-beta a_i b_j |x_i - y_j|^2) u_j``.
 
     ``x`` (N, d), ``y`` (M, d), ``u`` (M, p), ``a`` (N,) / ``b`` (M,) or None: one namespace,
     device and compute dtype, finite; ``beta`` a positive Python float. Returns (N, p) in the
     compute dtype. No validation and no device-to-host synchronisation. Dask inputs (an
     algorithm's state on a cluster) take the chunk-level path.
+
+    With ``pairs`` (a :class:`~arraygen.blocksparse.BlockPairs` of the clusters ``xc``, ``yc``)
+    every array is in the sorted orders (``xc.perm``, ``yc.perm``), only the listed cluster
+    pairs are summed, and the result is in ``x``'s sorted order.
     """
+    if pairs is not None:
+        return _matvec_blocks(xp, x, y, u, a, b, beta, pairs, backend)
     if _dask.any_dask(x, y, u, a, b):
         return _dask.kernel_matvec(x, y, u, beta=beta, x_bandwidth=a, y_bandwidth=b,
                                    backend=backend, check_finite=False)
@@ -320,8 +474,14 @@ def _matvec(xp, x, y, u, *, beta: float, a=None, b=None, backend: str | None = N
     return _dispatch.kernel("kernel_matvec", name)(x, y, u, a, b, beta=beta)
 
 
-def _logsumexp(xp, x, y, w=None, *, beta: float, backend: str | None = None):
-    """:func:`kernel_logsumexp` on trusted inputs (``w`` (M,) log-weights or None): (N,)."""
+def _logsumexp(xp, x, y, w=None, *, beta: float, backend: str | None = None, pairs=None,
+               xc=None, yc=None):
+    """:func:`kernel_logsumexp` on trusted inputs (``w`` (M,) log-weights or None): (N,).
+
+    ``pairs``, ``xc``, ``yc``: as in :func:`_matvec` (sorted orders in and out).
+    """
+    if pairs is not None:
+        return _softmax_blocks(xp, x, y, None, w, beta, pairs, backend)[1]
     if _dask.any_dask(x, y, w):
         return _dask.kernel_logsumexp(x, y, beta=beta, log_weights=w, backend=backend,
                                       check_finite=False)
@@ -332,11 +492,15 @@ def _logsumexp(xp, x, y, w=None, *, beta: float, backend: str | None = None):
     return _dispatch.kernel("kernel_logsumexp", name)(x, y, w, beta=beta)
 
 
-def _softmax_matvec(xp, x, y, v, w=None, *, beta: float, backend: str | None = None):
+def _softmax_matvec(xp, x, y, v, w=None, *, beta: float, backend: str | None = None,
+                    pairs=None, xc=None, yc=None):
     """:func:`kernel_softmax_matvec` on trusted inputs (``v`` (M, p)).
 
-    Returns ``(out (N, p), lse (N,))`` in the compute dtype.
+    Returns ``(out (N, p), lse (N,))`` in the compute dtype. ``pairs``, ``xc``, ``yc``: as in
+    :func:`_matvec` (sorted orders in and out).
     """
+    if pairs is not None:
+        return _softmax_blocks(xp, x, y, v, w, beta, pairs, backend)
     if _dask.any_dask(x, y, v, w):
         return _dask.kernel_softmax_matvec(x, y, v, beta=beta, log_weights=w, backend=backend,
                                            check_finite=False)
@@ -346,6 +510,43 @@ def _softmax_matvec(xp, x, y, v, w=None, *, beta: float, backend: str | None = N
     if name == "array_api":
         return _softmax_xp(xp, x, y, v, w, beta)
     return _dispatch.kernel("kernel_softmax_matvec", name)(x, y, v, w, beta=beta)
+
+
+def _no_dask_blocks(*arrays):
+    if _dask.any_dask(*arrays):
+        raise NotImplementedError("block-sparse tiled kernels (pairs=) do not take Dask arrays")
+
+
+def _matvec_blocks(xp, x, y, u, a, b, beta, pairs, backend):
+    """The block-sparse matvec on sorted, trusted inputs (see :func:`_matvec`)."""
+    _no_dask_blocks(x, y, u, a, b)
+    x, y = _centre(xp, x, y)
+    name = _dispatch.select("kernel_matvec_blocks", x, y, u, backend=backend,
+                            prefer_array_api=_wide(x, u))
+    if name == "array_api":
+        from . import _tiled_blocks
+
+        return _tiled_blocks.matvec(xp, x, y, u, a, b, beta, pairs)
+    return _dispatch.kernel("kernel_matvec_blocks", name)(
+        x, y, u, a, b, pairs.offsets, pairs.cols, beta=beta, block_x=pairs.block_x,
+        block_y=pairs.block_y)
+
+
+def _softmax_blocks(xp, x, y, v, w, beta, pairs, backend):
+    """Block-sparse online softmax on sorted, trusted inputs: ``(out or None, lse)``."""
+    _no_dask_blocks(x, y, v, w)
+    x, y = _centre(xp, x, y)
+    op = "kernel_logsumexp_blocks" if v is None else "kernel_softmax_matvec_blocks"
+    name = _dispatch.select(op, x, y, v, w, backend=backend, prefer_array_api=_wide(x, v))
+    if name == "array_api":
+        from . import _tiled_blocks
+
+        return _tiled_blocks.softmax(xp, x, y, v, w, beta, pairs)
+    launcher = _dispatch.kernel(op, name)
+    kw = dict(beta=beta, block_x=pairs.block_x, block_y=pairs.block_y)
+    if v is None:
+        return None, launcher(x, y, w, pairs.offsets, pairs.cols, **kw)
+    return launcher(x, y, v, w, pairs.offsets, pairs.cols, **kw)
 
 
 def _wide(x, v) -> bool:
