@@ -1,0 +1,255 @@
+"""Block-sparse launchers of the GPU languages (cupy, numba_cuda, triton) against float64 oracles.
+
+The launchers are checked on random CSR pair lists (rows keeping one, some or all column
+clusters; partial last clusters on both sides; block_x != block_y) against a dense float64
+computation restricted to the pair list's point mask, in the CUDA simulators at tiny sizes and
+natively on a GPU. Forced splits of the pair lists and row clusters spanning several thread
+blocks exercise the launch geometry. The public ``truncate=`` path is checked end to end against
+the float64 truncated oracle when it exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import numpy as np
+import pytest
+
+from arraygen._kernels.blocksparse import cluster_count, point_mask
+from arraygen._kernels.blocksparse_gpu import pair_splits, row_geometry
+from arraygen.testing import assert_close, tol
+
+GPU = ("cupy", "numba_cuda", "triton")
+DTYPES = ("float32", "float64")
+
+
+def _gpu(kernel_backend):
+    if kernel_backend.name not in GPU:
+        pytest.skip("CPU backends are tested in tests/test_blocksparse.py")
+    return kernel_backend
+
+
+def _launchers(name):
+    return importlib.import_module(f"arraygen.backends.{name}.blocksparse")
+
+
+def _sizes(kb):
+    return (37, 29) if kb.simulated else (403, 357)
+
+
+def _blocks(kb):
+    return (8, 6) if kb.simulated else (48, 40)
+
+
+def _pair_list(rng, kx, ky):
+    """Random CSR pair list: row 0 keeps every column cluster, row 1 one, the rest a subset."""
+    offsets, cols = [0], []
+    for a in range(kx):
+        k = ky if a == 0 else 1 if a == 1 else int(rng.integers(1, ky + 1))
+        cols += sorted(rng.choice(ky, k, replace=False).tolist())
+        offsets.append(len(cols))
+    return np.array(offsets, np.int32), np.array(cols, np.int32)
+
+
+class _Problem:
+    def __init__(self, kb, rng, d, p, dtype, bandwidths=False, neg_inf=False):
+        n, m = _sizes(kb)
+        self.bx, self.by = _blocks(kb)
+        self.x = rng.random((n, d)).astype(dtype)
+        self.y = rng.random((m, d)).astype(dtype)
+        if d > 16:  # the launchers take centred points on the law-of-cosines path
+            mean = (self.x.sum(0) + self.y.sum(0)) / (n + m)
+            self.x, self.y = (self.x - mean).astype(dtype), (self.y - mean).astype(dtype)
+        self.v = rng.standard_normal((m, max(p, 1))).astype(dtype)
+        self.w = rng.standard_normal(m).astype(dtype)
+        if neg_inf:
+            self.w[::3] = -np.inf
+        self.a = rng.uniform(0.5, 2.0, n).astype(dtype) if bandwidths else None
+        self.b = rng.uniform(0.5, 2.0, m).astype(dtype) if bandwidths else None
+        self.beta = 4.0 / d
+        self.offsets, self.cols = _pair_list(rng, cluster_count(n, self.bx),
+                                             cluster_count(m, self.by))
+        if neg_inf:  # the contract: every row keeps a column of finite weight
+            self.w[0] = 0.0
+            for a in range(self.offsets.size - 1):
+                row = self.cols[self.offsets[a]:self.offsets[a + 1]]  # a view: edited in place
+                if 0 not in row:  # column 0 (finite weight) is in cluster 0
+                    row[0] = 0
+                    row.sort()
+        self.mask = point_mask(self.offsets, self.cols, self.bx, self.by, n, m)
+        x64, y64 = self.x.astype(np.float64), self.y.astype(np.float64)
+        self.d2 = ((x64[:, None, :] - y64[None, :, :]) ** 2).sum(-1)
+        self.ns = kb.xp
+
+    def args(self, *names):
+        return [None if getattr(self, k) is None else self.ns.asarray(getattr(self, k))
+                for k in names]
+
+    def pairs(self):
+        return self.ns.asarray(self.offsets), self.ns.asarray(self.cols)
+
+    def kw(self):
+        return {"beta": self.beta, "block_x": self.bx, "block_y": self.by}
+
+    def matvec(self):
+        scale = np.ones_like(self.d2)
+        if self.a is not None:
+            scale = self.a.astype(np.float64)[:, None] * self.b.astype(np.float64)[None, :]
+        k = np.where(self.mask, np.exp(-self.beta * scale * self.d2), 0.0)
+        return k @ self.v.astype(np.float64)
+
+    def softmax(self):
+        z = np.where(self.mask, self.w.astype(np.float64)[None, :] - self.beta * self.d2, -np.inf)
+        top = z.max(axis=1, keepdims=True)
+        e = np.exp(z - top)
+        s = e.sum(axis=1)
+        return (e @ self.v.astype(np.float64)) / s[:, None], top[:, 0] + np.log(s)
+
+
+def _check(out, want, ns, dtype, n_terms, exponent=0.0):
+    assert type(out) is type(ns.asarray(np.zeros(1)))
+    assert out.dtype == getattr(ns, dtype)
+    rtol, atol_scale = tol(dtype, "reduction", n_terms)
+    atol = atol_scale * (float(np.max(np.abs(want))) + exponent)
+    assert_close(out, want, rtol=rtol, atol=atol, dtype=dtype, check_namespace=False,
+                 check_device=False, check_dtype=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d,p,bandwidths", [(3, 1, False), (2, 5, True), (20, 3, False)])
+def test_matvec_blocks(kernel_backend, rng, dtype, d, p, bandwidths):
+    kb = _gpu(kernel_backend)
+    pr = _Problem(kb, rng, d, p, dtype, bandwidths=bandwidths)
+    x, y, v, a, b = pr.args("x", "y", "v", "a", "b")
+    out = _launchers(kb.name).kernel_matvec_blocks(x, y, v, a, b, *pr.pairs(), **pr.kw())
+    assert tuple(out.shape) == (pr.x.shape[0], p)
+    _check(out, pr.matvec(), kb.xp, dtype, pr.y.shape[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [3, 20])
+def test_logsumexp_blocks(kernel_backend, rng, dtype, d):
+    kb = _gpu(kernel_backend)
+    pr = _Problem(kb, rng, d, 0, dtype, neg_inf=True)
+    x, y, w = pr.args("x", "y", "w")
+    lse = _launchers(kb.name).kernel_logsumexp_blocks(x, y, w, *pr.pairs(), **pr.kw())
+    _, want = pr.softmax()
+    assert tuple(lse.shape) == (pr.x.shape[0],)
+    _check(lse, want, kb.xp, dtype, pr.y.shape[0], exponent=pr.beta * d + 3.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d,p", [(3, 1), (2, 6), (20, 2)])
+def test_softmax_matvec_blocks(kernel_backend, rng, dtype, d, p):
+    kb = _gpu(kernel_backend)
+    pr = _Problem(kb, rng, d, p, dtype)
+    x, y, v, w = pr.args("x", "y", "v", "w")
+    out, lse = _launchers(kb.name).kernel_softmax_matvec_blocks(x, y, v, w, *pr.pairs(),
+                                                                **pr.kw())
+    want_out, want_lse = pr.softmax()
+    assert tuple(out.shape) == (pr.x.shape[0], p)
+    _check(out, want_out, kb.xp, dtype, pr.y.shape[0])
+    _check(lse, want_lse, kb.xp, dtype, pr.y.shape[0], exponent=pr.beta * d + 3.0)
+
+
+def _geometry_override(name):
+    """Forced splits and row clusters spanning several thread blocks (programs)."""
+    mod = _launchers(name)
+    if name == "triton":
+        return mod.TUNING.override(splits=3, block_m=16)
+    return mod.TUNING.override(splits=3, threads=32, rows=1)
+
+
+@pytest.mark.parametrize("d", [3, 20])
+def test_splits_and_row_tiles(kernel_backend, rng, d):
+    """Three splits of every pair list (rows with fewer pairs than splits included) and
+    clusters of more rows than one block holds give the unsplit results."""
+    kb = _gpu(kernel_backend)
+    pr = _Problem(kb, rng, d, 2, "float64")
+    pr.bx = 40 if kb.simulated else 150  # > 32 rows of one block: several row tiles
+    pr.offsets, pr.cols = _pair_list(rng, cluster_count(pr.x.shape[0], pr.bx),
+                                     cluster_count(pr.y.shape[0], pr.by))
+    pr.mask = point_mask(pr.offsets, pr.cols, pr.bx, pr.by, pr.x.shape[0], pr.y.shape[0])
+    x, y, v, w = pr.args("x", "y", "v", "w")
+    mod = _launchers(kb.name)
+    with _geometry_override(kb.name):
+        mv = mod.kernel_matvec_blocks(x, y, v, None, None, *pr.pairs(), **pr.kw())
+        out, lse = mod.kernel_softmax_matvec_blocks(x, y, v, w, *pr.pairs(), **pr.kw())
+    want_out, want_lse = pr.softmax()
+    m = pr.y.shape[0]
+    _check(mv, pr.matvec(), kb.xp, "float64", m)
+    _check(out, want_out, kb.xp, "float64", m)
+    _check(lse, want_lse, kb.xp, "float64", m, exponent=pr.beta * d + 3.0)
+
+
+def test_geometry_helpers():
+    assert row_geometry(128) == (64, 2, 1)
+    assert row_geometry(512) == (128, 4, 1)
+    assert row_geometry(8) == (32, 1, 1)
+    threads, rows, tiles = row_geometry(1000)
+    assert threads * rows * tiles >= 1000 and threads <= 128
+    assert row_geometry(100, threads=32, rows=1) == (32, 1, 4)
+    # splits: a fuller last wave, but at least two pairs per split on average
+    assert pair_splits(10, 10 * 100, 10, 1000) == 8
+    assert pair_splits(10, 10 * 5, 10, 1000) == 2
+    assert pair_splits(10_000, 10_000 * 100, 10_000, 100) == 1
+    assert pair_splits(10, 10, 10, 1000, forced=5) == 5
+
+
+def test_cuda_source_instantiates_every_launcher_kernel():
+    """The kernel names the CuPy launcher asks NVRTC for exist in blocksparse.cu."""
+    from pathlib import Path
+
+    import arraygen
+
+    src = (Path(arraygen.__file__).parent / "backends" / "cupy" / "blocksparse.cu").read_text()
+    for kernel in ("bs_matvec_direct", "bs_softmax_direct", "bs_matvec_cos", "bs_softmax_cos"):
+        assert f"__global__ void __launch_bounds__(BS_MAX_THREADS)\n{kernel}(" in src
+
+
+def _public_truncate():
+    from arraygen import tiled
+
+    if "truncate" not in inspect.signature(tiled.kernel_logsumexp).parameters:
+        pytest.skip("the public truncate= path is not there yet")
+    ref = importlib.import_module("arraygen.reference.tiled")
+    return tiled, ref
+
+
+@pytest.mark.parametrize("op", ["matvec", "logsumexp", "softmax"])
+def test_public_truncate_end_to_end(kernel_backend, rng, op):
+    """truncate= through dispatch to the GPU launchers vs the float64 truncated oracle
+    (the same clusters, so the same pair list)."""
+    kb = _gpu(kernel_backend)
+    tiled, ref = _public_truncate()
+    from arraygen.blocksparse import cluster_points
+
+    n, m = _sizes(kb)
+    x = rng.random((n, 2))
+    y = rng.random((m, 2))
+    v = rng.standard_normal(m)
+    bx, by = _blocks(kb)
+    cx, cy = cluster_points(x, block=bx), cluster_points(y, block=by)
+    beta, truncate = 60.0, 2.0
+    ns = kb.xp
+    xs, ys, vs = ns.asarray(x), ns.asarray(y), ns.asarray(v)
+    cxs, cys = cluster_points(xs, block=bx), cluster_points(ys, block=by)
+    opts = {"beta": beta, "truncate": truncate, "backend": kb.name}
+    if op == "matvec":
+        got, rep = tiled.kernel_matvec(xs, ys, vs, x_clusters=cxs, y_clusters=cys,
+                                       return_report=True, **opts)
+        want = ref.kernel_matvec(x, y, v, beta, truncate=truncate, x_clusters=cx,
+                                 y_clusters=cy)
+    elif op == "logsumexp":
+        got, rep = tiled.kernel_logsumexp(xs, ys, x_clusters=cxs, y_clusters=cys,
+                                          return_report=True, **opts)
+        want = ref.kernel_logsumexp(x, y, beta, truncate=truncate, x_clusters=cx,
+                                    y_clusters=cy)
+    else:
+        (got, _), rep = tiled.kernel_softmax_matvec(xs, ys, vs, x_clusters=cxs,
+                                                    y_clusters=cys, return_report=True, **opts)
+        want = ref.kernel_softmax_matvec(x, y, v, beta, truncate=truncate, x_clusters=cx,
+                                         y_clusters=cy)[0]
+    assert 0.0 < rep.fraction < 1.0  # something was skipped, something kept
+    _check(got, np.asarray(want), ns, "float64", m, exponent=beta * 2 + 1.0)
