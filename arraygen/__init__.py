@@ -36,6 +36,8 @@ from .samplers import (ddim_invert, discrete_time_model, sample_ddim, sample_ddp
                        sample_flow_sde, sample_heun, sample_sde, sample_unipc)
 from .schedules import NoiseSchedule, bitflip_schedule, flow_timesteps, make_schedule, timesteps
 from .tiled import kernel_logsumexp, kernel_matvec, kernel_softmax_matvec
+from .blocksparse import BlockPairs, Clusters, TruncationReport, block_pairs, cluster_points
+from . import blocksparse
 
 __version__ = "0.1.0"
 
@@ -58,4 +60,5 @@ __all__ = [
     "sample_euler_ancestral", "sample_dpmpp_2s_ancestral", "discrete_time_model",
     "flow_timesteps", "schedules", "scores", "sinkhorn", "sliced", "sliced_ot_map",
     "sliced_wasserstein", "ssim", "swiss_roll", "testing", "tiled", "timesteps", "two_moons",
+    "BlockPairs", "Clusters", "TruncationReport", "block_pairs", "blocksparse", "cluster_points",
 ]
