@@ -1,6 +1,13 @@
 """Numba-CUDA kernels of the Gaussian hot path (launcher contract: :mod:`arraygen.gaussian`).
 
-Two kernels filter one axis of a C-contiguous (outer, n, inner) view, one thread per output
+Passes over the last two axes with radii up to :data:`FUSED_MAX_RADIUS` run fused
+(``Tuning.fused=True``, the default): one block per TH x TW output tile of a plane stages the
+tile plus its halo in shared memory (source rows and columns from the mode's index tables),
+runs the vertical pass into a second shared tile and the horizontal pass from it, and writes the
+tile: one read and one write of the image (the halo re-reads hit L2). The kernel is compiled per
+(radius pair, dtype) with the tile shape as constants.
+
+Otherwise two kernels filter one axis of a C-contiguous (outer, n, inner) view, one thread per output
 element on a 2-D grid (coalesced axis x, lines on axis y with a grid-stride loop): one for
 ``inner > 1`` and one for the last axis. The boundary mode is resolved on the host into a table of n + 2r
 source indices (-1: cval, :func:`arraygen.gaussian.source_indices`) and the taps are an
@@ -11,13 +18,17 @@ Numba's simulator.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
+import numba
 import numpy as np
 from numba import cuda
 
 from ..._kernels.gaussian import source_indices
-from .. import _interop
+from .. import _interop, is_simulated
+from .._tuning import Tunable
 from . import contiguous, device_view, empty_like, jit, stream_of, threads_per_block
 
 
@@ -59,6 +70,106 @@ def _pass_last_kernel(x, y, w, src, n, cval):
 
 _TABLES: dict = {}
 _MAX_GRID_Y = 65535
+#: Largest radius per axis of the fused 2-D kernel.
+FUSED_MAX_RADIUS = 16
+_SMEM_LIMIT = 48 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Launch tuning of the Numba-CUDA Gaussian filter (override with ``TUNING.override(...)``)."""
+
+    fused: bool = True  #: fuse the passes over the last two axes in shared memory
+    tile_w: int = 64  #: output columns per fused tile (the simulator uses 8)
+    tile_h: int = 32  #: most output rows per fused tile (halved until the tiles fit)
+    fused_threads: int = 256  #: threads per fused block (the simulator uses 32)
+
+
+TUNING = Tunable("numba_cuda.gaussian", Tuning())
+
+
+def _fused_shape(itemsize: int, ry: int, rx: int, tuning: Tuning) -> tuple[int, int] | None:
+    """(TH, TW) of the fused tiles: the two shared tiles fit in 48 KiB, or None."""
+    if is_simulated("numba_cuda"):
+        return 4, 8
+    tw, th = tuning.tile_w, tuning.tile_h
+    while th >= 4:
+        if ((th + 2 * ry) + th) * (tw + 2 * rx) * itemsize <= _SMEM_LIMIT:
+            return th, tw
+        th //= 2
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
+    """The fused kernel for one radius pair and tile shape (constants of the compiled code)."""
+    nb_dtype = numba.float32 if dtype_name == "float32" else numba.float64
+    sh, sw = th + 2 * ry, tw + 2 * rx
+    ny, nx = 2 * ry + 1, 2 * rx + 1
+
+    @jit
+    def fused(x, y, wy, wx, srow, scol, h, w, tiles_x, tiles_y, cval):
+        """y[p, i, j] = sum_a wy[a] sum_b wx[b] x[p, srow[i + a], scol[j + b]] (tables padded)."""
+        s = cuda.shared.array((sh, sw), nb_dtype)
+        m = cuda.shared.array((th, sw), nb_dtype)
+        swy = cuda.shared.array(ny, nb_dtype)
+        swx = cuda.shared.array(nx, nb_dtype)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        blk = np.int64(cuda.blockIdx.x)
+        bx = blk % tiles_x
+        rest = blk // tiles_x
+        by = rest % tiles_y
+        base = (rest // tiles_y) * h * w
+        x0 = bx * tw
+        y0 = by * th
+        u = t
+        while u < nx:
+            swx[u] = wx[u]
+            u += nt
+        u = t
+        while u < ny:
+            swy[u] = wy[u]
+            u += nt
+        u = t
+        while u < sh * sw:  # stage the tile and its halo (rows of sw consecutive columns)
+            r = u // sw
+            c = u - r * sw
+            gr = srow[y0 + r]
+            gc = scol[x0 + c]
+            s[r, c] = x[base + gr * w + gc] if gr >= 0 and gc >= 0 else cval
+            u += nt
+        cuda.syncthreads()
+        u = t
+        while u < th * sw:  # vertical pass
+            q = u // sw
+            c = u - q * sw
+            acc = swy[ry] * s[q + ry, c]
+            for k in range(ry):
+                acc += swy[k] * (s[q + k, c] + s[q + 2 * ry - k, c])
+            m[q, c] = acc
+            u += nt
+        cuda.syncthreads()
+        u = t
+        while u < th * tw:  # horizontal pass and the write
+            q = u // tw
+            p = u - q * tw
+            if y0 + q < h and x0 + p < w:
+                acc = swx[rx] * m[q, p + rx]
+                for k in range(rx):
+                    acc += swx[k] * (m[q, p + k] + m[q, p + 2 * rx - k])
+                y[base + (y0 + q) * w + x0 + p] = acc
+            u += nt
+
+    return fused
+
+
+def _padded_sources(n: int, r: int, mode: str, length: int) -> np.ndarray:
+    """Source indices of positions -r .. length - r - 1 (beyond the axis: 0, never written)."""
+    src = np.zeros(length, dtype=np.int64)
+    tab = source_indices(n, r, mode)
+    src[:len(tab)] = tab[:length]
+    return src
 
 
 def _table(values: np.ndarray, host: bool, stream):
@@ -82,7 +193,17 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
         a = contiguous(_interop.to_numpy_view(x) if host else x)
         dtype = np.float32 if "float32" in str(a.dtype) else np.float64
         stream = stream_of(a)
+        radius = {ax: (len(w) - 1) // 2 for ax, w in zip(axes, weights)}
+        tuning = TUNING.current()
+        last2 = (a.ndim - 2, a.ndim - 1)
+        shape2 = None
+        if (tuning.fused and a.ndim >= 2 and all(ax in radius for ax in last2)
+                and all(1 <= radius[ax] <= FUSED_MAX_RADIUS for ax in last2)):
+            shape2 = _fused_shape(np.dtype(dtype).itemsize, radius[last2[0]], radius[last2[1]],
+                                  tuning)
         for axis, w in zip(axes, weights):
+            if shape2 is not None and axis in last2:
+                continue
             shape = tuple(a.shape)
             r = (len(w) - 1) // 2
             taps = _table(np.array(w, dtype=dtype), host, stream)
@@ -102,4 +223,27 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
                                                           np.int64(n), np.int64(inner),
                                                           dtype(cval))
             a = out
+        if shape2 is not None:
+            a = _fused(a, weights[axes.index(last2[0])], weights[axes.index(last2[1])], mode,
+                       cval, dtype, shape2, host, stream, tuning)
     return _interop.like(a, x)
+
+
+def _fused(a, wy, wx, mode, cval, dtype, shape2, host, stream, tuning):
+    """Both passes over the last two axes of the C-contiguous ``a`` in one kernel."""
+    th, tw = shape2
+    h, w = int(a.shape[-2]), int(a.shape[-1])
+    ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
+    tiles_y, tiles_x = -(-h // th), -(-w // tw)
+    planes = int(np.prod(a.shape[:-2], dtype=np.int64)) if a.ndim > 2 else 1
+    srow = _table(_padded_sources(h, ry, mode, tiles_y * th + 2 * ry), host, stream)
+    scol = _table(_padded_sources(w, rx, mode, tiles_x * tw + 2 * rx), host, stream)
+    wyd = _table(np.array(wy, dtype=dtype), host, stream)
+    wxd = _table(np.array(wx, dtype=dtype), host, stream)
+    out = empty_like(a)
+    kern = _fused_kernel(np.dtype(dtype).name, ry, rx, th, tw)
+    threads = 32 if is_simulated("numba_cuda") else tuning.fused_threads
+    kern[planes * tiles_x * tiles_y, threads, stream](
+        device_view(a.reshape(-1)), device_view(out.reshape(-1)), wyd, wxd, srow, scol,
+        np.int64(h), np.int64(w), np.int64(tiles_x), np.int64(tiles_y), dtype(cval))
+    return out
