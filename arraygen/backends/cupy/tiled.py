@@ -16,7 +16,13 @@ import math
 import cupy as cp
 import numpy as np
 
-from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits, split_count
+from ..._kernels.tiled import (
+    DIRECT_MAX_D,
+    POLY_EXP2_COEFFS,
+    merge_column_splits,
+    poly_columns,
+    split_count,
+)
 from .._interop import cuda_device_context, like
 from .._tuning import Tunable
 from . import module, native, sm_count, stream_for
@@ -32,9 +38,23 @@ _LOG2E = 1.0 / math.log(2.0)
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-    """Launch tuning of the CuPy tiled kernels (override with ``TUNING.override(...)``)."""
+    """Launch tuning of the CuPy tiled kernels (override with ``TUNING.override(...)``).
+
+    The fast-exponent fields select the variants of ``tiled.cu`` for ``d <= 16`` (see its
+    "Fast-exponent variants" section); ``tools/gpu_bench_tiled.py`` measures them side by side.
+    Matvecs with bandwidths always use the plain kernel.
+    """
 
     splits: int | None = None  #: force this many column splits (tests); None: from occupancy
+    #: exponent by the law of cosines on y-centred points: D FMAs per pair (matvec, and the
+    #: softmax when ``lazy_rescale``)
+    cosines: bool = False
+    #: softmax: rescale the running sums only when a tile's partial sum passes 2^16
+    lazy_rescale: bool = False
+    #: float32: this share (a multiple of 1/16) of the exponentials by polynomial on the FMA
+    #: units (matvec, and the softmax when ``lazy_rescale``)
+    poly_share: float = 0.0
+    poly_degree: int = 5  #: degree of that polynomial: 3, 4 or 5
 
 
 TUNING = Tunable("cupy.tiled", Tuning())
@@ -71,6 +91,21 @@ def _launch(name: str, grid, args) -> None:
     _function(name)(grid, (_THREADS,), args)
 
 
+def _fast(tuning, dtype) -> str:
+    """Template arguments ``COS, NPOLY, DEG`` of the fast kernels (``"false, 0, 5"``: none)."""
+    npoly = poly_columns(tuning.poly_share) if dtype == cp.float32 else 0
+    if tuning.poly_degree not in POLY_EXP2_COEFFS:
+        raise ValueError(f"`poly_degree` must be one of {sorted(POLY_EXP2_COEFFS)}; "
+                         f"got {tuning.poly_degree!r}")
+    cos = "true" if tuning.cosines else "false"
+    return f"{cos}, {npoly}, {tuning.poly_degree if npoly else 5}"
+
+
+def _centre(yc):
+    """The shift of the cosine variants: the mean of ``y`` (keeps |y'| small: accuracy)."""
+    return cp.ascontiguousarray(yc.mean(axis=0))
+
+
 def _splits(name: str, row_blocks: int, m: int) -> int:
     regs = int(getattr(_function(name), "num_regs", 64) or 64)
     return split_count(row_blocks, m, tile=_TJ, sms=sm_count(cp.cuda.Device().id),
@@ -93,15 +128,23 @@ def kernel_matvec(x, y, u, a, b, *, beta):
         bw_s = "true" if bw else "false"
         if d <= DIRECT_MAX_D:
             s = dtype(math.sqrt(beta * _LOG2E))
-            name = f"tiled_matvec_direct<{ct}, {d}, {pc}, {bw_s}>"
+            tuning = TUNING.current()
+            fast = _fast(tuning, dtype)
+            plain = bw or fast == "false, 0, 5"
+            if plain:
+                name = f"tiled_matvec_direct<{ct}, {d}, {pc}, {bw_s}>"
+            else:
+                name = f"tiled_matvec_fast<{ct}, {d}, {pc}, {fast}>"
+                ctr = _centre(yc)
             row_blocks = -(-n // (_THREADS * _ROWS))
             splits = _splits(name, row_blocks, m)
             chunk = -(-m // splits)
             part = cp.empty((splits, n, p), dtype)
             for c0 in starts:
+                rest = (np.int64(n), np.int64(m), np.int64(chunk), np.int32(p), np.int32(c0), s,
+                        part)
                 _launch(name, (row_blocks, splits),
-                        (xc, yc, uc, ac, bc, np.int64(n), np.int64(m), np.int64(chunk),
-                         np.int32(p), np.int32(c0), s, part))
+                        (xc, yc, uc, ac, bc, *rest) if plain else (xc, yc, uc, ctr, *rest))
             out = part[0] if splits == 1 else part.sum(axis=0)
         else:
             out = cp.empty((n, p), dtype)
@@ -129,7 +172,14 @@ def _softmax(x, y, v, w, beta):
     ct = _ctype(dtype)
     if d <= DIRECT_MAX_D:
         s = dtype(math.sqrt(beta * _LOG2E))
-        name = f"tiled_softmax_direct<{ct}, {d}, {pc}>"
+        tuning = TUNING.current()
+        lazy = tuning.lazy_rescale
+        if lazy:
+            fast = _fast(tuning, dtype)
+            name = f"tiled_softmax_lazy<{ct}, {d}, {pc}, {fast}>"
+            ctr = _centre(yc)
+        else:
+            name = f"tiled_softmax_direct<{ct}, {d}, {pc}>"
         row_blocks = -(-n // (_THREADS * _ROWS))
         splits = _splits(name, row_blocks, m)
         chunk = -(-m // splits)
@@ -137,8 +187,9 @@ def _softmax(x, y, v, w, beta):
         mx = cp.empty((splits, n), dtype)
         sm = cp.empty((splits, n), dtype)
         for c0 in starts:
+            head = (xc, yc, vc, w2, ctr) if lazy else (xc, yc, vc, w2)
             _launch(name, (row_blocks, splits),
-                    (xc, yc, vc, w2, np.int64(n), np.int64(m), np.int64(chunk), np.int32(p),
+                    (*head, np.int64(n), np.int64(m), np.int64(chunk), np.int32(p),
                      np.int32(c0), s, acc, mx, sm))
         return merge_column_splits(cp, acc[:, :, :p], mx, sm)
     out = cp.empty((n, max(p, 1)), dtype)

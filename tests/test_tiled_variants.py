@@ -1,0 +1,249 @@
+"""Fast variants of the dense tiled kernels (FMA-only exponent, lazy rescaling, polynomial exp2).
+
+* The float32 polynomial ``2**x`` against float64 ``exp2`` over the reduced range (the
+  ``"poly_exp2"`` row of :mod:`arraygen.testing`), and the coefficient copies in the kernels.
+* The CUDA C source ``arraygen/backends/cupy/tiled.cu`` compiled for the CPU
+  (``tests/tiled_cu_host.cpp``: 128 threads and a barrier per block) against the float64 oracle:
+  every fast variant, column splits, lazy redo of many tiles, ``-inf`` weights, far points.
+* The Triton variants through their tuning record (interpreter on the CPU, native on a GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arraygen import tiled
+from arraygen._kernels.tiled import (
+    POLY_EXP2_COEFFS,
+    POLY_EXP2_REL_ERR,
+    exp2_poly,
+    merge_column_splits,
+    poly_columns,
+)
+from arraygen.reference import tiled as ref
+from arraygen.testing import POLY_EXP2_RTOL, assert_close, tol
+
+ROOT = Path(__file__).resolve().parents[1]
+CU = ROOT / "arraygen" / "backends" / "cupy" / "tiled.cu"
+LOG2E = 1.0 / math.log(2.0)
+
+
+# ---------------------------------------------------------------- the polynomial itself
+
+
+@pytest.mark.parametrize("degree", sorted(POLY_EXP2_COEFFS))
+def test_poly_exp2_relative_error(degree):
+    """Max relative error over every reduced argument f in [-1/2, 1/2] and exponents -125..63."""
+    f = np.linspace(-0.5, 0.5, 400_001)
+    t = (np.arange(-125, 64)[:, None] + f[None, ::97]).ravel()
+    t = np.concatenate([f, t, [-125.0, 63.99, 64.0]]).astype(np.float32)
+    got = exp2_poly(t, degree).astype(np.float64)
+    want = np.exp2(t.astype(np.float64))
+    err = float(np.max(np.abs(got / want - 1)))
+    assert err <= POLY_EXP2_REL_ERR[degree]
+    assert err > 0.5 * POLY_EXP2_REL_ERR[degree]  # the stated bound is tight, not generous
+    assert err <= POLY_EXP2_RTOL  # the tolerance row covers every degree offered
+    # the clamps: far below the range a tiny positive number, never inf/NaN; above, 2**64
+    low = exp2_poly(np.float32([-126.0, -200.0, -1e30]), degree)
+    assert np.all((low >= 0) & (low <= 2.0**-125))
+    assert float(exp2_poly(np.float32(1e30), degree)) == pytest.approx(2.0**64, rel=1e-4)
+
+
+def test_poly_exp2_tolerance_row():
+    r32, _ = tol("float32", "poly_exp2", n_terms=100)
+    r_red, _ = tol("float32", "reduction", n_terms=100)
+    assert r32 == pytest.approx(r_red + POLY_EXP2_RTOL)
+    assert tol("float64", "poly_exp2", 100) == tol("float64", "reduction", 100)
+
+
+def test_kernel_coefficients_match_the_contract():
+    """tiled.cu's tiled_poly2<DEG> literals are the float32 coefficients of POLY_EXP2_COEFFS."""
+    text = CU.read_text()
+    for degree, coeffs in POLY_EXP2_COEFFS.items():
+        body = re.search(rf"tiled_poly2<{degree}>\(float f\) \{{(.*?)\n\}}", text, re.S)
+        assert body is not None, degree
+        lits = [float(v) for v in re.findall(r"([0-9.]+(?:e-?[0-9]+)?)f\b", body.group(1))]
+        assert sorted(np.float32(lits).tolist()) == sorted(np.float32(coeffs).tolist())
+
+
+def test_poly_columns():
+    assert poly_columns(0) == 0 and poly_columns(0.25) == 4 and poly_columns(1) == 16
+    for bad in (0.1, -0.0625, 1.0625):
+        with pytest.raises(ValueError, match="poly_share"):
+            poly_columns(bad)
+
+
+# ---------------------------------------------------------------- tiled.cu on the host
+
+_VARIANTS = [
+    # (kind, dtype, d, pc, cos, npoly, degree)
+    ("mv", "float", 3, 1, True, 0, 5),
+    ("mv", "float", 3, 1, True, 2, 5),
+    ("mv", "float", 3, 1, False, 4, 3),
+    ("mv", "float", 2, 4, True, 16, 4),
+    ("mv", "double", 3, 1, True, 0, 5),
+    ("sm", "float", 3, 0, True, 0, 5),
+    ("sm", "float", 3, 0, False, 0, 5),
+    ("sm", "float", 3, 1, True, 2, 5),
+    ("sm", "float", 3, 4, True, 16, 3),
+    ("sm", "float", 1, 1, False, 4, 5),
+    ("sm", "double", 3, 4, True, 0, 5),
+    ("sm", "double", 2, 0, False, 0, 5),
+]
+
+
+def _name(kind, ct, d, pc, cos, npoly, degree):
+    base = "tiled_matvec_fast" if kind == "mv" else "tiled_softmax_lazy"
+    return f"{base}<{ct}, {d}, {pc}, {'true' if cos else 'false'}, {npoly}, {degree}>"
+
+
+@pytest.fixture(scope="module")
+def cu_host(tmp_path_factory):
+    """tiled.cu compiled for the CPU with the instances of _VARIANTS (skips without g++)."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found: the CUDA source is not run on the host")
+    out = tmp_path_factory.mktemp("tiled_cu_host")
+    lines = []
+    for kind, ct, d, pc, cos, npoly, degree in _VARIANTS:
+        macro = "MV" if kind == "mv" else "SM"
+        lines.append(f"{macro}({ct}, {_name(kind, ct, d, pc, cos, npoly, degree)}),")
+    (out / "tiled_cu_host_kernels.inc").write_text("\n".join(lines) + "\n")
+    exe = out / "tiled_cu_host"
+    cmd = [gxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", f"-I{CU.parent}",
+           f"-I{out}", str(ROOT / "tests" / "tiled_cu_host.cpp"), "-o", str(exe)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if res.returncode != 0 and "barrier" in res.stderr and "No such file" in res.stderr:
+        pytest.skip("the C++ compiler has no <barrier>")
+    assert res.returncode == 0, res.stderr[-4000:]
+    return exe
+
+
+def _run_cu(exe, workdir, name, dtype, x, y, u, w, beta, *, p, pc, splits):
+    """Launch ``name`` on the host the way backends/cupy/tiled.py does; returns the outputs."""
+    n, d = x.shape
+    m = y.shape[0]
+    chunk = -(-m // splits)
+    ctr = y.astype(dtype).mean(axis=0)
+    w2 = np.zeros(m) if w is None else w.astype(dtype) * dtype(LOG2E)
+    for fname, arr in (("x", x), ("y", y), ("u", u), ("w2", w2), ("ctr", ctr)):
+        np.ascontiguousarray(arr, dtype).tofile(workdir / f"{fname}.bin")
+    s = float(dtype(math.sqrt(beta * LOG2E)))
+    (workdir / "params.txt").write_text(f"{n} {m} {d} {p} {pc} {chunk} {splits} {s!r}\n")
+    res = subprocess.run([str(exe), name, str(workdir)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    return {k: np.fromfile(workdir / f"{k}.bin", dtype)
+            for k in ("part", "acc", "mx", "sm") if (workdir / f"{k}.bin").exists()}
+
+
+def _problem(rng, n, m, d, p, dtype, *, shift=0.25):
+    x = rng.standard_normal((n, d)).astype(dtype)
+    y = (rng.standard_normal((m, d)) + shift).astype(dtype)
+    u = rng.standard_normal((m, max(p, 1))).astype(dtype)
+    return x, y, u
+
+
+def _rtol(dtype, npoly, m):
+    kind = "poly_exp2" if npoly else "reduction"
+    return tol(np.dtype(dtype).name, kind, m)[0]
+
+
+@pytest.mark.parametrize("variant", _VARIANTS, ids=lambda v: _name(*v).replace(" ", ""))
+@pytest.mark.parametrize("splits", [1, 3])
+def test_cu_variant_on_host(cu_host, tmp_path, rng, variant, splits):
+    kind, ct, d, pc, cos, npoly, degree = variant
+    dtype = np.float32 if ct == "float" else np.float64
+    n, m = 531, 301  # two row blocks (512 rows each), tail rows and a partial tile
+    p = {0: 0, 1: 1, 4: 6}[pc]  # 6 right-hand sides: two launches of 4, the second partial
+    x, y, u = _problem(rng, n, m, d, p, dtype)
+    beta = 0.7
+    name = _name(kind, ct, d, pc, cos, npoly, degree)
+    rtol = _rtol(dtype, npoly, m)
+    if kind == "mv":
+        out = _run_cu(cu_host, tmp_path, name, dtype, x, y, u, None, beta, p=p, pc=pc,
+                      splits=splits)
+        got = out["part"].reshape(splits, n, p).astype(np.float64).sum(axis=0)
+        want = ref.kernel_matvec(x, y, u[:, :p], beta)
+        assert_close(got, want, rtol=rtol, atol=rtol * np.max(np.abs(want)))
+        return
+    w = rng.standard_normal(m)
+    w[[0, m // 2, m - 1]] = -np.inf
+    w = w.astype(dtype)
+    got, lse = _softmax_on_host(cu_host, tmp_path, name, dtype, x, y, u, w, beta, p, pc, splits)
+    want_out, want_lse = ref.kernel_softmax_matvec(x, y, u[:, :max(p, 1)], beta, w)
+    scale = beta * float(np.max(np.sum(x.astype(np.float64) ** 2, 1))
+                         + np.max(np.sum(y.astype(np.float64) ** 2, 1)))
+    assert_close(lse, want_lse, rtol=rtol, atol=rtol * (np.max(np.abs(want_lse)) + scale))
+    if p:
+        assert_close(got, want_out, rtol=rtol, atol=rtol * np.max(np.abs(want_out)))
+
+
+def _softmax_on_host(exe, workdir, name, dtype, x, y, u, w, beta, p, pc, splits):
+    n = x.shape[0]
+    out = _run_cu(exe, workdir, name, dtype, x, y, u, w, beta, p=p, pc=pc, splits=splits)
+    acc = out["acc"].reshape(splits, n, max(p, 1)).astype(np.float64)
+    mx = out["mx"].reshape(splits, n).astype(np.float64)
+    sm = out["sm"].reshape(splits, n).astype(np.float64)
+    got, lse = merge_column_splits(np, acc[:, :, :max(p, 1)], mx, sm)
+    return got, lse
+
+
+@pytest.mark.parametrize("cos", [True, False])
+def test_cu_lazy_rescale_redoes_growing_maxima(cu_host, tmp_path, cos):
+    """The maximum grows by more than 2^16 tile after tile (y walks towards x): every tile is
+    redone, the sums stay exact; then a far cloud where every term underflows."""
+    name = _name("sm", "float", 3, 1, cos, 2, 5)
+    if ("sm", "float", 3, 1, cos, 2, 5) not in _VARIANTS:
+        name = _name("sm", "float", 3, 0 if cos else 0, cos, 0, 5)
+    rng = np.random.default_rng(5)
+    n, m = 7, 640
+    x = (rng.standard_normal((n, 3)) * 0.01).astype(np.float32)
+    r = np.linspace(6.0, 0.05, m)  # decreasing distance: z grows by ~ beta r dr per column
+    y = np.stack([r, 0.3 * np.sin(r), 0.2 * np.cos(r)], axis=1).astype(np.float32)
+    u = rng.standard_normal((m, 1)).astype(np.float32)
+    beta = 40.0
+    pc = 1 if "3, 1," in name else 0
+    p = pc
+    got, lse = _softmax_on_host(cu_host, tmp_path, name, np.float32, x, y, u, None, beta, p, pc,
+                                1)
+    want_out, want_lse = ref.kernel_softmax_matvec(x, y, u, beta)
+    rtol = tol("float32", "poly_exp2", m)[0]
+    assert np.ptp(-beta * np.sum((x[0] - y) ** 2, 1)[::64]) > 64 * 16 / LOG2E  # maxima grow
+    assert_close(lse, want_lse, rtol=rtol, atol=rtol * np.max(np.abs(want_lse)))
+    if p:
+        assert_close(got, want_out, rtol=rtol, atol=rtol * np.max(np.abs(want_out)))
+    # far points, large beta: every exp2 underflows without the running maximum
+    xf = rng.standard_normal((n, 3)).astype(np.float32)
+    yf = (rng.standard_normal((m, 3)) + 30.0).astype(np.float32)
+    got, lse = _softmax_on_host(cu_host, tmp_path, name, np.float32, xf, yf, u, None, 5.0, p, pc,
+                                2)
+    want_out, want_lse = ref.kernel_softmax_matvec(xf, yf, u, 5.0)
+    assert np.all(want_lse < -1000)
+    assert_close(lse, want_lse, rtol=rtol, atol=rtol * np.max(np.abs(want_lse)))
+    if p:
+        assert_close(got, want_out, rtol=1e-3, atol=4e-3)
+
+
+def test_cu_all_neg_inf_rows_and_tiles(cu_host, tmp_path):
+    """Tiles whose every weight is -inf (lazy state untouched), then finite ones."""
+    name = _name("sm", "float", 3, 0, True, 0, 5)
+    rng = np.random.default_rng(7)
+    n, m = 9, 200
+    x, y, u = _problem(rng, n, m, 3, 0, np.float32)
+    w = np.full(m, -np.inf, np.float32)
+    w[150:] = rng.standard_normal(50)
+    _, lse = _softmax_on_host(cu_host, tmp_path, name, np.float32, x, y, u, w, 0.9, 0, 0, 3)
+    want = ref.kernel_logsumexp(x, y, 0.9, w)
+    assert np.all(np.isfinite(lse))
+    assert_close(lse, want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want)))
+    _, lse = _softmax_on_host(cu_host, tmp_path, name, np.float32, x, y, u,
+                              np.full(m, -np.inf, np.float32), 0.9, 0, 0, 1)
+    assert np.all(lse == -np.inf)

@@ -1,0 +1,156 @@
+// The CUDA C tiled kernels (arraygen/backends/cupy/tiled.cu) run on the CPU, for
+// tests/test_tiled_variants.py: every block is 128 std::threads meeting at a std::barrier for
+// __syncthreads, __shared__ arrays are function statics (blocks run one after another), and
+// ex2.approx.ftz is exp2f with subnormal results flushed to zero. Compile with
+//   g++ -std=c++20 -O1 -ffp-contract=off -pthread -I arraygen/backends/cupy tests/tiled_cu_host.cpp
+// Usage: a.out KERNEL DIR; DIR holds params.txt ("n m d p pc chunk splits s") and the inputs
+// x.bin, y.bin, u.bin, w2.bin, ctr.bin (native floats of the kernel's type); writes part.bin
+// (matvec: splits x n x p) or acc.bin, mx.bin, sm.bin (softmax).
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct Dim3 { long long x = 0, y = 0, z = 0; };
+thread_local Dim3 threadIdx, blockIdx;
+static std::barrier<>* g_barrier = nullptr;
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __syncthreads() g_barrier->arrive_and_wait()
+// the one inline-asm statement of tiled.cu: r = ex2.approx.ftz(t)
+#define asm(...) (r = host_ex2_ftz(t))
+
+static inline float host_ex2_ftz(float t) {
+    const float r = std::exp2f(t);
+    return std::fabs(r) < 1.17549435e-38f ? 0.0f : r;
+}
+static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+static inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+static inline double __longlong_as_double(unsigned long long i) {
+    double f; std::memcpy(&f, &i, 8); return f;
+}
+using std::exp2; using std::fma; using std::fmaf; using std::fmaxf; using std::fminf;
+using std::log2; using std::log2f;
+
+#include "tiled.cu"
+
+template <typename T> std::vector<T> load(const std::string& path) {
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    std::vector<T> v(f.tellg() / sizeof(T));
+    f.seekg(0);
+    f.read(reinterpret_cast<char*>(v.data()), v.size() * sizeof(T));
+    return v;
+}
+template <typename T> void save(const std::string& path, const std::vector<T>& v) {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+// one launch: grid (gx, gy) of TILED_THREADS threads, blocks one after another
+template <typename K, typename... A> void launch(K kernel, long long gx, long long gy, A... args) {
+    for (long long by = 0; by < gy; ++by)
+        for (long long bx = 0; bx < gx; ++bx) {
+            std::barrier<> bar(TILED_THREADS);
+            g_barrier = &bar;
+            std::vector<std::thread> ts;
+            for (int t = 0; t < TILED_THREADS; ++t)
+                ts.emplace_back([&, t] {
+                    threadIdx = Dim3{t, 0, 0};
+                    blockIdx = Dim3{bx, by, 0};
+                    kernel(args...);
+                });
+            for (auto& th : ts) th.join();
+        }
+}
+
+struct Params { long long n, m, d, p, pc, chunk, splits; double s; };
+
+template <typename T, typename K> void run_matvec(K kernel, const Params& q, const std::string& dir,
+                                                 bool direct) {
+    auto x = load<T>(dir + "/x.bin"), y = load<T>(dir + "/y.bin"), u = load<T>(dir + "/u.bin");
+    auto ctr = load<T>(dir + "/ctr.bin");
+    std::vector<T> ones(q.n > q.m ? q.n : q.m, T(1));
+    std::vector<T> part(q.splits * q.n * q.p, T(0));
+    const long long gx = (q.n + TILED_THREADS * TILED_ROWS - 1) / (TILED_THREADS * TILED_ROWS);
+    for (long long c0 = 0; c0 < q.p; c0 += q.pc) {
+        if constexpr (std::is_invocable_v<K, const T*, const T*, const T*, const T*, const T*,
+                                          long long, long long, long long, int, int, T, T*>)
+            launch(kernel, gx, q.splits, (const T*)x.data(), (const T*)y.data(),
+                   (const T*)u.data(), (const T*)ones.data(), (const T*)ones.data(), q.n, q.m,
+                   q.chunk, (int)q.p, (int)c0, (T)q.s, part.data());
+        else
+            launch(kernel, gx, q.splits, (const T*)x.data(), (const T*)y.data(),
+                   (const T*)u.data(), (const T*)ctr.data(), q.n, q.m, q.chunk, (int)q.p,
+                   (int)c0, (T)q.s, part.data());
+    }
+    (void)direct;
+    save(dir + "/part.bin", part);
+}
+
+template <typename T, typename K> void run_softmax(K kernel, const Params& q,
+                                                  const std::string& dir) {
+    auto x = load<T>(dir + "/x.bin"), y = load<T>(dir + "/y.bin"), v = load<T>(dir + "/u.bin");
+    auto w2 = load<T>(dir + "/w2.bin"), ctr = load<T>(dir + "/ctr.bin");
+    const long long pa = q.p > 0 ? q.p : 1;
+    std::vector<T> acc(q.splits * q.n * pa, T(0)), mx(q.splits * q.n), sm(q.splits * q.n);
+    const long long gx = (q.n + TILED_THREADS * TILED_ROWS - 1) / (TILED_THREADS * TILED_ROWS);
+    const long long step = q.pc > 0 ? q.pc : 1;
+    for (long long c0 = 0; c0 < (q.p > 0 ? q.p : 1); c0 += step) {
+        if constexpr (std::is_invocable_v<K, const T*, const T*, const T*, const T*, long long,
+                                          long long, long long, int, int, T, T*, T*, T*>)
+            launch(kernel, gx, q.splits, (const T*)x.data(), (const T*)y.data(),
+                   (const T*)v.data(), (const T*)w2.data(), q.n, q.m, q.chunk, (int)q.p,
+                   (int)c0, (T)q.s, acc.data(), mx.data(), sm.data());
+        else
+            launch(kernel, gx, q.splits, (const T*)x.data(), (const T*)y.data(),
+                   (const T*)v.data(), (const T*)w2.data(), (const T*)ctr.data(), q.n, q.m,
+                   q.chunk, (int)q.p, (int)c0, (T)q.s, acc.data(), mx.data(), sm.data());
+    }
+    save(dir + "/acc.bin", acc);
+    save(dir + "/mx.bin", mx);
+    save(dir + "/sm.bin", sm);
+}
+
+#define MV(T, ...) {#__VA_ARGS__, [](const Params& q, const std::string& d) { \
+    run_matvec<T>(&__VA_ARGS__, q, d, false); }}
+#define SM(T, ...) {#__VA_ARGS__, [](const Params& q, const std::string& d) { \
+    run_softmax<T>(&__VA_ARGS__, q, d); }}
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        std::cerr << "usage: " << argv[0] << " KERNEL DIR\n";
+        return 2;
+    }
+    const std::map<std::string, std::function<void(const Params&, const std::string&)>> table = {
+#include "tiled_cu_host_kernels.inc"
+    };
+    std::ifstream pf(std::string(argv[2]) + "/params.txt");
+    Params q;
+    pf >> q.n >> q.m >> q.d >> q.p >> q.pc >> q.chunk >> q.splits >> q.s;
+    std::string name = argv[1];
+    std::string key;
+    for (char c : name)
+        if (c != ' ') key += c;
+    for (const auto& [k, fn] : table) {
+        std::string kk;
+        for (char c : k)
+            if (c != ' ') kk += c;
+        if (kk == key) {
+            fn(q, argv[2]);
+            return 0;
+        }
+    }
+    std::cerr << "unknown kernel " << name << "\n";
+    return 3;
+}
