@@ -23,7 +23,7 @@ import triton.language as tl
 
 from ... import _array_api as aa
 from ..._kernels.blocksparse_gpu import pair_splits
-from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits
+from ..._kernels.tiled import merge_column_splits
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_torch
 from .._tuning import Tunable
