@@ -328,7 +328,8 @@ def _pairs(xp, cx: Clusters, cy: Clusters, beta: float, truncate: float, w=None,
         lower = wmax[None, :] - beta * (amax[a0:a1][:, None] * bmax[None, :]) * (dmax * dmax)
         top = xp.max(lower, axis=1)
         keep = upper >= (top - t2)[:, None]
-        skipped = xp.where(keep, zero, cy.count[None, :] * xp.exp(upper - top[:, None]))
+        gap = xp.where(keep, xp.asarray(-math.inf, dtype=f64, device=dev), upper - top[:, None])
+        skipped = cy.count[None, :] * xp.exp(gap)
         masses.append(xp.max(xp.sum(skipped, axis=1)))
         kept_count = xp.where(keep, cy.count[None, :], zero)
         computed.append(xp.sum(xp.sum(kept_count, axis=1) * cx.count[a0:a1]))
