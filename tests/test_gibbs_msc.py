@@ -1,0 +1,300 @@
+"""Multi-spin-coded (+-J) Gibbs fast path: detection, the NumPy algorithm against the float64
+oracle and exact enumeration, the numba_cuda (simulated) and CuPy kernels bit for bit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from arraygen import gibbs
+from arraygen import random as agr
+from arraygen._kernels import gibbs_msc as msc
+from arraygen.backends import available, is_simulated
+from arraygen.reference import gibbs as ref
+from arraygen.reference import philox as ref_philox
+
+NN = gibbs.nearest_neighbour_offsets()
+
+
+def _pm_model(gen, shape, boundary, *, a=0.6, h=0.2, signed=True, dtype=np.float32, xp=np):
+    """A +-J model (random signs) and its sign planes (C, H, W) for the reference."""
+    C, H, W = shape
+    neg = gen.random((2,) + shape) < 0.5 if signed else np.zeros((2,) + shape, bool)
+    j = np.where(neg, -a, a).astype(dtype)
+    model = gibbs.StencilIsing(NN, xp.asarray(j), xp.asarray(np.full(shape, h, dtype)),
+                               boundary=boundary)
+    return model, j, neg[0], neg[1]
+
+
+def _spins(gen, shape):
+    return np.where(gen.random(shape) < 0.5, 1, -1).astype(np.int8)
+
+
+def _words_to_uniforms(seed, counter, n_sweeps, shape):
+    n = math.prod(shape)
+    u = [((ref.philox_words(seed, counter + t, n) >> 9).astype(np.float64) + 0.5) / 2.0**23
+         for t in range(n_sweeps)]
+    return np.stack(u).astype(np.float32).reshape((n_sweeps,) + shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# detection and the contract
+
+
+def test_detection_of_plus_minus_j_models():
+    gen = np.random.default_rng(0)
+    model, *_ = _pm_model(gen, (2, 4, 6), "periodic")
+    assert model._msc is not None and model._msc.signed and model._msc.magnitude == np.float32(0.6)
+    assert model._msc.bias == float(np.float32(0.2))
+    uniform = gibbs.StencilIsing.nearest_neighbour((5, 7), coupling=0.3)
+    assert uniform._msc is not None and not uniform._msc.signed
+    # open grid: the couplings of edges leaving the grid are ignored, whatever they hold
+    j = np.full((2, 1, 3, 5), 0.3, np.float32)
+    j[0, :, :, -1] = 7.0
+    j[1, :, -1, :] = -2.0
+    assert gibbs.StencilIsing(NN, j, np.zeros((1, 3, 5), np.float32))._msc is not None
+    # not +-J: one magnitude differs, per-site bias, per-chain bias, other offsets or colours
+    j = np.full((2, 1, 4, 4), 0.3, np.float32)
+    j[0, 0, 1, 1] = 0.31
+    assert gibbs.StencilIsing(NN, j, np.zeros((1, 4, 4), np.float32))._msc is None
+    h = np.zeros((1, 4, 4), np.float32)
+    h[0, 0, 0] = 0.1
+    assert gibbs.StencilIsing.nearest_neighbour((4, 4), bias=h)._msc is None
+    assert uniform.with_bias(np.zeros((3, 1, 5, 7), np.float32))._msc is None
+    assert uniform.with_bias(np.full((1, 5, 7), 0.5, np.float32))._msc.bias == 0.5
+    assert gibbs.StencilIsing.nearest_neighbour((4, 4), skip=(2,))._msc is None
+    assert gibbs.StencilIsing.local((4, 4))._msc is None
+    # a periodic grid of odd width has no checkerboard colouring
+    assert gibbs.StencilIsing.nearest_neighbour((4, 5), boundary="periodic")._msc is None
+
+
+def test_threshold_table_is_the_exact_uniform_comparison():
+    pm = msc.PlusMinusJ(0.45, -0.1, None, None, (1, 2, 2), True)
+    for dtype in ("float32", "float64"):
+        for beta in (0.0, 0.7, 40.0):
+            table = msc.threshold_table(pm, beta, dtype)
+            assert table[:9].tolist() == ref.msc_threshold_table(0.45, -0.1, beta, dtype)
+            assert np.all(np.diff(table[:9].astype(np.float64)) >= 0)  # p grows with the field
+            for idx in range(9):
+                g = -0.1 + 0.45 * (idx - 4)
+                p = 1.0 / (1.0 + math.exp(-2.0 * beta * g))
+                t = int(table[idx])
+                for w in (t - 1, t):  # the last word taking +1 and the first taking -1
+                    if not 0 <= w < 2**32:
+                        continue
+                    if dtype == "float32":
+                        u = np.float32(((w >> 9) + 0.5) * 2.0**-23)
+                        assert (u < np.float32(p)) == (w < t), (dtype, beta, idx, w)
+                    else:
+                        assert ((w + 0.5) * 2.0**-32 < p) == (w < t), (dtype, beta, idx, w)
+
+
+def test_reference_philox_and_packing():
+    assert np.array_equal(ref.philox_words(2**40 + 17, 2**33 + 5, 23),
+                          ref_philox.stream_words(2**40 + 17, 2**33 + 5, 23))
+    s = _spins(np.random.default_rng(1), (2, 3, 70))
+    words = ref.msc_pack(s)
+    assert words.shape == (2, 3, 3) and words.dtype == np.uint32
+    assert int(words[0, 0, 0] & 1) == (s[0, 0, 0] > 0) and int(words[1, 2, 2] >> 5 & 1) == (
+        s[1, 2, 69] > 0)
+    assert np.all(words[..., 2] >> 6 == 0)  # bits past W stay 0
+    assert np.array_equal(ref.msc_unpack(words, 70), s)
+    assert np.array_equal(msc.pack_bits(s > 0), words)
+
+
+# ----------------------------------------------------------------------------------------------
+# the NumPy algorithm against the float64 oracle (same Philox uniforms, tie-free seeds)
+
+REF_CASES = [((1, 4, 6), "periodic"), ((2, 3, 5), "open"), ((1, 4, 38), "open"),
+             ((1, 2, 66), "periodic"), ((1, 1, 7), "open")]
+
+
+@pytest.mark.parametrize("shape,boundary", REF_CASES)
+def test_msc_algorithm_matches_float_oracle(shape, boundary):
+    gen = np.random.default_rng(sum(shape))
+    periodic = boundary == "periodic"
+    model, j, nx, ny = _pm_model(gen, shape, boundary, a=0.5, h=-0.15)
+    B, n_sweeps, beta = 2, 3, 0.8
+    s0 = _spins(gen, (B,) + shape)
+    colors = np.asarray(model.colors)
+    for seed in range(200, 260):
+        u = _words_to_uniforms(seed, 3, n_sweeps, s0.shape)
+        want, margin = ref.gibbs_sweeps(NN, j, np.full(shape, -0.15), colors, s0, u, beta,
+                                        periodic, return_margin=True)
+        if margin > 1e-5:
+            break
+    got = ref.msc_sweeps(s0, nx, ny, float(np.float32(0.5)), float(np.float32(-0.15)), beta,
+                         periodic, seed, 3, n_sweeps)
+    np.testing.assert_array_equal(got, want.astype(np.int8))
+
+
+def test_msc_algorithm_float64_uses_the_full_word():
+    gen = np.random.default_rng(3)
+    model, j, nx, ny = _pm_model(gen, (1, 4, 4), "periodic", a=0.4, h=0.1, dtype=np.float64)
+    s0 = _spins(gen, (3, 1, 4, 4))
+    for seed in range(50):
+        u = np.stack([(ref.philox_words(seed, t, s0.size).astype(np.float64) + 0.5) / 2.0**32
+                      for t in range(2)]).reshape((2,) + s0.shape)
+        want, margin = ref.gibbs_sweeps(NN, j, np.full((1, 4, 4), 0.1), np.asarray(model.colors),
+                                        s0, u, 1.3, True, return_margin=True)
+        if margin > 1e-9:
+            break
+    got = ref.msc_sweeps(s0, nx, ny, 0.4, 0.1, 1.3, True, seed, 0, 2, dtype="float64")
+    np.testing.assert_array_equal(got, want.astype(np.int8))
+
+
+# ----------------------------------------------------------------------------------------------
+# stationary distribution: many chains against exact enumeration (chi-square, fixed seeds)
+
+STAT_CASES = [((1, 3, 4), "open", 0.45, 0.2), ((1, 4, 4), "periodic", 0.35, -0.1),
+              ((2, 2, 3), "open", 0.6, 0.0)]
+
+
+def _chi_square(states_flat, probs, n_chains):
+    """Chi-square over the states (dof), and the total variation distance of the empirical
+    distribution beside its 90th percentile for exact samples of the same size."""
+    idx = ((states_flat > 0).astype(np.int64)
+           << np.arange(states_flat.shape[1] - 1, -1, -1)).sum(1)
+    counts = np.bincount(idx, minlength=probs.shape[-1])
+    expected = n_chains * probs
+    keep = expected > 5
+    chi2 = np.sum((counts[keep] - expected[keep]) ** 2 / expected[keep])
+    dof = int(keep.sum()) - 1
+    tv = 0.5 * np.abs(counts / n_chains - probs).sum()
+    exact = np.random.default_rng(0).multinomial(n_chains, probs / probs.sum(), size=40)
+    tv_exact = np.quantile(0.5 * np.abs(exact / n_chains - probs).sum(1), 0.9)
+    return chi2, dof, tv, tv_exact
+
+
+@pytest.mark.parametrize("case", range(len(STAT_CASES)))
+def test_msc_algorithm_samples_the_exact_distribution(case):
+    shape, boundary, a, h = STAT_CASES[case]
+    gen = np.random.default_rng(40 + case)
+    model, j, nx, ny = _pm_model(gen, shape, boundary, a=a, h=h, dtype=np.float64)
+    n_chains, beta = 20000, 1.0
+    s0 = _spins(gen, (n_chains,) + shape)
+    out = ref.msc_sweeps(s0, nx, ny, a, h, beta, boundary == "periodic", 1234 + case, 0, 25,
+                         dtype="float64")
+    _, probs = gibbs.exact_distribution(model, beta=beta)
+    chi2, dof, tv, tv_exact = _chi_square(out.reshape(n_chains, -1), np.asarray(probs), n_chains)
+    assert chi2 < dof + 6 * math.sqrt(2 * dof), (chi2, dof)
+    assert tv < 1.15 * tv_exact, (tv, tv_exact)
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels: bit for bit against the NumPy algorithm
+
+
+def _numba_cuda_usable():
+    return available()["numba_cuda"] is None
+
+
+@pytest.mark.skipif(not _numba_cuda_usable(), reason="numba_cuda backend unavailable")
+@pytest.mark.parametrize("shape,boundary,signed", [((1, 4, 6), "periodic", True),
+                                                   ((2, 3, 5), "open", True),
+                                                   ((1, 2, 34), "periodic", False),
+                                                   ((1, 3, 33), "open", True)])
+def test_numba_cuda_msc_kernel_matches_algorithm(shape, boundary, signed):
+    gen = np.random.default_rng(7)
+    xp = np
+    if not is_simulated("numba_cuda"):
+        cupy = pytest.importorskip("cupy")
+        xp = cupy
+    model, _, nx, ny = _pm_model(gen, shape, boundary, a=0.5, h=0.1, signed=signed, xp=xp)
+    s0 = _spins(gen, (2,) + shape)
+    key = agr.Key(77, 5)
+    out = gibbs.gibbs_sweeps(model, xp.asarray(s0), n_sweeps=2, beta=0.9, rng=key,
+                             multispin=True, backend="numba_cuda")
+    want = ref.msc_sweeps(s0, nx if signed else None, ny if signed else None,
+                          float(np.float32(0.5)), float(np.float32(0.1)), 0.9,
+                          boundary == "periodic", 77, 5, 2)
+    assert out.dtype == xp.int8 and tuple(out.shape) == s0.shape
+    np.testing.assert_array_equal(np.asarray(out if xp is np else out.get()), want)
+
+
+def test_multispin_option_errors_name_the_argument():
+    model = gibbs.StencilIsing.nearest_neighbour((4, 4), coupling=0.5)
+    s = np.ones((1, 1, 4, 4), np.int8)
+    with pytest.raises(ValueError, match="multispin"):
+        gibbs.gibbs_sweeps(model, s, rng=0, multispin="yes")
+    with pytest.raises(ValueError, match="multispin"):
+        gibbs.gibbs_sweeps(gibbs.StencilIsing.local((4, 4)), s, rng=0, multispin=True)
+    with pytest.raises(ValueError, match="multispin"):
+        gibbs.gibbs_sweeps(model, s, rng=np.random.default_rng(0), multispin=True)
+    with pytest.raises(ValueError, match="multispin"):
+        gibbs.gibbs_sweeps(model, s, rng=0, multispin=True, backend="array_api")
+    # multispin=False or a model that does not qualify: the float-coupling path, as before
+    a = gibbs.gibbs_sweeps(model, s, rng=3, n_sweeps=2, multispin=False, backend="array_api")
+    b = gibbs.gibbs_sweeps(model, s, rng=3, n_sweeps=2, backend="array_api")
+    np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# CuPy (GPU only)
+
+
+def _cupy():
+    if available()["cupy"] is not None:
+        pytest.skip(f"cupy backend unavailable: {available()['cupy']}")
+    import cupy
+
+    return cupy
+
+
+CUPY_CASES = [((1, 64, 96), "periodic", True), ((2, 37, 70), "open", True),
+              ((1, 6, 4096), "periodic", False), ((3, 1, 10, 7), "open", True),
+              ((1, 130, 40), "periodic", True)]
+
+
+@pytest.mark.parametrize("kernel", ["auto", "sweep", "phase"])
+@pytest.mark.parametrize("case", range(len(CUPY_CASES)))
+def test_cupy_msc_kernels_match_algorithm(kernel, case):
+    cupy = _cupy()
+    from arraygen.backends.cupy import gibbs_msc as cg
+
+    *lead, boundary, signed = CUPY_CASES[case]
+    shape = lead[0] if len(lead) == 1 else tuple(lead)
+    B = 2
+    if len(shape) == 4:
+        B, shape = shape[0], shape[1:]
+    gen = np.random.default_rng(case)
+    model, _, nx, ny = _pm_model(gen, shape, boundary, a=0.4, h=0.05, signed=signed, xp=cupy)
+    s0 = _spins(gen, (B,) + shape)
+    key = agr.Key(991, 2)
+    for rows in ((None,) if kernel != "sweep" else (2, 8, None)):
+        with cg.TUNING.override(kernel=kernel, rows=rows):
+            out = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, beta=0.7, rng=key,
+                                     backend="cupy")
+        want = ref.msc_sweeps(s0, nx if signed else None, ny if signed else None,
+                              float(np.float32(0.4)), float(np.float32(0.05)), 0.7,
+                              boundary == "periodic", 991, 2, 3)
+        assert out.dtype == cupy.int8
+        np.testing.assert_array_equal(cupy.asnumpy(out), want, err_msg=f"{kernel} rows={rows}")
+
+
+def test_cupy_msc_agrees_with_float_coupling_kernel():
+    cupy = _cupy()
+    gen = np.random.default_rng(11)
+    model, *_ = _pm_model(gen, (1, 256, 256), "periodic", a=0.44, h=0.0, xp=cupy)
+    s0 = cupy.asarray(_spins(gen, (4, 1, 256, 256)))
+    fast = gibbs.gibbs_sweeps(model, s0, n_sweeps=5, rng=5, backend="cupy")
+    slow = gibbs.gibbs_sweeps(model, s0, n_sweeps=5, rng=5, multispin=False, backend="cupy")
+    # identical uniforms; p differs by at most a rounding, so ties are ~1e-7 of the decisions
+    assert float((fast != slow).mean()) < 1e-3
+
+
+def test_cupy_msc_samples_the_exact_distribution():
+    cupy = _cupy()
+    shape = (1, 4, 4)
+    gen = np.random.default_rng(5)
+    model, j, *_ = _pm_model(gen, shape, "periodic", a=0.4, h=0.1, xp=cupy)
+    n_chains = 20000
+    s0 = cupy.asarray(_spins(gen, (n_chains,) + shape))
+    out = cupy.asnumpy(gibbs.gibbs_sweeps(model, s0, n_sweeps=30, rng=8, backend="cupy"))
+    _, probs = gibbs.exact_distribution(gibbs.StencilIsing(NN, j, np.full(shape, 0.1, np.float32),
+                                                           boundary="periodic"))
+    chi2, dof, tv, tv_exact = _chi_square(out.reshape(n_chains, -1), np.asarray(probs), n_chains)
+    assert chi2 < dof + 6 * math.sqrt(2 * dof), (chi2, dof)
+    assert tv < 1.15 * tv_exact, (tv, tv_exact)
