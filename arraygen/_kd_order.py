@@ -32,8 +32,8 @@ def kd_levels(n: int, block: int) -> list[list[int]]:
 
     Examples
     --------
-    >>> kd_levels(10, 2)
-    [[0, 10], [0, 4, 10], [0, 2, 4, 6, 10], [0, 2, 4, 6, 8, 10]]
+    >>> kd_levels(10, 2)  # then [0, 2, 4, 6, 8, 10]: clusters of 2
+    [[0, 10], [0, 4, 10], [0, 2, 4, 6, 10]]
     """
     bounds = [0, int(n)]
     levels = []
