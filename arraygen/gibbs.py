@@ -23,7 +23,7 @@ oracle is :mod:`arraygen.reference.gibbs`; kernels live in
 Launcher contract for kernel backends:
 
 ``gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
-n_sweeps, beta, uniforms, key) -> spins_new``
+n_sweeps, beta, uniforms, key, origin=None) -> spins_new``
     ``spins``: int8 (B, C, H, W) in the caller's namespace, values in {-1, +1}; the launcher
     must not modify it and returns a new int8 array of that shape. ``couplings``: (K, C, H, W)
     float32 or float64, already zero on edges that leave the grid (open boundaries).
@@ -35,6 +35,10 @@ n_sweeps, beta, uniforms, key) -> spins_new``
     ``uniforms``: None or an array (n_sweeps, B, C, H, W) of the couplings' dtype; when None the
     uniform of sweep ``t`` at flat C-order element ``e`` of ``spins`` is word ``e % 4`` of Philox
     block ``e // 4`` of ``key.advance(t)``, converted as float32 (``arraygen.random.uniform``).
+    ``origin``: None, or ``(e0, chain_stride, plane_stride, row_stride)`` when ``spins`` is a
+    window of a larger array (a Dask chunk with its halo): site (b, c, y, x) then uses element
+    ``e0 + b chain_stride + c plane_stride + y row_stride + x`` instead of its flat index
+    (:func:`arraygen._kernels.gibbs.row_starts`).
     Per sweep, for colour ``c = 0..n_colors-1``: every site of colour ``c`` computes
     ``gamma`` (above) in the couplings' dtype, ``p = 1 / (1 + exp(-2 beta gamma))`` and sets
     ``s = +1 if u < p else -1``.
@@ -49,7 +53,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _array_api as aa
-from . import _dispatch
+from . import _dask, _dispatch
 from . import random as _random
 from ._kernels.gibbs import symmetric_offsets  # noqa: F401
 from ._validation import (as_array, check_choice, check_fits_dtype, check_int, check_scalar,
@@ -655,13 +659,15 @@ def _field(xp, model, s):
     return g
 
 
-def _sweeps_xp(xp, model, s, n_sweeps, beta, uniforms, gen):
+def _sweeps_xp(xp, model, s, n_sweeps, beta, uniforms, gen, origin=None):
     """Array-API block Gibbs sweeps on float spins s (B, C, H, W); returns float spins."""
     colors = model._kernel_colors()
     work = s.dtype
     for t in range(n_sweeps):
         if uniforms is not None:
             u = uniforms[t, ...]
+        elif origin is not None:  # a window of a larger array: its sites' stream elements
+            u = xp.astype(_window_uniforms(xp, gen.advance(t), tuple(s.shape), origin, s), work)
         elif isinstance(gen, np.random.Generator):
             u = xp.asarray(gen.random(tuple(s.shape), dtype=np.float32), device=aa.device(s))
             u = xp.astype(u, work)
@@ -674,6 +680,16 @@ def _sweeps_xp(xp, model, s, n_sweeps, beta, uniforms, gen):
             new = xp.where(u < p, xp.ones_like(s), -xp.ones_like(s))
             s = xp.where(colors == c, new, s)
     return s
+
+
+def _window_uniforms(xp, key, shape4, origin, like):
+    """float32 uniforms of the sites of a window (launcher contract ``origin``)."""
+    from ._kernels.gibbs import element_indices
+    from .backends._philox_xp import uniform_f32_at
+
+    e = xp.asarray(element_indices(shape4, origin), device=aa.device(like))
+    c2, c3 = key.counter_words
+    return uniform_f32_at(xp, e, c2, c3, *key.key_words)
 
 
 def _check_model(model):
@@ -692,7 +708,8 @@ def _check_spins_shape(model, spins):
 
 
 def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float = 1.0, rng=None,
-                 uniforms=None, backend: str | None = None):
+                 uniforms=None, sweeps_per_exchange: int | None = None,
+                 backend: str | None = None):
     r"""Block Gibbs (heat-bath) sweeps of a :class:`StencilIsing` model.
 
     Per sweep, for each colour :math:`c = 0, \dots, n-1` in order, every site :math:`i` of
@@ -720,6 +737,9 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
         draws identical numbers. A Generator draws on the host.
     uniforms : array, shape (n_sweeps, \*spins.shape), optional
         Uniforms in [0, 1] to use instead of drawing them.
+    sweeps_per_exchange : int, optional
+        Dask ``spins`` only: sweeps between halo exchanges (default: as many as keep the halo
+        within a quarter of the smallest chunk). The result is bitwise that of the whole call.
     backend : str, optional
         ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``.
 
@@ -738,6 +758,12 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
     ((2, 1, 4, 4), dtype('int8'), True)
     """
     _check_model(model)
+    if _dask.is_dask_array(spins):
+        from ._dask_gibbs import gibbs_sweeps as dask_sweeps
+
+        return dask_sweeps(model, spins, n_sweeps=n_sweeps, beta=beta, rng=rng,
+                           uniforms=uniforms, sweeps_per_exchange=sweeps_per_exchange,
+                           backend=backend)
     xp, (spins, uniforms) = common_namespace(spins=spins, uniforms=uniforms)
     model = model._to(xp, aa.device(spins))
     _check_spins_shape(model, spins)
@@ -761,14 +787,15 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
                    backend=backend)
 
 
-def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend):
+def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend, origin=None):
     """Private core of :func:`gibbs_sweeps`, for loops (PCD training, discrete diffusion): it
     trusts its inputs and synchronises only where a NumPy Generator draws on the host.
 
     ``model`` in ``spins``' namespace and device (``model._to``), ``spins`` (..., C, H, W) with
     values in {-1, +1}, ``n_sweeps >= 1``, ``beta`` a Python float (``2 beta`` fits the model
     dtype), ``gen`` a Key or Generator (None when ``uniforms``, (n_sweeps, *spins.shape) in
-    [0, 1] and the model's dtype, are given).
+    [0, 1] and the model's dtype, are given). ``origin``: the launcher contract's stream
+    origin when ``spins`` is a window of a larger array (a Key ``gen`` then), else None.
     """
     work = model.dtype
     shape4 = (math.prod(spins.shape[:-3]),) + model.shape
@@ -777,13 +804,15 @@ def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend):
                             backend=backend)
     if name == "array_api":
         s = xp.reshape(xp.astype(spins, work), shape4)
-        out = _sweeps_xp(xp, model, s, n_sweeps, beta, u4, gen)
+        out = _sweeps_xp(xp, model, s, n_sweeps, beta, u4, gen, origin)
     else:
         launcher = _dispatch.kernel("gibbs_sweeps", name)
         s8 = xp.reshape(xp.astype(spins, xp.int8, copy=False), shape4)
         bias = model.bias
         kw = {"offsets": model.offsets, "periodic": model.periodic, "n_colors": model.n_colors,
               "pattern": model.color_pattern, "beta": beta}
+        if origin is not None:
+            kw["origin"] = origin
         if isinstance(gen, np.random.Generator):
             for _ in range(n_sweeps):
                 u = xp.asarray(gen.random(shape4, dtype=np.float32), device=aa.device(spins))

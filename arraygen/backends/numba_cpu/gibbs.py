@@ -28,6 +28,7 @@ import math
 import numba
 import numpy as np
 
+from ..._kernels.gibbs import default_origin, row_starts
 from .._interop import like, to_numpy_view
 from .._tuning import Tunable
 from . import compile_pair, philox, thread_safe
@@ -79,6 +80,22 @@ def _fill_uniforms_kernel(u, c2, c3, k0, k1):  # pragma: no cover - compiled
 
 
 _FILL_UNIFORMS = compile_pair(_fill_uniforms_kernel)
+
+
+def _fill_rows_kernel(u, rs, W, c2, c3, k0, k1):  # pragma: no cover - compiled
+    """u[r * W + x] = float32 uniform of stream element rs[r] + x (rows of a window)."""
+    for r in numba.prange(rs.shape[0]):
+        e0 = rs[r]
+        q0 = e0 // 4
+        for q in range(q0, (e0 + W + 3) // 4):
+            w = philox.philox4x32(q, c2, c3, k0, k1)
+            for lane in range(4):
+                x = 4 * q + lane - e0
+                if 0 <= x < W:
+                    u[r * W + x] = philox.uniform_f32(w[lane])
+
+
+_FILL_ROWS = compile_pair(_fill_rows_kernel)
 
 
 @numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
@@ -413,11 +430,12 @@ def _class_task(sb, sf, hb, model, grid, row, col, uw, u_nat, base, g, ub,
     """Resample the sites of colour ``col`` in grid row ``row`` of one chain (class-major).
 
     ``sb``: the chain's spins (C*H, n, Wp); ``hb``: its bias. ``model`` = (jf, x_phase, tj,
-    ts, nt, lens), ``grid`` = (W, n, P, periodic, direct) (:func:`_class_sweeps`). Uniforms:
-    ``uw`` rows from :func:`_philox_row` when it has rows, else the row ``u_nat`` (W,) of the
-    injected ones; ``base`` is the chain's first flat element.
+    ts, nt, lens, rs), ``grid`` = (W, n, P, periodic, direct) (:func:`_class_sweeps`).
+    Uniforms: ``uw`` rows from :func:`_philox_row` when it has rows, else the row ``u_nat``
+    (W,) of the injected ones; ``base`` is the chain's first grid row (its rows' stream
+    elements start at ``rs[base + row]``).
     """
-    jf, x_phase, tj, ts, nt, lens = model
+    jf, x_phase, tj, ts, nt, lens, rs = model
     W, n, P, periodic, direct = grid
     two_beta, one, fast = coef
     Wp = sb.shape[2]
@@ -428,7 +446,7 @@ def _class_task(sb, sf, hb, model, grid, row, col, uw, u_nat, base, g, ub,
         _decide(sb[row, r, P:], g, uw[row, r], L, two_beta, one, fast)
     else:
         if uw.shape[0] > 0:
-            _class_uniforms(uw[row], (base + row * W) & 3, r, n, L, ub)
+            _class_uniforms(uw[row], rs[base + row] & 3, r, n, L, ub)
         else:
             _strided(u_nat, r, n, L, ub)
         _decide(sb[row, r, P:], g, ub, L, two_beta, one, fast)
@@ -442,13 +460,14 @@ def _phase_task(sb, sf, hb, model, grid, y, f, t0, keys, uw, tmp, u_all, b, g, u
     """Phase f of the sweep group starting at sweep t0 (sweep t0 + f // n, colour f % n) at
     grid row y of every channel of chain b; Philox rows are drawn at colour 0."""
     W, n, _, _, direct = grid
+    rs = model[6]
     t = t0 + f // n
     col = f - (t - t0) * n
-    base = b * (C * H * W)
+    base = b * (C * H)
     for ch in range(C):
         row = ch * H + y
         if uw.shape[0] > 0 and col == 0:
-            _philox_row(uw[row], tmp, base + row * W, W, n, direct, keys[t, 0], keys[t, 1],
+            _philox_row(uw[row], tmp, rs[base + row], W, n, direct, keys[t, 0], keys[t, 1],
                         keys[t, 2], keys[t, 3])
         _class_task(sb, sf, hb, model, grid, row, col, uw,
                     u_all[t % u_all.shape[0], b % u_all.shape[1], row], base, g, ub, coef)
@@ -693,8 +712,9 @@ def _schedule(B, N, H, n, D, periodic, n_sweeps, row_bytes, tuning):
 
 
 def _class_sweeps(s, j, h, x_phase, offsets, shape, n, periodic, n_sweeps, beta, u_all, key,
-                  tuning):
-    """Sweeps through the class-major kernel; s int8 (B, N), j (K, N), h (N,) or (B, N)."""
+                  tuning, origin):
+    """Sweeps through the class-major kernel; s int8 (B, N), j (K, N), h (N,) or (B, N);
+    ``origin`` of the stream elements (:func:`arraygen._kernels.gibbs.row_starts`)."""
     C, H, W = shape
     B = s.shape[0]
     dtype = j.dtype.type
@@ -713,8 +733,10 @@ def _class_sweeps(s, j, h, x_phase, offsets, shape, n, periodic, n_sweeps, beta,
     else:
         keys = np.zeros((0, 4), dtype=np.uint64)
         u4 = u_all.reshape(n_sweeps, B, C * H, W)
-    model = (jc.reshape(-1), x_phase, tj, ts, nt, lens)
-    grid = (W, n, P, bool(periodic), W % 4 == 0 and n in (2, 4))
+    rs = row_starts((B, C, H, W), origin)
+    model = (jc.reshape(-1), x_phase, tj, ts, nt, lens, rs)
+    direct = W % 4 == 0 and n in (2, 4) and not np.any(rs & 3)
+    grid = (W, n, P, bool(periodic), direct)
     row_bytes = C * (wp * (j.dtype.itemsize * (len(kidx) + 1) + 1) + 4 * W)
     bands, group, cones, lag = _schedule(B, C * H * W, H, n, lag, periodic, n_sweeps, row_bytes,
                                          tuning)
@@ -738,7 +760,7 @@ def _row_pattern(colors: np.ndarray, n_colors: int, W: int):
 
 @thread_safe
 def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
-                 n_sweeps, beta, uniforms, key):
+                 n_sweeps, beta, uniforms, key, origin=None):
     """Launcher (contract in :mod:`arraygen.gibbs`): spins (B, C, H, W) int8 -> new spins."""
     s_np = to_numpy_view(spins)
     B, C, H, W = s_np.shape
@@ -755,7 +777,8 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
     if tuning.class_major and x_step > 0 and (not periodic or W % x_step == 0):
         s = np.ascontiguousarray(s_np, dtype=np.int8).reshape(B, N)
         out = _class_sweeps(s, j.reshape(-1, N), h, x_phase, offsets, (C, H, W), x_step,
-                            periodic, n_sweeps, beta, u_all, key, tuning)
+                            periodic, n_sweeps, beta, u_all, key, tuning,
+                            default_origin(s_np.shape) if origin is None else origin)
         return like(out.reshape(B, C, H, W), spins)
     s = np.array(s_np, dtype=np.int8, order="C").reshape(-1)
     offs = np.asarray(offsets, dtype=np.int64).reshape(len(offsets), 3)
@@ -768,10 +791,14 @@ def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors,
     chunks = min(B * C * H, 4 * numba.get_num_threads())  # row blocks, a few per thread
     phase = _colour_phase if parallel else _colour_phase_serial
     fill = _FILL_UNIFORMS[parallel]
+    rows = None if origin is None else row_starts((B, C, H, W), origin)
     for t in range(n_sweeps):
         if u_all is None:
             c2, c3, k0, k1 = philox.key_words(key.advance(t))
-            fill(u_buf, c2, c3, k0, k1)
+            if rows is None:
+                fill(u_buf, c2, c3, k0, k1)
+            else:
+                _FILL_ROWS[parallel](u_buf, rows, W, c2, c3, k0, k1)
             u = u_buf
         else:
             u = u_all[t].reshape(-1)

@@ -1,0 +1,73 @@
+"""Philox4x32-10 uniforms at arbitrary stream elements, on arrays of any namespace.
+
+For launchers that need the uniforms of a window of a larger array (the ``origin`` of the
+Gibbs launcher contract, :func:`arraygen._kernels.gibbs.row_starts`): element ``e`` (an int64
+array) reads word ``e mod 4`` of block ``floor(e / 4) mod 2**64`` of the stream with counter
+words ``(c2, c3)`` and key ``(k0, k1)``, the layout of :mod:`arraygen.random`. Only int64
+arithmetic is used (torch has no uint64 arithmetic); products are split into 16-bit halves so
+nothing overflows. ``xp`` is an Array API namespace (``array_api_compat`` wraps torch and CuPy).
+"""
+
+from __future__ import annotations
+
+M0 = 0xD2511F53
+M1 = 0xCD9E8D57
+W0 = 0x9E3779B9
+W1 = 0xBB67AE85
+MASK32 = 0xFFFFFFFF
+
+
+def _mulhilo(a, multiplier: int):
+    """(hi, lo) 32-bit halves of ``a * multiplier`` for uint32 values held in int64 arrays."""
+    a_lo = a & 0xFFFF
+    a_hi = a >> 16
+    p_lo = a_lo * multiplier
+    p_hi = a_hi * multiplier
+    mid = p_lo + ((p_hi & 0xFFFF) << 16)
+    return (p_hi >> 16) + (mid >> 32), mid & MASK32
+
+
+def words_at(xp, elements, c2: int, c3: int, k0: int, k1: int):
+    """uint32 words (held in int64) of the stream at the int64 ``elements`` (any shape)."""
+    block = elements >> 2  # floor(e / 4); the two's complement bits are the block mod 2**64
+    c0 = block & MASK32
+    c1 = (block >> 32) & MASK32
+    zero = xp.zeros_like(c0)
+    x2, x3 = zero + int(c2), zero + int(c3)
+    k0, k1 = int(k0), int(k1)
+    for i in range(10):
+        if i:
+            k0 = (k0 + W0) & MASK32
+            k1 = (k1 + W1) & MASK32
+        hi0, lo0 = _mulhilo(c0, M0)
+        hi1, lo1 = _mulhilo(x2, M1)
+        c0, c1, x2, x3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ x3 ^ k1, lo0
+    lane = elements & 3
+    return xp.where(lane == 0, c0, xp.where(lane == 1, c1, xp.where(lane == 2, x2, x3)))
+
+
+def uniform_f32_at(xp, elements, c2: int, c3: int, k0: int, k1: int):
+    """float32 uniforms ``((w >> 9) + 0.5) 2**-23`` of the stream at ``elements``."""
+    w = words_at(xp, elements, c2, c3, k0, k1)
+    return (xp.astype(w >> 9, xp.float32) + 0.5) * (2.0**-23)
+
+
+def window_sweeps(launcher, spins, couplings, bias, colors, *, n_sweeps, key, origin, **kw):
+    """Gibbs sweeps of a window of a larger array (launcher contract ``origin``) through a
+    launcher's injected-uniform path: one launch per sweep with the uniforms of the window's
+    stream elements, drawn on the spins' device. For launchers without an in-kernel origin."""
+    import array_api_compat
+
+    from .._kernels.gibbs import element_indices
+
+    xp = array_api_compat.array_namespace(spins)
+    e = xp.asarray(element_indices(tuple(spins.shape), origin),
+                   device=array_api_compat.device(spins))
+    dtype = couplings.dtype
+    s = spins
+    for t in range(n_sweeps):
+        k = key.advance(t)
+        u = xp.astype(uniform_f32_at(xp, e, *k.counter_words, *k.key_words), dtype)
+        s = launcher(s, couplings, bias, colors, n_sweeps=1, uniforms=xp.reshape(
+            u, (1,) + tuple(spins.shape)), key=None, **kw)
+    return s
