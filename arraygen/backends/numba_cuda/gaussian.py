@@ -100,7 +100,7 @@ def _fused_shape(itemsize: int, ry: int, rx: int, tuning: Tuning) -> tuple[int, 
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
     """The fused kernel for one radius pair and tile shape (constants of the compiled code)."""
     nb_dtype = numba.float32 if dtype_name == "float32" else numba.float64

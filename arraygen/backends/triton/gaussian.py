@@ -102,7 +102,7 @@ def _fused2d_kernel(x_ptr, y_ptr, wy_ptr, wx_ptr, srow_ptr, scol_ptr, h, w, tile
     th = tl.load(wx_ptr + dh, mask=(dh >= 0) & (dh <= 2 * rx), other=0.0)  # [WW, OW]
     sc = tl.load(scol_ptr + bx * OW + aw)
     cols = bx * OW + ow
-    for step in range(0, STEPS):
+    for step in range(STEPS):
         by = by0 + step
         sr = tl.load(srow_ptr + by * OH + ah)
         ok = (sr[:, None] >= 0) & (sc[None, :] >= 0)
