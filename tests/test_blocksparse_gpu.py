@@ -253,3 +253,137 @@ def test_public_truncate_end_to_end(kernel_backend, rng, op):
                                          y_clusters=cy)[0]
     assert 0.0 < rep.fraction < 1.0  # something was skipped, something kept
     _check(got, np.asarray(want), ns, "float64", m, exponent=beta * 2 + 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# blocksparse.cu on the host (tests/blocksparse_cu_host.cpp), as backends/cupy/blocksparse.py
+# launches it: the CUDA C kernels are checked without a GPU
+# --------------------------------------------------------------------------------------------
+
+_CU_INSTANCES = [  # (kind, C type, template instance)
+    ("mv", "float", "bs_matvec_direct<float, 3, 1, 2, false>"),
+    ("mv", "double", "bs_matvec_direct<double, 2, 4, 1, true>"),
+    ("mv", "double", "bs_matvec_direct<double, 3, 4, 4, false>"),
+    ("sm", "float", "bs_softmax_direct<float, 3, 0, 2>"),
+    ("sm", "double", "bs_softmax_direct<double, 3, 4, 1>"),
+    ("mv", "double", "bs_matvec_cos<double, 4, true>"),
+    ("sm", "float", "bs_softmax_cos<float, 0>"),
+    ("sm", "double", "bs_softmax_cos<double, 4>"),
+]
+
+
+@pytest.fixture(scope="module")
+def cu_host(tmp_path_factory):
+    """blocksparse.cu compiled for the CPU with the instances above (skips without g++)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import arraygen
+
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found: the CUDA source is not run on the host")
+    out = tmp_path_factory.mktemp("blocksparse_cu_host")
+    lines = [f'KERNEL("{kind}", {ct}, {inst}),' for kind, ct, inst in _CU_INSTANCES]
+    (out / "blocksparse_cu_host_kernels.inc").write_text("\n".join(lines) + "\n")
+    root = Path(arraygen.__file__).resolve().parent
+    exe = out / "blocksparse_cu_host"
+    cmd = [gxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", "-Wno-unknown-pragmas",
+           f"-I{root / 'backends' / 'cupy'}", f"-I{out}",
+           str(root.parent / "tests" / "blocksparse_cu_host.cpp"), "-o", str(exe)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if res.returncode != 0 and "barrier" in res.stderr and "No such file" in res.stderr:
+        pytest.skip("the C++ compiler has no <barrier>")
+    assert res.returncode == 0, res.stderr[-4000:]
+    return exe
+
+
+def _run_cu(exe, workdir, inst, pr, *, p, splits, threads, rows, bandwidths=False):
+    """One launcher call of backends/cupy/blocksparse.py, its kernels run on the host."""
+    import subprocess
+
+    from arraygen._kernels.tiled import merge_column_splits
+
+    ct = "float" if "float," in inst else "double"
+    dtype = np.float32 if ct == "float" else np.float64
+    n, d = pr.x.shape
+    m = pr.y.shape[0]
+    cos = "_cos<" in inst
+    if cos:
+        threads, rows = 128, 1
+    tpc = -(-pr.bx // (threads * rows))
+    pc = 0 if p == 0 else (1 if p == 1 else 4)
+    log2e = 1.0 / np.log(2.0)
+    s = pr.beta * log2e if cos else np.sqrt(pr.beta * log2e)
+    ones_n, ones_m = np.ones(n), np.ones(m)
+    arrays = {"x": pr.x, "y": pr.y, "u": pr.v[:, :max(p, 1)],
+              "a": pr.a if bandwidths else ones_n, "b": pr.b if bandwidths else ones_m,
+              "w2": pr.w * dtype(log2e), "yy": (pr.y.astype(dtype) ** 2).sum(1)}
+    for name, arr in arrays.items():
+        np.ascontiguousarray(arr, dtype).tofile(workdir / f"{name}.bin")
+    pr.offsets.astype(np.int32).tofile(workdir / "offsets.bin")
+    pr.cols.astype(np.int32).tofile(workdir / "cols.bin")
+    (workdir / "params.txt").write_text(
+        f"{n} {m} {d} {p} {pc} {pr.bx} {pr.by} {tpc} {splits} {threads} {float(dtype(s))!r}\n")
+    res = subprocess.run([str(exe), inst, str(workdir)], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    if inst.startswith("bs_matvec"):
+        part = np.fromfile(workdir / "part.bin", dtype).reshape(splits, n, p)
+        return part.sum(axis=0), None
+    acc = np.fromfile(workdir / "acc.bin", dtype).reshape(splits, n, max(p, 1))[:, :, :p]
+    mx = np.fromfile(workdir / "mx.bin", dtype).reshape(splits, n)
+    sm = np.fromfile(workdir / "sm.bin", dtype).reshape(splits, n)
+    return merge_column_splits(np, acc, mx, sm)
+
+
+class _Host:
+    name, simulated = "cu_host", True
+
+    def __init__(self):
+        import array_api_compat.numpy as xnp
+
+        self.xp = xnp
+
+
+@pytest.mark.parametrize("kind,ct,inst", _CU_INSTANCES, ids=[i[2].replace(" ", "")
+                                                            for i in _CU_INSTANCES])
+@pytest.mark.parametrize("splits,threads,rows", [(1, 64, 2), (3, 32, 1)])
+def test_cuda_source_on_host(cu_host, tmp_path, rng, kind, ct, inst, splits, threads, rows):
+    """blocksparse.cu (every kernel, both dtypes, bandwidths, several right-hand sides, forced
+    splits, clusters over several blocks) against the float64 masked oracle."""
+    args = [a.strip() for a in inst[inst.index("<") + 1:-1].split(",")]
+    cos = "_cos<" in inst
+    d = 20 if cos else int(args[1])
+    pc = int(args[1] if cos else args[2])
+    p = 0 if pc == 0 else (1 if pc == 1 else 6)
+    if not cos:
+        rows = int(args[3])
+    bandwidths = args[-1] == "true" and kind == "mv"
+    dtype = "float32" if ct == "float" else "float64"
+    pr = _Problem(_Host(), rng, d, p, dtype, bandwidths=bandwidths, neg_inf=(kind == "sm"))
+    pr.bx = 40  # several blocks of 32 threads x 1 row
+    pr.offsets, pr.cols = _pair_list(rng, cluster_count(pr.x.shape[0], pr.bx),
+                                     cluster_count(pr.y.shape[0], pr.by))
+    pr.mask = point_mask(pr.offsets, pr.cols, pr.bx, pr.by, pr.x.shape[0], pr.y.shape[0])
+    if kind == "sm":
+        for a in range(pr.offsets.size - 1):  # a finite log-weight in every row (column 0)
+            row = pr.cols[pr.offsets[a]:pr.offsets[a + 1]]
+            if 0 not in row:
+                row[0] = 0
+                row.sort()
+        pr.mask = point_mask(pr.offsets, pr.cols, pr.bx, pr.by, pr.x.shape[0], pr.y.shape[0])
+    out, lse = _run_cu(cu_host, tmp_path, inst, pr, p=p, splits=splits, threads=threads,
+                       rows=rows, bandwidths=bandwidths)
+    m = pr.y.shape[0]
+    rtol, _ = tol(dtype, "reduction", m)
+    if kind == "mv":
+        want = pr.matvec()[:, :p]
+        np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * np.abs(want).max())
+        return
+    want_out, want_lse = pr.softmax()
+    np.testing.assert_allclose(lse, want_lse, rtol=rtol, atol=rtol * (pr.beta * d + 3.0))
+    if p:
+        want_out = want_out[:, :p]
+        np.testing.assert_allclose(out, want_out, rtol=rtol, atol=rtol * np.abs(want_out).max())
