@@ -493,14 +493,17 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
 #pragma unroll
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
+        // every exponent was -inf (mr never left its sentinel): what the polynomial columns
+        // summed is 2^-126-sized dust, not mass (lse = -inf as in tiled_softmax_direct)
+        const bool empty = mr[r] == tiled_lowest<T>();
         if (i < n) {
             if (c0 == 0) {
                 mx_out[off + i] = mr[r] + kr[r];
-                sm_out[off + i] = sm[r];
+                sm_out[off + i] = empty ? T(0) : sm[r];
             }
 #pragma unroll
             for (int c = 0; c < PC; ++c)
-                if (c0 + c < p) acc_out[(off + i) * p + c0 + c] = acc[r][c];
+                if (c0 + c < p) acc_out[(off + i) * p + c0 + c] = empty ? T(0) : acc[r][c];
         }
     }
 }

@@ -11,6 +11,13 @@ One program owns ``BLOCK_M`` rows and walks ``y`` in tiles of ``BLOCK_N`` column
 * Several right-hand sides: the tile of kernel values times the (BLOCK_N, PB) block of ``u``
   by ``tl.dot`` in IEEE precision (float32); float64 runs one right-hand side per launch.
 * Softmax: FlashAttention-style running max per row with a finite sentinel (no inf - inf).
+* Fast variants for ``d <= 16`` (``TUNING``; ``tools/gpu_bench_tiled.py`` measures them):
+  the FMA-only exponent (law of cosines on y-centred points, prepared by the launcher: per row
+  ``a = 2 x'``, ``k = -|x'|^2``, per column ``c = w2 - |y'|^2``), lazy rescaling of the softmax
+  (a tile's sums are redone with the tile maximum only when one passes 2^16: one block-uniform
+  branch per tile), ``POLY_COLS`` extra columns per tile whose ``2**t`` is a polynomial on the
+  FMA units (float32; :data:`arraygen._kernels.tiled.POLY_EXP2_COEFFS`), and the MUFU
+  exponential as ``ex2.approx.ftz`` (inline PTX on a GPU; ``tl.exp2`` under the interpreter).
 
 Torch tensors are used directly (CPU tensors under ``TRITON_INTERPRET=1``); CuPy arrays are
 handed over through DLPack. Non-contiguous inputs are copied once; offsets are 64-bit.
@@ -18,14 +25,17 @@ handed over through DLPack. Non-contiguous inputs are copied once; offsets are 6
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import triton
 import triton.language as tl
 
+from ..._kernels.tiled import DIRECT_MAX_D, POLY_EXP2_COEFFS
+from .. import is_simulated
 from .._interop import cuda_device_context, like, to_torch
-from ..._kernels.tiled import DIRECT_MAX_D
+from .._tuning import Tunable
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 
@@ -36,6 +46,28 @@ _LN2 = math.log(2.0)
 _BLOCK_M = 512
 _NUM_WARPS = 4
 _BLOCK_K = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Variants of the Triton tiled kernels for ``d <= 16`` (``TUNING.override(...)``)."""
+
+    #: exponent by the law of cosines on y-centred points (D FMAs per pair)
+    cosines: bool = False
+    #: softmax: rescale only when a tile's partial sum passes 2^16 (else every tile)
+    lazy_rescale: bool = False
+    #: float32: columns per tile, beside the 32 MUFU ones, whose exp2 is the FMA polynomial
+    #: (0, or a power of two: 4 -> share 1/9, 8 -> 1/5, 16 -> 1/3)
+    poly_cols: int = 0
+    poly_degree: int = 5  #: 3, 4 or 5
+    #: float32 on a GPU: MUFU exponentials as ex2.approx.ftz (tl.exp2 is the non-ftz form)
+    ftz_exp2: bool = False
+
+    def fast(self) -> bool:
+        return self.cosines or self.lazy_rescale or self.poly_cols > 0 or self.ftz_exp2
+
+
+TUNING = Tunable("triton.tiled", Tuning())
 
 
 def _block_m(dd: int) -> int:
@@ -173,6 +205,176 @@ def _softmax_kernel(x_ptr, y_ptr, yy_ptr, v_ptr, w_ptr, out_ptr, lse_ptr, n, m, 
                  mask=rmask[:, None] & cmask_p[None, :])
 
 
+@triton.jit
+def _exp2_mufu(t, FTZ: tl.constexpr):
+    """``2**t`` on the MUFU: ex2.approx.ftz by inline PTX (FTZ), else ``tl.exp2``."""
+    if FTZ:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [t],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.exp2(t)
+
+
+@triton.jit
+def _exp2_fma(t, C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
+              C4: tl.constexpr, C5: tl.constexpr, DEG: tl.constexpr):
+    """``2**t`` (float32) on the FMA units, as ``tiled_exp2_fma`` in backends/cupy/tiled.cu."""
+    t = tl.minimum(tl.maximum(t, -126.0), 64.0)
+    r = t + 12582912.0  # 1.5 * 2**23: rint(t) in the low mantissa bits
+    f = t - (r - 12582912.0)
+    if DEG == 5:
+        q = tl.fma(tl.fma(tl.fma(tl.fma(C5 * f + C4, f, C3), f, C2), f, C1), f, C0)
+    elif DEG == 4:
+        q = tl.fma(tl.fma(tl.fma(C4 * f + C3, f, C2), f, C1), f, C0)
+    else:
+        q = tl.fma(tl.fma(C3 * f + C2, f, C1), f, C0)
+    bits = q.to(tl.int32, bitcast=True) + (r.to(tl.int32, bitcast=True) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, cols, rmask, cmask, n, m, other,
+            D: tl.constexpr, COS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_N, BLOCK_M) exponents: ``c_j + a_i . y'_j`` (COS) or ``c_j - |x'_i - y'_j|^2``."""
+    cj = tl.load(cy_ptr + cols, mask=cmask, other=other)
+    z = tl.zeros((BLOCK_N, BLOCK_M), dtype=xs_ptr.dtype.element_ty) + cj[:, None]
+    for k in tl.static_range(D):
+        xk = tl.load(xs_ptr + k * n + rows, mask=rmask, other=0.0)
+        yk = tl.load(ys_ptr + k * m + cols, mask=cmask, other=0.0)
+        if COS:
+            z += yk[:, None] * xk[None, :]
+        else:
+            diff = yk[:, None] - xk[None, :]
+            z -= diff * diff
+    return z
+
+
+@triton.jit
+def _matvec_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, u_ptr, out_ptr, n, m, p, c0,
+                        D: tl.constexpr, COS: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr, POLY_COLS: tl.constexpr, FTZ: tl.constexpr,
+                        C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+                        C3: tl.constexpr, C4: tl.constexpr, C5: tl.constexpr,
+                        DEG: tl.constexpr):
+    """One right-hand side: ``out[i] = sum_j 2**(k_i + z_ij) u_j`` (k = 0 without COS)."""
+    pid = tl.program_id(0)
+    rows = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < n
+    kx = tl.load(kx_ptr + rows, mask=rmask, other=0.0)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=out_ptr.dtype.element_ty)
+    if POLY_COLS > 0:
+        accp = tl.zeros((POLY_COLS, BLOCK_M), dtype=out_ptr.dtype.element_ty)
+    for j0 in range(0, m, BLOCK_N + POLY_COLS):
+        cols = j0 + tl.arange(0, BLOCK_N).to(tl.int64)
+        cmask = cols < m
+        z = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, cols, rmask, cmask, n, m, 0.0, D, COS,
+                    BLOCK_M, BLOCK_N)
+        uj = tl.load(u_ptr + cols * p + c0, mask=cmask, other=0.0)
+        acc += _exp2_mufu(z + kx[None, :], FTZ) * uj[:, None]
+        if POLY_COLS > 0:
+            colp = j0 + BLOCK_N + tl.arange(0, POLY_COLS).to(tl.int64)
+            pmask = colp < m
+            zp = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, colp, rmask, pmask, n, m, 0.0, D, COS,
+                         BLOCK_M, POLY_COLS)
+            up = tl.load(u_ptr + colp * p + c0, mask=pmask, other=0.0)
+            accp += _exp2_fma(zp + kx[None, :], C0, C1, C2, C3, C4, C5, DEG) * up[:, None]
+    total = tl.sum(acc, axis=0)
+    if POLY_COLS > 0:
+        total += tl.sum(accp, axis=0)
+    tl.store(out_ptr + rows * p + c0, total, mask=rmask)
+
+
+@triton.jit
+def _softmax_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, v_ptr, out_ptr, lse_ptr, n, m, p, c0,
+                         D: tl.constexpr, COS: tl.constexpr, PB: tl.constexpr,
+                         LAZY: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         POLY_COLS: tl.constexpr, FTZ: tl.constexpr, LIMIT: tl.constexpr,
+                         LOWEST: tl.constexpr, LN2: tl.constexpr,
+                         C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+                         C3: tl.constexpr, C4: tl.constexpr, C5: tl.constexpr,
+                         DEG: tl.constexpr):
+    """Online softmax in log2 units, PB in {0, 1}; LAZY: the reference maximum changes only
+    when a tile's partial sum fails ``<= LIMIT`` (then the tile is redone with its maximum)."""
+    pid = tl.program_id(0)
+    rows = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < n
+    dt = lse_ptr.dtype.element_ty
+    mr = tl.full((BLOCK_M,), LOWEST, dtype=dt)
+    sm = tl.zeros((BLOCK_M,), dtype=dt)
+    acc = tl.zeros((BLOCK_M,), dtype=dt)
+    for j0 in range(0, m, BLOCK_N + POLY_COLS):
+        cols = j0 + tl.arange(0, BLOCK_N).to(tl.int64)
+        cmask = cols < m
+        z = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, cols, rmask, cmask, n, m, float("-inf"), D,
+                    COS, BLOCK_M, BLOCK_N)
+        if PB == 1:
+            vj = tl.load(v_ptr + cols * p + c0, mask=cmask, other=0.0)
+        if POLY_COLS > 0:
+            colp = j0 + BLOCK_N + tl.arange(0, POLY_COLS).to(tl.int64)
+            pmask = colp < m
+            zp = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, colp, rmask, pmask, n, m,
+                         float("-inf"), D, COS, BLOCK_M, POLY_COLS)
+            if PB == 1:
+                vp = tl.load(v_ptr + colp * p + c0, mask=pmask, other=0.0)
+        if LAZY:
+            e = _exp2_mufu(z - mr[None, :], FTZ)
+            ps = tl.sum(e, axis=0)
+            if PB == 1:
+                pacc = tl.sum(e * vj[:, None], axis=0)
+            if POLY_COLS > 0:
+                ep = _exp2_fma(zp - mr[None, :], C0, C1, C2, C3, C4, C5, DEG)
+                ps += tl.sum(ep, axis=0)
+                if PB == 1:
+                    pacc += tl.sum(ep * vp[:, None], axis=0)
+            bad = tl.max(tl.where(ps <= LIMIT, 0, 1), axis=0)
+            if bad > 0:  # rare (the first tile, a maximum grown past LIMIT): redo the tile
+                new = tl.maximum(mr, tl.max(z, axis=0))
+                if POLY_COLS > 0:
+                    new = tl.maximum(new, tl.max(zp, axis=0))
+                alpha = tl.exp2(mr - new)
+                e = tl.exp2(z - new[None, :])
+                ps = tl.sum(e, axis=0)
+                if PB == 1:
+                    pacc = tl.sum(e * vj[:, None], axis=0)
+                if POLY_COLS > 0:
+                    ep = tl.exp2(zp - new[None, :])
+                    ps += tl.sum(ep, axis=0)
+                    if PB == 1:
+                        pacc += tl.sum(ep * vp[:, None], axis=0)
+                sm = sm * alpha
+                if PB == 1:
+                    acc = acc * alpha
+                mr = new
+            sm += ps
+            if PB == 1:
+                acc += pacc
+        else:
+            new = tl.maximum(mr, tl.max(z, axis=0))
+            if POLY_COLS > 0:
+                new = tl.maximum(new, tl.max(zp, axis=0))
+            alpha = _exp2_mufu(mr - new, FTZ)
+            e = _exp2_mufu(z - new[None, :], FTZ)
+            ps = tl.sum(e, axis=0)
+            if PB == 1:
+                pacc = tl.sum(e * vj[:, None], axis=0)
+            if POLY_COLS > 0:
+                ep = _exp2_fma(zp - new[None, :], C0, C1, C2, C3, C4, C5, DEG)
+                ps += tl.sum(ep, axis=0)
+                if PB == 1:
+                    pacc += tl.sum(ep * vp[:, None], axis=0)
+            sm = sm * alpha + ps
+            if PB == 1:
+                acc = acc * alpha + pacc
+            mr = new
+    kx = tl.load(kx_ptr + rows, mask=rmask, other=0.0)
+    # every exponent -inf (mr never left the sentinel): the polynomial's 2^-126 dust is no mass
+    sm = tl.where(mr == LOWEST, 0.0, sm)
+    if c0 == 0:
+        tl.store(lse_ptr + rows, (mr + kx + tl.log2(sm)) * LN2, mask=rmask)
+    if PB == 1:
+        tl.store(out_ptr + rows * p + c0, acc / sm, mask=rmask)
+
+
 def _tensors(x, y):
     xt = to_torch(x).contiguous()
     yt = to_torch(y).to(xt.dtype).contiguous()
@@ -206,14 +408,87 @@ def _common(xt, yt, beta):
     return xs, ys, (ys * ys).sum(dim=1), n, m, d, 0
 
 
+_LAZY_LIMIT = 65536.0  # 2**16: a tile whose partial sum passes it is redone (lazy rescaling)
+
+
+def _fast_inputs(xt, yt, w, beta, cos):
+    """SoA ``xs`` (x' or 2 x'), ``kx`` (-|x'|^2 or 0), SoA ``ys`` (y') and ``cy`` (w2 - |y'|^2
+    or w2, w2 = log2(e) w), points shifted by the mean of y and scaled by sqrt(beta log2 e)."""
+    s = math.sqrt(beta * _LOG2E)
+    ctr = yt.mean(dim=0, keepdim=True)
+    xs = (xt - ctr) * s
+    ys = (yt - ctr) * s
+    m = yt.shape[0]
+    w2 = xt.new_zeros(m) if w is None else to_torch(w).to(xt.dtype).contiguous() * _LOG2E
+    if cos:
+        kx = -(xs * xs).sum(dim=1)
+        cy = w2 - (ys * ys).sum(dim=1)
+        xs = 2.0 * xs
+    else:
+        kx = xt.new_zeros(xt.shape[0])
+        cy = w2
+    return xs.t().contiguous(), kx.contiguous(), ys.t().contiguous(), cy.contiguous()
+
+
+def _fast_consts(tuning, dtype) -> dict:
+    """Constexpr arguments shared by the fast kernels."""
+    f32 = dtype == torch.float32
+    poly = tuning.poly_cols if f32 else 0
+    if poly and (poly & (poly - 1) or poly > 64):
+        raise ValueError(f"`poly_cols` must be 0 or a power of two up to 64; got {poly!r}")
+    if tuning.poly_degree not in POLY_EXP2_COEFFS:
+        raise ValueError(f"`poly_degree` must be one of {sorted(POLY_EXP2_COEFFS)}; "
+                         f"got {tuning.poly_degree!r}")
+    coeffs = list(POLY_EXP2_COEFFS[tuning.poly_degree]) + [0.0] * 6
+    return dict(COS=tuning.cosines, POLY_COLS=poly,
+                FTZ=bool(tuning.ftz_exp2 and f32 and not is_simulated("triton")),
+                DEG=tuning.poly_degree, **{f"C{k}": coeffs[k] for k in range(6)})
+
+
+def _use_fast(tuning, d: int, p: int) -> bool:
+    return tuning.fast() and d <= DIRECT_MAX_D and p <= 1
+
+
+def _matvec_fast(xt, yt, u, beta, tuning):
+    xs, kx, ys, cy = _fast_inputs(xt, yt, None, beta, tuning.cosines)
+    n, m = xt.shape[0], yt.shape[0]
+    ut = to_torch(u).to(xt.dtype).contiguous()
+    out = xt.new_empty((n, 1))
+    grid = (triton.cdiv(n, _BLOCK_M),)
+    _matvec_fast_kernel[grid](xs, kx, ys, cy, ut, out, n, m, 1, 0, D=xt.shape[1],
+                              BLOCK_M=_BLOCK_M, BLOCK_N=32, num_warps=_NUM_WARPS,
+                              **_fast_consts(tuning, xt.dtype))
+    return out
+
+
+def _softmax_fast(xt, yt, v, w, beta, tuning):
+    xs, kx, ys, cy = _fast_inputs(xt, yt, w, beta, tuning.cosines)
+    n, m = xt.shape[0], yt.shape[0]
+    if v is None:
+        vt, p = xt.new_zeros(1), 0
+    else:
+        vt, p = to_torch(v).to(xt.dtype).contiguous(), 1
+    out = xt.new_empty((n, 1))
+    lse = xt.new_empty(n)
+    grid = (triton.cdiv(n, _BLOCK_M),)
+    _softmax_fast_kernel[grid](xs, kx, ys, cy, vt, out, lse, n, m, p, 0, D=xt.shape[1], PB=p,
+                               LAZY=tuning.lazy_rescale, BLOCK_M=_BLOCK_M, BLOCK_N=32,
+                               LIMIT=_LAZY_LIMIT, LOWEST=_LOWEST, LN2=_LN2,
+                               num_warps=_NUM_WARPS, **_fast_consts(tuning, xt.dtype))
+    return out[:, :p], lse
+
+
 def kernel_matvec(x, y, u, a, b, *, beta):
     """``out[i, k] = sum_j exp(-beta a_i b_j |x_i - y_j|^2) u[j, k]`` (see arraygen.tiled)."""
     with cuda_device_context(x):
         xt, yt = _tensors(x, y)
+        tuning = TUNING.current()
+        bw = a is not None or b is not None
+        if not bw and _use_fast(tuning, xt.shape[1], u.shape[1]):
+            return like(_matvec_fast(xt, yt, u, beta, tuning), x)
         xs, ys, yy, n, m, d, dd = _common(xt, yt, beta)
         ut = to_torch(u).to(xt.dtype).contiguous()
         p = ut.shape[1]
-        bw = a is not None or b is not None
         at = to_torch(a).to(xt.dtype).contiguous() if a is not None else xt.new_ones(n)
         bt = to_torch(b).to(xt.dtype).contiguous() if b is not None else xt.new_ones(m)
         out = xt.new_empty((n, p))
@@ -229,6 +504,9 @@ def kernel_matvec(x, y, u, a, b, *, beta):
 
 def _softmax(x, y, v, w, beta):
     xt, yt = _tensors(x, y)
+    tuning = TUNING.current()
+    if _use_fast(tuning, xt.shape[1], 0 if v is None else v.shape[1]):
+        return _softmax_fast(xt, yt, v, w, beta, tuning)
     xs, ys, yy, n, m, d, dd = _common(xt, yt, beta)
     w2 = (xt.new_zeros(m) if w is None
           else to_torch(w).to(xt.dtype).contiguous() * _LOG2E)
