@@ -122,11 +122,23 @@ def _eps(xp, score, alpha_bar, t, eps_floor, eps_scale, dtype, *, per_sample: bo
     if isinstance(eps, float):
         n = batch if per_sample and batch is not None else 1
         return xp.full((n,), eps, dtype=dtype, device=aa.device(score)), None
-    return eps, (name, value)
+    return _poison_outside_unit(xp, eps, value), (name, value)
+
+
+def _poison_outside_unit(xp, eps, value):
+    """``eps`` with NaN where ``value`` (alpha_bar or t) is outside [0, 1] or NaN: the range is
+    enforced on the device, with no host synchronisation, so an unchecked bad value makes its
+    sample NaN instead of a plausible wrong result (an elementwise ``where`` over B values)."""
+    nan = xp.asarray(float("nan"), dtype=eps.dtype, device=aa.device(eps))
+    return xp.where(_in_unit(xp, value), eps, nan)
+
+
+def _in_unit(xp, a):
+    return xp.logical_and(a >= 0.0, a <= 1.0)
 
 
 def _in_unit_interval(xp, a):
-    return xp.all(xp.logical_and(a >= 0.0, a <= 1.0))
+    return xp.all(_in_unit(xp, a))
 
 
 def _check_data(xp, finite: dict, nonnegative: dict, unit: tuple | None) -> None:
@@ -267,8 +279,10 @@ def fisher_diagonal(score, alpha_bar=None, *, t=None, eps_floor: float = 1e-4,
         Damping; non-negative and finite.
     check_finite : bool
         Check a per-sample ``alpha_bar`` (or ``t``) array for values outside [0, 1] (one small
-        device reduction and one synchronisation); False skips it. Scalars are always checked.
-        ``score`` is not checked: F is elementwise, NaN in gives NaN out.
+        device reduction and one synchronisation); False skips it (no host synchronisation;
+        the range is then enforced on the device: a sample whose value is outside [0, 1] or
+        NaN gets NaN). Scalars are always checked. ``score`` is not checked: F is
+        elementwise, NaN in gives NaN out.
     backend : str, optional
         ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``
         (default: ``ARRAYGEN_BACKEND`` or automatic, see :mod:`arraygen._dispatch`).
@@ -348,7 +362,11 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size: float, momentum: 
     check_finite : bool
         Check that ``x``, ``score``, ``v`` and ``noise`` are finite, ``v >= 0`` and a per-sample
         ``alpha_bar`` lies in [0, 1], in one device reduction with one synchronisation
-        (``ValueError`` naming the argument). False skips it: bad data then gives NaN.
+        (``ValueError`` naming the argument). False skips it and makes the call free of host
+        synchronisation (the choice for sampling loops): bad data then gives NaN, and a
+        per-sample ``alpha_bar`` outside [0, 1] (or NaN) is caught on the device, making that
+        sample's ``x_new`` and ``v_new`` NaN, so a finiteness check of the final result
+        (e.g. :func:`arraygen._validation.require_finite`) reports it after the fact.
     backend : str, optional
         As in :func:`fisher_diagonal`.
 

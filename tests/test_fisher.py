@@ -527,9 +527,11 @@ def test_step_options_and_lists(rng):
                                ref.fisher_diagonal(s, np.array([0.3, 0.6])), rtol=1e-14)
     with pytest.raises(ValueError, match=r"`alpha_bar` must lie in \[0, 1\]"):
         arraygen.fisher_diagonal(s, [0.3, float("nan")])
-    # check_finite=False skips the per-sample range check (and its synchronisation)
+    # check_finite=False skips the host range check (and its synchronisation); the range is
+    # enforced on the device: the out-of-range sample is NaN, the other one exact
     f = arraygen.fisher_diagonal(s, np.array([0.3, 2.0]), check_finite=False)
-    np.testing.assert_allclose(f, ref.fisher_diagonal(s, np.array([0.3, 2.0])), rtol=1e-14)
+    np.testing.assert_allclose(f[0], ref.fisher_diagonal(s[:1], np.array([0.3]))[0], rtol=1e-14)
+    assert np.isnan(f[1]).all()
 
 
 def test_step_checks_synchronise_once(monkeypatch, rng):
@@ -589,3 +591,58 @@ def test_step_size_beyond_the_dtype_is_an_error():
     x = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match=r"`step_size` \(2 \* step_size\) = 2e\+300"):
         arraygen.fisher_langevin_step(x, x, x, 0.5, step_size=1e300, rng=0)
+
+
+class _SyncCounter:
+    """Counts host reads of torch tensors (bool/float/int/item/tolist/numpy/__array__)."""
+
+    METHODS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy",
+               "__array__", "cpu")
+
+    def __init__(self, monkeypatch, torch):
+        self.calls = []
+        for name in self.METHODS:
+            real = getattr(torch.Tensor, name)
+
+            def counting(tensor, *args, _real=real, _name=name, **kwargs):
+                self.calls.append(_name)
+                return _real(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counting)
+
+
+@pytest.mark.parametrize("backend", ["array_api", "triton"])
+def test_step_per_sample_alpha_bar_without_host_sync(monkeypatch, backend, rng):
+    """Issue 19: with a per-sample alpha_bar on the device and check_finite=False the step makes
+    no host read at all; alpha_bar outside [0, 1] (or NaN) is caught on the device and makes
+    exactly its samples NaN, which a finiteness check of the result reports after the fact."""
+    torch = pytest.importorskip("torch")
+    if backend != "array_api" and arraygen.backends.available()[backend] is not None:
+        pytest.skip(f"{backend} not usable here")
+    from arraygen import _array_api as aa
+    from arraygen._validation import require_finite
+
+    dev = "cuda" if backend != "array_api" and torch.cuda.is_available() else "cpu"
+    shape = (4, 2, 8)
+    x, s, z = (torch.from_numpy(rng.standard_normal(shape).astype(np.float32)).to(dev)
+               for _ in range(3))
+    v = torch.from_numpy(np.abs(rng.standard_normal(shape)).astype(np.float32)).to(dev)
+    ab_host = np.array([0.1, 1.5, 0.9, np.nan])
+    ab = torch.from_numpy(ab_host.astype(np.float32)).to(dev)
+    counter = _SyncCounter(monkeypatch, torch)
+    x_new, v_new = arraygen.fisher_langevin_step(x, s, v, ab, step_size=0.05, noise=z,
+                                                 check_finite=False, backend=backend)
+    assert counter.calls == []
+    monkeypatch.undo()
+    good = [0, 2]
+    want = ref.fisher_langevin_step(*(a.cpu().numpy()[good] for a in (x, s, v)), ab_host[good],
+                                    0.05, 0.9, z.cpu().numpy()[good])
+    for got, w in zip((x_new, v_new), want):
+        got = got.cpu().numpy()
+        assert_close(got[good], w, kind="transcendental", dtype="float32")
+        assert np.isnan(got[[1, 3]]).all()
+    with pytest.raises(ValueError, match="`x_new` contains 32 non-finite"):
+        require_finite(aa.namespace_for(torch), x_new, "x_new")
+    # the default check still names the argument, before any work is done
+    with pytest.raises(ValueError, match=r"`alpha_bar` must lie in \[0, 1\]"):
+        arraygen.fisher_langevin_step(x, s, v, ab, step_size=0.05, noise=z, backend=backend)
