@@ -4,6 +4,9 @@ oracle and exact enumeration, the numba_cuda (simulated) and CuPy kernels bit fo
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +23,6 @@ NN = gibbs.nearest_neighbour_offsets()
 
 def _pm_model(gen, shape, boundary, *, a=0.6, h=0.2, signed=True, dtype=np.float32, xp=np):
     """A +-J model (random signs) and its sign planes (C, H, W) for the reference."""
-    C, H, W = shape
     neg = gen.random((2,) + shape) < 0.5 if signed else np.zeros((2,) + shape, bool)
     j = np.where(neg, -a, a).astype(dtype)
     model = gibbs.StencilIsing(NN, xp.asarray(j), xp.asarray(np.full(shape, h, dtype)),
@@ -172,7 +174,7 @@ def _chi_square(states_flat, probs, n_chains):
 def test_msc_algorithm_samples_the_exact_distribution(case):
     shape, boundary, a, h = STAT_CASES[case]
     gen = np.random.default_rng(40 + case)
-    model, j, nx, ny = _pm_model(gen, shape, boundary, a=a, h=h, dtype=np.float64)
+    model, _, nx, ny = _pm_model(gen, shape, boundary, a=a, h=h, dtype=np.float64)
     n_chains, beta = 20000, 1.0
     s0 = _spins(gen, (n_chains,) + shape)
     out = ref.msc_sweeps(s0, nx, ny, a, h, beta, boundary == "periodic", 1234 + case, 0, 25,
@@ -229,6 +231,67 @@ def test_multispin_option_errors_name_the_argument():
     a = gibbs.gibbs_sweeps(model, s, rng=3, n_sweeps=2, multispin=False, backend="array_api")
     b = gibbs.gibbs_sweeps(model, s, rng=3, n_sweeps=2, backend="array_api")
     np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# the CUDA C kernels on the CPU (tests/gibbs_msc_cu_host.cpp: std::threads and a barrier per block)
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST_CASES = [  # (B, C, H, W), boundary, signed, rows of a band
+    ((2, 1, 6, 70), "periodic", True, 2), ((1, 1, 8, 96), "periodic", True, 4),
+    ((2, 1, 5, 37), "open", True, 2), ((1, 2, 7, 40), "open", False, 4),
+    ((1, 1, 4, 6), "periodic", False, 4), ((1, 1, 5, 1), "open", True, 2),
+    ((1, 1, 2, 4), "periodic", True, 2)]
+
+
+@pytest.fixture(scope="module")
+def cu_host(tmp_path_factory):
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found")
+    folder = tmp_path_factory.mktemp("msc_host")
+    probe = folder / "probe.cpp"
+    probe.write_text("#include <barrier>\n"
+                     "int main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    if subprocess.run([gxx, "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")],
+                      check=False, capture_output=True).returncode:
+        pytest.skip("g++ has no C++20 <barrier>")
+    exe = folder / "msc_host"
+    build = subprocess.run([gxx, "-std=c++20", "-O1", "-pthread",
+                            f"-I{ROOT / 'arraygen' / 'backends' / 'cupy'}",
+                            str(ROOT / "tests" / "gibbs_msc_cu_host.cpp"), "-o", str(exe)],
+                           check=False, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]  # gibbs_msc.cu must build as C++ too
+    return exe
+
+
+@pytest.mark.parametrize("kernel", ["sweep", "phase"])
+@pytest.mark.parametrize("case", range(len(HOST_CASES)))
+def test_cuda_c_msc_kernels_on_host_match_algorithm(cu_host, tmp_path, kernel, case):
+    (B, C, H, W), boundary, signed, rows = HOST_CASES[case]
+    gen = np.random.default_rng(300 + case)
+    periodic = boundary == "periodic"
+    model, _, nx, ny = _pm_model(gen, (C, H, W), boundary, a=0.5, h=-0.1, signed=signed)
+    pm = model._msc
+    assert pm is not None and pm.signed == signed
+    s0 = _spins(gen, (B, C, H, W))
+    seed, counter, n_sweeps, beta = 2**33 + 9, 2**32 - 2, 3, 0.8
+    msc.pack_bits(s0 > 0).tofile(tmp_path / "words.bin")
+    dummy = np.zeros(1, np.uint32)
+    (pm.sx if signed else dummy).tofile(tmp_path / "sx.bin")
+    (pm.sy if signed else dummy).tofile(tmp_path / "sy.bin")
+    msc.threshold_table(pm, beta, "float32").tofile(tmp_path / "table.bin")
+    Wq = msc.words_per_row(W)
+    threads = 32 * -(-Wq // 32)
+    (tmp_path / "params.txt").write_text(
+        f"{int(periodic)} {int(signed)} {B} {C} {H} {W} {rows} {threads} {n_sweeps} {seed} "
+        f"{counter}\n")
+    subprocess.run([str(cu_host), kernel, str(tmp_path)], check=True, timeout=120)
+    words = np.fromfile(tmp_path / "out.bin", dtype=np.uint32).reshape(B, C, H, Wq)
+    want = ref.msc_sweeps(s0, nx if signed else None, ny if signed else None,
+                          float(np.float32(0.5)), float(np.float32(-0.1)), beta, periodic, seed,
+                          counter, n_sweeps)
+    np.testing.assert_array_equal(ref.msc_unpack(words, W), want)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -162,8 +162,8 @@ def philox_words(seed: int, counter: int, n: int) -> np.ndarray:
 
 def msc_threshold_table(a: float, h: float, beta: float, dtype: str) -> list[int]:
     """The 9 integer thresholds: +1 iff w < table[idx] <=> u(w) < p(idx) exactly."""
-    from fractions import Fraction
     import math
+    from fractions import Fraction
 
     out = []
     for idx in range(9):

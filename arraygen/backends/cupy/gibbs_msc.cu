@@ -1,0 +1,338 @@
+// Multi-spin-coded Gibbs sweeps of +-J nearest-neighbour Ising models for CuPy (launcher:
+// gibbs_msc.py; contract: arraygen/_kernels/gibbs_msc.py; the NumPy version of the same
+// algorithm: arraygen.reference.gibbs.msc_sweeps).
+//
+// Spins are rows of uint32 words, 32 spins per word (bit j of word q <-> x = 32 q + j, 1 <-> +1,
+// bits past W are 0). A site with P positive terms J s_nb > 0 among its four edges and M edges
+// missing (open grid) has field index idx = 2 P + M; it takes +1 iff its Philox word
+// w < table[idx] (exact integer thresholds of u < p). The Philox word of sweep t at flat element
+// e of the spins (B, C, H, W) is word e % 4 of block e / 4: the float-coupling kernels' stream.
+// Per word the positive terms are four bit planes (neighbour bits XOR coupling-sign bits),
+// summed by a bitwise adder into three planes; the 16 sites of the word's active colour get
+// their 4-bit index from nibbles (spread bits + integer adds), then one table compare each.
+//
+// gibbs_msc_sweep: one launch per sweep. A block owns a band of `rows` rows of one (chain,
+// channel) plane, one thread per word of the row (the whole row in one block, so left/right
+// neighbours come from shared memory). It walks down the band: for row y it updates colour 0 of
+// row y + 1 (old neighbours only), then colour 1 of row y (new colour 0 around it). Colour 0 of
+// the rows just above and below the band is recomputed (from old spins: the result the owning
+// block gets), so bands are independent; spins go from `sin` to `sout`. The Philox block of
+// four sites is drawn once per sweep: the colour-1 words wait in registers for one row.
+// gibbs_msc_phase: one launch per colour, one thread per word, in place (for rows wider than
+// one block); each phase draws every block of its words and uses half of the words.
+#include "philox.cuh"
+
+#ifndef MSC_RING  // the dynamic shared memory (a host harness for tests defines its own)
+#define MSC_RING extern __shared__ unsigned int ring[]
+#endif
+
+namespace arraygen {
+namespace msc {
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+// bits at positions 0, 2, .., 14 -> bit 0 of nibbles 0..7
+__device__ __forceinline__ u32 spread8(u32 t) {
+    t = (t | (t << 8)) & 0x00550055u;
+    t = (t | (t << 4)) & 0x05050505u;
+    t = (t | (t << 2)) & 0x11111111u;
+    return t;
+}
+
+// per-bit sum of four bit planes as three planes: a + b + c + d = s0 + 2 s1 + 4 s2
+__device__ __forceinline__ void add4(u32 a, u32 b, u32 c, u32 d, u32& s0, u32& s1, u32& s2) {
+    const u32 x1 = a ^ b, c1 = a & b, x2 = c ^ d, c2 = c & d;
+    s0 = x1 ^ x2;
+    const u32 c3 = x1 & x2;  // c3 = 1 only when c1 = c2 = 0, so c1 + c2 + c3 <= 2
+    s1 = c1 ^ c2 ^ c3;
+    s2 = c1 & c2;
+}
+
+// nibble k (0..7) = the 3-plane number of site j = 2 (8 HALF + k) + P
+template <int P, int HALF>
+__device__ __forceinline__ u32 nibbles(u32 p0, u32 p1, u32 p2) {
+    const u32 a0 = ((p0 >> P) >> (16 * HALF)) & 0x5555u;
+    const u32 a1 = ((p1 >> P) >> (16 * HALF)) & 0x5555u;
+    const u32 a2 = ((p2 >> P) >> (16 * HALF)) & 0x5555u;
+    return spread8(a0) | (spread8(a1) << 1) | (spread8(a2) << 2);
+}
+
+// Sites j = 2 m + P (m = 0..15) of the word take +1 iff w[m] < thr[2 P_j + M_j]; other bits
+// of `me` are kept. pl..pd: positive-term planes, ml..md: missing-edge planes (OPEN only).
+template <int P, bool OPEN>
+__device__ __forceinline__ u32 update(u32 me, u32 pl, u32 pr, u32 pu, u32 pd, u32 ml, u32 mr,
+                                      u32 mu, u32 md, u32 live, const u32 (&w)[16],
+                                      const u64* thr) {
+    u32 s0, s1, s2;
+    add4(pl, pr, pu, pd, s0, s1, s2);
+    u32 m0 = 0u, m1 = 0u, m2 = 0u;
+    if (OPEN) add4(ml, mr, mu, md, m0, m1, m2);
+    u32 out = me & ~(0x55555555u << P);
+    u32 idx[2];
+    idx[0] = nibbles<P, 0>(s0, s1, s2) << 1;
+    idx[1] = nibbles<P, 1>(s0, s1, s2) << 1;
+    if (OPEN) {
+        idx[0] += nibbles<P, 0>(m0, m1, m2);
+        idx[1] += nibbles<P, 1>(m0, m1, m2);
+    }
+#pragma unroll
+    for (int m = 0; m < 16; ++m) {
+        const u32 i = (idx[m >> 3] >> (4 * (m & 7))) & 0xFu;
+        if ((u64)w[m] < thr[i]) out |= 1u << (2 * m + P);
+    }
+    return out & live;
+}
+
+// The 32 Philox words of the word's sites x0 .. x0 + 31 (flat elements e0 ..): 8 blocks when
+// e0 is a multiple of 4 (W % 4 == 0), else one block per site.
+template <bool ALIGNED>
+__device__ __forceinline__ void row_words(u64 e0, PhiloxKey key, u32 (&w)[32]) {
+    if (ALIGNED) {
+        const u64 b0 = e0 >> 2;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            const uint4 v = philox4x32_10(b0 + k, key);
+            w[4 * k] = v.x;
+            w[4 * k + 1] = v.y;
+            w[4 * k + 2] = v.z;
+            w[4 * k + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const u64 e = e0 + j;
+            const uint4 v = philox4x32_10(e >> 2, key);
+            const int l = (int)(e & 3);
+            w[j] = l == 0 ? v.x : (l == 1 ? v.y : (l == 2 ? v.z : v.w));
+        }
+    }
+}
+
+// What one thread knows of its word: the grid, its word q of each row, the plane's rows.
+struct Lane {
+    const u32* s;      // spins read by phase A (old spins)
+    const u32* sx;     // sign planes (C H rows of Wq words) or null
+    const u32* sy;
+    int H, W, Wq, q, nlive;
+    long long prow;    // first row of this (chain, channel) plane in the spins
+    long long srow;    // first row of this channel in the sign planes
+    u32 live;          // live bits of the word
+    bool last;         // q == Wq - 1
+};
+
+// Resample the sites of parity P of word `me` of row y (0 <= y < H) given its horizontal
+// end bits (lbit: x0 - 1, rbit: x0 + nlive; 0 where they leave an open grid) and the words of
+// the rows above and below (0 where they leave an open grid).
+template <int P, bool PERIODIC, bool SIGNED>
+__device__ __forceinline__ u32 resample(const Lane& L, int y, u32 me, u32 lbit, u32 rbit, u32 up,
+                                        u32 dn, const u32 (&w)[16], const u64* thr) {
+    u32 sxw = 0u, lsign = 0u, su = 0u, sd = 0u;
+    if (SIGNED) {
+        const u32* sxr = L.sx + (L.srow + y) * L.Wq;
+        sxw = sxr[L.q];
+        if (L.q > 0) lsign = sxr[L.q - 1] >> 31;
+        else if (PERIODIC) lsign = (sxr[L.Wq - 1] >> ((L.W - 1) & 31)) & 1u;
+        sd = L.sy[(L.srow + y) * L.Wq + L.q];
+        const int yu = y > 0 ? y - 1 : (PERIODIC ? L.H - 1 : -1);
+        if (yu >= 0) su = L.sy[(L.srow + yu) * L.Wq + L.q];
+    }
+    const u32 pl = ((me << 1) | lbit) ^ ((sxw << 1) | lsign);
+    const u32 pr = ((me >> 1) | (rbit << (L.nlive - 1))) ^ sxw;
+    const u32 pu = up ^ su, pd = dn ^ sd;
+    u32 ml = 0u, mr = 0u, mu = 0u, md = 0u;
+    if (!PERIODIC) {
+        ml = L.q == 0 ? 1u : 0u;
+        mr = L.last ? 1u << (L.nlive - 1) : 0u;
+        mu = y == 0 ? ~0u : 0u;
+        md = y == L.H - 1 ? ~0u : 0u;
+    }
+    return update<P, !PERIODIC>(me, pl, pr, pu, pd, ml, mr, mu, md, L.live, w, thr);
+}
+
+// Row y of the plane wrapped (periodic) or -1 (open, outside)
+template <bool PERIODIC>
+__device__ __forceinline__ int row_of(int y, int H) {
+    if (PERIODIC) return y < 0 ? y + H : (y >= H ? y - H : y);
+    return (y < 0 || y >= H) ? -1 : y;
+}
+
+// Word q of row y of `s` (0 for rows outside an open grid)
+template <bool PERIODIC>
+__device__ __forceinline__ u32 word_at(const Lane& L, const u32* s, int y) {
+    const int r = row_of<PERIODIC>(y, L.H);
+    return r < 0 ? 0u : s[(L.prow + r) * L.Wq + L.q];
+}
+
+// End bits of word q of row `row` (a pointer to its Wq words)
+template <bool PERIODIC>
+__device__ __forceinline__ void end_bits(const Lane& L, const u32* row, u32& lbit, u32& rbit) {
+    lbit = L.q > 0 ? row[L.q - 1] >> 31
+                   : (PERIODIC ? (row[L.Wq - 1] >> ((L.W - 1) & 31)) & 1u : 0u);
+    rbit = !L.last ? row[L.q + 1] & 1u : (PERIODIC ? row[0] & 1u : 0u);
+}
+
+// Phase A: colour 0 (sites j = P mod 2, P = r & 1) of row r (in range, or wrapped) from the
+// old spins; `saved` receives the row's colour-1 Philox words.
+template <int P, bool PERIODIC, bool SIGNED, bool ALIGNED>
+__device__ __forceinline__ u32 colour0(const Lane& L, int r, PhiloxKey key, const u64* thr,
+                                       u32 (&saved)[16]) {
+    const int y = row_of<PERIODIC>(r, L.H);
+    const u32* row = L.s + (L.prow + y) * L.Wq;
+    const u32 me = row[L.q];
+    u32 lbit, rbit;
+    end_bits<PERIODIC>(L, row, lbit, rbit);
+    const u32 up = word_at<PERIODIC>(L, L.s, y - 1), dn = word_at<PERIODIC>(L, L.s, y + 1);
+    u32 w[32];
+    row_words<ALIGNED>((u64)(L.prow + y) * (u64)L.W + 32ull * (u64)L.q, key, w);
+    u32 act[16];
+#pragma unroll
+    for (int m = 0; m < 16; ++m) {
+        act[m] = w[2 * m + P];
+        saved[m] = w[2 * m + 1 - P];
+    }
+    return resample<P, PERIODIC, SIGNED>(L, y, me, lbit, rbit, up, dn, act, thr);
+}
+
+// One row step of the band: colour 0 of row y + 1, then colour 1 of row y. P = 1 - (y & 1)
+// (the parity of colour 0 in row y + 1 and of colour 1 in row y).
+template <int P, bool PERIODIC, bool SIGNED, bool ALIGNED>
+__device__ __forceinline__ void band_step(const Lane& L, int y, bool write, PhiloxKey key,
+                                          const u64* thr, u32* ring, u32* sout, u32& prev,
+                                          u32& cur, const u32 (&saved_y)[16],
+                                          u32 (&saved_next)[16]) {
+    u32 nxt = 0u;
+    if (PERIODIC || y + 1 < L.H)
+        nxt = colour0<P, PERIODIC, SIGNED, ALIGNED>(L, y + 1, key, thr, saved_next);
+    if (write) ring[((y + 1) % 3) * L.Wq + L.q] = nxt;
+    __syncthreads();
+    u32 lbit, rbit;
+    end_bits<PERIODIC>(L, ring + (y % 3) * L.Wq, lbit, rbit);
+    cur = resample<P, PERIODIC, SIGNED>(L, y, cur, lbit, rbit, prev, nxt, saved_y, thr);
+    if (write) sout[(L.prow + y) * L.Wq + L.q] = cur;
+    prev = cur;
+    cur = nxt;
+}
+
+template <bool PERIODIC, bool SIGNED, bool ALIGNED>
+__global__ void __launch_bounds__(512)
+    gibbs_msc_sweep(const u32* __restrict__ sin, u32* __restrict__ sout,
+                    const u32* __restrict__ sx, const u32* __restrict__ sy,
+                    const u64* __restrict__ table, int C, int H, int W, int Wq, int rows,
+                    int chunks, unsigned int c2, unsigned int c3, unsigned int k0,
+                    unsigned int k1) {
+    __shared__ u64 thr[16];
+    MSC_RING;  // rows y % 3: the new colour-0 words of the band's rows (3 Wq words)
+    if (threadIdx.x < 16) thr[threadIdx.x] = table[threadIdx.x];
+    __syncthreads();
+    const PhiloxKey key{c2, c3, k0, k1};
+    const int plane = blockIdx.x / chunks;  // (chain, channel)
+    const int y0 = (blockIdx.x - plane * chunks) * rows;  // rows is even: y0 is even
+    const int y1 = min(H, y0 + rows);
+    const bool write = (int)threadIdx.x < Wq;
+    Lane L;
+    L.s = sin;
+    L.sx = sx;
+    L.sy = sy;
+    L.H = H;
+    L.W = W;
+    L.Wq = Wq;
+    L.q = write ? (int)threadIdx.x : Wq - 1;  // spare threads shadow the last word
+    L.nlive = min(32, W - 32 * L.q);
+    L.live = L.nlive == 32 ? ~0u : (1u << L.nlive) - 1u;
+    L.last = L.q == Wq - 1;
+    L.prow = (long long)plane * H;
+    L.srow = (long long)(plane % C) * H;
+    u32 even[16], odd[16], spare[16];
+    u32 prev = 0u;
+    if (PERIODIC || y0 > 0) prev = colour0<1, PERIODIC, SIGNED, ALIGNED>(L, y0 - 1, key, thr, spare);
+    u32 cur = colour0<0, PERIODIC, SIGNED, ALIGNED>(L, y0, key, thr, even);
+    if (write) ring[(y0 % 3) * Wq + L.q] = cur;
+    for (int y = y0; y < y1; y += 2) {
+        band_step<1, PERIODIC, SIGNED, ALIGNED>(L, y, write, key, thr, ring, sout, prev, cur,
+                                                even, odd);
+        if (y + 1 < y1)
+            band_step<0, PERIODIC, SIGNED, ALIGNED>(L, y + 1, write, key, thr, ring, sout, prev,
+                                                    cur, odd, even);
+    }
+}
+
+template <bool PERIODIC, bool SIGNED, bool ALIGNED>
+__global__ void gibbs_msc_phase(u32* s, const u32* __restrict__ sx, const u32* __restrict__ sy,
+                                const u64* __restrict__ table, int C, int H, int W, int Wq,
+                                long long words, int colour, unsigned int c2, unsigned int c3,
+                                unsigned int k0, unsigned int k1) {
+    __shared__ u64 thr[16];
+    if (threadIdx.x < 16) thr[threadIdx.x] = table[threadIdx.x];
+    __syncthreads();
+    const PhiloxKey key{c2, c3, k0, k1};
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < words;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / Wq;
+        const int q = (int)(i - r * Wq);
+        const long long plane = r / H;
+        const int y = (int)(r - plane * H);
+        Lane L;
+        L.s = s;
+        L.sx = sx;
+        L.sy = sy;
+        L.H = H;
+        L.W = W;
+        L.Wq = Wq;
+        L.q = q;
+        L.nlive = min(32, W - 32 * q);
+        L.live = L.nlive == 32 ? ~0u : (1u << L.nlive) - 1u;
+        L.last = q == Wq - 1;
+        L.prow = plane * H;
+        L.srow = (plane % C) * H;
+        // neighbours' bits of the other colour do not change in this phase: in place is safe
+        const u32* row = s + r * Wq;
+        const u32 me = row[q];
+        u32 lbit, rbit;
+        end_bits<PERIODIC>(L, row, lbit, rbit);
+        const u32 up = word_at<PERIODIC>(L, s, y - 1), dn = word_at<PERIODIC>(L, s, y + 1);
+        u32 w[32];
+        row_words<ALIGNED>((u64)r * (u64)W + 32ull * (u64)q, key, w);
+        u32 act[16];
+        u32 out;
+        if (((y + colour) & 1) == 0) {
+#pragma unroll
+            for (int m = 0; m < 16; ++m) act[m] = w[2 * m];
+            out = resample<0, PERIODIC, SIGNED>(L, y, me, lbit, rbit, up, dn, act, thr);
+        } else {
+#pragma unroll
+            for (int m = 0; m < 16; ++m) act[m] = w[2 * m + 1];
+            out = resample<1, PERIODIC, SIGNED>(L, y, me, lbit, rbit, up, dn, act, thr);
+        }
+        s[i] = out;
+    }
+}
+
+// int8 spins (rows of W) -> rows of Wq words
+__global__ void msc_pack(const signed char* __restrict__ s, u32* __restrict__ out, int W, int Wq,
+                         long long words) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < words;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / Wq;
+        const int q = (int)(i - r * Wq);
+        const signed char* row = s + r * W;
+        u32 word = 0u;
+        const int n = min(32, W - 32 * q);
+        for (int j = 0; j < n; ++j)
+            if (row[32 * q + j] > 0) word |= 1u << j;
+        out[i] = word;
+    }
+}
+
+__global__ void msc_unpack(const u32* __restrict__ words, signed char* __restrict__ s, int W,
+                           int Wq, long long total) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long r = e / W;
+        const int x = (int)(e - r * W);
+        s[e] = ((words[r * Wq + (x >> 5)] >> (x & 31)) & 1u) ? (signed char)1 : (signed char)-1;
+    }
+}
+
+}  // namespace msc
+}  // namespace arraygen
