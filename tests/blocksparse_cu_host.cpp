@@ -5,7 +5,8 @@
 //   g++ -std=c++20 -O1 -ffp-contract=off -pthread -I arraygen/backends/cupy -I DIR_OF_INC
 //       tests/blocksparse_cu_host.cpp
 // where blocksparse_cu_host_kernels.inc lists the instances (KERNEL(kind, T, instance),).
-// Usage: a.out KERNEL DIR; DIR holds params.txt ("n m d p pc bx by tpc splits threads s") and
+// Usage: a.out KERNEL DIR; DIR holds params.txt ("n m d p pc bx by tpc splits threads s [c0]",
+// c0: one launch at that first right-hand side instead of all of them) and
 // x.bin, y.bin, u.bin, a.bin, b.bin, w2.bin, yy.bin (native floats of the kernel's type),
 // offsets.bin and cols.bin (int32); writes part.bin (matvec) or acc.bin, mx.bin, sm.bin.
 #include <barrier>
@@ -59,7 +60,7 @@ template <typename T> void save(const std::string& path, const std::vector<T>& v
     f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
 
-struct Params { long long n, m, d, p, pc, bx, by, tpc, splits, threads; double s; };
+struct Params { long long n, m, d, p, pc, bx, by, tpc, splits, threads; double s; long long c0 = -1; };
 
 // one launch: grid (gx, gy) of `threads` threads, blocks one after another
 template <typename F> void launch(long long gx, long long gy, long long threads, F body) {
@@ -97,7 +98,7 @@ void run(const char* kind, K kernel, const Params& q, const std::string& dir) {
     const long long pa = q.p > 0 ? q.p : 1, step = q.pc > 0 ? q.pc : 1;
     std::vector<T> part(q.splits * q.n * pa, T(0)), mx(q.splits * q.n), sm(q.splits * q.n);
     const std::string k = kind;
-    for (long long c0 = 0; c0 < pa; c0 += step) {
+    for (long long c0 = q.c0 >= 0 ? q.c0 : 0; c0 < (q.c0 >= 0 ? q.c0 + 1 : pa); c0 += step) {
         launch(kx * q.tpc, q.splits, q.threads, [&] {
             if constexpr (std::is_invocable_v<K, const T*, const T*, const T*, const T*, const T*,
                                               const int*, const int*, long long, long long, int,
@@ -150,6 +151,8 @@ int main(int argc, char** argv) {
     Params q;
     pf >> q.n >> q.m >> q.d >> q.p >> q.pc >> q.bx >> q.by >> q.tpc >> q.splits >> q.threads >>
         q.s;
+    long long c0 = -1;
+    if (pf >> c0) q.c0 = c0;  // optional: one launch at this first right-hand side
     auto strip = [](const std::string& s) {
         std::string out;
         for (char c : s)

@@ -4,14 +4,14 @@ The launchers are checked on random CSR pair lists (rows keeping one, some or al
 clusters; partial last clusters on both sides; block_x != block_y) against a dense float64
 computation restricted to the pair list's point mask, in the CUDA simulators at tiny sizes and
 natively on a GPU. Forced splits of the pair lists and row clusters spanning several thread
-blocks exercise the launch geometry. The public ``truncate=`` path is checked end to end against
-the float64 truncated oracle when it exists.
+blocks exercise the launch geometry. Without a GPU the CUDA C source runs on the host
+(tests/blocksparse_cu_host.cpp), under the CuPy launcher itself with a NumPy stand-in for CuPy.
+The public ``truncate=`` path through these launchers is tests/test_blocksparse.py's.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 
 import numpy as np
 import pytest
@@ -208,53 +208,6 @@ def test_cuda_source_instantiates_every_launcher_kernel():
         assert f"__global__ void __launch_bounds__(BS_MAX_THREADS)\n{kernel}(" in src
 
 
-def _public_truncate():
-    from arraygen import tiled
-
-    if "truncate" not in inspect.signature(tiled.kernel_logsumexp).parameters:
-        pytest.skip("the public truncate= path is not there yet")
-    ref = importlib.import_module("arraygen.reference.tiled")
-    return tiled, ref
-
-
-@pytest.mark.parametrize("op", ["matvec", "logsumexp", "softmax"])
-def test_public_truncate_end_to_end(kernel_backend, rng, op):
-    """truncate= through dispatch to the GPU launchers vs the float64 truncated oracle
-    (the same clusters, so the same pair list)."""
-    kb = _gpu(kernel_backend)
-    tiled, ref = _public_truncate()
-    from arraygen.blocksparse import cluster_points
-
-    n, m = _sizes(kb)
-    x = rng.random((n, 2))
-    y = rng.random((m, 2))
-    v = rng.standard_normal(m)
-    bx, by = _blocks(kb)
-    cx, cy = cluster_points(x, block=bx), cluster_points(y, block=by)
-    beta, truncate = 60.0, 2.0
-    ns = kb.xp
-    xs, ys, vs = ns.asarray(x), ns.asarray(y), ns.asarray(v)
-    cxs, cys = cluster_points(xs, block=bx), cluster_points(ys, block=by)
-    opts = {"beta": beta, "truncate": truncate, "backend": kb.name}
-    if op == "matvec":
-        got, rep = tiled.kernel_matvec(xs, ys, vs, x_clusters=cxs, y_clusters=cys,
-                                       return_report=True, **opts)
-        want = ref.kernel_matvec(x, y, v, beta, truncate=truncate, x_clusters=cx,
-                                 y_clusters=cy)
-    elif op == "logsumexp":
-        got, rep = tiled.kernel_logsumexp(xs, ys, x_clusters=cxs, y_clusters=cys,
-                                          return_report=True, **opts)
-        want = ref.kernel_logsumexp(x, y, beta, truncate=truncate, x_clusters=cx,
-                                    y_clusters=cy)
-    else:
-        (got, _), rep = tiled.kernel_softmax_matvec(xs, ys, vs, x_clusters=cxs,
-                                                    y_clusters=cys, return_report=True, **opts)
-        want = ref.kernel_softmax_matvec(x, y, v, beta, truncate=truncate, x_clusters=cx,
-                                         y_clusters=cy)[0]
-    assert 0.0 < rep.fraction < 1.0  # something was skipped, something kept
-    _check(got, np.asarray(want), ns, "float64", m, exponent=beta * 2 + 1.0)
-
-
 # --------------------------------------------------------------------------------------------
 # blocksparse.cu on the host (tests/blocksparse_cu_host.cpp), as backends/cupy/blocksparse.py
 # launches it: the CUDA C kernels are checked without a GPU
@@ -263,9 +216,11 @@ def test_public_truncate_end_to_end(kernel_backend, rng, op):
 _CU_INSTANCES = [  # (kind, C type, template instance)
     ("mv", "float", "bs_matvec_direct<float, 3, 1, 2, false>"),
     ("mv", "double", "bs_matvec_direct<double, 2, 4, 1, true>"),
+    ("mv", "double", "bs_matvec_direct<double, 2, 4, 2, true>"),
     ("mv", "double", "bs_matvec_direct<double, 3, 4, 4, false>"),
     ("sm", "float", "bs_softmax_direct<float, 3, 0, 2>"),
     ("sm", "double", "bs_softmax_direct<double, 3, 4, 1>"),
+    ("sm", "double", "bs_softmax_direct<double, 3, 4, 2>"),
     ("mv", "double", "bs_matvec_cos<double, 4, true>"),
     ("sm", "float", "bs_softmax_cos<float, 0>"),
     ("sm", "double", "bs_softmax_cos<double, 4>"),
@@ -386,4 +341,151 @@ def test_cuda_source_on_host(cu_host, tmp_path, rng, kind, ct, inst, splits, thr
     np.testing.assert_allclose(lse, want_lse, rtol=rtol, atol=rtol * (pr.beta * d + 3.0))
     if p:
         want_out = want_out[:, :p]
+        np.testing.assert_allclose(out, want_out, rtol=rtol, atol=rtol * np.abs(want_out).max())
+
+
+class _HostKernel:
+    """A kernel of blocksparse.cu as the CuPy launcher calls it, ``fn(grid, block, args)``, run
+    by the host executable. The arguments are matched to the kernel's parameter names read from
+    the .cu source, so a launcher passing them in the wrong order fails here."""
+
+    def __init__(self, exe, workdir, name):
+        import re
+        from pathlib import Path
+
+        import arraygen
+
+        self.exe, self.workdir, self.name = exe, workdir, name
+        src = (Path(arraygen.__file__).parent / "backends" / "cupy" / "blocksparse.cu")
+        base = name[:name.index("<")]
+        sig = re.search(rf"\n{base}\(([^)]*)\)", src.read_text()).group(1)
+        self.params = [re.findall(r"\w+", p)[-1] for p in sig.split(",")]
+        targs = [a.strip() for a in name[name.index("<") + 1:-1].split(",")]
+        self.cos = "_cos" in base
+        self.pc = int(targs[1] if self.cos else targs[2])
+        self.dtype = np.float32 if targs[0] == "float" else np.float64
+
+    def __call__(self, grid, block, args):
+        import subprocess
+
+        assert len(args) == len(self.params), (self.params, len(args))
+        a = dict(zip(self.params, args, strict=True))
+        wd = self.workdir
+        n, m = int(a["n"]), int(a["m"])
+        defaults = {"a": np.ones(n), "b": np.ones(m), "yy": np.zeros(m), "w2": np.zeros(m),
+                    "u": np.zeros((m, 1))}
+        for fname in ("x", "y", "u", "a", "b", "yy", "w2"):
+            key = "v" if fname == "u" and "v" in a else fname
+            if key in a:
+                arr = a[key]
+                assert arr.dtype == self.dtype, (key, arr.dtype)
+            else:
+                arr = defaults[fname].astype(self.dtype)
+            np.ascontiguousarray(arr).tofile(wd / f"{fname}.bin")
+        for key in ("offsets", "cols"):
+            assert a[key].dtype == np.int32, key
+            np.ascontiguousarray(a[key]).tofile(wd / f"{key}.bin")
+        d = int(a["d"]) if self.cos else a["x"].shape[1]
+        p, c0, tpc = int(a["p"]), int(a["c0"]), int(a["tpc"])
+        splits, threads = grid[1], block[0]
+        kx = a["offsets"].shape[0] - 1
+        assert grid[0] == kx * tpc and threads <= 128
+        s = float(a["beta2"] if self.cos else a["s"])
+        (wd / "params.txt").write_text(f"{n} {m} {d} {p} {self.pc} {int(a['bx'])} "
+                                       f"{int(a['by'])} {tpc} {splits} {threads} {s!r} {c0}\n")
+        res = subprocess.run([str(self.exe), self.name, str(wd)], capture_output=True,
+                             text=True, timeout=300, check=False)
+        assert res.returncode == 0, res.stderr
+        pa = max(p, 1)
+        cs = slice(c0, min(c0 + max(self.pc, 1), pa))
+        if "part_out" in a:
+            part = np.fromfile(wd / "part.bin", self.dtype).reshape(splits, n, pa)
+            a["part_out"][:, :, cs] = part[:, :, cs]
+        else:
+            acc = np.fromfile(wd / "acc.bin", self.dtype).reshape(splits, n, pa)
+            a["acc_out"][:, :, cs] = acc[:, :, cs]
+            if c0 == 0:  # the kernels write the softmax state in the first launch only
+                a["mx_out"][...] = np.fromfile(wd / "mx.bin", self.dtype).reshape(splits, n)
+                a["sm_out"][...] = np.fromfile(wd / "sm.bin", self.dtype).reshape(splits, n)
+
+
+@pytest.fixture
+def host_cupy_launcher(cu_host, tmp_path, monkeypatch):
+    """arraygen.backends.cupy.blocksparse imported against a NumPy stand-in for CuPy, its
+    kernels run by the host executable (skips where CuPy itself is installed: the GPU run
+    tests the real thing)."""
+    import contextlib
+    import importlib.util
+    import sys
+    import types
+
+    import arraygen.backends.cupy as cupy_pkg
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: the launcher is tested natively")
+    fake = types.ModuleType("cupy")
+    for name in ("float32", "float64", "int32", "empty", "ones", "zeros", "sum", "max", "exp2",
+                 "log2", "ascontiguousarray"):
+        setattr(fake, name, getattr(np, name))
+    fake.cuda = types.SimpleNamespace(Device=lambda *a: types.SimpleNamespace(id=0))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    name = "arraygen.backends.cupy.blocksparse"
+    sys.modules.pop(name, None)
+    try:
+        mod = importlib.import_module(name)
+        monkeypatch.setattr(mod, "native", np.ascontiguousarray)
+        monkeypatch.setattr(mod, "stream_for", lambda a: contextlib.nullcontext())
+        monkeypatch.setattr(mod, "cuda_device_context", lambda a: contextlib.nullcontext())
+        monkeypatch.setattr(mod, "like", lambda out, ref: out)
+        monkeypatch.setattr(mod, "sm_count", lambda i: 4)
+        monkeypatch.setattr(mod, "_function", lambda expr: _HostKernel(cu_host, tmp_path, expr))
+        yield mod
+    finally:
+        sys.modules.pop(name, None)
+        if hasattr(cupy_pkg, "blocksparse"):
+            delattr(cupy_pkg, "blocksparse")
+
+
+@pytest.mark.parametrize("op,dtype,d,p,bandwidths", [
+    ("matvec", "float32", 3, 1, False), ("matvec", "float64", 2, 6, True),
+    ("matvec", "float64", 20, 6, True), ("logsumexp", "float32", 3, 0, False),
+    ("logsumexp", "float32", 20, 0, False), ("softmax", "float64", 3, 6, False),
+    ("softmax", "float64", 20, 3, False)])
+@pytest.mark.parametrize("splits", [None, 3])
+def test_cupy_launcher_on_host(host_cupy_launcher, rng, op, dtype, d, p, bandwidths, splits):
+    """The CuPy launchers themselves (argument order, geometry, dtypes, splits and their merge)
+    with the kernels of blocksparse.cu run on the host, against the float64 masked oracle."""
+    mod = host_cupy_launcher
+    pr = _Problem(_Host(), rng, d, p, dtype, bandwidths=bandwidths, neg_inf=(op != "matvec"))
+    pr.bx = 40
+    pr.offsets, pr.cols = _pair_list(rng, cluster_count(pr.x.shape[0], pr.bx),
+                                     cluster_count(pr.y.shape[0], pr.by))
+    for a in range(pr.offsets.size - 1):  # a finite log-weight in every row (column 0)
+        row = pr.cols[pr.offsets[a]:pr.offsets[a + 1]]
+        if 0 not in row:
+            row[0] = 0
+            row.sort()
+    pr.mask = point_mask(pr.offsets, pr.cols, pr.bx, pr.by, pr.x.shape[0], pr.y.shape[0])
+    kw = pr.kw()
+    m = pr.y.shape[0]
+    rtol, _ = tol(dtype, "reduction", m)
+    offsets, cols = pr.offsets.astype(np.int64), pr.cols  # int64 offsets: cast by the launcher
+    with mod.TUNING.override(splits=splits):
+        if op == "matvec":
+            out = mod.kernel_matvec_blocks(pr.x, pr.y, pr.v, pr.a, pr.b, offsets, cols, **kw)
+            want = pr.matvec()
+            assert out.dtype == np.dtype(dtype) and out.shape == want.shape
+            np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * np.abs(want).max())
+            return
+        if op == "logsumexp":
+            lse = mod.kernel_logsumexp_blocks(pr.x, pr.y, pr.w, offsets, cols, **kw)
+            out = None
+        else:
+            out, lse = mod.kernel_softmax_matvec_blocks(pr.x, pr.y, pr.v, pr.w, offsets, cols,
+                                                        **kw)
+    want_out, want_lse = pr.softmax()
+    assert lse.dtype == np.dtype(dtype) and lse.shape == want_lse.shape
+    np.testing.assert_allclose(lse, want_lse, rtol=rtol, atol=rtol * (pr.beta * d + 3.0))
+    if out is not None:
+        assert out.shape == want_out.shape
         np.testing.assert_allclose(out, want_out, rtol=rtol, atol=rtol * np.abs(want_out).max())
