@@ -12,6 +12,12 @@ floor rate. The peer is the roll-based colour-by-colour heat bath a torch user w
 spins, torch.rand uniforms), timed in the same run. ``rel err`` is the fraction of spins that
 differ from arraygen's Array-API path (torch on the GPU, the same Philox stream) after 3 sweeps
 on a 512 x 512 grid: 0 means identical decisions.
+
++-J rows (``_bench_plus_minus_j``, issue 19 item 4): nearest-neighbour models with couplings
++-0.44 (random signs) and uniform 0.44, periodic 4096^2 and 8192^2, float32, in flips/ns: the
+float-coupling CuPy kernel (``multispin=False``) beside the multi-spin-coded kernels
+(``arraygen/backends/cupy/gibbs_msc.cu``: the default, the one-launch-per-colour kernel and
+the band kernel with 8/16/32 rows per band), 10 sweeps per call and 100.
 """
 
 from __future__ import annotations
@@ -143,6 +149,87 @@ def _bench_model(name: str, rep: float, bw: float) -> list[dict]:
     return rows
 
 
+#: +-J rows: grid sides, the ising-gpu reference rate (flips/ns per H100, multi-spin coding,
+#: uniform couplings, NVIDIA/ising-gpu) used as the ceiling, band rows of the msc sweep kernel
+PM_SIZES = (4096, 8192)
+ISING_GPU_FLIPS_NS = 900.0
+PM_BAND_ROWS = (8, 16, 32)
+
+
+def _pm_model(size, signed=True, device="cuda"):
+    """+-J nearest-neighbour model (random signs, |J| = 0.44, h = 0), periodic, float32."""
+    import torch
+
+    from arraygen.gibbs import StencilIsing, nearest_neighbour_offsets
+
+    gen = torch.Generator(device=device).manual_seed(2)
+    sign = torch.ones((2, 1, size, size), device=device)
+    if signed:
+        sign = torch.where(torch.rand((2, 1, size, size), generator=gen, device=device) < 0.5,
+                           -1.0, 1.0)
+    h = torch.zeros((1, size, size), device=device)
+    return StencilIsing(nearest_neighbour_offsets(), 0.44 * sign, h, boundary="periodic")
+
+
+def _pm_rows(size: int, signed: bool, rep: float) -> list[dict]:
+    """Rows of one +-J (or uniform) model: float-coupling kernel, then the msc variants."""
+    from arraygen.backends.cupy import gibbs_msc
+    from arraygen.gibbs import gibbs_sweeps
+
+    model = _pm_model(size, signed)
+    assert model._msc is not None
+    s = _spins(size)
+    desc = f"{size}x{size} {'+-J' if signed else 'uniform J'}"
+
+    def call(n, ms_flag=None, **tune):
+        with gibbs_msc.TUNING.override(**tune):
+            return gibbs_sweeps(model, s, n_sweeps=n, rng=3, multispin=ms_flag, backend="cupy")
+
+    out = []
+    base = call(SWEEPS, False)
+    ms = bench_ms(lambda: call(SWEEPS, False), rep_ms=rep)
+    flips_float = SWEEPS * size * size / (ms * 1e6)
+    out.append(row("gibbs_sweeps", "cupy:float", desc, ms, "flips/ns", flips_float,
+                   ISING_GPU_FLIPS_NS, None, None, None))
+    variants = [("cupy:msc", {}), ("cupy:msc phase", {"kernel": "phase"})]
+    if signed:
+        variants += [(f"cupy:msc rows={r}", {"kernel": "sweep", "rows": r}) for r in PM_BAND_ROWS]
+    for name, tune in variants:
+        err = float((call(SWEEPS, None, **tune) != base).float().mean())
+        ms = bench_ms(lambda tune=tune: call(SWEEPS, None, **tune), rep_ms=rep)
+        out.append(row("gibbs_sweeps", name, desc, ms, "flips/ns",
+                       SWEEPS * size * size / (ms * 1e6), ISING_GPU_FLIPS_NS, "cupy:float",
+                       flips_float, err))
+    ms = bench_ms(lambda: call(LONG_SWEEPS), rep_ms=rep)
+    out.append(row("gibbs_sweeps", f"cupy:msc x{LONG_SWEEPS}", desc, ms, "flips/ns",
+                   LONG_SWEEPS * size * size / (ms * 1e6), ISING_GPU_FLIPS_NS, "cupy:float",
+                   flips_float, None))
+    return out
+
+
+def _bench_plus_minus_j(rep: float, quick: bool) -> list[dict]:
+    """Issue 19 item 4: the multi-spin-coded +-J path (``multispin``, cupy) beside the
+    float-coupling CuPy kernel (``multispin=False``) on the same model, spins and stream, in
+    flips/ns (1e9 updates/s). ``frac_ceiling``: fraction of ising-gpu's ~900 flips/ns;
+    ``vs_peer``: ratio to the float-coupling kernel; ``rel_err``: fraction of spins differing
+    from it after the call (identical uniforms; p differs by a rounding)."""
+    import torch
+
+    from arraygen.backends import available
+
+    if available()["cupy"] is not None:
+        return []
+    out = []
+    for size in PM_SIZES[:1] if quick else PM_SIZES:
+        for signed in (True, False):
+            try:
+                out += _pm_rows(size, signed, rep)
+            except Exception:  # noqa: BLE001 - report the failure, go on with the other rows
+                traceback.print_exc()
+            torch.cuda.empty_cache()
+    return out
+
+
 def run(quick: bool = False) -> list[dict]:
     import torch
 
@@ -152,6 +239,7 @@ def run(quick: bool = False) -> list[dict]:
     for name in ("nn", "local8"):
         rows += _bench_model(name, rep, bw)
         torch.cuda.empty_cache()
+    rows += _bench_plus_minus_j(rep, quick)
     return rows
 
 
