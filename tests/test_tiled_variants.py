@@ -256,18 +256,22 @@ def test_cu_all_neg_inf_rows_and_tiles(cu_host, tmp_path, pc, npoly):
 
 
 _TRITON_TUNINGS = [
-    {"cosines": True},
+    {"matvec_cosines": True, "softmax_cosines": True},
     {"lazy_rescale": True},
-    {"lazy_rescale": True, "cosines": True, "poly_cols": 8},
-    {"poly_cols": 4, "poly_degree": 3},
-    {"lazy_rescale": True, "poly_cols": 16, "poly_degree": 4, "ftz_exp2": True},
+    {"lazy_rescale": True, "softmax_cosines": True, "softmax_poly_cols": 8,
+     "matvec_cosines": True, "matvec_poly_cols": 8},
+    {"matvec_poly_cols": 4, "softmax_poly_cols": 4, "poly_degree": 3},
+    {"lazy_rescale": True, "softmax_poly_cols": 16, "matvec_poly_cols": 16, "poly_degree": 4,
+     "ftz_exp2": True},
 ]
 _CUPY_TUNINGS = [
-    {"cosines": True},
+    {"matvec_cosines": True, "softmax_cosines": True},
     {"lazy_rescale": True},
-    {"lazy_rescale": True, "cosines": True, "poly_share": 0.125},
-    {"poly_share": 0.25, "poly_degree": 3},
-    {"lazy_rescale": True, "poly_share": 1.0, "poly_degree": 4},
+    {"lazy_rescale": True, "softmax_cosines": True, "softmax_poly_share": 0.125,
+     "matvec_cosines": True, "matvec_poly_share": 0.125},
+    {"matvec_poly_share": 0.25, "poly_degree": 3},
+    {"lazy_rescale": True, "softmax_poly_share": 1.0, "matvec_poly_share": 1.0,
+     "poly_degree": 4},
 ]
 
 
@@ -300,7 +304,7 @@ def kernel_backend_by_name():
 
 
 def _kernel_rtol(dtype, tuning, m):
-    poly = tuning.get("poly_cols", 0) or tuning.get("poly_share", 0)
+    poly = any(v for k, v in tuning.items() if "poly_" in k and k != "poly_degree")
     return tol(dtype, "poly_exp2" if poly else "reduction", m)[0]
 
 
@@ -378,7 +382,8 @@ def test_tuning_rejects_bad_shares():
 
     x = np.zeros((3, 2), np.float32)
     torch = pytest.importorskip("torch")
-    with ttiled.TUNING.override(poly_cols=3), pytest.raises(ValueError, match="poly_cols"):
+    with ttiled.TUNING.override(matvec_poly_cols=3), pytest.raises(ValueError,
+                                                                   match="poly_cols"):
         tiled.kernel_matvec(torch.asarray(x), torch.asarray(x), torch.ones(3, 1), beta=1.0,
                             backend="triton")
 

@@ -46,15 +46,17 @@ class Tuning:
     """
 
     splits: int | None = None  #: force this many column splits (tests); None: from occupancy
-    #: exponent by the law of cosines on y-centred points: D FMAs per pair (matvec, and the
-    #: softmax when ``lazy_rescale``)
-    cosines: bool = False
-    #: softmax: rescale the running sums only when a tile's partial sum passes 2^16
+    #: kernel_matvec: exponent by the law of cosines on y-centred points (D FMAs per pair)
+    matvec_cosines: bool = False
+    #: kernel_matvec, float32: this share (a multiple of 1/16) of the exponentials evaluated
+    #: by polynomial on the FMA units
+    matvec_poly_share: float = 0.0
+    #: softmax ops: rescale the running sums only when a tile's partial sum passes 2^16; the
+    #: two softmax fields below apply with it
     lazy_rescale: bool = False
-    #: float32: this share (a multiple of 1/16) of the exponentials by polynomial on the FMA
-    #: units (matvec, and the softmax when ``lazy_rescale``)
-    poly_share: float = 0.0
-    poly_degree: int = 5  #: degree of that polynomial: 3, 4 or 5
+    softmax_cosines: bool = False
+    softmax_poly_share: float = 0.0
+    poly_degree: int = 5  #: degree of the polynomial exp2: 3, 4 or 5
 
 
 TUNING = Tunable("cupy.tiled", Tuning())
@@ -91,14 +93,13 @@ def _launch(name: str, grid, args) -> None:
     _function(name)(grid, (_THREADS,), args)
 
 
-def _fast(tuning, dtype) -> str:
+def _fast(cosines: bool, share: float, degree: int, dtype) -> str:
     """Template arguments ``COS, NPOLY, DEG`` of the fast kernels (``"false, 0, 5"``: none)."""
-    npoly = poly_columns(tuning.poly_share) if dtype == cp.float32 else 0
-    if tuning.poly_degree not in POLY_EXP2_COEFFS:
+    npoly = poly_columns(share) if dtype == cp.float32 else 0
+    if degree not in POLY_EXP2_COEFFS:
         raise ValueError(f"`poly_degree` must be one of {sorted(POLY_EXP2_COEFFS)}; "
-                         f"got {tuning.poly_degree!r}")
-    cos = "true" if tuning.cosines else "false"
-    return f"{cos}, {npoly}, {tuning.poly_degree if npoly else 5}"
+                         f"got {degree!r}")
+    return f"{'true' if cosines else 'false'}, {npoly}, {degree if npoly else 5}"
 
 
 def _centre(yc):
@@ -129,7 +130,8 @@ def kernel_matvec(x, y, u, a, b, *, beta):
         if d <= DIRECT_MAX_D:
             s = dtype(math.sqrt(beta * _LOG2E))
             tuning = TUNING.current()
-            fast = _fast(tuning, dtype)
+            fast = _fast(tuning.matvec_cosines, tuning.matvec_poly_share, tuning.poly_degree,
+                         dtype)
             plain = bw or fast == "false, 0, 5"
             if plain:
                 name = f"tiled_matvec_direct<{ct}, {d}, {pc}, {bw_s}>"
@@ -175,7 +177,8 @@ def _softmax(x, y, v, w, beta):
         tuning = TUNING.current()
         lazy = tuning.lazy_rescale
         if lazy:
-            fast = _fast(tuning, dtype)
+            fast = _fast(tuning.softmax_cosines, tuning.softmax_poly_share, tuning.poly_degree,
+                         dtype)
             name = f"tiled_softmax_lazy<{ct}, {d}, {pc}, {fast}>"
             ctr = _centre(yc)
         else:

@@ -52,19 +52,25 @@ _BLOCK_K = 32
 class Tuning:
     """Variants of the Triton tiled kernels for ``d <= 16`` (``TUNING.override(...)``)."""
 
-    #: exponent by the law of cosines on y-centred points (D FMAs per pair)
-    cosines: bool = False
-    #: softmax: rescale only when a tile's partial sum passes 2^16 (else every tile)
+    #: kernel_matvec: exponent by the law of cosines on y-centred points (D FMAs per pair)
+    matvec_cosines: bool = False
+    #: kernel_matvec, float32: columns per tile, beside the 32 MUFU ones, whose exp2 is the FMA
+    #: polynomial (0, or a power of two: 4 -> share 1/9, 8 -> 1/5, 16 -> 1/3)
+    matvec_poly_cols: int = 0
+    #: softmax ops: rescale only when a tile's partial sum passes 2^16 (else every tile)
     lazy_rescale: bool = False
-    #: float32: columns per tile, beside the 32 MUFU ones, whose exp2 is the FMA polynomial
-    #: (0, or a power of two: 4 -> share 1/9, 8 -> 1/5, 16 -> 1/3)
-    poly_cols: int = 0
+    softmax_cosines: bool = False  #: softmax ops: the law-of-cosines exponent
+    softmax_poly_cols: int = 0  #: softmax ops: as matvec_poly_cols
     poly_degree: int = 5  #: 3, 4 or 5
-    #: float32 on a GPU: MUFU exponentials as ex2.approx.ftz (tl.exp2 is the non-ftz form)
+    #: float32 on a GPU: MUFU exponentials of the fast kernels as ex2.approx.ftz
     ftz_exp2: bool = False
 
-    def fast(self) -> bool:
-        return self.cosines or self.lazy_rescale or self.poly_cols > 0 or self.ftz_exp2
+    def fast_matvec(self) -> bool:
+        return self.matvec_cosines or self.matvec_poly_cols > 0 or self.ftz_exp2
+
+    def fast_softmax(self) -> bool:
+        return (self.lazy_rescale or self.softmax_cosines or self.softmax_poly_cols > 0
+                or self.ftz_exp2)
 
 
 TUNING = Tunable("triton.tiled", Tuning())
@@ -209,8 +215,10 @@ def _softmax_kernel(x_ptr, y_ptr, yy_ptr, v_ptr, w_ptr, out_ptr, lse_ptr, n, m, 
 def _exp2_mufu(t, FTZ: tl.constexpr):
     """``2**t`` on the MUFU: ex2.approx.ftz by inline PTX (FTZ), else ``tl.exp2``."""
     if FTZ:
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [t],
-                                         dtype=tl.float32, is_pure=True, pack=1)
+        bits = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r",
+                                         [t.to(tl.int32, bitcast=True)], dtype=tl.int32,
+                                         is_pure=True, pack=1)  # .b32 operands: any LLVM
+        return bits.to(tl.float32, bitcast=True)
     else:
         return tl.exp2(t)
 
@@ -430,39 +438,36 @@ def _fast_inputs(xt, yt, w, beta, cos):
     return xs.t().contiguous(), kx.contiguous(), ys.t().contiguous(), cy.contiguous()
 
 
-def _fast_consts(tuning, dtype) -> dict:
+def _fast_consts(tuning, dtype, cos: bool, poly: int) -> dict:
     """Constexpr arguments shared by the fast kernels."""
     f32 = dtype == torch.float32
-    poly = tuning.poly_cols if f32 else 0
+    poly = poly if f32 else 0
     if poly and (poly & (poly - 1) or poly > 64):
-        raise ValueError(f"`poly_cols` must be 0 or a power of two up to 64; got {poly!r}")
+        raise ValueError(f"`*_poly_cols` must be 0 or a power of two up to 64; got {poly!r}")
     if tuning.poly_degree not in POLY_EXP2_COEFFS:
         raise ValueError(f"`poly_degree` must be one of {sorted(POLY_EXP2_COEFFS)}; "
                          f"got {tuning.poly_degree!r}")
     coeffs = list(POLY_EXP2_COEFFS[tuning.poly_degree]) + [0.0] * 6
-    return dict(COS=tuning.cosines, POLY_COLS=poly,
+    return dict(COS=cos, POLY_COLS=poly,
                 FTZ=bool(tuning.ftz_exp2 and f32 and not is_simulated("triton")),
                 DEG=tuning.poly_degree, **{f"C{k}": coeffs[k] for k in range(6)})
 
 
-def _use_fast(tuning, d: int, p: int) -> bool:
-    return tuning.fast() and d <= DIRECT_MAX_D and p <= 1
-
-
 def _matvec_fast(xt, yt, u, beta, tuning):
-    xs, kx, ys, cy = _fast_inputs(xt, yt, None, beta, tuning.cosines)
+    xs, kx, ys, cy = _fast_inputs(xt, yt, None, beta, tuning.matvec_cosines)
     n, m = xt.shape[0], yt.shape[0]
     ut = to_torch(u).to(xt.dtype).contiguous()
     out = xt.new_empty((n, 1))
     grid = (triton.cdiv(n, _BLOCK_M),)
     _matvec_fast_kernel[grid](xs, kx, ys, cy, ut, out, n, m, 1, 0, D=xt.shape[1],
                               BLOCK_M=_BLOCK_M, BLOCK_N=32, num_warps=_NUM_WARPS,
-                              **_fast_consts(tuning, xt.dtype))
+                              **_fast_consts(tuning, xt.dtype, tuning.matvec_cosines,
+                                             tuning.matvec_poly_cols))
     return out
 
 
 def _softmax_fast(xt, yt, v, w, beta, tuning):
-    xs, kx, ys, cy = _fast_inputs(xt, yt, w, beta, tuning.cosines)
+    xs, kx, ys, cy = _fast_inputs(xt, yt, w, beta, tuning.softmax_cosines)
     n, m = xt.shape[0], yt.shape[0]
     if v is None:
         vt, p = xt.new_zeros(1), 0
@@ -474,7 +479,9 @@ def _softmax_fast(xt, yt, v, w, beta, tuning):
     _softmax_fast_kernel[grid](xs, kx, ys, cy, vt, out, lse, n, m, p, 0, D=xt.shape[1], PB=p,
                                LAZY=tuning.lazy_rescale, BLOCK_M=_BLOCK_M, BLOCK_N=32,
                                LIMIT=_LAZY_LIMIT, LOWEST=_LOWEST, LN2=_LN2,
-                               num_warps=_NUM_WARPS, **_fast_consts(tuning, xt.dtype))
+                               num_warps=_NUM_WARPS,
+                               **_fast_consts(tuning, xt.dtype, tuning.softmax_cosines,
+                                              tuning.softmax_poly_cols))
     return out[:, :p], lse
 
 
@@ -484,7 +491,8 @@ def kernel_matvec(x, y, u, a, b, *, beta):
         xt, yt = _tensors(x, y)
         tuning = TUNING.current()
         bw = a is not None or b is not None
-        if not bw and _use_fast(tuning, xt.shape[1], u.shape[1]):
+        if (not bw and tuning.fast_matvec() and xt.shape[1] <= DIRECT_MAX_D
+                and u.shape[1] == 1):
             return like(_matvec_fast(xt, yt, u, beta, tuning), x)
         xs, ys, yy, n, m, d, dd = _common(xt, yt, beta)
         ut = to_torch(u).to(xt.dtype).contiguous()
@@ -505,7 +513,8 @@ def kernel_matvec(x, y, u, a, b, *, beta):
 def _softmax(x, y, v, w, beta):
     xt, yt = _tensors(x, y)
     tuning = TUNING.current()
-    if _use_fast(tuning, xt.shape[1], 0 if v is None else v.shape[1]):
+    if (tuning.fast_softmax() and xt.shape[1] <= DIRECT_MAX_D
+            and (v is None or v.shape[1] == 1)):
         return _softmax_fast(xt, yt, v, w, beta, tuning)
     xs, ys, yy, n, m, d, dd = _common(xt, yt, beta)
     w2 = (xt.new_zeros(m) if w is None
