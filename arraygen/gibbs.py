@@ -55,6 +55,7 @@ import numpy as np
 from . import _array_api as aa
 from . import _dask, _dispatch
 from . import random as _random
+from ._kernels import gibbs_msc as _msc
 from ._kernels.gibbs import symmetric_offsets  # noqa: F401
 from ._validation import (as_array, check_choice, check_fits_dtype, check_int, check_scalar,
                           check_shape, common_namespace)
@@ -421,6 +422,10 @@ class StencilIsing:
         self.n_colors = int(self._colors_np.max()) + 1
         mask = _edge_mask(offs, shape, periodic)
         self._couplings_eff = j if periodic else j * xp.asarray(mask, dtype=dtype, device=device)
+        # +-J nearest-neighbour models: the multi-spin kernels' description (_kernels/gibbs_msc)
+        self._pm_couplings = _msc.detect_couplings(xp, offs, self._couplings_eff, mask,
+                                                   self._colors_np, periodic)
+        self._msc = _msc.with_bias(xp, self._pm_couplings, h)
         self._colors_dev = None
         self._moved = {}
 
@@ -469,6 +474,7 @@ class StencilIsing:
         if not aa.all_finite(self._xp, h):
             raise ValueError("`bias` contains non-finite values")
         new.bias = h
+        new._msc = _msc.with_bias(self._xp, self._pm_couplings, h)
         return new
 
     @classmethod
@@ -708,7 +714,8 @@ def _check_spins_shape(model, spins):
 
 
 def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float = 1.0, rng=None,
-                 uniforms=None, sweeps_per_exchange: int | None = None,
+                 uniforms=None, multispin: bool | None = None,
+                 sweeps_per_exchange: int | None = None,
                  backend: str | None = None):
     r"""Block Gibbs (heat-bath) sweeps of a :class:`StencilIsing` model.
 
@@ -740,12 +747,32 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
     sweeps_per_exchange : int, optional
         Dask ``spins`` only: sweeps between halo exchanges (default: as many as keep the halo
         within a quarter of the smallest chunk). The result is bitwise that of the whole call.
+    multispin : bool, optional
+        The multi-spin-coded fast path for +-J models (Notes). None (default): taken
+        automatically on the ``"cupy"`` backend when the model qualifies; False: never; True:
+        required (``"cupy"`` or ``"numba_cuda"`` backend, a +-J model, a Key stream; else
+        ValueError).
     backend : str, optional
         ``"array_api"``, ``"numba_cpu"``, ``"numba_cuda"``, ``"cupy"`` or ``"triton"``.
 
     Returns
     -------
     array like ``spins`` (namespace, device, shape and dtype)
+
+    Notes
+    -----
+    **+-J fast path.** When the model has the 4-neighbour offsets with the checkerboard
+    colouring, every edge's coupling has the same magnitude ``a`` (signs free; uniform couplings
+    are the special case) and the bias is one value ``h`` over the grid, a site's field takes
+    one of 9 values :math:`h + a\,(2P + M - 4)` (P positive terms :math:`J s_{nb} > 0`, M edges
+    missing at an open boundary). The multi-spin kernels (``arraygen/backends/cupy/gibbs_msc.cu``)
+    pack 32 spins per uint32 word, count the positive terms with bitwise adders and compare each
+    site's Philox word with a table of 9 integer thresholds. The uniforms are those of the
+    float-coupling kernels (same key, sweep and site); ``p`` comes from the exact field in
+    float64, rounded once to the model's dtype, where those kernels compute it in the model's
+    dtype, so the two agree except where ``u`` lies within a rounding of ``p`` (about 1e-7 of
+    the float32 decisions). :func:`arraygen.reference.gibbs.msc_sweeps` is the NumPy version of
+    the same algorithm; ``model._msc`` is set at construction when the model qualifies.
 
     Examples
     --------
@@ -770,6 +797,12 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
     n_sweeps = check_int(n_sweeps, "n_sweeps", minimum=0)
     beta = check_scalar(beta, "beta", nonnegative=True)
     check_fits_dtype(xp, 2.0 * beta, model.dtype, "beta", what="2 * beta")
+    check_choice(multispin, "multispin", (None, True, False))
+    if multispin is True and (model._msc is None or uniforms is not None
+                              or isinstance(rng, np.random.Generator)):
+        raise ValueError("`multispin=True` needs a +-J nearest-neighbour model (4-neighbour "
+                         "offsets, checkerboard colours, one coupling magnitude, one bias "
+                         "value) and a Key stream (no `uniforms`, no numpy Generator)")
     _check_spin_values(xp, spins, "spins")
     work = model.dtype
     if uniforms is not None:
@@ -784,10 +817,29 @@ def gibbs_sweeps(model: StencilIsing, spins, *, n_sweeps: int = 1, beta: float =
         return xp.asarray(spins, copy=True)
     gen = _random.as_key(rng) if uniforms is None else None
     return _sweeps(xp, model, spins, n_sweeps=n_sweeps, beta=beta, gen=gen, uniforms=uniforms,
-                   backend=backend)
+                   backend=backend, multispin=multispin)
 
 
-def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend, origin=None):
+#: launchers of the multi-spin-coded +-J kernels (contract: arraygen/_kernels/gibbs_msc.py)
+_MSC_KERNELS = {"cupy": "arraygen.backends.cupy.gibbs_msc",
+                "numba_cuda": "arraygen.backends.numba_cuda.gibbs_msc"}
+
+
+def _msc_launcher(model, name, gen, uniforms, multispin):
+    """The multi-spin launcher for this call, or None (the float-coupling kernels)."""
+    if multispin is False or model._msc is None or uniforms is not None \
+            or isinstance(gen, np.random.Generator) or (multispin is None and name != "cupy"):
+        return None
+    if name not in _MSC_KERNELS:
+        raise ValueError(f"`multispin=True` needs the 'cupy' or 'numba_cuda' backend; the "
+                         f"selected backend is {name!r}")
+    import importlib
+
+    return importlib.import_module(_MSC_KERNELS[name]).gibbs_sweeps
+
+
+def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend,
+            multispin=None, origin=None):
     """Private core of :func:`gibbs_sweeps`, for loops (PCD training, discrete diffusion): it
     trusts its inputs and synchronises only where a NumPy Generator draws on the host.
 
@@ -802,7 +854,12 @@ def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend, origin=
     u4 = None if uniforms is None else xp.reshape(uniforms, (n_sweeps,) + shape4)
     name = _dispatch.select("gibbs_sweeps", spins, model.couplings, model.bias, uniforms,
                             backend=backend)
-    if name == "array_api":
+    msc = None if origin is not None else _msc_launcher(model, name, gen, uniforms, multispin)
+    if msc is not None:  # +-J model: multi-spin kernels (``multispin`` as in gibbs_sweeps)
+        s8 = xp.reshape(xp.astype(spins, xp.int8, copy=False), shape4)
+        out = msc(s8, model._msc, n_sweeps=n_sweeps, beta=beta, key=gen,
+                  dtype_name=_dtype_name(model.dtype))
+    elif name == "array_api":
         s = xp.reshape(xp.astype(spins, work), shape4)
         out = _sweeps_xp(xp, model, s, n_sweeps, beta, u4, gen, origin)
     else:
