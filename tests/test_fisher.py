@@ -289,6 +289,28 @@ def test_step_fused_chunked_path(kernel_backend, rng, dtype):
         _check_fused_chunked(kernel_backend, rng, dtype)
 
 
+#: Issue 19 launch variants of the fused step (each must give the oracle's result).
+STEP_VARIANTS = {
+    "cupy": [{"kq_float": 4, "kq_double": 1, "prefetch_x": True, "fused_threads": 512},
+             {"kq_float": 2, "kq_double": 2, "prefetch_x": True, "fused_threads": 64},
+             {"kq_float": 1, "kq_double": 1, "prefetch_x": False, "fused_threads": 32}],
+    "triton": [{"evict_hints": False}, {"fused_warps": 4}],
+    "numba_cuda": [{"quads_per_thread": 1}, {"quads_per_thread": 2},
+                   {"quads_per_thread": 4}],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_launch_variants(kernel_backend, rng, dtype):
+    """Every launch variant of the fused step (register cache, x prefetch, quads per thread,
+    L2 eviction hints) agrees with the float64 oracle and draws the same noise."""
+    if kernel_backend.name not in STEP_VARIANTS:
+        pytest.skip("no such variant")
+    for variant in STEP_VARIANTS[kernel_backend.name]:
+        with _tuning_override(kernel_backend.name, variant):
+            _check_fused_chunked(kernel_backend, rng, dtype)
+
+
 def _check_fused_chunked(kernel_backend, rng, dtype):
     shape = (3, 5, 9)
     x, s, v = _inputs(rng, shape, dtype)

@@ -109,14 +109,13 @@ __device__ __forceinline__ T block_sum(T value) {
 
 // The update of one quad given its score and v: writes x_new and v_new for the valid lanes.
 template <typename T>
-__device__ __forceinline__ void update_quad(const T* __restrict__ x, const T* __restrict__ noise,
-                                            T* __restrict__ x_out, T* __restrict__ v_out,
-                                            const Quad<T>& s, const Quad<T>& v, T eps,
-                                            T scale, const StepParams<T>& prm, long long q,
-                                            long long start, long long stop) {
+__device__ __forceinline__ void update_quad_x(const Quad<T>& xq, const T* __restrict__ noise,
+                                              T* __restrict__ x_out, T* __restrict__ v_out,
+                                              const Quad<T>& s, const Quad<T>& v, T eps,
+                                              T scale, const StepParams<T>& prm, long long q,
+                                              long long start, long long stop) {
     const T m = prm.momentum, one_m = prm.one_minus_momentum;
     const T h = prm.step_size, two_h = prm.two_step_size;
-    const Quad<T> xq = load_quad(x, q, start, stop);
     T z[4];
     if (noise != nullptr) {
         const Quad<T> nq = load_quad(noise, q, start, stop);
@@ -135,6 +134,16 @@ __device__ __forceinline__ void update_quad(const T* __restrict__ x, const T* __
     }
     store_quad(x_out, q, start, stop, xo);
     store_quad(v_out, q, start, stop, vo);
+}
+
+template <typename T>
+__device__ __forceinline__ void update_quad(const T* __restrict__ x, const T* __restrict__ noise,
+                                            T* __restrict__ x_out, T* __restrict__ v_out,
+                                            const Quad<T>& s, const Quad<T>& v, T eps,
+                                            T scale, const StepParams<T>& prm, long long q,
+                                            long long start, long long stop) {
+    update_quad_x(load_quad(x, q, start, stop), noise, x_out, v_out, s, v, eps, scale, prm, q,
+                  start, stop);
 }
 
 }  // namespace arraygen
@@ -193,8 +202,11 @@ __global__ void fisher_diagonal_kernel(const T* __restrict__ s, const T* __restr
 // One block per sample (grid-stride over samples). The first KQ quads of each thread stay in
 // registers between the reduction and the update; quads beyond are re-read (from L2). At most
 // 1024 threads (64 registers each). KQ = 0: no register cache (smaller blocks, more per SM).
-template <typename T, int KQ>
-__global__ void __launch_bounds__(1024) fisher_step_fused(const T* __restrict__ x, const T* __restrict__ s,
+// PX: the x quads of the cached part are loaded with score and v, before the block reduction,
+// so all three streams are in flight at once (the barrier no longer drains the memory pipe).
+// MAXT: the most threads per block it is launched with (512 leaves 128 registers per thread).
+template <typename T, int KQ, int PX, int MAXT>
+__global__ void __launch_bounds__(MAXT) fisher_step_fused(const T* __restrict__ x, const T* __restrict__ s,
                                   const T* __restrict__ v, const T* __restrict__ eps,
                                   const T* __restrict__ noise, T* __restrict__ x_out,
                                   T* __restrict__ v_out, long long n_samples, ARRAYGEN_STEP_ARGS(T)) {
@@ -204,7 +216,7 @@ __global__ void __launch_bounds__(1024) fisher_step_fused(const T* __restrict__ 
         const long long start = b * prm.n_per, stop = start + prm.n_per;
         const long long q0 = start / 4, q_end = (stop + 3) / 4;
         const T eb = eps[b];
-        Quad<T> sc[KQ > 0 ? KQ : 1], vc[KQ > 0 ? KQ : 1];
+        Quad<T> sc[KQ > 0 ? KQ : 1], vc[KQ > 0 ? KQ : 1], xc[KQ > 0 && PX ? KQ : 1];
         T acc = 0;
 #pragma unroll
         for (int k = 0; k < KQ; ++k) {
@@ -212,8 +224,13 @@ __global__ void __launch_bounds__(1024) fisher_step_fused(const T* __restrict__ 
             if (q < q_end) {
                 sc[k] = load_quad(s, q, start, stop);
                 vc[k] = load_quad(v, q, start, stop);
-                acc += quad_rsqrt_sum(sc[k], vc[k], eb, m, one_m, q, start, stop);
+                if constexpr (PX) xc[k] = load_quad(x, q, start, stop);
             }
+        }
+#pragma unroll
+        for (int k = 0; k < KQ; ++k) {
+            const long long q = q0 + threadIdx.x + (long long)k * blockDim.x;
+            if (q < q_end) acc += quad_rsqrt_sum(sc[k], vc[k], eb, m, one_m, q, start, stop);
         }
         for (long long q = q0 + threadIdx.x + (long long)KQ * blockDim.x; q < q_end;
              q += blockDim.x)
@@ -224,8 +241,14 @@ __global__ void __launch_bounds__(1024) fisher_step_fused(const T* __restrict__ 
 #pragma unroll
         for (int k = 0; k < KQ; ++k) {
             const long long q = q0 + threadIdx.x + (long long)k * blockDim.x;
-            if (q < q_end)
-                update_quad(x, noise, x_out, v_out, sc[k], vc[k], eb, scale, prm, q, start, stop);
+            if (q < q_end) {
+                if constexpr (PX)
+                    update_quad_x(xc[k], noise, x_out, v_out, sc[k], vc[k], eb, scale, prm, q,
+                                  start, stop);
+                else
+                    update_quad(x, noise, x_out, v_out, sc[k], vc[k], eb, scale, prm, q, start,
+                                stop);
+            }
         }
         for (long long q = q0 + threadIdx.x + (long long)KQ * blockDim.x; q < q_end;
              q += blockDim.x)
@@ -303,9 +326,10 @@ __global__ void philox_stream_normal(T* __restrict__ out, long long n, unsigned 
 #define ARRAYGEN_INSTANTIATE(T, KQ)                                                            \
     template __global__ void fisher_diagonal_kernel<T>(const T*, const T*, T*, long long,      \
                                                        long long, double, int);                \
-    template __global__ void fisher_step_fused<T, KQ>(const T*, const T*, const T*, const T*,  \
-                                                      const T*, T*, T*, long long,             \
-                                                      ARRAYGEN_STEP_ARGS(T));                     \
+    template __global__ void fisher_step_fused<T, KQ, 0, 1024>(const T*, const T*, const T*,  \
+                                                               const T*, const T*, T*, T*,     \
+                                                               long long,                      \
+                                                               ARRAYGEN_STEP_ARGS(T));         \
     template __global__ void fisher_step_partial<T>(const T*, const T*, const T*, T*,          \
                                                     long long, long long, ARRAYGEN_STEP_ARGS(T)); \
     template __global__ void fisher_step_update<T>(const T*, const T*, const T*, const T*,     \
@@ -313,11 +337,21 @@ __global__ void philox_stream_normal(T* __restrict__ out, long long n, unsigned 
                                                    long long, ARRAYGEN_STEP_ARGS(T));             \
     template __global__ void philox_stream_normal<T>(T*, long long, unsigned int,             \
                                                      unsigned int, unsigned int, unsigned int);
-#define ARRAYGEN_INSTANTIATE_FUSED(T, KQ)                                                     \
-    template __global__ void fisher_step_fused<T, KQ>(const T*, const T*, const T*, const T*,  \
-                                                      const T*, T*, T*, long long,             \
-                                                      ARRAYGEN_STEP_ARGS(T));
+#define ARRAYGEN_INSTANTIATE_FUSED(T, KQ, PX, MAXT)                                           \
+    template __global__ void fisher_step_fused<T, KQ, PX, MAXT>(const T*, const T*, const T*, \
+                                                                const T*, const T*, T*, T*,    \
+                                                                long long,                     \
+                                                                ARRAYGEN_STEP_ARGS(T));
 ARRAYGEN_INSTANTIATE(float, 4)
 ARRAYGEN_INSTANTIATE(double, 1)
-ARRAYGEN_INSTANTIATE_FUSED(float, 0)
-ARRAYGEN_INSTANTIATE_FUSED(double, 0)
+// (KQ, PX, MAXT) variants the launcher may pick (FUSED_VARIANTS in fisher.py)
+ARRAYGEN_INSTANTIATE_FUSED(float, 0, 0, 1024)
+ARRAYGEN_INSTANTIATE_FUSED(float, 1, 1, 1024)
+ARRAYGEN_INSTANTIATE_FUSED(float, 2, 0, 1024)
+ARRAYGEN_INSTANTIATE_FUSED(float, 2, 1, 1024)
+ARRAYGEN_INSTANTIATE_FUSED(float, 2, 1, 512)
+ARRAYGEN_INSTANTIATE_FUSED(float, 4, 0, 512)
+ARRAYGEN_INSTANTIATE_FUSED(float, 4, 1, 512)
+ARRAYGEN_INSTANTIATE_FUSED(double, 0, 0, 1024)
+ARRAYGEN_INSTANTIATE_FUSED(double, 1, 0, 512)
+ARRAYGEN_INSTANTIATE_FUSED(double, 2, 1, 512)

@@ -19,7 +19,7 @@ from .._tuning import Tunable
 from . import dtype_name, module, native, sm_count, stream_for
 
 SOURCE = "fisher.cu"
-KQ_CHOICES = {"float": (0, 4), "double": (0, 1)}  # 0: no register cache, re-read from L2
+KQ_CHOICES = {"float": (0, 1, 2, 4), "double": (0, 1, 2)}  # 0: no register cache, re-read
 THREADS = 256
 DIAG_UNROLL = 4  # quads per thread of fisher_diagonal (must match fisher.cu)
 
@@ -31,6 +31,7 @@ class Tuning:
     kq_float: int = 4  #: float32 quads per thread kept in registers (one of KQ_CHOICES)
     kq_double: int = 1  #: float64 quads per thread kept in registers (one of KQ_CHOICES)
     fused_threads: int = 1024  #: most threads per block of the one-kernel path
+    prefetch_x: bool = False  #: load the cached quads' x with score and v, before the reduction
     fused_min_samples: int = 256  #: this many samples fill an H100 with one block each
     fused_max_per: int = 1 << 15  #: or samples this short: take the one-kernel path anyway
     split_tile: int = 8192  #: fewest elements per tile on the two-kernel path
@@ -43,14 +44,24 @@ class Tuning:
 TUNING = Tunable("cupy.fisher", Tuning())
 
 
+def _fused_name(t: str, kq: int, prefetch_x: bool, threads: int) -> str:
+    """``fisher_step_fused<T, KQ, PX, MAXT>``: MAXT the launch bound (512 or 1024 threads)."""
+    return f"fisher_step_fused<{t}, {kq}, {int(bool(prefetch_x and kq))}, " \
+           f"{512 if threads <= 512 else 1024}>"
+
+
 def _names(t: str) -> tuple[str, ...]:
-    fused = tuple(f"fisher_step_fused<{t}, {k}>" for k in KQ_CHOICES[t])
-    return (f"fisher_diagonal_kernel<{t}>", *fused,
+    default = Tuning()
+    fused = _fused_name(t, default.kq(t), default.prefetch_x, default.fused_threads)
+    return (f"fisher_diagonal_kernel<{t}>", fused,
             f"fisher_step_partial<{t}>", f"fisher_step_update<{t}>")
 
 
 def _kernel(name: str, t: str):
-    return module(SOURCE, _names("float") + _names("double")).get_function(name)
+    names = _names("float") + _names("double")
+    if name not in names:  # a tuning variant: its own module (NVRTC instantiates it by name)
+        names = names + (name,)
+    return module(SOURCE, names).get_function(name)
 
 
 def _sm_count() -> int:
@@ -112,7 +123,7 @@ def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
             kq = tuning.kq(t)
             threads = int(min(tuning.fused_threads, 32 * -(-quads // (32 * max(kq, 1)))))
             grid = int(min(n_samples, 2**31 - 1))
-            _kernel(f"fisher_step_fused<{t}, {kq}>", t)(
+            _kernel(_fused_name(t, kq, tuning.prefetch_x, tuning.fused_threads), t)(
                 (grid,), (threads,),
                 (xs, ss, vs, e, zs, x_out, v_out, np.int64(n_samples)) + step)
         else:

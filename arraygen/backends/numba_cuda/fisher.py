@@ -29,6 +29,7 @@ MAX_TPB = 256
 class Tuning:
     """Choice between the one-kernel and the two-kernel step (``TUNING.override(...)``)."""
 
+    quads_per_thread: int = 2  #: quads a thread loads before it stores (0: the old kernels)
     sm_target_blocks: int = 1024  #: enough blocks to fill an H100 (132 SMs) several times
     fused_min_samples: int = 256  #: this many samples fill the GPU with one block each
     fused_max_per: int = 4096  #: samples at most this long always take the one-kernel path
@@ -39,9 +40,13 @@ TUNING = Tunable("numba_cuda.fisher", Tuning())
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(dtype_name: str):
-    """Compile (lazily) the kernels for float32 or float64."""
+def _kernels(dtype_name: str, qpt: int = 0):
+    """Compile (lazily) the kernels for float32 or float64; ``qpt`` > 0: the update loads
+    ``qpt`` whole quads (x, score, v, noise) before computing and storing them, and the
+    reduction keeps four loads in flight (``qpt`` = 0: the element-by-element kernels)."""
     cast = np.float32 if dtype_name == "float32" else np.float64
+    nb_dtype = numba.float32 if dtype_name == "float32" else numba.float64
+    nq = max(qpt, 1)
     philox = jit(device=True)(ph.py_philox4x32)
     box_muller = jit(device=True)(
         ph.py_box_muller_f32 if dtype_name == "float32" else ph.py_box_muller_f64)
@@ -100,6 +105,95 @@ def _kernels(dtype_name: str):
                     v_out[i] = vn
                     x_out[i] = x[i] + h * p * si + math.sqrt(two_h * p) * z
             q += cuda.blockDim.x
+
+    @jit(device=True)
+    def tile_sum4(s, v, e, m, one_m, one, start, stop, buf):
+        """tile_sum with four independent loads of score and of v in flight per thread."""
+        acc = 0.0
+        bd = cuda.blockDim.x
+        i = start + cuda.threadIdx.x
+        while i + 3 * bd < stop:
+            s0 = s[i]
+            s1 = s[i + bd]
+            s2 = s[i + 2 * bd]
+            s3 = s[i + 3 * bd]
+            v0 = v[i]
+            v1 = v[i + bd]
+            v2 = v[i + 2 * bd]
+            v3 = v[i + 3 * bd]
+            acc += one / math.sqrt(m * v0 + one_m * (s0 * s0 + e))
+            acc += one / math.sqrt(m * v1 + one_m * (s1 * s1 + e))
+            acc += one / math.sqrt(m * v2 + one_m * (s2 * s2 + e))
+            acc += one / math.sqrt(m * v3 + one_m * (s3 * s3 + e))
+            i += 4 * bd
+        while i < stop:
+            acc += one / math.sqrt(m * v[i] + one_m * (s[i] * s[i] + e))
+            i += bd
+        return block_sum(acc, buf)
+
+    @jit(device=True)
+    def tile_update_q(x, s, v, e, noise, has_noise, m, one_m, one, h, two_h, scale, start,
+                      stop, c2, c3, k0, k1, x_out, v_out):
+        """The update, ``qpt`` quads per thread and step: every load before any store."""
+        xa = cuda.local.array(4 * nq, nb_dtype)
+        sa = cuda.local.array(4 * nq, nb_dtype)
+        va = cuda.local.array(4 * nq, nb_dtype)
+        za = cuda.local.array(4 * nq, nb_dtype)
+        bd = cuda.blockDim.x
+        q_end = (stop + 3) // 4
+        q = start // 4 + cuda.threadIdx.x
+        while q < q_end:
+            for u in range(nq):
+                qu = q + u * bd
+                for lane in range(4):
+                    i = 4 * qu + lane
+                    k = 4 * u + lane
+                    if qu < q_end and i >= start and i < stop:
+                        xa[k] = x[i]
+                        sa[k] = s[i]
+                        va[k] = v[i]
+                        if has_noise:
+                            za[k] = noise[i]
+                    else:
+                        xa[k] = 0
+                        sa[k] = 0
+                        va[k] = one
+                        za[k] = 0
+            if not has_noise:
+                for u in range(nq):
+                    w0, w1, w2, w3 = philox(q + u * bd, c2, c3, k0, k1)
+                    z0, z1, z2, z3 = box_muller(w0, w1, w2, w3)
+                    za[4 * u] = z0
+                    za[4 * u + 1] = z1
+                    za[4 * u + 2] = z2
+                    za[4 * u + 3] = z3
+            for u in range(nq):
+                qu = q + u * bd
+                for lane in range(4):
+                    i = 4 * qu + lane
+                    k = 4 * u + lane
+                    if qu < q_end and i >= start and i < stop:
+                        si = sa[k]
+                        vn = m * va[k] + one_m * (si * si + e)
+                        p = (one / math.sqrt(vn)) * scale
+                        v_out[i] = vn
+                        x_out[i] = xa[k] + h * p * si + math.sqrt(two_h * p) * za[k]
+            q += nq * bd
+
+    @jit
+    def fused_q(x, s, v, eps, noise, has_noise, m, one_m, one, h, two_h, n_per, c2, c3, k0,
+                k1, x_out, v_out):
+        buf = cuda.shared.array(MAX_TPB, numba.float64)
+        b = np.int64(cuda.blockIdx.x)
+        while b < eps.shape[0]:
+            start = b * n_per
+            stop = start + n_per
+            e = eps[b]
+            total = tile_sum4(s, v, e, m, one_m, one, start, stop, buf)
+            scale = cast(n_per / total)
+            tile_update_q(x, s, v, e, noise, has_noise, m, one_m, one, h, two_h, scale, start,
+                          stop, c2, c3, k0, k1, x_out, v_out)
+            b += cuda.gridDim.x
 
     @jit
     def diagonal(s, eps, n_per, tiles, tile, out):
@@ -169,7 +263,8 @@ def _kernels(dtype_name: str):
         tile_update(x, s, v, eps[b], noise, has_noise, m, one_m, one, h, two_h, scale, start,
                     stop, c2, c3, k0, k1, x_out, v_out)
 
-    return {"diagonal": diagonal, "fused": fused, "partial": partial, "update": update}
+    return {"diagonal": diagonal, "fused": fused_q if qpt else fused, "partial": partial,
+            "update": update}
 
 
 def tiling(n_samples: int, n_per: int, tuning: Tuning | None = None) -> tuple[int, int]:
@@ -217,12 +312,13 @@ def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
         zs = contiguous(noise).reshape(-1) if has_noise else empty(xs, 1, name)
         c2, c3, k0, k1 = ph.key_words(key) if key is not None else (np.uint64(0),) * 4
         scal = (dt(momentum), dt(1.0 - momentum), dt(1.0), dt(step_size), dt(2.0 * step_size))
-        ks = _kernels(name)
+        tuning = TUNING.current()
+        ks = _kernels(name, tuning.quads_per_thread)
         tpb = threads_per_block()
         stream = stream_of(xs)
         args_in = [device_view(a.reshape(-1)) for a in (xs, ss, vs)] + [device_view(e)]
         outs = [device_view(x_out.reshape(-1)), device_view(v_out.reshape(-1))]
-        tiles, tile = tiling(n_samples, n_per)
+        tiles, tile = tiling(n_samples, n_per, tuning)
         if tiles == 1:
             grid = min(n_samples, 65535 * 16)
             ks["fused"][grid, tpb, stream](*args_in, device_view(zs), has_noise, *scal, n_per,

@@ -42,6 +42,8 @@ class Tuning:
     fused_max_per: int = 1 << 15  #: samples at most this long always take the one-kernel path
     split_tile: int = 8192  #: fewest elements per tile on the two-kernel path
     split_blocks: int = 512  #: programs to aim for on the two-kernel path
+    evict_hints: bool = True  #: keep score/v in L2 for the re-read, stream x and the outputs
+    fused_warps: int = 0  #: warps per program of the one-kernel path (0: from the chunk size)
 
 
 TUNING = Tunable("triton.fisher", Tuning())
@@ -84,18 +86,23 @@ def _vnew_rsqrt(s, v, e, m, one_m, IS_F64: tl.constexpr):
 
 @triton.jit
 def _chunk_sum(s_ptr, v_ptr, e, m, one_m, qs, start, stop, Q: tl.constexpr,
-               IS_F64: tl.constexpr):
+               IS_F64: tl.constexpr, EVICT: tl.constexpr = False):
     """Per-quad sums (shape [Q]) of v'^-1/2 over the in-range elements of quads qs..qs+Q-1."""
     q, idx, mask = _quads(qs, start, stop, Q)
-    s = tl.load(s_ptr + idx, mask=mask, other=0.0)
-    v = tl.load(v_ptr + idx, mask=mask, other=1.0)
+    if EVICT:  # read again by the update: keep in L2
+        s = tl.load(s_ptr + idx, mask=mask, other=0.0, eviction_policy="evict_last")
+        v = tl.load(v_ptr + idx, mask=mask, other=1.0, eviction_policy="evict_last")
+    else:
+        s = tl.load(s_ptr + idx, mask=mask, other=0.0)
+        v = tl.load(v_ptr + idx, mask=mask, other=1.0)
     vn, p = _vnew_rsqrt(s, v, e, m, one_m, IS_F64)
     return tl.sum(tl.where(mask, p, 0.0), axis=1)
 
 
 @triton.jit
 def _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, two_h, scale,
-            c2, c3, k0, k1, HAS_NOISE: tl.constexpr, IS_F64: tl.constexpr):
+            c2, c3, k0, k1, HAS_NOISE: tl.constexpr, IS_F64: tl.constexpr,
+            EVICT: tl.constexpr = False):
     """Write x' and v' of the masked ``[Q, 4]`` tile given its score and v."""
     vn, p = _vnew_rsqrt(s, v, e, m, one_m, IS_F64)
     pre = p * scale
@@ -108,10 +115,16 @@ def _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, tw
         z = tl.where(lane == 0, z0[:, None],
                      tl.where(lane == 1, z1[:, None],
                               tl.where(lane == 2, z2[:, None], z3[:, None])))
-    x = tl.load(x_ptr + idx, mask=mask, other=0.0)
-    xn = x + h * pre * s + _sqrt(two_h * pre, IS_F64) * z
-    tl.store(vo_ptr + idx, vn, mask=mask)
-    tl.store(xo_ptr + idx, xn, mask=mask)
+    if EVICT:  # read once, written once: stream past L2
+        x = tl.load(x_ptr + idx, mask=mask, other=0.0, eviction_policy="evict_first")
+        xn = x + h * pre * s + _sqrt(two_h * pre, IS_F64) * z
+        tl.store(vo_ptr + idx, vn, mask=mask, cache_modifier=".cs")
+        tl.store(xo_ptr + idx, xn, mask=mask, cache_modifier=".cs")
+    else:
+        x = tl.load(x_ptr + idx, mask=mask, other=0.0)
+        xn = x + h * pre * s + _sqrt(two_h * pre, IS_F64) * z
+        tl.store(vo_ptr + idx, vn, mask=mask)
+        tl.store(xo_ptr + idx, xn, mask=mask)
 
 
 @triton.jit
@@ -133,7 +146,7 @@ def _scale(n_per, total, like):
 def _step_fused(x_ptr, s_ptr, v_ptr, eps_ptr, z_ptr, prm_ptr, xo_ptr, vo_ptr, n_per,
                 m, one_m, h, two_h, c2, c3, k0, k1, CHUNKS: tl.constexpr, Q: tl.constexpr,
                 SINGLE: tl.constexpr,
-                HAS_NOISE: tl.constexpr, IS_F64: tl.constexpr):
+                HAS_NOISE: tl.constexpr, IS_F64: tl.constexpr, EVICT: tl.constexpr = False):
     b = tl.program_id(0).to(tl.int64)
     start = b * n_per
     stop = start + n_per
@@ -148,18 +161,19 @@ def _step_fused(x_ptr, s_ptr, v_ptr, eps_ptr, z_ptr, prm_ptr, xo_ptr, vo_ptr, n_
         vn, p = _vnew_rsqrt(s, v, e, m, one_m, IS_F64)
         total = tl.sum(tl.sum(tl.where(mask, p, 0.0), axis=1), axis=0)
         _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, two_h,
-                _scale(n_per, total, e), c2, c3, k0, k1, HAS_NOISE, IS_F64)
+                _scale(n_per, total, e), c2, c3, k0, k1, HAS_NOISE, IS_F64, EVICT)
     else:
         acc = tl.zeros((Q,), dtype=e.dtype)
         for c in range(0, CHUNKS):
-            acc += _chunk_sum(s_ptr, v_ptr, e, m, one_m, q0 + c * Q, start, stop, Q, IS_F64)
+            acc += _chunk_sum(s_ptr, v_ptr, e, m, one_m, q0 + c * Q, start, stop, Q, IS_F64,
+                              EVICT)
         scale = _scale(n_per, tl.sum(acc, axis=0), e)
         for c in range(0, CHUNKS):
             q, idx, mask = _quads(q0 + c * Q, start, stop, Q)
             s = tl.load(s_ptr + idx, mask=mask, other=0.0)
             v = tl.load(v_ptr + idx, mask=mask, other=1.0)
             _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, two_h,
-                    scale, c2, c3, k0, k1, HAS_NOISE, IS_F64)
+                    scale, c2, c3, k0, k1, HAS_NOISE, IS_F64, EVICT)
 
 
 @triton.jit
@@ -259,7 +273,8 @@ def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
                                       c2, c3, k0, k1,
                                       CHUNKS=triton.cdiv(quads, q), Q=q, SINGLE=single,
                                       HAS_NOISE=has_noise, IS_F64=is_f64,
-                                      num_warps=_warps(q))
+                                      EVICT=tuning.evict_hints,
+                                      num_warps=tuning.fused_warps or _warps(q))
         else:
             tiles = min(triton.cdiv(tuning.split_blocks, n_samples),
                         triton.cdiv(n_per, tuning.split_tile), 4096)
