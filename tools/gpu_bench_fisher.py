@@ -10,8 +10,14 @@ the backend's launcher directly (eps precomputed, no argument checks). Rows "sca
 alpha_bar as a Python float (one noise level per batch, the usual sampler call): no host
 synchronisation at all. With a per-sample alpha_bar array on the device, the public op checks its
 range through one small device-to-host copy, a synchronisation per call.
-Rows with a tuning suffix ("triton B8192", "cupy kq0 t512"...) are variants of the defaults,
-kept to show why the defaults were chosen.
+Rows "nosync" pass the per-sample alpha_bar with check_finite=False: no host synchronisation
+(the alpha_bar range is enforced on the device: out of range makes the sample NaN), so they
+show the kernel at the public op. The default check_finite=True reads x, score, v once more for
+its finiteness checks and synchronises once.
+Rows with a tuning suffix ("triton B8192", "cupy kq0 t512"...) are variants of the defaults
+(issue 19: "px" prefetches x before the block reduction, "t512" a 512-thread launch bound,
+"numba q0(old)" the element-by-element Numba kernel), measured side by side so the winner can be
+made the default in the backend's ``Tuning``.
 """
 
 from __future__ import annotations
@@ -94,8 +100,21 @@ STEP_VARIANTS = [("cupy", "cupy", {}), ("triton", "triton", {}),
                  ("numba_cuda", "numba_cuda", {}),
                  ("cupy kq0 t512", "cupy", {"kq_float": 0, "kq_double": 0,
                                             "fused_threads": 512}),
+                 ("cupy kq4 px t512", "cupy", {"kq_float": 4, "prefetch_x": True,
+                                               "fused_threads": 512}),
+                 ("cupy kq4 t512", "cupy", {"kq_float": 4, "fused_threads": 512}),
+                 ("cupy kq2 px t512", "cupy", {"kq_float": 2, "prefetch_x": True,
+                                               "fused_threads": 512}),
+                 ("cupy kq2 px t1024", "cupy", {"kq_float": 2, "prefetch_x": True}),
+                 ("cupy kq1 px t1024", "cupy", {"kq_float": 1, "prefetch_x": True}),
                  ("triton single", "triton", {"single_max_quads": 4096}),
-                 ("triton loop1024", "triton", {"chunk_quads": 1024})]
+                 ("triton loop1024", "triton", {"chunk_quads": 1024}),
+                 ("triton nohints", "triton", {"evict_hints": False}),
+                 ("triton w8", "triton", {"fused_warps": 8}),
+                 ("triton w32", "triton", {"fused_warps": 32}),
+                 ("numba q0(old)", "numba_cuda", {"quads_per_thread": 0}),
+                 ("numba q1", "numba_cuda", {"quads_per_thread": 1}),
+                 ("numba q4", "numba_cuda", {"quads_per_thread": 4})]
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -168,6 +187,13 @@ def run(quick: bool = False) -> list[dict]:
             rows.append(row("fisher_langevin_step", label, size, ms, "GB/s",
                             20 * n / (ms * 1e-3) / 1e9, bw, "torch eager", torch_gbs,
                             err=_rel_err_step(torch.from_dlpack(out), x, s, v, ab, z)))
+            # per-sample alpha_bar with check_finite=False: no host synchronisation at all
+            # (the alpha_bar range is enforced on the device), the sampling-loop call
+            ms = bench_ms(lambda xb=xb, sb=sb, vb=vb, abb=abb, backend=backend: (
+                arraygen.fisher_langevin_step(xb, sb, vb, abb, step_size=0.01, momentum=0.9,
+                                              rng=7, check_finite=False, backend=backend)))
+            rows.append(row("fisher_langevin_step nosync", label, size, ms, "GB/s",
+                            20 * n / (ms * 1e-3) / 1e9, bw, "torch eager", torch_gbs))
             if not tuning:  # one noise level for the batch: alpha_bar as a Python float
                 ms = bench_ms(lambda xb=xb, sb=sb, vb=vb, backend=backend: (
                     arraygen.fisher_langevin_step(xb, sb, vb, 0.5, step_size=0.01, momentum=0.9,
