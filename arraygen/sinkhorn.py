@@ -72,6 +72,10 @@ _STALL_ITERS = {"float64": 1000, "float32": 200}
 #: Marginal error at which ``mixed_precision`` hands over from float32 to float64.
 _MIXED_SWITCH = 1e-4
 
+#: ``sinkhorn(method=)``: all N M pairs, coarse-to-fine with truncated kernels
+#: (:mod:`arraygen._sinkhorn_multiscale`), or the automatic choice between the two.
+_METHODS = ("exact", "multiscale", "auto")
+
 
 class ConvergenceWarning(RuntimeWarning):
     """An iterative solver stopped before reaching its tolerance (see the result's fields)."""
@@ -221,7 +225,7 @@ def sinkhorn(x, y, a=None, b=None, *, epsilon: float, max_iter: int = 1000,
              tol: float | None = None, scaling: float | None = None,
              relaxation: float | str = 1.0, mixed_precision: bool = False, warm_start=None,
              check_every: int = 1, check_finite: bool = True, progress: bool = False,
-             callback=None, backend: str | None = None):
+             callback=None, method: str = "exact", backend: str | None = None):
     r"""Entropic optimal transport between two point clouds, log domain.
 
     Solves :math:`\min_{P \in \Pi(a,b)} \langle C, P\rangle + \varepsilon \mathrm{KL}(P\|ab^T)`
@@ -269,6 +273,16 @@ def sinkhorn(x, y, a=None, b=None, *, epsilon: float, max_iter: int = 1000,
     callback : callable, optional
         ``callback(info)`` at each check with a dict ``iteration, epsilon, marginal_error,
         f, g``; returning True stops the iteration.
+    method : {"exact", "multiscale", "auto"}
+        ``"exact"`` (default) sums over all N M pairs at every iteration. ``"multiscale"``
+        solves a coarse problem on cluster centroids, extrapolates its potentials, and
+        iterates at full resolution with truncated (block-sparse) kernels whose pair lists
+        come from the current potentials (:mod:`arraygen._sinkhorn_multiscale`);
+        ``marginal_error`` and ``converged`` still come from an exact pass over all pairs,
+        ``max_iter`` counts the coarse iterations too, ``mixed_precision`` is not used, and
+        ``res.info`` records what was truncated. ``"auto"`` picks ``"multiscale"`` for
+        d <= 3, N M >= 2**26 and epsilon <= (squared diameter of the clouds) / 100, else
+        ``"exact"``.
     backend : str, optional
         Backend of the tiled kernels (see :func:`arraygen.tiled.kernel_logsumexp`); giving
         one always uses the tiled path.
@@ -302,16 +316,27 @@ def sinkhorn(x, y, a=None, b=None, *, epsilon: float, max_iter: int = 1000,
     opts = _options(epsilon=epsilon, max_iter=max_iter, tol=tol, scaling=scaling,
                     relaxation=relaxation, mixed_precision=mixed_precision,
                     check_every=check_every, progress=progress, callback=callback)
+    V.check_choice(method, "method", _METHODS)
     if _dask.any_dask(x, y, a, b):
         x, y, a, b = _dask.as_dask(x, y, a, b)
     xp, (x, y, a, b) = V.common_namespace(x=x, y=y, a=a, b=b)
     if x.ndim == 3 or y.ndim == 3:
-        return _batched(xp, x, y, a, b, warm_start, opts, check_finite, backend)
+        return _batched(xp, x, y, a, b, warm_start, opts, check_finite, backend, method)
     prob = _problem(xp, x, y, a, b, epsilon=opts["epsilon"], check_finite=check_finite,
                     backend=backend)
     f0 = _warm_start(xp, warm_start, prob)
-    res = _solve(prob, f0=f0, stacklevel=3, **opts)
+    res = _solve_method(prob, method, f0, opts)
     return res._with_gradients(x, y, a, b)
+
+
+def _solve_method(prob: _Problem, method: str, f0, opts) -> SinkhornResult:
+    """``_solve``, or the multiscale solver when ``method`` asks for it (or "auto" picks it)."""
+    if method != "exact":
+        from . import _sinkhorn_multiscale as ms
+
+        if ms.choose_method(method, prob, opts["epsilon"]) == "multiscale":
+            return ms.solve(prob, f0=f0, stacklevel=4, **opts)
+    return _solve(prob, f0=f0, stacklevel=4, **opts)
 
 
 def _warm_start(xp, warm_start, prob: _Problem):
@@ -325,7 +350,7 @@ def _warm_start(xp, warm_start, prob: _Problem):
     return f
 
 
-def _batched(xp, x, y, a, b, warm_start, opts, check_finite, backend):
+def _batched(xp, x, y, a, b, warm_start, opts, check_finite, backend, method="exact"):
     """(B, N, d) clouds with (B, N) weights: one problem per leading index."""
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0]:
         raise ValueError("batched problems need `x` (B, N, d) and `y` (B, M, d) with the same "
@@ -344,7 +369,7 @@ def _batched(xp, x, y, a, b, warm_start, opts, check_finite, backend):
                         check_finite=check_finite, backend=backend)
         f0 = None if warm_start is None else _warm_start(
             xp, (warm_start[0][k, ...], warm_start[1][k, ...]), prob)
-        res = _solve(prob, f0=f0, stacklevel=3, **opts)
+        res = _solve_method(prob, method, f0, opts)
         results.append(res._with_gradients(x[k, ...], y[k, ...], None if a is None else a[k, ...],
                                            None if b is None else b[k, ...]))
     return BatchedSinkhornResult(results)
@@ -809,6 +834,10 @@ class SinkhornResult:
         :math:`\langle f, a\rangle + \langle g, b\rangle` (the entropic OT value at convergence).
     relaxation : float
         The over-relaxation factor in use at the end (1.0: plain Sinkhorn).
+    info : dict or None
+        ``method="multiscale"``: what was truncated (clusters, coarse iterations, the
+        fraction of pairs computed and the mass bound of every pair list; keys in
+        :data:`arraygen._sinkhorn_multiscale.INFO_KEYS`). None for the exact solver.
     """
 
     f: Any
@@ -822,6 +851,7 @@ class SinkhornResult:
     epsilons: list
     dual_value: Any
     relaxation: float = 1.0
+    info: dict | None = None
     _x: Any = dataclasses.field(repr=False, default=None)
     _y: Any = dataclasses.field(repr=False, default=None)
     _shift: Any = dataclasses.field(repr=False, default=None)

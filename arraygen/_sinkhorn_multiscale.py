@@ -1,0 +1,503 @@
+r"""``sinkhorn(..., method="multiscale")``: coarse-to-fine Sinkhorn with truncated kernels.
+
+The exact solver (:mod:`arraygen.sinkhorn`) evaluates all N M kernel entries at every
+half-iteration. At small epsilon in low dimension most of them are below any useful
+resolution: the plan :math:`P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}` is
+concentrated within a few kernel widths :math:`\sqrt\varepsilon` of the transport map. This
+module skips, with a bound, the cluster pairs that cannot matter (GeomLoss's
+``backend="multiscale"``, Schmitzer 2016, is the model; the code is arraygen's own):
+
+1. **Clusters.** Both clouds are reordered once into spatial clusters of ``block`` points
+   (:func:`arraygen.blocksparse.cluster_points`, a kd-tree order); all the state of the fine
+   level lives in that sorted order and is permuted back at the end.
+2. **Coarse level.** The clusters' weighted centroids with summed weights form a small
+   problem (K = N / block points), solved with the exact solver and epsilon-scaling
+   (``scaling``, default 0.5) down to :math:`\varepsilon_c = \max(\varepsilon,
+   c_{jump}\, \bar r^2)`, :math:`\bar r` the median cluster radius (below that scale the
+   centroids cannot describe the plan).
+3. **Extrapolation.** ``f`` on the fine points is one softmin against the coarse dual:
+   :math:`f_i = -\varepsilon_c \log\sum_B \exp(\log b_B + g_B/\varepsilon_c -
+   \lVert x_i - y_B\rVert^2/\varepsilon_c)` (an N x K pass).
+4. **Fine level.** Epsilon-scaling continues at full resolution from :math:`\varepsilon_c`
+   to :math:`\varepsilon` (when :math:`\varepsilon_c > \varepsilon`), then plain (or
+   over-relaxed, ``relaxation``) iterations run to ``tol``. Every half-iteration uses the
+   block-sparse kernels with a pair list (:func:`arraygen.blocksparse.block_pairs`) built from
+   the current potentials as log-weights: ``log a + f/eps`` for the ``g`` update and
+   ``log b + g/eps`` for the ``f`` update. Pair lists are rebuilt once per epsilon level
+   (and when an exact check asks for a wider truncation), never inside the iterations.
+5. **Exact check.** When the in-loop estimate reaches ``tol``, ONE dense pass over all N M
+   pairs (float64 where the namespace has it) measures the marginal error of the returned
+   plan and its cost. ``converged`` is True only if that exact error is <= ``tol``; when it
+   is not, the truncation radius grows by :data:`TRUNCATE_STEP` (pair lists rebuilt from the
+   current potentials) and the iterations continue, at most :data:`MAX_EXACT_CHECKS` times.
+
+Truncation radius. ``truncate`` is in kernel widths: a cluster pair is skipped when its
+largest possible log-plan entry is below the row's smallest possible largest entry by more than
+``truncate**2``. The default is :math:`\sqrt{\log(16 / \mathrm{tol})}` (about 3.2 for
+``tol = 1e-3``) and at least :data:`MIN_TRUNCATE`. Each pair list reports ``mass_bound``, a
+rigorous bound on every row's skipped / kept kernel mass for the potentials it was built
+from; it is recorded, not used to stop: the exact check decides.
+
+What was truncated is recorded in ``SinkhornResult.info`` (a dict, :data:`INFO_KEYS`):
+``method``, ``block`` (points per cluster of x and y), ``clusters`` (Kx, Ky),
+``coarse_iter``, ``coarse_epsilon``, ``coarse_marginal_error``, ``levels`` (one dict per pair
+list pair: ``epsilon``, ``truncate``, ``fraction_rows`` / ``fraction_cols`` (point pairs
+computed / (N M) by the ``f`` and ``g`` updates), ``mass_bound_rows`` / ``mass_bound_cols``
+and ``iterations`` run with it), ``fraction`` (point pairs computed over all full-resolution
+half-iterations / those of the dense solver, the exact checks excluded) and
+``exact_passes``.
+
+``method="auto"`` (:func:`choose_method`) picks ``"multiscale"`` when all of: NumPy / torch /
+CuPy-like input that is not a Dask array, d <= :data:`AUTO_MAX_D`, N M >=
+:data:`AUTO_MIN_PAIRS`, and the kernel is narrow against the clouds:
+:math:`\varepsilon \le D^2 / \mathrm{AUTO\_MIN\_RATIO}` with :math:`D^2` the squared diameter of
+the bounding box (then a truncated row keeps a small share of the other cloud). Otherwise
+``"exact"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+from . import _array_api as aa
+from . import _dask, tiled
+from .blocksparse import _build_clusters, _pairs
+from .sinkhorn import (_METHODS, DEFAULT_TOL, ConvergenceWarning, SinkhornResult, _cast,
+                       _dtype_name, _kernel_for, _Problem, _Relaxation, _Run, _solve)
+
+logger = logging.getLogger("arraygen")
+
+#: Methods accepted by ``sinkhorn(method=)``.
+METHODS = _METHODS
+
+#: ``method="auto"``: multiscale only for d up to this, N M at least this, and
+#: epsilon <= (squared diameter) / AUTO_MIN_RATIO.
+AUTO_MAX_D = 3
+AUTO_MIN_PAIRS = 1 << 26
+AUTO_MIN_RATIO = 100.0
+
+#: Points per cluster (both clouds) when N or M is large; small clouds use fewer (about
+#: sqrt(N), at least MIN_BLOCK) so that the coarse level stays coarse.
+DEFAULT_BLOCK = 32
+MIN_BLOCK = 4
+
+#: Coarse-to-fine jump: the coarse level anneals down to JUMP_FACTOR * (median radius)^2.
+JUMP_FACTOR = 1.0
+
+#: Truncation radius: default sqrt(log(TRUNCATE_MASS / tol)), at least MIN_TRUNCATE; grown by
+#: TRUNCATE_STEP when an exact check fails.
+TRUNCATE_MASS = 16.0
+MIN_TRUNCATE = 2.5
+TRUNCATE_STEP = 0.75
+
+#: Exact dense checks at most (each costs about two dense half-iterations).
+MAX_EXACT_CHECKS = 4
+
+#: Keys of ``SinkhornResult.info`` for ``method="multiscale"``.
+INFO_KEYS = ("method", "block", "clusters", "coarse_iter", "coarse_epsilon",
+             "coarse_marginal_error", "levels", "fraction", "exact_passes")
+
+
+# --------------------------------------------------------------------------------------------
+# the choice
+# --------------------------------------------------------------------------------------------
+
+def choose_method(method: str, prob: _Problem, epsilon: float) -> str:
+    """``"exact"`` or ``"multiscale"`` for a validated problem (``method`` already checked).
+
+    ``"multiscale"`` asked for explicitly on Dask input is a ``ValueError`` naming ``method``.
+    """
+    if method == "exact":
+        return "exact"
+    lazy = _dask.any_dask(prob.x, prob.y)
+    if method == "multiscale":
+        if lazy:
+            raise ValueError("`method` = 'multiscale' does not support Dask arrays (its "
+                             "clustering needs the whole clouds); use method='exact'")
+        return "multiscale"
+    n, m, d = prob.x.shape[0], prob.y.shape[0], prob.x.shape[1]
+    pays = (not lazy and d <= AUTO_MAX_D and n * m >= AUTO_MIN_PAIRS
+            and epsilon * AUTO_MIN_RATIO <= prob.scale)
+    return "multiscale" if pays else "exact"
+
+
+def default_truncate(tol: float) -> float:
+    """The default truncation radius (kernel widths) for a tolerance."""
+    return max(MIN_TRUNCATE, math.sqrt(math.log(TRUNCATE_MASS / tol)))
+
+
+def default_block(n: int) -> int:
+    """Points per cluster for a cloud of ``n`` points."""
+    return max(MIN_BLOCK, min(DEFAULT_BLOCK, int(math.isqrt(max(n, 1)) // 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# the truncated kernel (sorted order)
+# --------------------------------------------------------------------------------------------
+
+class _BlockKernel:
+    """The two log-sum-exp reductions of :mod:`arraygen._sinkhorn_kernels` on pair lists.
+
+    ``rows`` (the ``f`` update, x-clusters against y-clusters) and ``cols`` (the ``g``
+    update) each use their own pair list, rebuilt by :meth:`rebuild_cols` /
+    :meth:`rebuild_rows` from the current potentials.
+    """
+
+    dense = False
+
+    def __init__(self, xp, cx, cy, log_a, log_b, backend):
+        self.xp, self.cx, self.cy, self.backend = xp, cx, cy, backend
+        self.x, self.y = cx.points, cy.points
+        self.log_a, self.log_b = log_a, log_b
+        self.row_pairs = self.col_pairs = None
+        self.truncate = None
+
+    def rebuild_cols(self, f, eps: float, truncate: float):
+        """Pair list of the ``g`` update from ``f`` (log-weights log a + f / eps)."""
+        self.truncate = truncate
+        self.col_pairs = _pairs(self.xp, self.cy, self.cx, 1.0 / eps, truncate,
+                                self.log_a + f / eps)
+
+    def rebuild_rows(self, g, eps: float, truncate: float):
+        """Pair list of the ``f`` update from ``g`` (log-weights log b + g / eps)."""
+        self.truncate = truncate
+        self.row_pairs = _pairs(self.xp, self.cx, self.cy, 1.0 / eps, truncate,
+                                self.log_b + g / eps)
+
+    def rows(self, w, eps: float):
+        return tiled._logsumexp(self.xp, self.x, self.y, w, beta=1.0 / eps,
+                                backend=self.backend, pairs=self.row_pairs, xc=self.cx,
+                                yc=self.cy)
+
+    def cols(self, w, eps: float):
+        return tiled._logsumexp(self.xp, self.y, self.x, w, beta=1.0 / eps,
+                                backend=self.backend, pairs=self.col_pairs, xc=self.cy,
+                                yc=self.cx)
+
+
+# --------------------------------------------------------------------------------------------
+# the exact pass (sorted order, float64 where available)
+# --------------------------------------------------------------------------------------------
+
+class _ExactPass:
+    """Marginal error, transport cost and dual value of the plan (f, g), over all N M pairs.
+
+    Two dense passes: a softmax average of ``[y, |y|^2]`` over the rows (its log-sum-exp gives
+    the row marginals, its averages the cost) and a log-sum-exp over the columns.
+    """
+
+    def __init__(self, prob: _Problem, eps: float):
+        xp = prob.xp
+        self.xp, self.eps = xp, eps
+        wide = getattr(xp, "float64", prob.x.dtype)
+        self.wide = wide
+        self.x, self.y = xp.astype(prob.x, wide), xp.astype(prob.y, wide)
+        self.log_a, self.log_b = xp.astype(prob.log_a, wide), xp.astype(prob.log_b, wide)
+        self.kernel = _kernel_for(xp, self.x, self.y, prob.scale, prob.backend, epsilon=eps)
+        self.v = xp.concat([self.y, xp.sum(self.y * self.y, axis=1)[:, None]], axis=1)
+        self.zero = xp.zeros((), dtype=wide, device=aa.device(self.x))
+        self.passes = 0
+
+    def _mass(self, log_w, log_scale):
+        xp = self.xp
+        return xp.where(log_w > -math.inf, xp.exp(log_w + log_scale), self.zero)
+
+    def __call__(self, f, g) -> tuple[float, float, float]:
+        xp, eps, zero = self.xp, self.eps, self.zero
+        f, g = xp.astype(f, self.wide), xp.astype(g, self.wide)
+        d = self.x.shape[1]
+        out, lse = self.kernel.row_average(self.v, self.log_b + g / eps, eps)
+        row_mass = self._mass(self.log_a, f / eps + lse)
+        col_lse = self.kernel.cols(self.log_a + f / eps, eps)
+        col_mass = self._mass(self.log_b, g / eps + col_lse)
+        a, b = self._mass(self.log_a, zero), self._mass(self.log_b, zero)
+        m1, m2 = out[:, :d], out[:, d]
+        spread = xp.maximum(m2 - xp.sum(m1 * m1, axis=1), zero)
+        row_cost = xp.sum((self.x - m1) ** 2, axis=1) + spread
+        totals = xp.stack([xp.sum(xp.abs(row_mass - a)) + xp.sum(xp.abs(col_mass - b)),
+                           xp.sum(row_mass * row_cost),
+                           xp.sum(a * f) + xp.sum(b * g)])
+        err, cost, dual = (float(t) for t in aa.to_numpy(totals))
+        self.passes += 1
+        return err, cost, dual
+
+
+# --------------------------------------------------------------------------------------------
+# the fine-level run
+# --------------------------------------------------------------------------------------------
+
+class _FineRun(_Run):
+    """A :class:`arraygen.sinkhorn._Run` on the sorted problem whose kernel is truncated."""
+
+    def __init__(self, sprob: _Problem, exact: _ExactPass, eps, tol, max_iter, check_every,
+                 callback, bar, unsort):
+        super().__init__(sprob, eps, tol, max_iter, check_every, None, bar)
+        self.exact = exact
+        self.user_callback, self.unsort = callback, unsort
+        self.levels: list[dict] = []
+        self.pairs_computed = 0.0     # point pairs / (N M), summed over half-iterations
+        self.half_iters = 0
+        self.last_exact = None        # (f, g, err, cost, dual)
+
+    # -- bookkeeping of what the kernels computed
+    def _count(self, side: str):
+        k = self.prob.kernel
+        pairs = k.row_pairs if side == "rows" else k.col_pairs
+        self.pairs_computed += pairs.fraction
+        self.half_iters += 1
+        if self.levels:
+            self.levels[-1]["iterations"] += 0.5
+
+    def g_of(self, f, eps):
+        self._count("cols")
+        return super().g_of(f, eps)
+
+    def f_of(self, g, eps):
+        self._count("rows")
+        return super().f_of(g, eps)
+
+    def level(self, f, eps: float, truncate: float):
+        """New pair lists at ``eps``: the ``g`` update's from ``f``, then ``g`` itself, then
+        the ``f`` update's from ``g``. Returns ``g`` (one truncated half-iteration)."""
+        k = self.prob.kernel
+        k.rebuild_cols(f, eps, truncate)
+        self.levels.append({"epsilon": eps, "truncate": truncate,
+                            "fraction_cols": k.col_pairs.fraction,
+                            "mass_bound_cols": k.col_pairs.mass_bound,
+                            "fraction_rows": None, "mass_bound_rows": None,
+                            "iterations": 0.0})
+        g = self.g_of(f, eps)
+        k.rebuild_rows(g, eps, truncate)
+        self.levels[-1].update(fraction_rows=k.row_pairs.fraction,
+                               mass_bound_rows=k.row_pairs.mass_bound)
+        logger.debug("sinkhorn multiscale: eps %.3g truncate %.2f fractions %.3g / %.3g mass "
+                     "bounds %.2g / %.2g", eps, truncate, k.row_pairs.fraction,
+                     k.col_pairs.fraction, k.row_pairs.mass_bound, k.col_pairs.mass_bound)
+        return g
+
+    def exact_error(self, f, g) -> float:
+        err, cost, dual = self.exact(f, g)
+        self.last_exact = (f, g, err, cost, dual)
+        return err
+
+    def report(self, err: float, f, g) -> bool:
+        """Progress bar and callback (potentials in the user's order); True: stop."""
+        if self.bar is not None:
+            self.bar.set_postfix(err=f"{err:.2e}")
+        if self.user_callback is None:
+            return False
+        return bool(self.user_callback({"iteration": self.n_iter, "epsilon": self.eps,
+                                        "marginal_error": err, "f": self.unsort[0](f),
+                                        "g": self.unsort[1](g)}))
+
+
+def _iterate(run: _FineRun, relax: _Relaxation, truncate: float) -> str:
+    """Truncated iterations at the final epsilon to ``tol`` (checked exactly); leaves
+    (f, g, err) on ``run``; returns '' if converged, else why it stopped."""
+    eps = run.eps
+    f = run.f
+    g = g_t = run.level(f, eps, truncate)
+    run.step(eps)
+    inner_tol, checks = run.tol, 0
+    best, best_at = math.inf, run.n_iter
+    while True:
+        f_t = run.f_of(g, eps)
+        if run.n_iter % run.check_every == 0 or run.n_iter >= run.max_iter:
+            err = run.error(f, f_t, g, g_t, relax.omega)
+            run.errors.append(err)
+            stopped = run.report(err, f, g)
+            if err <= inner_tol:
+                run.f, run.g, run.err = f, g, run.exact_error(f, g)
+                if run.err <= run.tol:
+                    return ""
+                checks += 1
+                if checks >= MAX_EXACT_CHECKS:
+                    return (f"{checks} exact checks found the error above tol (the truncation "
+                            f"radius reached {truncate:.2f} kernel widths)")
+                # the exact error has the truncation's share (the in-loop estimate has not):
+                # widen it and rebuild both pair lists from the current potentials
+                if run.err - err > 0.25 * run.tol:
+                    truncate += TRUNCATE_STEP
+                    f = relax.mix(f, f_t)
+                    g = g_t = run.level(f, eps, truncate)
+                    run.step(eps)
+                    continue
+                inner_tol = err * max(0.1, 0.5 * run.tol / run.err)
+            if relax.diverged(err):
+                f = relax.restart(len(run.errors))
+                g = g_t = run.g_of(f, eps)
+                run.step(eps)
+                continue
+            if not math.isfinite(err):
+                reason = "the marginal error became non-finite"
+                break
+            if stopped:
+                reason = "it was stopped by the callback"
+                break
+            if err < 0.95 * best:
+                best, best_at = err, run.n_iter
+            elif run.n_iter - best_at >= run.stall:
+                reason = f"the error stopped falling (no 5% gain in {run.stall} iterations)"
+                break
+            relax.observe(run.errors, f, run.n_iter)
+        if run.n_iter >= run.max_iter:
+            reason = f"max_iter = {run.max_iter} was reached"
+            break
+        f = relax.mix(f, f_t)
+        g_t = run.g_of(f, eps)
+        g = relax.mix(g, g_t)
+        run.step(eps)
+    run.f, run.g = f, g
+    return reason
+
+
+# --------------------------------------------------------------------------------------------
+# the solve
+# --------------------------------------------------------------------------------------------
+
+def _cluster_sums(xp, values, block: int, k: int):
+    """Per-cluster sums of (n,) or (n, p) values in sorted order: (k,) or (k, p)."""
+    n = values.shape[0]
+    pad = k * block - n
+    if pad:
+        shape = (pad,) + tuple(values.shape[1:])
+        values = xp.concat([values, xp.zeros(shape, dtype=values.dtype,
+                                             device=aa.device(values))], axis=0)
+    return xp.sum(xp.reshape(values, (k, block) + tuple(values.shape[1:])), axis=1)
+
+
+def _coarse_cloud(xp, c, log_w):
+    """Weighted centroids and log of the summed weights of each cluster (compute dtype)."""
+    dt = c.points.dtype
+    w = xp.exp(log_w)
+    mass = _cluster_sums(xp, w, c.block, c.K)
+    moment = _cluster_sums(xp, w[:, None] * c.points, c.block, c.K)
+    centers = xp.astype(c.centers, dt)
+    pos = mass > 0
+    safe = xp.where(pos, mass, xp.ones((), dtype=dt, device=aa.device(mass)))
+    pts = xp.where(pos[:, None], moment / safe[:, None], centers)
+    ninf = xp.full((), -math.inf, dtype=dt, device=aa.device(mass))
+    return pts, xp.where(pos, xp.log(safe), ninf)
+
+
+def _median_radius(xp, cx, cy) -> float:
+    import numpy as np
+
+    radii = np.concatenate([aa.to_numpy(cx.radii), aa.to_numpy(cy.radii)])
+    return float(np.median(radii))
+
+
+def _softmin(xp, x, y, log_w, pot, eps, backend):
+    """-eps log sum_j exp(log_w_j + pot_j / eps - |x_i - y_j|^2 / eps): (N,), dense."""
+    return -eps * tiled._logsumexp(xp, x, y, log_w + pot / eps, beta=1.0 / eps,
+                                   backend=backend)
+
+
+def solve(prob: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
+          scaling: float | None, relaxation, check_every: int, progress: bool, callback,
+          f0=None, truncate: float | None = None, block: int | None = None,
+          stacklevel: int = 2, **_unused) -> SinkhornResult:
+    """Multiscale solve of one validated problem (user order in and out); see module doc."""
+    xp = prob.xp
+    dt = prob.x.dtype
+    if tol is None:
+        tol = DEFAULT_TOL.get(_dtype_name(dt), 1e-4)
+    truncate = default_truncate(tol) if truncate is None else float(truncate)
+    n, m = prob.x.shape[0], prob.y.shape[0]
+    bx = default_block(n) if block is None else block
+    by = default_block(m) if block is None else block
+    cx, cy = _build_clusters(xp, prob.x, bx), _build_clusters(xp, prob.y, by)
+    log_a = xp.take(prob.log_a, cx.perm, axis=0)
+    log_b = xp.take(prob.log_b, cy.perm, axis=0)
+    kernel = _BlockKernel(xp, cx, cy, log_a, log_b, prob.backend)
+    sprob = _Problem(xp, cx.points, cy.points, prob.shift, log_a, log_b, prob.scale,
+                     prob.out_dtype, prob.backend, kernel)
+    unsort = (lambda v: xp.take(v, cx.inverse, axis=0),
+              lambda v: xp.take(v, cy.inverse, axis=0))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc="sinkhorn (multiscale)", leave=False)
+    run = _FineRun(sprob, _ExactPass(sprob, epsilon), epsilon, tol, max_iter, check_every,
+                   callback, bar, unsort)
+    s = 0.5 if scaling is None else scaling
+    info = {"method": "multiscale", "block": (bx, by), "clusters": (cx.K, cy.K),
+            "coarse_iter": 0, "coarse_epsilon": None, "coarse_marginal_error": None}
+
+    if f0 is not None:
+        f = xp.take(xp.astype(f0, dt), cx.perm, axis=0)
+        eps_c = epsilon
+    elif max_iter >= 2:
+        eps_c = max(epsilon, JUMP_FACTOR * _median_radius(xp, cx, cy) ** 2)
+        f, coarse = _coarse_start(prob, cx, cy, log_a, log_b, eps_c, tol, max_iter // 2, s,
+                                  relaxation, check_every)
+        run.epsilons = list(coarse.epsilons)
+        info.update(coarse_iter=coarse.n_iter, coarse_epsilon=eps_c,
+                    coarse_marginal_error=coarse.marginal_error)
+    else:
+        f, eps_c = xp.zeros((n,), dtype=dt, device=aa.device(prob.x)), epsilon
+    # fine epsilon-scaling from eps_c down to epsilon, one pair list per level
+    eps_k = eps_c * s
+    while eps_k > epsilon and run.n_iter < max_iter:
+        g = run.level(f, eps_k, truncate)
+        f = run.f_of(g, eps_k)
+        run.step(eps_k)
+        eps_k *= s
+    run.f = f
+    relax = _Relaxation(relaxation, 1.0, check_every, f, len(run.errors))
+    reason = _iterate(run, relax, truncate) if run.n_iter < max_iter else (
+        f"max_iter = {max_iter} was reached before the final epsilon")
+    if run.g is None:
+        run.g = run.level(run.f, epsilon, truncate)
+    last = run.last_exact
+    if last is None or last[0] is not run.f or last[1] is not run.g:
+        run.exact_error(run.f, run.g)
+    if bar is not None:
+        bar.close()
+    f, g, err, cost, dual = run.last_exact
+    info.update(levels=run.levels, exact_passes=run.exact.passes,
+                fraction=run.pairs_computed / max(1, run.half_iters))
+    if reason:
+        warnings.warn(
+            f"sinkhorn (multiscale) did not converge: marginal L1 error {err:.3g} > tol "
+            f"{tol:.3g} after {run.n_iter} iterations ({reason}); epsilon = {epsilon:.3g}, "
+            f"dtype {dt}. Try a larger max_iter or method='exact'.", ConvergenceWarning,
+            stacklevel=stacklevel)
+    logger.debug("sinkhorn multiscale: %d iterations, exact error %.3g, converged %s, "
+                 "fraction %.3g", run.n_iter, err, not reason, info["fraction"])
+    fu, gu = unsort[0](f), unsort[1](g)
+    return SinkhornResult(
+        f=_cast(xp, fu, prob.out_dtype), g=_cast(xp, gu, prob.out_dtype), cost=cost,
+        n_iter=run.n_iter, converged=not reason, marginal_error=err, epsilon=epsilon,
+        errors=run.errors, epsilons=run.epsilons, dual_value=dual, relaxation=relax.omega,
+        _x=prob.x, _y=prob.y, _shift=prob.shift, _log_a=prob.log_a, _log_b=prob.log_b,
+        _fc=fu, _gc=gu, _out_dtype=prob.out_dtype, _kernel=prob.kernel, info=info)
+
+
+def _coarse_start(prob, cx, cy, log_a, log_b, eps_c, tol, budget, scaling, relaxation,
+                  check_every):
+    """Solve the centroid problem at ``eps_c`` in at most ``budget`` iterations (annealing
+    stages included: at most half of them); extrapolate ``f`` to the fine points."""
+    xp = prob.xp
+    px, la_c = _coarse_cloud(xp, cx, log_a)
+    py, lb_c = _coarse_cloud(xp, cy, log_b)
+    coarse = _Problem(xp, px, py, prob.shift, la_c, lb_c, prob.scale, prob.out_dtype,
+                      prob.backend, _kernel_for(xp, px, py, prob.scale, prob.backend,
+                                                epsilon=eps_c))
+    stages = budget // 2
+    if prob.scale > eps_c and math.log(eps_c / prob.scale) / math.log(scaling) > stages:
+        scaling = (eps_c / prob.scale) ** (1.0 / stages) * (1.0 - 1e-9) if stages else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = _solve(coarse, epsilon=eps_c, max_iter=budget, tol=tol, scaling=scaling,
+                     relaxation=relaxation, mixed_precision=False, check_every=check_every,
+                     progress=False, callback=None)
+    f = _softmin(xp, cx.points, py, lb_c, res._gc, eps_c, prob.backend)
+    return f, res
+
+
+
+__all__: list[str] = []
