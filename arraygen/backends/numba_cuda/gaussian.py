@@ -82,7 +82,7 @@ class Tuning:
     fused: bool = True  #: fuse the passes over the last two axes in shared memory
     tile_w: int = 64  #: output columns per fused tile (the simulator uses 8)
     tile_h: int = 32  #: most output rows per fused tile (halved until the tiles fit)
-    fused_threads: int = 256  #: threads per fused block (the simulator uses 32)
+    fused_threads: int = 256  #: threads per fused block, 32 x (threads / 32) (simulator: 32)
 
 
 TUNING = Tunable("numba_cuda.gaussian", Tuning())
@@ -114,8 +114,11 @@ def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
         m = cuda.shared.array((th, sw), nb_dtype)
         swy = cuda.shared.array(ny, nb_dtype)
         swx = cuda.shared.array(nx, nb_dtype)
-        t = cuda.threadIdx.x
-        nt = cuda.blockDim.x
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        nx_t = cuda.blockDim.x
+        ny_t = cuda.blockDim.y
+        t = ty * nx_t + tx
         blk = np.int64(cuda.blockIdx.x)
         bx = blk % tiles_x
         rest = blk // tiles_x
@@ -123,43 +126,32 @@ def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
         base = (rest // tiles_y) * h * w
         x0 = bx * tw
         y0 = by * th
-        u = t
-        while u < nx:
-            swx[u] = wx[u]
-            u += nt
-        u = t
-        while u < ny:
-            swy[u] = wy[u]
-            u += nt
-        u = t
-        while u < sh * sw:  # stage the tile and its halo (rows of sw consecutive columns)
-            r = u // sw
-            c = u - r * sw
+        for k in range(t, nx, nx_t * ny_t):
+            swx[k] = wx[k]
+        for k in range(t, ny, nx_t * ny_t):
+            swy[k] = wy[k]
+        for r in range(ty, sh, ny_t):  # stage the tile and its halo (2-D loops: no division)
             gr = srow[y0 + r]
-            gc = scol[x0 + c]
-            s[r, c] = x[base + gr * w + gc] if gr >= 0 and gc >= 0 else cval
-            u += nt
+            for c in range(tx, sw, nx_t):
+                gc = scol[x0 + c]
+                s[r, c] = x[base + gr * w + gc] if gr >= 0 and gc >= 0 else cval
         cuda.syncthreads()
-        u = t
-        while u < th * sw:  # vertical pass
-            q = u // sw
-            c = u - q * sw
-            acc = swy[ry] * s[q + ry, c]
-            for k in range(ry):
-                acc += swy[k] * (s[q + k, c] + s[q + 2 * ry - k, c])
-            m[q, c] = acc
-            u += nt
+        for q in range(ty, th, ny_t):  # vertical pass
+            for c in range(tx, sw, nx_t):
+                acc = swy[ry] * s[q + ry, c]
+                for k in range(ry):
+                    acc += swy[k] * (s[q + k, c] + s[q + 2 * ry - k, c])
+                m[q, c] = acc
         cuda.syncthreads()
-        u = t
-        while u < th * tw:  # horizontal pass and the write
-            q = u // tw
-            p = u - q * tw
-            if y0 + q < h and x0 + p < w:
-                acc = swx[rx] * m[q, p + rx]
-                for k in range(rx):
-                    acc += swx[k] * (m[q, p + k] + m[q, p + 2 * rx - k])
-                y[base + (y0 + q) * w + x0 + p] = acc
-            u += nt
+        for q in range(ty, th, ny_t):  # horizontal pass and the write
+            if y0 + q < h:
+                row = base + (y0 + q) * w + x0
+                for p in range(tx, tw, nx_t):
+                    if x0 + p < w:
+                        acc = swx[rx] * m[q, p + rx]
+                        for k in range(rx):
+                            acc += swx[k] * (m[q, p + k] + m[q, p + 2 * rx - k])
+                        y[row + p] = acc
 
     return fused
 
@@ -243,7 +235,8 @@ def _fused(a, wy, wx, mode, cval, dtype, shape2, host, stream, tuning):
     out = empty_like(a)
     kern = _fused_kernel(np.dtype(dtype).name, ry, rx, th, tw)
     threads = 32 if is_simulated("numba_cuda") else tuning.fused_threads
-    kern[planes * tiles_x * tiles_y, threads, stream](
+    block = (min(32, tw), max(1, threads // min(32, tw)))
+    kern[planes * tiles_x * tiles_y, block, stream](
         device_view(a.reshape(-1)), device_view(out.reshape(-1)), wyd, wxd, srow, scol,
         np.int64(h), np.int64(w), np.int64(tiles_x), np.int64(tiles_y), dtype(cval))
     return out
