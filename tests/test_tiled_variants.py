@@ -260,9 +260,9 @@ _TRITON_TUNINGS = [
     {"lazy_rescale": True},
     {"lazy_rescale": True, "softmax_cosines": True, "softmax_poly_cols": 8,
      "matvec_cosines": True, "matvec_poly_cols": 8},
-    {"matvec_poly_cols": 4, "softmax_poly_cols": 4, "poly_degree": 3},
+    {"matvec_poly_cols": 4, "softmax_poly_cols": 4, "poly_degree": 3, "fast_block_n": 16},
     {"lazy_rescale": True, "softmax_poly_cols": 16, "matvec_poly_cols": 16, "poly_degree": 4,
-     "ftz_exp2": True},
+     "ftz_exp2": True, "fast_block_n": 64},
 ]
 _CUPY_TUNINGS = [
     {"matvec_cosines": True, "softmax_cosines": True},

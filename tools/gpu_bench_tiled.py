@@ -14,7 +14,8 @@ Variants (the fast kernels of ``backends/cupy/tiled.cu`` and ``backends/triton/t
 selected through their ``TUNING`` records) run beside today's kernels in the same run: the
 FMA-only exponent (``cos``), lazy rescaling of the softmax (``lazy``), a share of the
 exponentials as a polynomial on the FMA units (``p k/16`` for CuPy, ``p k`` extra columns per 32
-for Triton, degree 5 unless ``d3``), and ex2.approx.ftz in Triton (``ftz``). Rows are labelled
+for Triton, degree 5 unless ``d3``), ex2.approx.ftz in Triton (``ftz``) and its tile width
+(``n16``, ``n64``; 32 otherwise). Rows are labelled
 ``backend[variant]``; the last lines name, per backend and op, the fastest variant within the
 tolerance table (the ``TUNING`` fields to make it the default), and a per-call row at
 N = M = 4096 compares today's kernel with that variant.
@@ -49,7 +50,7 @@ _TRITON_MATVEC = [("", {}), ("ftz", {"ftz_exp2": True}),
                   ("cos ftz", {"ftz_exp2": True, "matvec_cosines": True})] + [
     (f"cos ftz p{k}", {"ftz_exp2": True, "matvec_cosines": True, "matvec_poly_cols": k})
     for k in (4, 8)
-]
+] + [("cos ftz n64", {"ftz_exp2": True, "matvec_cosines": True, "fast_block_n": 64})]
 _TRITON_SOFTMAX = [("", {}), ("ftz", {"ftz_exp2": True}),
                    ("cos ftz", {"ftz_exp2": True, "softmax_cosines": True}),
                    ("lazy ftz", {"ftz_exp2": True, "lazy_rescale": True}),
@@ -57,6 +58,10 @@ _TRITON_SOFTMAX = [("", {}), ("ftz", {"ftz_exp2": True}),
                                      "softmax_cosines": True})] + [
     (f"lazy cos ftz p{k}", {"ftz_exp2": True, "lazy_rescale": True, "softmax_cosines": True,
                             "softmax_poly_cols": k}) for k in (4, 8)
+] + [
+    ("cos ftz n16", {"ftz_exp2": True, "softmax_cosines": True, "fast_block_n": 16}),
+    ("lazy cos ftz n16", {"ftz_exp2": True, "lazy_rescale": True, "softmax_cosines": True,
+                          "fast_block_n": 16}),
 ]
 
 

@@ -64,13 +64,15 @@ class Tuning:
     poly_degree: int = 5  #: 3, 4 or 5
     #: float32 on a GPU: MUFU exponentials of the fast kernels as ex2.approx.ftz
     ftz_exp2: bool = False
+    fast_block_n: int = 32  #: MUFU columns per step of the fast kernels (16, 32 or 64)
 
     def fast_matvec(self) -> bool:
-        return self.matvec_cosines or self.matvec_poly_cols > 0 or self.ftz_exp2
+        return (self.matvec_cosines or self.matvec_poly_cols > 0 or self.ftz_exp2
+                or self.fast_block_n != 32)
 
     def fast_softmax(self) -> bool:
         return (self.lazy_rescale or self.softmax_cosines or self.softmax_poly_cols > 0
-                or self.ftz_exp2)
+                or self.ftz_exp2 or self.fast_block_n != 32)
 
 
 TUNING = Tunable("triton.tiled", Tuning())
@@ -241,14 +243,15 @@ def _exp2_fma(t, C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.co
 
 
 @triton.jit
-def _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, cols, rmask, cmask, n, m, other,
+def _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, rmask, cols, n, ms,
             D: tl.constexpr, COS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """(BLOCK_N, BLOCK_M) exponents: ``c_j + a_i . y'_j`` (COS) or ``c_j - |x'_i - y'_j|^2``."""
-    cj = tl.load(cy_ptr + cols, mask=cmask, other=other)
+    """(BLOCK_N, BLOCK_M) exponents: ``c_j + a_i . y'_j`` (COS) or ``c_j - |x'_i - y'_j|^2``.
+    The columns are padded to ``ms`` (no masks: vector loads)."""
+    cj = tl.load(cy_ptr + cols)
     z = tl.zeros((BLOCK_N, BLOCK_M), dtype=xs_ptr.dtype.element_ty) + cj[:, None]
     for k in tl.static_range(D):
         xk = tl.load(xs_ptr + k * n + rows, mask=rmask, other=0.0)
-        yk = tl.load(ys_ptr + k * m + cols, mask=cmask, other=0.0)
+        yk = tl.load(ys_ptr + k * ms + cols)
         if COS:
             z += yk[:, None] * xk[None, :]
         else:
@@ -258,42 +261,36 @@ def _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, cols, rmask, cmask, n, m, other,
 
 
 @triton.jit
-def _matvec_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, u_ptr, out_ptr, n, m, p, c0,
+def _matvec_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, u_ptr, out_ptr, n, ms,
                         D: tl.constexpr, COS: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, POLY_COLS: tl.constexpr, FTZ: tl.constexpr,
                         C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
                         C3: tl.constexpr, C4: tl.constexpr, C5: tl.constexpr,
                         DEG: tl.constexpr):
-    """One right-hand side: ``out[i] = sum_j 2**(k_i + z_ij) u_j`` (k = 0 without COS)."""
+    """One right-hand side: ``out[i] = sum_j 2**(k_i + z_ij) u_j`` (k = 0 without COS); each
+    step takes BLOCK_N MUFU columns and POLY_COLS polynomial ones (u = 0 on the padding)."""
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < n
     kx = tl.load(kx_ptr + rows, mask=rmask, other=0.0)
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=out_ptr.dtype.element_ty)
-    if POLY_COLS > 0:
-        accp = tl.zeros((POLY_COLS, BLOCK_M), dtype=out_ptr.dtype.element_ty)
-    for j0 in range(0, m, BLOCK_N + POLY_COLS):
-        cols = j0 + tl.arange(0, BLOCK_N).to(tl.int64)
-        cmask = cols < m
-        z = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, cols, rmask, cmask, n, m, 0.0, D, COS,
-                    BLOCK_M, BLOCK_N)
-        uj = tl.load(u_ptr + cols * p + c0, mask=cmask, other=0.0)
-        acc += _exp2_mufu(z + kx[None, :], FTZ) * uj[:, None]
+    acc = tl.zeros((BLOCK_M,), dtype=out_ptr.dtype.element_ty)
+    for j0 in range(0, ms, BLOCK_N + POLY_COLS):
+        cols = j0 + tl.arange(0, BLOCK_N)
+        z = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, rmask, cols, n, ms, D, COS, BLOCK_M, BLOCK_N)
+        uj = tl.load(u_ptr + cols)
+        acc += tl.sum(_exp2_mufu(z + kx[None, :], FTZ) * uj[:, None], axis=0)
         if POLY_COLS > 0:
-            colp = j0 + BLOCK_N + tl.arange(0, POLY_COLS).to(tl.int64)
-            pmask = colp < m
-            zp = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, colp, rmask, pmask, n, m, 0.0, D, COS,
-                         BLOCK_M, POLY_COLS)
-            up = tl.load(u_ptr + colp * p + c0, mask=pmask, other=0.0)
-            accp += _exp2_fma(zp + kx[None, :], C0, C1, C2, C3, C4, C5, DEG) * up[:, None]
-    total = tl.sum(acc, axis=0)
-    if POLY_COLS > 0:
-        total += tl.sum(accp, axis=0)
-    tl.store(out_ptr + rows * p + c0, total, mask=rmask)
+            colp = j0 + BLOCK_N + tl.arange(0, POLY_COLS)
+            zp = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, rmask, colp, n, ms, D, COS, BLOCK_M,
+                         POLY_COLS)
+            up = tl.load(u_ptr + colp)
+            ep = _exp2_fma(zp + kx[None, :], C0, C1, C2, C3, C4, C5, DEG)
+            acc += tl.sum(ep * up[:, None], axis=0)
+    tl.store(out_ptr + rows, acc, mask=rmask)
 
 
 @triton.jit
-def _softmax_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, v_ptr, out_ptr, lse_ptr, n, m, p, c0,
+def _softmax_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, v_ptr, out_ptr, lse_ptr, n, ms,
                          D: tl.constexpr, COS: tl.constexpr, PB: tl.constexpr,
                          LAZY: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          POLY_COLS: tl.constexpr, FTZ: tl.constexpr, LIMIT: tl.constexpr,
@@ -301,8 +298,9 @@ def _softmax_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, v_ptr, out_ptr, lse_ptr
                          C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
                          C3: tl.constexpr, C4: tl.constexpr, C5: tl.constexpr,
                          DEG: tl.constexpr):
-    """Online softmax in log2 units, PB in {0, 1}; LAZY: the reference maximum changes only
-    when a tile's partial sum fails ``<= LIMIT`` (then the tile is redone with its maximum)."""
+    """Online softmax in log2 units, PB in {0, 1} (c = -inf on the padding); LAZY: the
+    reference maximum changes only when a tile's partial sum fails ``<= LIMIT`` (then the tile
+    is redone with its maximum)."""
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < n
@@ -310,20 +308,17 @@ def _softmax_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, v_ptr, out_ptr, lse_ptr
     mr = tl.full((BLOCK_M,), LOWEST, dtype=dt)
     sm = tl.zeros((BLOCK_M,), dtype=dt)
     acc = tl.zeros((BLOCK_M,), dtype=dt)
-    for j0 in range(0, m, BLOCK_N + POLY_COLS):
-        cols = j0 + tl.arange(0, BLOCK_N).to(tl.int64)
-        cmask = cols < m
-        z = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, cols, rmask, cmask, n, m, float("-inf"), D,
-                    COS, BLOCK_M, BLOCK_N)
+    for j0 in range(0, ms, BLOCK_N + POLY_COLS):
+        cols = j0 + tl.arange(0, BLOCK_N)
+        z = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, rmask, cols, n, ms, D, COS, BLOCK_M, BLOCK_N)
         if PB == 1:
-            vj = tl.load(v_ptr + cols * p + c0, mask=cmask, other=0.0)
+            vj = tl.load(v_ptr + cols)
         if POLY_COLS > 0:
-            colp = j0 + BLOCK_N + tl.arange(0, POLY_COLS).to(tl.int64)
-            pmask = colp < m
-            zp = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, colp, rmask, pmask, n, m,
-                         float("-inf"), D, COS, BLOCK_M, POLY_COLS)
+            colp = j0 + BLOCK_N + tl.arange(0, POLY_COLS)
+            zp = _z_fast(xs_ptr, ys_ptr, cy_ptr, rows, rmask, colp, n, ms, D, COS, BLOCK_M,
+                         POLY_COLS)
             if PB == 1:
-                vp = tl.load(v_ptr + colp * p + c0, mask=pmask, other=0.0)
+                vp = tl.load(v_ptr + colp)
         if LAZY:
             e = _exp2_mufu(z - mr[None, :], FTZ)
             ps = tl.sum(e, axis=0)
@@ -377,10 +372,9 @@ def _softmax_fast_kernel(xs_ptr, kx_ptr, ys_ptr, cy_ptr, v_ptr, out_ptr, lse_ptr
     kx = tl.load(kx_ptr + rows, mask=rmask, other=0.0)
     # every exponent -inf (mr never left the sentinel): the polynomial's 2^-126 dust is no mass
     sm = tl.where(mr == LOWEST, 0.0, sm)
-    if c0 == 0:
-        tl.store(lse_ptr + rows, (mr + kx + tl.log2(sm)) * LN2, mask=rmask)
+    tl.store(lse_ptr + rows, (mr + kx + tl.log2(sm)) * LN2, mask=rmask)
     if PB == 1:
-        tl.store(out_ptr + rows * p + c0, acc / sm, mask=rmask)
+        tl.store(out_ptr + rows, acc / sm, mask=rmask)
 
 
 def _tensors(x, y):
@@ -419,9 +413,11 @@ def _common(xt, yt, beta):
 _LAZY_LIMIT = 65536.0  # 2**16: a tile whose partial sum passes it is redone (lazy rescaling)
 
 
-def _fast_inputs(xt, yt, w, beta, cos):
-    """SoA ``xs`` (x' or 2 x'), ``kx`` (-|x'|^2 or 0), SoA ``ys`` (y') and ``cy`` (w2 - |y'|^2
-    or w2, w2 = log2(e) w), points shifted by the mean of y and scaled by sqrt(beta log2 e)."""
+def _fast_inputs(xt, yt, w, u, beta, cos, step, pad):
+    """Inputs of the fast kernels: SoA ``xs`` (x' or 2 x'), ``kx`` (-|x'|^2 or 0), SoA ``ys``
+    (y'), ``cy`` (w2 - |y'|^2 or w2, w2 = log2(e) w) and ``u`` (M,), the points shifted by the
+    mean of y and scaled by sqrt(beta log2 e). The columns are padded to ``ms``, a multiple of
+    ``step`` and 16 (aligned vector loads, no masks), with ``cy = pad`` and ``u = 0``."""
     s = math.sqrt(beta * _LOG2E)
     ctr = yt.mean(dim=0, keepdim=True)
     xs = (xt - ctr) * s
@@ -435,7 +431,16 @@ def _fast_inputs(xt, yt, w, beta, cos):
     else:
         kx = xt.new_zeros(xt.shape[0])
         cy = w2
-    return xs.t().contiguous(), kx.contiguous(), ys.t().contiguous(), cy.contiguous()
+    unit = step * 16 // math.gcd(step, 16)
+    ms = -(-m // unit) * unit
+    ys_p = xt.new_zeros((yt.shape[1], ms))
+    ys_p[:, :m] = ys.t()
+    cy_p = xt.new_full((ms,), pad)
+    cy_p[:m] = cy
+    u_p = xt.new_zeros(ms)
+    if u is not None:
+        u_p[:m] = to_torch(u).to(xt.dtype).reshape(m)
+    return xs.t().contiguous(), kx.contiguous(), ys_p, cy_p, u_p, ms
 
 
 def _fast_consts(tuning, dtype, cos: bool, poly: int) -> dict:
@@ -448,40 +453,38 @@ def _fast_consts(tuning, dtype, cos: bool, poly: int) -> dict:
         raise ValueError(f"`poly_degree` must be one of {sorted(POLY_EXP2_COEFFS)}; "
                          f"got {tuning.poly_degree!r}")
     coeffs = list(POLY_EXP2_COEFFS[tuning.poly_degree]) + [0.0] * 6
-    return dict(COS=cos, POLY_COLS=poly,
+    if tuning.fast_block_n not in (16, 32, 64):
+        raise ValueError(f"`fast_block_n` must be 16, 32 or 64; got {tuning.fast_block_n!r}")
+    return dict(COS=cos, POLY_COLS=poly, BLOCK_N=tuning.fast_block_n,
                 FTZ=bool(tuning.ftz_exp2 and f32 and not is_simulated("triton")),
                 DEG=tuning.poly_degree, **{f"C{k}": coeffs[k] for k in range(6)})
 
 
 def _matvec_fast(xt, yt, u, beta, tuning):
-    xs, kx, ys, cy = _fast_inputs(xt, yt, None, beta, tuning.matvec_cosines)
-    n, m = xt.shape[0], yt.shape[0]
-    ut = to_torch(u).to(xt.dtype).contiguous()
+    consts = _fast_consts(tuning, xt.dtype, tuning.matvec_cosines, tuning.matvec_poly_cols)
+    xs, kx, ys, cy, up, ms = _fast_inputs(xt, yt, None, u, beta, tuning.matvec_cosines,
+                                          consts["BLOCK_N"] + consts["POLY_COLS"], 0.0)
+    n = xt.shape[0]
     out = xt.new_empty((n, 1))
     grid = (triton.cdiv(n, _BLOCK_M),)
-    _matvec_fast_kernel[grid](xs, kx, ys, cy, ut, out, n, m, 1, 0, D=xt.shape[1],
-                              BLOCK_M=_BLOCK_M, BLOCK_N=32, num_warps=_NUM_WARPS,
-                              **_fast_consts(tuning, xt.dtype, tuning.matvec_cosines,
-                                             tuning.matvec_poly_cols))
+    _matvec_fast_kernel[grid](xs, kx, ys, cy, up, out, n, ms, D=xt.shape[1], BLOCK_M=_BLOCK_M,
+                              num_warps=_NUM_WARPS, **consts)
     return out
 
 
 def _softmax_fast(xt, yt, v, w, beta, tuning):
-    xs, kx, ys, cy = _fast_inputs(xt, yt, w, beta, tuning.softmax_cosines)
-    n, m = xt.shape[0], yt.shape[0]
-    if v is None:
-        vt, p = xt.new_zeros(1), 0
-    else:
-        vt, p = to_torch(v).to(xt.dtype).contiguous(), 1
+    consts = _fast_consts(tuning, xt.dtype, tuning.softmax_cosines, tuning.softmax_poly_cols)
+    xs, kx, ys, cy, vp, ms = _fast_inputs(xt, yt, w, v, beta, tuning.softmax_cosines,
+                                          consts["BLOCK_N"] + consts["POLY_COLS"],
+                                          float("-inf"))
+    n = xt.shape[0]
+    p = 0 if v is None else 1
     out = xt.new_empty((n, 1))
     lse = xt.new_empty(n)
     grid = (triton.cdiv(n, _BLOCK_M),)
-    _softmax_fast_kernel[grid](xs, kx, ys, cy, vt, out, lse, n, m, p, 0, D=xt.shape[1], PB=p,
-                               LAZY=tuning.lazy_rescale, BLOCK_M=_BLOCK_M, BLOCK_N=32,
-                               LIMIT=_LAZY_LIMIT, LOWEST=_LOWEST, LN2=_LN2,
-                               num_warps=_NUM_WARPS,
-                               **_fast_consts(tuning, xt.dtype, tuning.softmax_cosines,
-                                              tuning.softmax_poly_cols))
+    _softmax_fast_kernel[grid](xs, kx, ys, cy, vp, out, lse, n, ms, D=xt.shape[1], PB=p,
+                               LAZY=tuning.lazy_rescale, BLOCK_M=_BLOCK_M, LIMIT=_LAZY_LIMIT, LOWEST=_LOWEST, LN2=_LN2,
+                               num_warps=_NUM_WARPS, **consts)
     return out[:, :p], lse
 
 
