@@ -193,7 +193,9 @@ gauss2t(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ wy,
 // (strip edges), rows with no source (constant mode) and !vec fall back to element-wise
 // staging with the mode's index remapping.
 __device__ __forceinline__ void ag_cp_async16(void* smem, const void* gmem) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    unsigned s;  // the shared-window address (PTX, so NVRTC needs no intrinsic header)
+    asm volatile("{ .reg .u64 p; cvta.to.shared.u64 p, %1; cvt.u32.u64 %0, p; }\n"
+                 : "=r"(s) : "l"(smem));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
 }
 __device__ __forceinline__ void ag_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
