@@ -5,7 +5,7 @@
 //   g++ -std=c++20 -O1 -pthread -I arraygen/backends/cupy tests/gibbs_msc_cu_host.cpp
 // Usage: a.out KERNEL DIR with KERNEL "sweep" or "phase"; DIR holds params.txt
 // ("periodic signed B C H W rows threads n_sweeps seed counter") and words.bin (uint32 packed
-// spins), sx.bin, sy.bin (uint32 sign planes), table.bin (16 uint64); writes out.bin.
+// spins), sx.bin, sy.bin (uint32 sign planes), table.bin (16 uint32); writes out.bin.
 #include <algorithm>
 #include <cmath>
 #include <barrier>
@@ -28,6 +28,13 @@ static inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, u
 }
 static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return (unsigned int)(((unsigned long long)a * b) >> 32);
+}
+// byte i of the result is byte (s >> 4 i) & 7 of the 8 bytes (y:x)
+static inline unsigned int __byte_perm(unsigned int x, unsigned int y, unsigned int s) {
+    const unsigned long long v = ((unsigned long long)y << 32) | x;
+    unsigned int r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned int)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+    return r;
 }
 using std::min;
 
@@ -69,7 +76,7 @@ static void launch(long long blocks, long long threads, const std::function<void
 
 template <bool PERIODIC, bool SIGNED, bool ALIGNED>
 static void run(bool sweep, std::vector<unsigned int>& words, const std::vector<unsigned int>& sx,
-                const std::vector<unsigned int>& sy, const std::vector<unsigned long long>& table,
+                const std::vector<unsigned int>& sy, const std::vector<unsigned int>& table,
                 int B, int C, int H, int W, int rows, int threads, int n_sweeps,
                 unsigned long long seed, unsigned long long counter) {
     using namespace arraygen::msc;
@@ -111,7 +118,7 @@ int main(int argc, char** argv) {
     auto words = load<unsigned int>(dir + "/words.bin");
     const auto sx = load<unsigned int>(dir + "/sx.bin");
     const auto sy = load<unsigned int>(dir + "/sy.bin");
-    const auto table = load<unsigned long long>(dir + "/table.bin");
+    const auto table = load<unsigned int>(dir + "/table.bin");
     const bool aligned = W % 4 == 0;
     const int code = (periodic ? 4 : 0) + (sgn ? 2 : 0) + (aligned ? 1 : 0);
 #define CASE(n, p, s, a) \

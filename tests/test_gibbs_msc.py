@@ -77,6 +77,9 @@ def test_threshold_table_is_the_exact_uniform_comparison():
     for dtype in ("float32", "float64"):
         for beta in (0.0, 0.7, 40.0):
             table = msc.threshold_table(pm, beta, dtype)
+            assert table.dtype == np.uint32
+            if beta == 40.0:
+                assert table[8] == 2**32 - 1 and table[0] == 0  # p = 1 and p = 0 in the dtype
             assert table[:9].tolist() == ref.msc_threshold_table(0.45, -0.1, beta, dtype)
             assert np.all(np.diff(table[:9].astype(np.float64)) >= 0)  # p grows with the field
             for idx in range(9):
@@ -84,7 +87,7 @@ def test_threshold_table_is_the_exact_uniform_comparison():
                 p = 1.0 / (1.0 + math.exp(-2.0 * beta * g))
                 t = int(table[idx])
                 for w in (t - 1, t):  # the last word taking +1 and the first taking -1
-                    if not 0 <= w < 2**32:
+                    if not 0 <= w < 2**32 or w == 2**32 - 1:  # 2^32 is stored as 2^32 - 1
                         continue
                     if dtype == "float32":
                         u = np.float32(((w >> 9) + 0.5) * 2.0**-23)

@@ -19,11 +19,14 @@ Field index
 Stream and decision
     The uniform of sweep ``t`` at flat C-order element ``e`` of the spins is word ``w = e % 4`` of
     Philox block ``e // 4`` of ``key.advance(t)``: the stream of the float-coupling kernels. The
-    site takes +1 iff ``w < table[idx]`` (64-bit compare), where ``table`` (:func:`threshold_table`)
-    holds the exact integer thresholds of ``u < p``: ``u = ((w >> 9) + 0.5) 2^-23`` for float32
-    models and ``(w + 0.5) 2^-32`` for float64, ``p = 1 / (1 + exp(-2 beta gamma))`` computed in
-    float64 and rounded once to the model's dtype. The float-coupling kernels compute ``p`` in the
-    model's dtype, so the two paths agree except where ``u`` falls within a rounding of ``p``.
+    site takes +1 iff ``w < table[idx]`` (uint32 compare), where ``table``
+    (:func:`threshold_table`) holds the integer thresholds of ``u < p``: ``u = ((w >> 9) + 0.5)
+    2^-23`` for float32 models and ``(w + 0.5) 2^-32`` for float64, ``p = 1 / (1 + exp(-2 beta
+    gamma))`` computed in float64 and rounded once to the model's dtype; the count of words with
+    ``u < p`` is exact except that 2^32 (every word) is stored as 2^32 - 1, so a site with
+    ``p = 1`` (in the dtype) takes -1 for the one word 2^32 - 1 (probability 2^-32). The
+    float-coupling kernels compute ``p`` in the model's dtype, so the two paths agree except
+    where ``u`` falls within a rounding of ``p``.
 Sweep
     Colour 0 (``(x + y)`` even) then colour 1, each site of a colour from the current spins.
 """
@@ -140,18 +143,19 @@ def _probability(gamma: float, beta: float) -> float:
 
 
 def threshold_table(pm: PlusMinusJ, beta: float, dtype_name: str) -> np.ndarray:
-    """uint64 (16,): ``table[idx]`` = number of 32-bit words ``w`` with ``u(w) < p(idx)``
-    (the first :data:`N_FIELDS` entries; the rest 0), so that ``+1 iff w < table[idx]``."""
-    out = np.zeros(16, dtype=np.uint64)
+    """uint32 (16,): ``table[idx]`` = number of 32-bit words ``w`` with ``u(w) < p(idx)``,
+    2^32 stored as 2^32 - 1 (the first :data:`N_FIELDS` entries; the rest 0), so that
+    ``+1 iff w < table[idx]``."""
+    out = np.zeros(16, dtype=np.uint32)
     for idx in range(N_FIELDS):
         p = _probability(pm.bias + pm.magnitude * (idx - 4), beta)
         if dtype_name == "float32":
             # u = (m + 0.5) 2^-23 with m = w >> 9: count m < p 2^23 - 1/2, times 512 words each
             pf = Fraction(float(np.float32(p)))
             m = math.ceil(pf * 2**23 - Fraction(1, 2))
-            out[idx] = min(max(m, 0), 2**23) * 512
+            count = min(max(m, 0), 2**23) * 512
         else:
             pf = Fraction(p)
-            w = math.ceil(pf * 2**32 - Fraction(1, 2))
-            out[idx] = min(max(w, 0), 2**32)
+            count = min(max(math.ceil(pf * 2**32 - Fraction(1, 2)), 0), 2**32)
+        out[idx] = min(count, 2**32 - 1)
     return out

@@ -135,8 +135,9 @@ def is_proper_colouring(offsets, colors, periodic: bool) -> bool:
 # the couplings of the edges (x, x+1) and (y, y+1) all have magnitude ``a`` and signs given by
 # ``neg_x`` / ``neg_y`` (C, H, W) booleans; the bias is one value ``h``. A site with P positive
 # terms J s_nb > 0 and M missing edges (open grid) has field index idx = 2 P + M and field
-# gamma = h + a (idx - 4); it takes +1 iff its Philox word w < table[idx] (the exact integer
-# threshold of u(w) < p, p = sigmoid(2 beta gamma) in float64 rounded once to ``dtype``).
+# gamma = h + a (idx - 4); it takes +1 iff its Philox word w < table[idx] (the integer
+# threshold of u(w) < p, p = sigmoid(2 beta gamma) in float64 rounded once to ``dtype``; 2^32
+# stored as 2^32 - 1).
 
 _M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
 _MASK = 0xFFFFFFFF
@@ -161,7 +162,8 @@ def philox_words(seed: int, counter: int, n: int) -> np.ndarray:
 
 
 def msc_threshold_table(a: float, h: float, beta: float, dtype: str) -> list[int]:
-    """The 9 integer thresholds: +1 iff w < table[idx] <=> u(w) < p(idx) exactly."""
+    """The 9 uint32 thresholds: +1 iff w < table[idx] <=> u(w) < p(idx), exactly except that
+    a count of 2^32 (p = 1) is stored as 2^32 - 1."""
     import math
     from fractions import Fraction
 
@@ -171,9 +173,10 @@ def msc_threshold_table(a: float, h: float, beta: float, dtype: str) -> list[int
         p = 0.0 if z > 700.0 else 1.0 / (1.0 + math.exp(z))
         if dtype == "float32":
             m = math.ceil(Fraction(float(np.float32(p))) * 2**23 - Fraction(1, 2))
-            out.append(min(max(m, 0), 2**23) * 512)
+            count = min(max(m, 0), 2**23) * 512
         else:
-            out.append(min(max(math.ceil(Fraction(p) * 2**32 - Fraction(1, 2)), 0), 2**32))
+            count = min(max(math.ceil(Fraction(p) * 2**32 - Fraction(1, 2)), 0), 2**32)
+        out.append(min(count, 2**32 - 1))
     return out
 
 
@@ -231,7 +234,7 @@ def msc_sweeps(spins, neg_x, neg_y, a: float, h: float, beta: float, periodic: b
     s = np.asarray(spins)
     B, C, H, W = s.shape
     Wq = -(-W // 32)
-    table = np.array(msc_threshold_table(a, h, beta, dtype), dtype=np.uint64)
+    table = np.array(msc_threshold_table(a, h, beta, dtype), dtype=np.uint64)  # compared as ints
     rows = msc_pack(s).reshape(B, C, H, Wq)
     nx = np.zeros((C, H, W), bool) if neg_x is None else np.array(neg_x, dtype=bool)
     ny = np.zeros((C, H, W), bool) if neg_y is None else np.array(neg_y, dtype=bool)

@@ -8,8 +8,8 @@
 // w < table[idx] (exact integer thresholds of u < p). The Philox word of sweep t at flat element
 // e of the spins (B, C, H, W) is word e % 4 of block e / 4: the float-coupling kernels' stream.
 // Per word the positive terms are four bit planes (neighbour bits XOR coupling-sign bits),
-// summed by a bitwise adder into three planes; the 16 sites of the word's active colour get
-// their 4-bit index from nibbles (spread bits + integer adds), then one table compare each.
+// summed by a bitwise adder into three planes, spread into bytes (the byte offset 4 idx of each
+// site of the word's active colour), then one byte permute, one shared load and one compare.
 //
 // gibbs_msc_sweep: one launch per sweep. A block owns a band of `rows` rows of one (chain,
 // channel) plane, one thread per word of the row (the whole row in one block, so left/right
@@ -32,12 +32,11 @@ namespace msc {
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
-// bits at positions 0, 2, .., 14 -> bit 0 of nibbles 0..7
-__device__ __forceinline__ u32 spread8(u32 t) {
-    t = (t | (t << 8)) & 0x00550055u;
-    t = (t | (t << 4)) & 0x05050505u;
-    t = (t | (t << 2)) & 0x11111111u;
-    return t;
+// x & 0xFF as four 2-bit fields (bits 0-1, 2-3, 4-5, 6-7) -> the low bits of bytes 0..3; with
+// the masks 0x00050005, 0x01010101 the same for single bits at 0, 2, 4, 6
+__device__ __forceinline__ u32 spread4(u32 x, u32 m1, u32 m2) {
+    x = (x | (x << 12)) & m1;
+    return (x | (x << 6)) & m2;
 }
 
 // per-bit sum of four bit planes as three planes: a + b + c + d = s0 + 2 s1 + 4 s2
@@ -49,37 +48,53 @@ __device__ __forceinline__ void add4(u32 a, u32 b, u32 c, u32 d, u32& s0, u32& s
     s2 = c1 & c2;
 }
 
-// nibble k (0..7) = the 3-plane number of site j = 2 (8 HALF + k) + P
-template <int P, int HALF>
-__device__ __forceinline__ u32 nibbles(u32 p0, u32 p1, u32 p2) {
-    const u32 a0 = ((p0 >> P) >> (16 * HALF)) & 0x5555u;
-    const u32 a1 = ((p1 >> P) >> (16 * HALF)) & 0x5555u;
-    const u32 a2 = ((p2 >> P) >> (16 * HALF)) & 0x5555u;
-    return spread8(a0) | (spread8(a1) << 1) | (spread8(a2) << 2);
+// Bytes 0..3 of word k hold 4 (2 P + M) of the sites j = 2 (4 k + b) + PAR, b = 0..3: the byte
+// offset of their threshold. (a, z): the sites' (s0 + 2 s1) fields and s2 bits of P (2 bits a
+// site, see update), (ma, mz) the same of M.
+template <bool OPEN>
+__device__ __forceinline__ u32 offsets4(u32 A, u32 Z, u32 MA, u32 MZ, int k) {
+    const u32 a = (A >> (8 * k)) & 0xFFu, z = (Z >> (8 * k)) & 0xFFu;
+    u32 off = (spread4(a, 0x000F000Fu, 0x03030303u) << 3)
+              | (spread4(z, 0x00050005u, 0x01010101u) << 5);
+    if (OPEN) {
+        const u32 ma = (MA >> (8 * k)) & 0xFFu, mz = (MZ >> (8 * k)) & 0xFFu;
+        off += (spread4(ma, 0x000F000Fu, 0x03030303u) << 2)
+               | (spread4(mz, 0x00050005u, 0x01010101u) << 4);
+    }
+    return off;
 }
 
 // Sites j = 2 m + P (m = 0..15) of the word take +1 iff w[m] < thr[2 P_j + M_j]; other bits
 // of `me` are kept. pl..pd: positive-term planes, ml..md: missing-edge planes (OPEN only).
+// The index of each site is built as a byte offset into `thr` (4 idx, 4 sites per word) and
+// read back with one byte permute.
 template <int P, bool OPEN>
 __device__ __forceinline__ u32 update(u32 me, u32 pl, u32 pr, u32 pu, u32 pd, u32 ml, u32 mr,
                                       u32 mu, u32 md, u32 live, const u32 (&w)[16],
-                                      const u64* thr) {
+                                      const u32* thr) {
     u32 s0, s1, s2;
     add4(pl, pr, pu, pd, s0, s1, s2);
-    u32 m0 = 0u, m1 = 0u, m2 = 0u;
-    if (OPEN) add4(ml, mr, mu, md, m0, m1, m2);
-    u32 out = me & ~(0x55555555u << P);
-    u32 idx[2];
-    idx[0] = nibbles<P, 0>(s0, s1, s2) << 1;
-    idx[1] = nibbles<P, 1>(s0, s1, s2) << 1;
+    // site m: bits 2m, 2m + 1 of A = s0 + 2 s1, bit 2m of Z = s2
+    const u32 A = ((s0 >> P) & 0x55555555u) | (((s1 >> P) & 0x55555555u) << 1);
+    const u32 Z = (s2 >> P) & 0x55555555u;
+    u32 MA = 0u, MZ = 0u;
     if (OPEN) {
-        idx[0] += nibbles<P, 0>(m0, m1, m2);
-        idx[1] += nibbles<P, 1>(m0, m1, m2);
+        u32 m0, m1, m2;
+        add4(ml, mr, mu, md, m0, m1, m2);
+        MA = ((m0 >> P) & 0x55555555u) | (((m1 >> P) & 0x55555555u) << 1);
+        MZ = (m2 >> P) & 0x55555555u;
     }
+    u32 out = me & ~(0x55555555u << P);
+    const char* base = reinterpret_cast<const char*>(thr);
 #pragma unroll
-    for (int m = 0; m < 16; ++m) {
-        const u32 i = (idx[m >> 3] >> (4 * (m & 7))) & 0xFu;
-        if ((u64)w[m] < thr[i]) out |= 1u << (2 * m + P);
+    for (int k = 0; k < 4; ++k) {
+        const u32 off = offsets4<OPEN>(A, Z, MA, MZ, k);
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const u32 o = __byte_perm(off, 0u, 0x4440u | (u32)b);
+            const u32 t = *reinterpret_cast<const u32*>(base + o);
+            if (w[4 * k + b] < t) out |= 1u << (2 * (4 * k + b) + P);
+        }
     }
     return out & live;
 }
@@ -126,7 +141,7 @@ struct Lane {
 // the rows above and below (0 where they leave an open grid).
 template <int P, bool PERIODIC, bool SIGNED>
 __device__ __forceinline__ u32 resample(const Lane& L, int y, u32 me, u32 lbit, u32 rbit, u32 up,
-                                        u32 dn, const u32 (&w)[16], const u64* thr) {
+                                        u32 dn, const u32 (&w)[16], const u32* thr) {
     u32 sxw = 0u, lsign = 0u, su = 0u, sd = 0u;
     if (SIGNED) {
         const u32* sxr = L.sx + (L.srow + y) * L.Wq;
@@ -175,7 +190,7 @@ __device__ __forceinline__ void end_bits(const Lane& L, const u32* row, u32& lbi
 // Phase A: colour 0 (sites j = P mod 2, P = r & 1) of row r (in range, or wrapped) from the
 // old spins; `saved` receives the row's colour-1 Philox words.
 template <int P, bool PERIODIC, bool SIGNED, bool ALIGNED>
-__device__ __forceinline__ u32 colour0(const Lane& L, int r, PhiloxKey key, const u64* thr,
+__device__ __forceinline__ u32 colour0(const Lane& L, int r, PhiloxKey key, const u32* thr,
                                        u32 (&saved)[16]) {
     const int y = row_of<PERIODIC>(r, L.H);
     const u32* row = L.s + (L.prow + y) * L.Wq;
@@ -198,7 +213,7 @@ __device__ __forceinline__ u32 colour0(const Lane& L, int r, PhiloxKey key, cons
 // (the parity of colour 0 in row y + 1 and of colour 1 in row y).
 template <int P, bool PERIODIC, bool SIGNED, bool ALIGNED>
 __device__ __forceinline__ void band_step(const Lane& L, int y, bool write, PhiloxKey key,
-                                          const u64* thr, u32* ring, u32* sout, u32& prev,
+                                          const u32* thr, u32* ring, u32* sout, u32& prev,
                                           u32& cur, const u32 (&saved_y)[16],
                                           u32 (&saved_next)[16]) {
     u32 nxt = 0u;
@@ -218,10 +233,10 @@ template <bool PERIODIC, bool SIGNED, bool ALIGNED>
 __global__ void __launch_bounds__(512)
     gibbs_msc_sweep(const u32* __restrict__ sin, u32* __restrict__ sout,
                     const u32* __restrict__ sx, const u32* __restrict__ sy,
-                    const u64* __restrict__ table, int C, int H, int W, int Wq, int rows,
+                    const u32* __restrict__ table, int C, int H, int W, int Wq, int rows,
                     int chunks, unsigned int c2, unsigned int c3, unsigned int k0,
                     unsigned int k1) {
-    __shared__ u64 thr[16];
+    __shared__ u32 thr[16];
     MSC_RING;  // rows y % 3: the new colour-0 words of the band's rows (3 Wq words)
     if (threadIdx.x < 16) thr[threadIdx.x] = table[threadIdx.x];
     __syncthreads();
@@ -259,10 +274,10 @@ __global__ void __launch_bounds__(512)
 
 template <bool PERIODIC, bool SIGNED, bool ALIGNED>
 __global__ void gibbs_msc_phase(u32* s, const u32* __restrict__ sx, const u32* __restrict__ sy,
-                                const u64* __restrict__ table, int C, int H, int W, int Wq,
+                                const u32* __restrict__ table, int C, int H, int W, int Wq,
                                 long long words, int colour, unsigned int c2, unsigned int c3,
                                 unsigned int k0, unsigned int k1) {
-    __shared__ u64 thr[16];
+    __shared__ u32 thr[16];
     if (threadIdx.x < 16) thr[threadIdx.x] = table[threadIdx.x];
     __syncthreads();
     const PhiloxKey key{c2, c3, k0, k1};
