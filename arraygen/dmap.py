@@ -92,14 +92,21 @@ graph of every kernel call has the same size. The fitted arrays (``eigenvalues_`
 ``eigenvectors_``, ``embedding_``, ``degree_``, ...) are NumPy arrays; they equal the NumPy fit
 of the same data to round-off. Bandwidths: a float, ``"median"``, ``"bgh"`` or
 ``"bgh_generous"`` (their subsample of at most ``median_points`` rows is gathered to the
-driver); ``"knn"`` and ``bandwidth_type`` raise ``ValueError``; ``transform`` raises
-``NotImplementedError``; ``apply_markov``, ``carre_du_champ``, ``metric_tensor`` and ``doob``
-take NumPy arrays and run their kernel products on the cluster.
+driver); ``"knn"``, ``bandwidth_type`` and ``truncate`` raise ``ValueError``;
+``apply_markov``, ``carre_du_champ``, ``metric_tensor`` and ``doob`` take NumPy arrays and run
+their kernel products on the cluster. ``transform`` (and ``DoobTransform.transform``) take
+NumPy or dask new points and run the Nystrom extension out of core: one task per (chunk of new
+points, chunk of the stored training points) computes that pair's kernel-softmax average and
+log-sum-exp with the ordinary kernel, and the partials are merged per new point with their
+log-sum-exp weights, so no task holds more than one training chunk. NumPy points give NumPy
+coordinates, dask points a lazy dask array with their row chunks.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 import logging
 import math
 import operator
@@ -115,6 +122,7 @@ from . import _dask
 from . import _validation as _v
 from . import linalg as _linalg
 from . import random as _random
+from . import tiled as _tiled
 from ._kernels.tiled import DIRECT_MAX_D
 from .tiled import _matvec, _softmax_matvec, _sqdist
 
@@ -210,6 +218,8 @@ def _check_options(o) -> dict:
         "dense_kernel_mb": _v.check_scalar(o.dense_kernel_mb, "dense_kernel_mb",
                                            nonnegative=True),
         "bandwidth_type": bw,
+        "truncate": None if o.truncate is None else _v.check_scalar(o.truncate, "truncate",
+                                                                    positive=True),
     }
     kd = o.kernel_dtype
     if kd is not None and _dtype_name(kd) not in ("float32", "float64"):
@@ -598,6 +608,205 @@ class _DaskKernel:
             out = row[:, None] * out
         return np.reshape(out, (out.shape[0],)) if one_d else out
 
+    def softmax(self, xq, v, log_w):
+        r"""``sum_j softmax_j(log_w_j - beta |xq_i - x_j|^2) v_j`` for new points ``xq``.
+
+        Out of core: one task per (row chunk of ``xq``, row chunk of the stored training
+        points) calls the ordinary ``kernel_softmax_matvec`` on the pair of chunks; the
+        partial (average, log-sum-exp) of the training chunks are merged per query row with
+        the log-sum-exp weights (no training chunk is gathered, nothing underflows). ``xq``
+        NumPy: returns NumPy; a dask array: returns a lazy dask array with its row chunks.
+        """
+        import dask.array as da
+
+        lazy = _dask.is_dask_array(xq)
+        xt = self.x
+        q = xq if lazy else da.from_array(xq, chunks=xq.shape)
+        q = q.astype(self.work).rechunk({1: -1})
+        rows = xt.chunks[0]
+        vt = da.from_array(np.ascontiguousarray(v, dtype=self.work), chunks=(rows, v.shape[1]))
+        wt = da.from_array(np.ascontiguousarray(log_w, dtype=self.work), chunks=(rows,))
+        p, beta, backend = v.shape[1], self.beta, self.backend
+
+        def partial(qb, xb, vb, wb):
+            from .tiled import kernel_softmax_matvec
+
+            out, lse = kernel_softmax_matvec(qb, xb, vb, beta=beta, log_weights=wb,
+                                             backend=backend, check_finite=False)
+            return np.concatenate([out, lse[:, None]], axis=1)[:, None, :]
+
+        parts = da.blockwise(partial, "icq", q, "ij", xt, "cj", vt, "cp", wt, "c",
+                             new_axes={"q": p + 1}, adjust_chunks={"c": 1}, concatenate=True,
+                             dtype=self.work, meta=np.empty((0, 0, 0), dtype=self.work))
+        lse = parts[:, :, p]
+        top = lse.max(axis=1)
+        wgt = da.exp(lse - top[:, None])
+        avg = (wgt[:, :, None] * parts[:, :, :p]).sum(axis=1) / wgt.sum(axis=1)[:, None]
+        avg = avg.astype(self.dtype)
+        return avg if lazy else np.asarray(avg.compute())
+
+
+def _symmetric_pairs(xp, pairs, clusters):
+    """``pairs`` with every kept cluster pair (A, B) also kept as (B, A).
+
+    The keep rule compares a pair's upper bound with its ROW's lower bound, so on one cloud
+    (x = y) the kept pattern need not be symmetric; the eigensolvers need a symmetric operator.
+    Keeping more pairs only shrinks the skipped mass, so ``mass_bound`` stays an upper bound;
+    ``fraction`` is recomputed. Host work O(nnz), once per fit.
+    """
+    offsets = np.asarray(pairs.host_offsets, dtype=np.int64)
+    cols = np.asarray(pairs.host_cols, dtype=np.int64)
+    n_clusters = offsets.shape[0] - 1
+    rows = np.repeat(np.arange(n_clusters, dtype=np.int64), np.diff(offsets))
+    key = np.unique(np.concatenate([rows * n_clusters + cols, cols * n_clusters + rows]))
+    if key.shape[0] == cols.shape[0]:
+        return pairs
+    r, c = key // n_clusters, key % n_clusters
+    new_offsets = np.zeros(n_clusters + 1, dtype=np.int32)
+    new_offsets[1:] = np.cumsum(np.bincount(r, minlength=n_clusters))
+    new_cols = c.astype(np.int32)
+    count = np.full(n_clusters, float(clusters.block))
+    count[-1] = clusters.n - (n_clusters - 1) * clusters.block
+    fraction = float(np.sum(count[r] * count[c])) / float(clusters.n) ** 2
+    dev = aa.device(clusters.points)
+    return dataclasses.replace(
+        pairs, offsets=xp.asarray(new_offsets, device=dev),
+        cols=xp.asarray(new_cols, device=dev), fraction=fraction,
+        host_offsets=new_offsets, host_cols=new_cols)
+
+
+def _report(truncate: float, pairs):
+    """The TruncationReport of a pair list (what a truncated kernel call computed)."""
+    from .blocksparse import TruncationReport
+
+    return TruncationReport(truncate=float(truncate), fraction=float(pairs.fraction),
+                            mass_bound=float(pairs.mass_bound),
+                            n_pairs_blocks=int(pairs.nnz))
+
+
+class _BlockKernel:
+    """K restricted to the kept cluster pairs (``truncate``; block-sparse tiled matvec).
+
+    The training points are clustered once (``arraygen.blocksparse.cluster_points``) and the
+    cluster-pair list is built once from the bounds of the truncation rule (made symmetric).
+    Calls take and return vectors in the user's order (one gather in, one out); the
+    eigensolver uses :attr:`sorted`, the same operator on vectors in the clusters' order, so
+    its iterations gather nothing. New points (``x=``) are clustered per call.
+    """
+
+    mat = None
+    bridge = False
+
+    def __init__(self, xp, x, beta: float, inv_bw, backend, truncate: float, work_dtype=None):
+        from . import blocksparse as _bs
+
+        self._bs = _bs
+        self.xp, self.beta, self.backend, self.truncate = xp, beta, backend, float(truncate)
+        self.dtype = x.dtype
+        self.work = x.dtype if work_dtype is None else work_dtype
+        self.clusters = cl = _bs.cluster_points(self._cast(x))
+        self.perm, self.inverse = cl.perm, cl.inverse
+        self.x = cl.points
+        self.inv_bw = None if inv_bw is None else self._cast(xp.take(inv_bw, cl.perm))
+        same = {"same_points": True} if "same_points" in inspect.signature(
+            _bs.block_pairs).parameters else {}
+        pairs = _bs.block_pairs(cl, cl, beta=beta, truncate=self.truncate,
+                                x_bandwidth=self.inv_bw, y_bandwidth=self.inv_bw, **same)
+        self.pairs = _symmetric_pairs(xp, pairs, cl)
+        self.report = _report(self.truncate, self.pairs)
+        self.last_report = None
+        self.n_calls = 0
+        self.sorted = _SortedBlockKernel(self)
+
+    def numpy_twin(self):
+        return None
+
+    def _cast(self, a):
+        if a is None or a.dtype == self.work:
+            return a
+        return self.xp.astype(a, self.work)
+
+    def _sorted_matvec(self, u):
+        """K u for u (N, p) in the clusters' order and the work dtype; result in that order."""
+        self.n_calls += 1
+        return _tiled._matvec(self.xp, self.x, self.x, u, beta=self.beta, a=self.inv_bw,
+                              b=self.inv_bw, backend=self.backend, pairs=self.pairs,
+                              xc=self.clusters, yc=self.clusters)
+
+    def _query(self, x, x_inv_bw):
+        """Clusters, inverse bandwidths (clusters' order) and pair list of new points."""
+        xq = self._bs.cluster_points(self._cast(x))
+        a = None if x_inv_bw is None else self._cast(self.xp.take(x_inv_bw, xq.perm))
+        pairs = self._bs.block_pairs(xq, self.clusters, beta=self.beta, truncate=self.truncate,
+                                     x_bandwidth=a, y_bandwidth=self.inv_bw)
+        self.last_report = _report(self.truncate, pairs)
+        return xq, a, pairs
+
+    def __call__(self, v, *, row=None, col=None, x=None, x_inv_bw=None):
+        """``r_i sum_j K(x_i, x_j) c_j v_j`` with v, r, c in the user's order (as _Kernel)."""
+        xp = self.xp
+        one_d = v.ndim == 1
+        u = xp.reshape(v, (v.shape[0], 1)) if one_d else v
+        if col is not None:
+            u = col[:, None] * u
+        u = self._cast(xp.take(u, self.perm, axis=0))
+        if x is None:
+            out = xp.take(self._sorted_matvec(u), self.inverse, axis=0)
+        else:
+            self.n_calls += 1
+            xq, a, pairs = self._query(x, x_inv_bw)
+            out = _tiled._matvec(xp, xq.points, self.x, u, beta=self.beta, a=a, b=self.inv_bw,
+                                 backend=self.backend, pairs=pairs, xc=xq, yc=self.clusters)
+            out = xp.take(out, xq.inverse, axis=0)
+        out = out if out.dtype == self.dtype else xp.astype(out, self.dtype)
+        if row is not None:
+            out = row[:, None] * out
+        return xp.reshape(out, (out.shape[0],)) if one_d else out
+
+    def softmax(self, x, v, log_w):
+        """``sum_j softmax_j(log_w_j - beta |x_i - x_j|^2) v_j`` for new points x (user order)."""
+        xp = self.xp
+        self.n_calls += 1
+        xq, _, pairs = self._query(x, None)
+        vs = self._cast(xp.take(v, self.perm, axis=0))
+        ws = self._cast(xp.take(log_w, self.perm, axis=0))
+        out, _ = _tiled._softmax_matvec(xp, xq.points, self.x, vs, ws, beta=self.beta,
+                                        backend=self.backend, pairs=pairs, xc=xq,
+                                        yc=self.clusters)
+        out = xp.take(out, xq.inverse, axis=0)
+        return out if out.dtype == self.dtype else xp.astype(out, self.dtype)
+
+
+class _SortedBlockKernel:
+    """The operator of a :class:`_BlockKernel` on vectors in the clusters' order (solver)."""
+
+    mat = None
+    bridge = False
+    inv_bw = None
+
+    def __init__(self, parent: _BlockKernel):
+        self.parent = parent
+        self.xp, self.dtype = parent.xp, parent.dtype
+
+    @property
+    def n_calls(self):
+        return self.parent.n_calls
+
+    def numpy_twin(self):
+        return None
+
+    def __call__(self, v, *, row=None, col=None):
+        xp, p = self.xp, self.parent
+        one_d = v.ndim == 1
+        u = xp.reshape(v, (v.shape[0], 1)) if one_d else v
+        if col is not None:
+            u = col[:, None] * u
+        out = p._sorted_matvec(p._cast(u))
+        out = out if out.dtype == self.dtype else xp.astype(out, self.dtype)
+        if row is not None:
+            out = row[:, None] * out
+        return xp.reshape(out, (out.shape[0],)) if one_d else out
+
 
 # --------------------------------------------------------------------------------------------
 # eigenpairs of diag(r) K diag(r)
@@ -622,6 +831,10 @@ def _arpack_ncv(n: int, k: int) -> int:
 def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size: int):
     """Top-k eigenpairs of M = diag(rscale) K diag(rscale): (lam desc, phi (N, k), resid,
     converged)."""
+    if isinstance(kern, _BlockKernel):   # solve in the clusters' order, phi back in the user's
+        lam, phi, resid, converged = _solve(kern.sorted, xp.take(rscale, kern.perm), k, solver,
+                                            tol, gen, xp, block_size)
+        return lam, xp.take(phi, kern.inverse, axis=0), resid, converged
     twin = kern.numpy_twin() if aa.is_torch_array(rscale) else None
     if twin is not None:   # torch CPU: solve on zero-copy NumPy views, results back as tensors
         import torch
@@ -829,6 +1042,15 @@ class DiffusionMap(_Spectral):
         NumPy and torch CPU input: form the N x N kernel when it takes at most this many
         megabytes (default 256: N up to ~5,800 in float64), for BLAS matvecs with the same
         values; 0 keeps the tiled matrix-free path.
+    truncate : float > 0, optional
+        Block-sparse kernel (issue 18): the training points are clustered once and every
+        kernel product of ``fit`` (degree, alpha-normalisation, eigensolver), ``transform``,
+        ``apply_markov``, ``carre_du_champ`` and ``doob`` skips the cluster pairs whose
+        largest possible term is below :math:`e^{-\mathrm{truncate}^2}` times the row's
+        largest term (the rule of :func:`arraygen.blocksparse.block_pairs`, made symmetric).
+        ``truncation_`` reports the fraction of point pairs computed and the bound on the
+        skipped mass (relative to the kept row sums). Pays with small bandwidths (``"knn"``):
+        most of the kernel is negligible there. Not with dask input. Default None: exact.
     backend : str, optional
         Kernel backend of the tiled kernel (:func:`arraygen.tiled.kernel_matvec`).
 
@@ -864,7 +1086,12 @@ class DiffusionMap(_Spectral):
         Every eigenpair met ``tol`` and the deflation check found no missed eigenvalue.
     n_kernel_calls_ : int
         Kernel applications made by ``fit`` (each applies K to a block of vectors).
-    kernel_storage_ : "dense", "tiled" or "dask"
+    truncation_ : TruncationReport or None
+        With ``truncate``: ``fraction`` of the N x N point pairs computed and ``mass_bound``,
+        an upper bound on the skipped kernel mass of a row relative to its kept mass (the
+        eigenvalues then differ from the exact ones by about ``mass_bound`` at most, see
+        :func:`arraygen.testing.tol`, kind ``"truncated"``). None without truncation.
+    kernel_storage_ : "dense", "tiled", "blocksparse" or "dask"
         ``"dask"``: ``X`` was a dask array; the kernel runs on its cluster (see the module
         docstring, driver-vector model) and the fitted arrays are NumPy.
 
@@ -885,7 +1112,8 @@ class DiffusionMap(_Spectral):
                  t: float = 1, eigensolver: str = "auto", tol: float | None = None,
                  rng: Any = None, *, n_neighbors: int = 7, median_points: int = 2000,
                  block_size: int = 4, kernel_dtype: Any = None, bandwidth_type: Any = None,
-                 dense_kernel_mb: float = 256.0, backend: str | None = None):
+                 dense_kernel_mb: float = 256.0, truncate: float | None = None,
+                 backend: str | None = None):
         self.n_components = n_components
         self.alpha = alpha
         self.epsilon = epsilon
@@ -899,6 +1127,7 @@ class DiffusionMap(_Spectral):
         self.kernel_dtype = kernel_dtype
         self.bandwidth_type = bandwidth_type
         self.dense_kernel_mb = dense_kernel_mb
+        self.truncate = truncate
         self.backend = backend
         _check_options(self)
 
@@ -986,6 +1215,13 @@ class DiffusionMap(_Spectral):
         _v.check_fits_dtype(xp, beta, work, "epsilon", what="1/epsilon")
         self.beta_ = beta
         self.X_ = self._like = xc
+        self.truncation_ = None
+        if opts["truncate"] is not None:
+            kern = _BlockKernel(xp, xc, beta, inv_bw, self.backend, opts["truncate"], work)
+            self.truncation_ = kern.report
+            self.kernel_storage_ = "blocksparse"
+            return self._fit_spectrum(xp, kern, aa.device(xc), xc.dtype, x.shape[1], kde,
+                                      out_dtype, start)
         itemsize = 4 if work == xp.float32 else 8
         host = aa.is_numpy_namespace(xp) or (aa.is_torch_array(xc)
                                              and aa.device_kind(xc)[0] == "cpu")
@@ -1039,6 +1275,9 @@ class DiffusionMap(_Spectral):
             raise ValueError("`X` is a dask array: DiffusionMap on a cluster supports "
                              "`epsilon` = 'median', 'bgh', 'bgh_generous' or a float and no "
                              "`bandwidth_type`; fit NumPy data for the others")
+        if opts["truncate"] is not None:
+            raise ValueError("`truncate` is not supported when `X` is a dask array (the "
+                             "kernel products run dense on the cluster); use truncate=None")
         xp = aa.namespace_for(np)
         n = x.shape[0]
         self._opts = opts
@@ -1048,7 +1287,7 @@ class DiffusionMap(_Spectral):
         xc = _dask.materialize(x - self.mean_[None, :])
         self.n_features_in_ = x.shape[1]
         _require_spread(dxp, xc)
-        self.intrinsic_dim_ = self.bandwidths_ = self._vbw = None
+        self.intrinsic_dim_ = self.bandwidths_ = self._vbw = self.truncation_ = None
         eps_opt = opts["epsilon"]
         if isinstance(eps_opt, str):
             idx = _subsample(xp, n, opts["median_points"], "cpu")
@@ -1105,10 +1344,10 @@ class DiffusionMap(_Spectral):
     def _new_points(self, X_new):
         """Validated, centred new points in the fitted dtype: ``(xn, raw, out_dtype)``."""
         xp = self._xp
-        if self.kernel_storage_ == "dask":
-            raise NotImplementedError("transform after a fit on a dask array is not supported "
-                                      "yet (the fitted points stay on the cluster)")
-        X_new = self._fitted_array(X_new, "X_new")
+        if self.kernel_storage_ == "dask":   # NumPy or dask new points
+            xp, (X_new,) = _v.common_namespace(X_new=X_new)
+        else:
+            X_new = self._fitted_array(X_new, "X_new")
         xn, out_dtype = _v.as_points(xp, X_new, "X_new")
         if xn.shape[1] != self.n_features_in_:
             raise ValueError(f"`X_new` must have {self.n_features_in_} columns like the fitted "
@@ -1117,16 +1356,29 @@ class DiffusionMap(_Spectral):
         xn = xp.astype(xn, self.X_.dtype) if xn.dtype != self.X_.dtype else xn
         return xn - self.mean_[None, :], X_new, out_dtype
 
+    def _cast_coords(self, coords, out_dtype):
+        if coords.dtype == out_dtype:
+            return coords
+        if _dask.is_dask_array(coords):
+            return coords.astype(out_dtype)
+        return self._xp.astype(coords, out_dtype)
+
     def _nystrom(self, xn, raw, weights, psi, lam, t: float):
         r"""``lam^t * sum_j K(x*, x_j) c_j psi_j / (lam sum_j K(x*, x_j) c_j)``."""
         xp = self._xp
         inv_bw_new = None
-        if self._vbw is not None:
+        if self.kernel_storage_ == "dask":
+            avg = self._kern.softmax(xn, psi, xp.log(weights))
+        elif self._vbw is not None:
             inv_bw_new = 1.0 / self._vbw.at(xp, xn, raw)
         elif self._kern.inv_bw is not None:   # knn
             inv_bw_new = 1.0 / self._floor_sigma(
                 xp, _knn_sigma(xp, xn, self.X_, self._opts["n_neighbors"]), self.X_)
-        if inv_bw_new is None:
+        if self.kernel_storage_ == "dask":
+            pass
+        elif inv_bw_new is None and isinstance(self._kern, _BlockKernel):
+            avg = self._kern.softmax(xn, psi, xp.log(weights))
+        elif inv_bw_new is None:
             avg, _ = _softmax_matvec(xp, xn, self.X_, psi, xp.log(weights), beta=self.beta_,
                                      backend=self.backend)
         else:
@@ -1170,7 +1422,7 @@ class DiffusionMap(_Spectral):
         xn, raw, out_dtype = self._new_points(X_new)
         coords = self._nystrom(xn, raw, self.weights_, self._psi_c[:, 1:], self._lam_c[1:],
                                self._opts["t"])
-        return coords if coords.dtype == out_dtype else self._xp.astype(coords, out_dtype)
+        return self._cast_coords(coords, out_dtype)
 
     # --------------------------------------------------------------- Markov operator and CdC
     def _rows(self, v, name: str):
@@ -1374,4 +1626,4 @@ class DoobTransform(_Spectral):
         xn, raw, out_dtype = base._new_points(X_new)
         coords = base._nystrom(xn, raw, base.weights_ * self.h_, self._psi_c[:, 1:],
                                self._lam_c[1:], self.t)
-        return coords if coords.dtype == out_dtype else base._xp.astype(coords, out_dtype)
+        return base._cast_coords(coords, out_dtype)

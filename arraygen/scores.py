@@ -10,6 +10,7 @@ t -> 0).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -57,6 +58,18 @@ class EmpiricalScore:
         Gives :math:`\bar\alpha(t)`.
     weights : array, shape (N,), optional
         Probabilities of the points (finite, non-negative, summing to 1).
+    truncate : float > 0, optional
+        Block-sparse softmax (issue 18). At small noise levels the posterior weights are
+        dominated by the data points nearest to ``x / alpha``: the data are clustered once
+        (here) and every evaluation clusters its queries and skips the (query cluster, data
+        cluster) pairs whose largest possible weight is below :math:`e^{-\mathrm{truncate}^2}`
+        times the largest weight of the row (:func:`arraygen.blocksparse.block_pairs`, in units
+        of the kernel width :math:`\sigma/\alpha\sqrt2`). ``truncation_`` then reports the
+        fraction of (query, data) pairs computed and ``mass_bound``, a bound on every query's
+        skipped / kept posterior mass: the denoiser's error is at most
+        ``mass_bound * max_j |y_j - E[x_0 | x]|`` per query (the score's, ``alpha / sigma^2``
+        times that). Each evaluation then costs one host synchronisation (the pair count).
+        Default None: the exact softmax over all data points.
     backend : str, optional
         Kernel backend of the softmax core (as :func:`arraygen.tiled.kernel_softmax_matvec`).
 
@@ -65,6 +78,10 @@ class EmpiricalScore:
     prediction : str
         ``"score"``: calling the model returns the score (pass ``prediction="score"`` to the
         samplers, or use :meth:`denoise` / :meth:`eps` with ``"x0"`` / ``"epsilon"``).
+    truncation_ : TruncationReport or None
+        With ``truncate``: what the most recent evaluation computed (for an array of times,
+        the pair-weighted ``fraction`` and the largest ``mass_bound`` over its times); None
+        before the first evaluation and without ``truncate``.
 
     Examples
     --------
@@ -81,7 +98,8 @@ class EmpiricalScore:
 
     prediction = "score"
 
-    def __init__(self, data, schedule, *, weights=None, backend: str | None = None):
+    def __init__(self, data, schedule, *, weights=None, truncate: float | None = None,
+                 backend: str | None = None):
         from .schedules import NoiseSchedule
 
         if not isinstance(schedule, NoiseSchedule):
@@ -113,6 +131,16 @@ class EmpiricalScore:
             safe = xp.where(w > 0, w, xp.ones_like(w))
             self.log_weights = xp.where(w > 0, xp.log(safe), xp.full_like(w, -math.inf))
         self._cast = {flat.dtype: (flat, self.log_weights)}
+        self.truncate = None if truncate is None else V.check_scalar(truncate, "truncate",
+                                                                     positive=True)
+        self.truncation_ = None
+        self._clustered = {}
+        if self.truncate is not None:
+            from .blocksparse import cluster_points
+
+            cl = cluster_points(flat)
+            logw = None if self.log_weights is None else xp.take(self.log_weights, cl.perm)
+            self._clustered[flat.dtype] = (cl, logw)
 
     def __call__(self, x, t):
         """The score :math:`\\nabla\\log p_t(x)`, shaped like ``x`` (``model(x, t)``)."""
@@ -157,12 +185,15 @@ class EmpiricalScore:
                 raise ValueError(f"`t` must be a scalar or have shape ({b},); got shape "
                                  f"{tuple(t.shape)}")
             values = np.unique(t_host)
-            parts = []
+            parts, reports = [], []
             for v in values:
                 idx = np.nonzero(t_host == v)[0]
                 sel = xp.asarray(idx, device=aa.device(xf))
                 parts.append((idx, self._at(xp, xp.take(xf, sel, axis=0),
                                             self._time(float(v)), target)))
+                reports.append((idx.shape[0], self.truncation_))
+            if self.truncate is not None:
+                self.truncation_ = _merge_reports(reports, b)
             order = np.concatenate([idx for idx, _ in parts])
             stacked = xp.concat([p for _, p in parts], axis=0)
             inverse = np.empty(b, dtype=np.int64)
@@ -190,9 +221,33 @@ class EmpiricalScore:
             self._cast[dtype] = hit
         return hit
 
+    def _sorted_data(self, xp, dtype):
+        """Clusters of the data (points in ``dtype``) and log-weights in their order."""
+        hit = self._clustered.get(dtype)
+        if hit is None:
+            cl, logw = next(iter(self._clustered.values()))
+            cl = dataclasses.replace(cl, points=xp.astype(cl.points, dtype))
+            hit = (cl, None if logw is None else xp.astype(logw, dtype))
+            self._clustered[dtype] = hit
+        return hit
+
+    def _posterior_truncated(self, xp, xq, beta: float):
+        """Block-sparse softmax average of the data for the queries ``xq`` (user order)."""
+        from .blocksparse import block_pairs, cluster_points
+
+        cd, logw = self._sorted_data(xp, xq.dtype)
+        cq = cluster_points(xq)
+        pairs = block_pairs(cq, cd, beta=beta, truncate=self.truncate, log_weights=logw)
+        self.truncation_ = _report(self.truncate, pairs)
+        post, _ = _tiled._softmax_matvec(xp, cq.points, cd.points, cd.points, logw, beta=beta,
+                                         backend=self.backend, pairs=pairs, xc=cq, yc=cd)
+        return xp.take(post, cq.inverse, axis=0)
+
     def _at(self, xp, xf, ab: float, target: str):
         data, logw = self._data_in(xp, xf.dtype)
-        if ab <= 0.0:
+        if ab > 0.0 and self.truncate is not None:
+            post = self._posterior_truncated(xp, xf / math.sqrt(ab), ab / (2.0 * (1.0 - ab)))
+        elif ab <= 0.0:
             if logw is None:
                 mean = xp.mean(data, axis=0)
             else:
@@ -203,9 +258,33 @@ class EmpiricalScore:
             beta = ab / (2.0 * (1.0 - ab))
             post, _ = _tiled._softmax_matvec(xp, xf / alpha, data, data, logw, beta=beta,
                                              backend=self.backend)
+        if ab <= 0.0 and self.truncate is not None:   # the prior: every point, nothing skipped
+            from .blocksparse import TruncationReport
+
+            self.truncation_ = TruncationReport(truncate=self.truncate, fraction=1.0,
+                                                mass_bound=0.0, n_pairs_blocks=None)
         if target == "x0":
             return post
         alpha, var = math.sqrt(ab), 1.0 - ab
         if target == "score":
             return (alpha * post - xf) / var
         return (xf - alpha * post) / math.sqrt(var)
+
+
+def _report(truncate: float, pairs):
+    from .blocksparse import TruncationReport
+
+    return TruncationReport(truncate=truncate, fraction=float(pairs.fraction),
+                            mass_bound=float(pairs.mass_bound), n_pairs_blocks=pairs.nnz)
+
+
+def _merge_reports(reports, total: int):
+    """One report for an evaluation split by time: pair-weighted fraction, worst bound."""
+    from .blocksparse import TruncationReport
+
+    blocks = [r.n_pairs_blocks for _, r in reports]
+    return TruncationReport(
+        truncate=reports[0][1].truncate,
+        fraction=sum(b * r.fraction for b, r in reports) / float(total),
+        mass_bound=max(r.mass_bound for _, r in reports),
+        n_pairs_blocks=None if any(k is None for k in blocks) else sum(blocks))

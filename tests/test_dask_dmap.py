@@ -3,7 +3,8 @@ cluster, only the kernel matrix-vector products run there, the eigensolver runs 
 
 Oracle: the same fit on the NumPy array (same data, same rng): eigenvalues to ~1e-10,
 eigenvectors and embedding to round-off; graph size per kernel call constant (no lazy
-history recomputed by host syncs).
+history recomputed by host syncs). ``transform`` after a dask fit (issue 16): out-of-core
+Nystrom over the stored training chunks, against the NumPy fit's ``transform``.
 """
 
 import numpy as np
@@ -72,8 +73,6 @@ def test_bgh_rule_and_markov_operator_on_dask(dask_client, data):
     # h = 1: the Doob transform is P itself
     np.testing.assert_allclose(dm.doob(np.ones(data.shape[0])).eigenvalues_, ref.eigenvalues_,
                                rtol=0, atol=1e-10)
-    with pytest.raises(NotImplementedError, match="dask"):
-        dm.transform(data[:3])
 
 
 def test_graph_per_kernel_call_does_not_grow(dask_client, data, monkeypatch):
@@ -107,3 +106,53 @@ def test_dask_input_validated_at_the_boundary(data):
     bad[7, 1] = np.nan
     with pytest.raises(ValueError, match="`X`"):
         DiffusionMap(n_components=2).fit(da.from_array(bad, chunks=(200, 3)))
+
+
+@pytest.fixture(scope="module")
+def fitted(dask_client, data):
+    """The same map fitted on ragged dask chunks and on NumPy."""
+    xd = da.from_array(data, chunks=((150, 100, 150), 3))
+    return _fit(xd, epsilon=20.0), _fit(data, epsilon=20.0)
+
+
+def test_transform_after_dask_fit_numpy_points(fitted, data):
+    """NumPy new points in, NumPy coordinates out, equal to the NumPy fit's Nystrom map
+    (the partial softmaxes of the three training chunks merged by their log-sum-exp)."""
+    dm, ref = fitted
+    gen = np.random.default_rng(5)
+    xn = data[:37] + 0.3 * gen.standard_normal((37, 3))
+    got = dm.transform(xn)
+    assert isinstance(got, np.ndarray) and got.shape == (37, 5)
+    _same_vectors(got, ref.transform(xn), 1e-8)
+    # on the training points the extension reproduces the embedding (eigen-equation)
+    _same_vectors(dm.transform(data), dm.embedding_, 1e-6)
+    # lists are read as NumPy; one point far from the data still gets finite coordinates
+    far = dm.transform([[1e3, 1e3, 1e3]])
+    assert np.all(np.isfinite(far))
+
+
+def test_transform_after_dask_fit_dask_points(fitted, data):
+    """dask new points in (ragged row chunks), a lazy dask array out with their row chunks."""
+    dm, ref = fitted
+    xn = data[::7] + 0.1
+    xd = da.from_array(xn, chunks=((20, 17, xn.shape[0] - 37), 3))
+    got = dm.transform(xd)
+    assert _dask.is_dask_array(got) and got.chunks[0] == xd.chunks[0]
+    _same_vectors(np.asarray(got.compute()), ref.transform(xn), 1e-8)
+
+
+def test_doob_transform_after_dask_fit(fitted, data):
+    dm, ref = fitted
+    h = np.exp(data[:, 1] / 10.0)
+    xn = data[:25] - 0.2
+    _same_vectors(dm.doob(h).transform(xn), ref.doob(h).transform(xn), 1e-7)
+
+
+def test_transform_after_dask_fit_checks_points(fitted):
+    dm, _ = fitted
+    with pytest.raises(ValueError, match="`X_new`"):
+        dm.transform(np.zeros((4, 2)))
+    bad = np.zeros((4, 3))
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match="`X_new`"):
+        dm.transform(bad)
