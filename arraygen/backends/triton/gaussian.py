@@ -18,7 +18,8 @@ small matrix products with banded (Toeplitz) tap matrices built once per program
 so the image is read once and written once (the window overlap of vertically adjacent tiles hits
 L1, of horizontal neighbours L2). ``Tuning.precision`` picks the products' arithmetic: "ieee"
 (fp32 FMA, exact to float32 rounding) or "tf32x3" (tensor cores, three TF32 products,
-about 1e-6 relative; float32 only).
+about 1e-6 relative; float32 only); float64 tiles use broadcast sums unless
+``Tuning.dot_float64``.
 
 The radius is a run-time argument (a new sigma never recompiles). Runs on torch tensors (CuPy
 arrays are wrapped through DLPack); under ``TRITON_INTERPRET=1`` on CPU tensors.
@@ -83,7 +84,8 @@ def _pass_last_kernel(x_ptr, y_ptr, w_ptr, src_ptr, n, r, BLOCK: tl.constexpr):
 @triton.jit(do_not_specialize=["h", "w", "tiles_x", "tiles_y", "ry", "rx"])
 def _fused2d_kernel(x_ptr, y_ptr, wy_ptr, wx_ptr, srow_ptr, scol_ptr, h, w, tiles_x, tiles_y,
                     ry, rx, cval_ptr, OH: tl.constexpr, WH: tl.constexpr, OW: tl.constexpr,
-                    WW: tl.constexpr, STEPS: tl.constexpr, PREC: tl.constexpr):
+                    WW: tl.constexpr, STEPS: tl.constexpr, PREC: tl.constexpr,
+                    USE_DOT: tl.constexpr):
     """Y = Tv @ X @ Th per OH x OW tile; srow/scol: padded source tables (-1: cval)."""
     pid = tl.program_id(0).to(tl.int64)
     bx = pid % tiles_x
@@ -109,8 +111,12 @@ def _fused2d_kernel(x_ptr, y_ptr, wy_ptr, wx_ptr, srow_ptr, scol_ptr, h, w, tile
         xw = tl.load(x_ptr + base + sr[:, None].to(tl.int64) * w + sc[None, :], mask=ok,
                      other=0.0)
         xw = tl.where(ok, xw, cval)
-        v = tl.dot(tv, xw, input_precision=PREC)  # vertical pass: [OH, WW]
-        yt = tl.dot(v, th, input_precision=PREC)  # horizontal pass: [OH, OW]
+        if USE_DOT:
+            v = tl.dot(tv, xw, input_precision=PREC)  # vertical pass: [OH, WW]
+            yt = tl.dot(v, th, input_precision=PREC)  # horizontal pass: [OH, OW]
+        else:  # the same products as broadcast sums (float64)
+            v = tl.sum(tv[:, :, None] * xw[None, :, :], axis=1)
+            yt = tl.sum(v[:, :, None] * th[None, :, :], axis=1)
         rows = by * OH + oh
         m = (rows[:, None] < h) & (cols[None, :] < w)
         tl.store(y_ptr + base + rows[:, None].to(tl.int64) * w + cols[None, :], yt, mask=m)
@@ -129,6 +135,7 @@ class Tuning:
     steps: int = 8  #: tiles per program down a column (window overlap served by L1)
     out_w: int = 16  #: output columns per tile (the window is the next power of 2 >= out + 2r)
     num_warps: int = 4
+    dot_float64: bool = False  #: float64 products through tl.dot (else broadcast sums)
 
 
 TUNING = Tunable("triton.gaussian", Tuning())
@@ -166,7 +173,8 @@ def _fused(a, wy, wx, mode, cval, tuning):
         _device_table(np.array(wx, dtype=np_dtype), dev), _device_table(srow, dev),
         _device_table(scol, dev), h, w, tiles_x, tiles_y, ry, rx,
         _device_table(np.array([cval], dtype=np_dtype), dev),
-        OH=oh, WH=wh, OW=ow, WW=ww, STEPS=steps, PREC=prec, num_warps=tuning.num_warps)
+        OH=oh, WH=wh, OW=ow, WW=ww, STEPS=steps, PREC=prec,
+        USE_DOT=a.dtype == torch.float32 or tuning.dot_float64, num_warps=tuning.num_warps)
     return out
 
 
