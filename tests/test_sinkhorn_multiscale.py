@@ -277,11 +277,12 @@ def test_against_geomloss_multiscale(rng):
                    method="multiscale", relaxation="auto")
     assert res.converged
     # weak duality: <a,f> + <b,g> - eps (sum P - 1) <= OT_eps for any (f, g), with a gap
-    # that closes with GeomLoss's marginal error
+    # that closes with GeomLoss's marginal error (about 5e-2 here: its schedule is fixed)
     plan_gl, _, _ = _dense(x, y, a, a, f_gl, g_gl, eps)
     dual_gl = a @ f_gl + a @ g_gl - eps * (plan_gl.sum() - 1.0)
     assert dual_gl <= res.dual_value + 1e-5 * abs(res.dual_value)
-    assert res.dual_value - dual_gl <= max(err_gl, 1e-4) * 2.0 * abs(res.dual_value) + 1e-6
+    assert res.dual_value - dual_gl <= 0.2 * max(err_gl, 1e-3) * abs(res.dual_value)
     # potentials agree up to the gauge, within GeomLoss's error
     shift = np.mean(res.f - f_gl)
-    assert np.abs(res.f - f_gl - shift).max() <= 50 * max(err_gl, 1e-4) * eps * 100
+    assert np.abs(res.f - f_gl - shift).max() <= 100 * max(err_gl, 1e-3) * eps
+    assert np.abs(res.g - g_gl + shift).max() <= 100 * max(err_gl, 1e-3) * eps
