@@ -13,6 +13,9 @@ kind                    rtol (eps = machine epsilon of the dtype under test)
 ``"poly_exp2"``         a ``"reduction"`` whose float32 terms may use the FMA-unit polynomial
                         ``2**x`` of the tiled kernels: the reduction row plus
                         :data:`POLY_EXP2_RTOL` (float64 never uses it: the reduction row)
+``"truncated"``         ``"reduction"`` + 4 * bound (block-sparse kernels, issue 18: ``bound``
+                        is the reported ``mass_bound``; eigenvalues of the normalised diffusion
+                        operator move by at most (2 + 2 alpha) * bound, Weyl + Schur test)
 ======================  ==================================================================
 
 float16/bfloat16 inputs are computed in float32 and rounded once, so their rows use
@@ -37,7 +40,8 @@ EPS = {
     "float32": float(np.finfo(np.float32).eps),
     "float64": float(np.finfo(np.float64).eps),
 }
-KINDS = ("exact", "elementwise", "transcendental", "reduction", "fast", "poly_exp2")
+KINDS = ("exact", "elementwise", "transcendental", "reduction", "fast", "poly_exp2",
+         "truncated")
 
 #: Largest relative error of the float32 polynomial ``2**x`` (degree 3, the least accurate the
 #: tiled kernels offer; ``tests/test_tiled_variants.py`` measures it over the reduced range).
@@ -60,7 +64,8 @@ def _is_exact_dtype(dtype: Any) -> bool:
     return text == "bool" or "int" in text
 
 
-def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float, float]:
+def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1, *,
+        bound: float = 0.0) -> tuple[float, float]:
     """``(rtol, atol)`` for comparing a result computed in ``dtype`` with a float64 oracle.
 
     Parameters
@@ -70,7 +75,10 @@ def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float,
     kind
         One of :data:`KINDS` (see the module docstring).
     n_terms
-        Number of terms summed per output element (``kind="reduction"`` only).
+        Number of terms summed per output element (``"reduction"``, ``"poly_exp2"``,
+        ``"truncated"``).
+    bound
+        ``kind="truncated"`` only: the ``mass_bound`` the truncated kernel reported (>= 0).
 
     Returns
     -------
@@ -86,6 +94,9 @@ def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float,
     56
     >>> tol("int64")
     (0.0, 0.0)
+    >>> rtol, _ = tol("float64", "truncated", n_terms=100, bound=1e-6)
+    >>> bool(4e-6 < rtol < 4.1e-6)
+    True
     """
     _v.check_choice(kind, "kind", KINDS)
     if kind == "exact" or _is_exact_dtype(dtype):
@@ -99,10 +110,12 @@ def tol(dtype: Any, kind: str = "elementwise", n_terms: int = 1) -> tuple[float,
         rtol, atol_scale = 8 * eps, 0.0
     elif kind == "transcendental":
         rtol, atol_scale = 64 * eps, 0.0
-    elif kind in ("reduction", "poly_exp2"):
+    elif kind in ("reduction", "poly_exp2", "truncated"):
         rtol = eps * (16 + 4 * math.sqrt(max(int(n_terms), 1)))
         if kind == "poly_exp2" and name != "float64":
             rtol += POLY_EXP2_RTOL
+        if kind == "truncated":
+            rtol += 4.0 * _v.check_scalar(bound, "bound", nonnegative=True)
         atol_scale = rtol
     else:  # fast
         rtol = 5e-3 if name in ("float32", "float16", "bfloat16") else 1e-10
