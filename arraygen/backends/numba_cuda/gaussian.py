@@ -156,6 +156,7 @@ def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
     return fused
 
 
+@functools.lru_cache(maxsize=256)
 def _padded_sources(n: int, r: int, mode: str, length: int) -> np.ndarray:
     """Source indices of positions -r .. length - r - 1 (beyond the axis: 0, never written)."""
     src = np.zeros(length, dtype=np.int64)

@@ -28,6 +28,7 @@ arrays are wrapped through DLPack); under ``TRITON_INTERPRET=1`` on CPU tensors.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -148,6 +149,15 @@ def _window(out: int, r: int) -> tuple[int, int]:
     return out, win
 
 
+@functools.lru_cache(maxsize=256)
+def _padded_sources(n: int, r: int, mode: str, length: int) -> np.ndarray:
+    """int32 source indices of positions -r .. length - r - 1 (beyond the axis: 0, unused)."""
+    src = np.zeros(length, dtype=np.int32)
+    tab = source_indices(n, r, mode)
+    src[:len(tab)] = tab[:length]
+    return src
+
+
 def _fused(a, wy, wx, mode, cval, tuning):
     """Both passes over the last two axes of the C-contiguous torch tensor ``a``."""
     h, w = int(a.shape[-2]), int(a.shape[-1])
@@ -159,12 +169,8 @@ def _fused(a, wy, wx, mode, cval, tuning):
     groups = -(-tiles_y // steps)
     planes = a.numel() // (h * w)
     np_dtype = np.float32 if a.dtype == torch.float32 else np.float64
-    srow = np.zeros(groups * steps * oh + wh, dtype=np.int32)
-    tab = source_indices(h, ry, mode)
-    srow[:len(tab)] = tab
-    scol = np.zeros(tiles_x * ow + ww, dtype=np.int32)
-    tab = source_indices(w, rx, mode)
-    scol[:len(tab)] = tab
+    srow = _padded_sources(h, ry, mode, groups * steps * oh + wh)
+    scol = _padded_sources(w, rx, mode, tiles_x * ow + ww)
     dev = a.device
     prec = tuning.precision if a.dtype == torch.float32 else "ieee"
     out = torch.empty_like(a)
