@@ -206,8 +206,11 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
         tuning = TUNING.current()
         radius = {ax: (len(w) - 1) // 2 for ax, w in zip(axes, weights)}
         last2 = (a.ndim - 2, a.ndim - 1)
+        # float64 without tl.dot: broadcast sums, kept to the small tiles (radius <= 8)
+        max_r = (FUSED_MAX_RADIUS if a.dtype == torch.float32 or tuning.dot_float64
+                 else FUSED_MAX_RADIUS // 2)
         fuse = (tuning.fused and a.ndim >= 2 and all(ax in radius for ax in last2)
-                and all(1 <= radius[ax] <= FUSED_MAX_RADIUS for ax in last2))
+                and all(1 <= radius[ax] <= max_r for ax in last2))
         for axis, w in zip(axes, weights):
             if fuse and axis in last2:
                 continue
