@@ -260,10 +260,14 @@ def cu_host(tmp_path_factory):
                       check=False, capture_output=True).returncode:
         pytest.skip("g++ has no C++20 <barrier>")
     exe = folder / "msc_host"
-    build = subprocess.run([gxx, "-std=c++20", "-O1", "-pthread",
-                            f"-I{ROOT / 'arraygen' / 'backends' / 'cupy'}",
-                            str(ROOT / "tests" / "gibbs_msc_cu_host.cpp"), "-o", str(exe)],
-                           check=False, capture_output=True, text=True)
+    # AddressSanitizer where it links: a read past a buffer fails the run
+    asan = subprocess.run([gxx, "-fsanitize=address", str(probe), "-pthread", "-std=c++20",
+                           "-o", str(folder / "probe_asan")], check=False,
+                          capture_output=True).returncode == 0
+    cmd = [gxx, "-std=c++20", "-O1", "-pthread", f"-I{ROOT / 'arraygen' / 'backends' / 'cupy'}",
+           str(ROOT / "tests" / "gibbs_msc_cu_host.cpp"), "-o", str(exe)]
+    build = subprocess.run(cmd + (["-fsanitize=address"] if asan else []), check=False,
+                           capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]  # gibbs_msc.cu must build as C++ too
     return exe
 
@@ -309,9 +313,10 @@ def _cupy():
     return cupy
 
 
-CUPY_CASES = [((1, 64, 96), "periodic", True), ((2, 37, 70), "open", True),
-              ((1, 6, 4096), "periodic", False), ((3, 1, 10, 7), "open", True),
-              ((1, 130, 40), "periodic", True)]
+CUPY_CASES = [  # (B, C, H, W), boundary, signed couplings
+    ((2, 1, 64, 96), "periodic", True), ((2, 1, 37, 70), "open", True),
+    ((2, 1, 6, 4096), "periodic", False), ((3, 1, 10, 7), "open", True),
+    ((2, 1, 130, 40), "periodic", True), ((1, 2, 4, 16416), "periodic", True)]
 
 
 @pytest.mark.parametrize("kernel", ["auto", "sweep", "phase"])
@@ -320,24 +325,42 @@ def test_cupy_msc_kernels_match_algorithm(kernel, case):
     cupy = _cupy()
     from arraygen.backends.cupy import gibbs_msc as cg
 
-    *lead, boundary, signed = CUPY_CASES[case]
-    shape = lead[0] if len(lead) == 1 else tuple(lead)
-    B = 2
-    if len(shape) == 4:
-        B, shape = shape[0], shape[1:]
+    (B, C, H, W), boundary, signed = CUPY_CASES[case]
     gen = np.random.default_rng(case)
-    model, _, nx, ny = _pm_model(gen, shape, boundary, a=0.4, h=0.05, signed=signed, xp=cupy)
-    s0 = _spins(gen, (B,) + shape)
+    model, _, nx, ny = _pm_model(gen, (C, H, W), boundary, a=0.4, h=0.05, signed=signed,
+                                 xp=cupy)
+    s0 = _spins(gen, (B, C, H, W))
     key = agr.Key(991, 2)
+    want = ref.msc_sweeps(s0, nx if signed else None, ny if signed else None,
+                          float(np.float32(0.4)), float(np.float32(0.05)), 0.7,
+                          boundary == "periodic", 991, 2, 3)
+    if kernel == "sweep" and W > 32 * cg._SWEEP_MAX_WORDS:  # rows wider than one block
+        with cg.TUNING.override(kernel="sweep"), pytest.raises(ValueError, match="W = "):
+            gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, beta=0.7, rng=key,
+                               backend="cupy")
+        return
     for rows in ((None,) if kernel != "sweep" else (2, 8, None)):
         with cg.TUNING.override(kernel=kernel, rows=rows):
             out = gibbs.gibbs_sweeps(model, cupy.asarray(s0), n_sweeps=3, beta=0.7, rng=key,
                                      backend="cupy")
-        want = ref.msc_sweeps(s0, nx if signed else None, ny if signed else None,
-                              float(np.float32(0.4)), float(np.float32(0.05)), 0.7,
-                              boundary == "periodic", 991, 2, 3)
         assert out.dtype == cupy.int8
         np.testing.assert_array_equal(cupy.asnumpy(out), want, err_msg=f"{kernel} rows={rows}")
+
+
+def test_cupy_msc_torch_spins_and_float64():
+    _cupy()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs torch CUDA")
+    gen = np.random.default_rng(21)
+    model, _, nx, ny = _pm_model(gen, (1, 12, 64), "open", a=0.3, h=0.2, dtype=np.float64,
+                                 xp=np)
+    s0 = _spins(gen, (3, 1, 12, 64))
+    out = gibbs.gibbs_sweeps(model, torch.as_tensor(s0, device="cuda"), n_sweeps=2, beta=1.1,
+                             rng=agr.Key(4, 0), backend="cupy")
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.int8 and out.is_cuda
+    want = ref.msc_sweeps(s0, nx, ny, 0.3, 0.2, 1.1, False, 4, 0, 2, dtype="float64")
+    np.testing.assert_array_equal(out.cpu().numpy(), want)
 
 
 def test_cupy_msc_agrees_with_float_coupling_kernel():

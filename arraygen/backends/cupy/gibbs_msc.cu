@@ -124,34 +124,68 @@ __device__ __forceinline__ void row_words(u64 e0, PhiloxKey key, u32 (&w)[32]) {
     }
 }
 
-// What one thread knows of its word: the grid, its word q of each row, the plane's rows.
+// What one thread knows of its word: the grid and its word q of each row.
 struct Lane {
-    const u32* s;      // spins read by phase A (old spins)
-    const u32* sx;     // sign planes (C H rows of Wq words) or null
-    const u32* sy;
     int H, W, Wq, q, nlive;
-    long long prow;    // first row of this (chain, channel) plane in the spins
-    long long srow;    // first row of this channel in the sign planes
-    u32 live;          // live bits of the word
-    bool last;         // q == Wq - 1
+    u32 live;   // live bits of the word
+    bool last;  // q == Wq - 1
 };
 
-// Resample the sites of parity P of word `me` of row y (0 <= y < H) given its horizontal
-// end bits (lbit: x0 - 1, rbit: x0 + nlive; 0 where they leave an open grid) and the words of
-// the rows above and below (0 where they leave an open grid).
-template <int P, bool PERIODIC, bool SIGNED>
-__device__ __forceinline__ u32 resample(const Lane& L, int y, u32 me, u32 lbit, u32 rbit, u32 up,
-                                        u32 dn, const u32 (&w)[16], const u32* thr) {
-    u32 sxw = 0u, lsign = 0u, su = 0u, sd = 0u;
-    if (SIGNED) {
-        const u32* sxr = L.sx + (L.srow + y) * L.Wq;
-        sxw = sxr[L.q];
-        if (L.q > 0) lsign = sxr[L.q - 1] >> 31;
-        else if (PERIODIC) lsign = (sxr[L.Wq - 1] >> ((L.W - 1) & 31)) & 1u;
-        sd = L.sy[(L.srow + y) * L.Wq + L.q];
-        const int yu = y > 0 ? y - 1 : (PERIODIC ? L.H - 1 : -1);
-        if (yu >= 0) su = L.sy[(L.srow + yu) * L.Wq + L.q];
+// Old spins and coupling signs of one row around the thread's word: the word, the bits just left
+// and just right of it (0 where they leave an open grid), the sign bits of the edges (x, x + 1)
+// of its sites and of the edge to its left, and of the edges (y, y + 1) of its sites.
+struct RowIn {
+    u32 me, lbit, rbit, sxw, lsign, sd;
+};
+
+// Row y (-H <= y < 3 H) of the plane wrapped (periodic) or -1 (open, outside)
+template <bool PERIODIC>
+__device__ __forceinline__ int row_of(int y, int H) {
+    if (PERIODIC) {
+        if (y < 0) y += H;
+        if (y >= H) y -= H;
+        if (y >= H) y -= H;  // H = 2: the band reads up to 2 rows past its end
+        return y;
     }
+    return (y < 0 || y >= H) ? -1 : y;
+}
+
+// End bits of word q of row `row` (a pointer to its Wq words)
+template <bool PERIODIC>
+__device__ __forceinline__ void end_bits(const Lane& L, const u32* row, u32& lbit, u32& rbit) {
+    lbit = L.q > 0 ? row[L.q - 1] >> 31
+                   : (PERIODIC ? (row[L.Wq - 1] >> ((L.W - 1) & 31)) & 1u : 0u);
+    rbit = !L.last ? row[L.q + 1] & 1u : (PERIODIC ? row[0] & 1u : 0u);
+}
+
+// The RowIn of row y (wrapped if periodic; zeros outside an open grid). s: row 0 of the
+// thread's plane; sx, sy: row 0 of its channel in the sign planes (read only if SIGNED).
+template <bool PERIODIC, bool SIGNED>
+__device__ __forceinline__ RowIn load_row(const Lane& L, const u32* s, const u32* sx,
+                                          const u32* sy, int y) {
+    RowIn R{0u, 0u, 0u, 0u, 0u, 0u};
+    const int r = row_of<PERIODIC>(y, L.H);
+    if (r < 0) return R;
+    const u32* row = s + (long long)r * L.Wq;
+    R.me = row[L.q];
+    end_bits<PERIODIC>(L, row, R.lbit, R.rbit);
+    if (SIGNED) {
+        const u32* sxr = sx + (long long)r * L.Wq;
+        R.sxw = sxr[L.q];
+        if (L.q > 0) R.lsign = sxr[L.q - 1] >> 31;
+        else if (PERIODIC) R.lsign = (sxr[L.Wq - 1] >> ((L.W - 1) & 31)) & 1u;
+        R.sd = sy[(long long)r * L.Wq + L.q];
+    }
+    return R;
+}
+
+// Resample the sites of parity P of word `me` of row y (0 <= y < H) given its end bits
+// (lbit: x0 - 1, rbit: x0 + nlive), the words of the rows above and below (0 where they leave
+// an open grid) and the coupling signs (sxw, lsign of the row; su, sd: of the edges up, down).
+template <int P, bool PERIODIC>
+__device__ __forceinline__ u32 resample(const Lane& L, int y, u32 me, u32 lbit, u32 rbit, u32 up,
+                                        u32 dn, u32 sxw, u32 lsign, u32 su, u32 sd,
+                                        const u32 (&w)[16], const u32* thr) {
     const u32 pl = ((me << 1) | lbit) ^ ((sxw << 1) | lsign);
     const u32 pr = ((me >> 1) | (rbit << (L.nlive - 1))) ^ sxw;
     const u32 pu = up ^ su, pd = dn ^ sd;
@@ -165,68 +199,60 @@ __device__ __forceinline__ u32 resample(const Lane& L, int y, u32 me, u32 lbit, 
     return update<P, !PERIODIC>(me, pl, pr, pu, pd, ml, mr, mu, md, L.live, w, thr);
 }
 
-// Row y of the plane wrapped (periodic) or -1 (open, outside)
-template <bool PERIODIC>
-__device__ __forceinline__ int row_of(int y, int H) {
-    if (PERIODIC) return y < 0 ? y + H : (y >= H ? y - H : y);
-    return (y < 0 || y >= H) ? -1 : y;
-}
-
-// Word q of row y of `s` (0 for rows outside an open grid)
-template <bool PERIODIC>
-__device__ __forceinline__ u32 word_at(const Lane& L, const u32* s, int y) {
-    const int r = row_of<PERIODIC>(y, L.H);
-    return r < 0 ? 0u : s[(L.prow + r) * L.Wq + L.q];
-}
-
-// End bits of word q of row `row` (a pointer to its Wq words)
-template <bool PERIODIC>
-__device__ __forceinline__ void end_bits(const Lane& L, const u32* row, u32& lbit, u32& rbit) {
-    lbit = L.q > 0 ? row[L.q - 1] >> 31
-                   : (PERIODIC ? (row[L.Wq - 1] >> ((L.W - 1) & 31)) & 1u : 0u);
-    rbit = !L.last ? row[L.q + 1] & 1u : (PERIODIC ? row[0] & 1u : 0u);
-}
-
-// Phase A: colour 0 (sites j = P mod 2, P = r & 1) of row r (in range, or wrapped) from the
-// old spins; `saved` receives the row's colour-1 Philox words.
-template <int P, bool PERIODIC, bool SIGNED, bool ALIGNED>
-__device__ __forceinline__ u32 colour0(const Lane& L, int r, PhiloxKey key, const u32* thr,
-                                       u32 (&saved)[16]) {
-    const int y = row_of<PERIODIC>(r, L.H);
-    const u32* row = L.s + (L.prow + y) * L.Wq;
-    const u32 me = row[L.q];
-    u32 lbit, rbit;
-    end_bits<PERIODIC>(L, row, lbit, rbit);
-    const u32 up = word_at<PERIODIC>(L, L.s, y - 1), dn = word_at<PERIODIC>(L, L.s, y + 1);
+// Colour 0 (sites j = P mod 2, P = y & 1) of row y (0 <= y < H, first element e_row of the
+// spins) from the old rows U (y - 1), R (y), D (y + 1); `saved` receives the row's colour-1
+// Philox words.
+template <int P, bool PERIODIC, bool ALIGNED>
+__device__ __forceinline__ u32 colour0(const Lane& L, int y, u64 e_row, const RowIn& U,
+                                       const RowIn& R, const RowIn& D, PhiloxKey key,
+                                       const u32* thr, u32 (&saved)[16]) {
     u32 w[32];
-    row_words<ALIGNED>((u64)(L.prow + y) * (u64)L.W + 32ull * (u64)L.q, key, w);
+    row_words<ALIGNED>(e_row + 32ull * (u64)L.q, key, w);
     u32 act[16];
 #pragma unroll
     for (int m = 0; m < 16; ++m) {
         act[m] = w[2 * m + P];
         saved[m] = w[2 * m + 1 - P];
     }
-    return resample<P, PERIODIC, SIGNED>(L, y, me, lbit, rbit, up, dn, act, thr);
+    return resample<P, PERIODIC>(L, y, R.me, R.lbit, R.rbit, U.me, D.me, R.sxw, R.lsign, U.sd,
+                                 R.sd, act, thr);
 }
+
+// The band's rolling state at row step y: the new words of rows y - 1 (prev) and y (cur, colour
+// 0 new), the old rows y - 1 .. y + 2 (the last loaded one step ahead).
+struct Band {
+    u32 prev, cur;
+    RowIn rm1, r0, r1, r2;
+};
 
 // One row step of the band: colour 0 of row y + 1, then colour 1 of row y. P = 1 - (y & 1)
 // (the parity of colour 0 in row y + 1 and of colour 1 in row y).
 template <int P, bool PERIODIC, bool SIGNED, bool ALIGNED>
-__device__ __forceinline__ void band_step(const Lane& L, int y, bool write, PhiloxKey key,
-                                          const u32* thr, u32* ring, u32* sout, u32& prev,
-                                          u32& cur, const u32 (&saved_y)[16],
+__device__ __forceinline__ void band_step(const Lane& L, int y, bool write, const u32* s,
+                                          const u32* sx, const u32* sy, u64 e_plane,
+                                          PhiloxKey key, const u32* thr, u32* ring, u32* sout,
+                                          Band& b, const u32 (&saved_y)[16],
                                           u32 (&saved_next)[16]) {
+    const RowIn r3 = load_row<PERIODIC, SIGNED>(L, s, sx, sy, y + 3);  // for the next step
     u32 nxt = 0u;
-    if (PERIODIC || y + 1 < L.H)
-        nxt = colour0<P, PERIODIC, SIGNED, ALIGNED>(L, y + 1, key, thr, saved_next);
+    if (PERIODIC || y + 1 < L.H) {
+        const int yn = row_of<PERIODIC>(y + 1, L.H);
+        nxt = colour0<P, PERIODIC, ALIGNED>(L, yn, e_plane + (u64)yn * (u64)L.W, b.r0, b.r1,
+                                            b.r2, key, thr, saved_next);
+    }
     if (write) ring[((y + 1) % 3) * L.Wq + L.q] = nxt;
     __syncthreads();
     u32 lbit, rbit;
     end_bits<PERIODIC>(L, ring + (y % 3) * L.Wq, lbit, rbit);
-    cur = resample<P, PERIODIC, SIGNED>(L, y, cur, lbit, rbit, prev, nxt, saved_y, thr);
-    if (write) sout[(L.prow + y) * L.Wq + L.q] = cur;
-    prev = cur;
-    cur = nxt;
+    const u32 cur = resample<P, PERIODIC>(L, y, b.cur, lbit, rbit, b.prev, nxt, b.r0.sxw,
+                                          b.r0.lsign, b.rm1.sd, b.r0.sd, saved_y, thr);
+    if (write) sout[(long long)y * L.Wq + L.q] = cur;
+    b.prev = cur;
+    b.cur = nxt;
+    b.rm1 = b.r0;
+    b.r0 = b.r1;
+    b.r1 = b.r2;
+    b.r2 = r3;
 }
 
 template <bool PERIODIC, bool SIGNED, bool ALIGNED>
@@ -246,9 +272,6 @@ __global__ void __launch_bounds__(512)
     const int y1 = min(H, y0 + rows);
     const bool write = (int)threadIdx.x < Wq;
     Lane L;
-    L.s = sin;
-    L.sx = sx;
-    L.sy = sy;
     L.H = H;
     L.W = W;
     L.Wq = Wq;
@@ -256,19 +279,34 @@ __global__ void __launch_bounds__(512)
     L.nlive = min(32, W - 32 * L.q);
     L.live = L.nlive == 32 ? ~0u : (1u << L.nlive) - 1u;
     L.last = L.q == Wq - 1;
-    L.prow = (long long)plane * H;
-    L.srow = (long long)(plane % C) * H;
+    const long long prow = (long long)plane * H, srow = (long long)(plane % C) * H;
+    const u32* s = sin + prow * Wq;
+    u32* out = sout + prow * Wq;
+    const u32* sxc = sx + (SIGNED ? srow * Wq : 0);
+    const u32* syc = sy + (SIGNED ? srow * Wq : 0);
+    const u64 e_plane = (u64)prow * (u64)W;
     u32 even[16], odd[16], spare[16];
-    u32 prev = 0u;
-    if (PERIODIC || y0 > 0) prev = colour0<1, PERIODIC, SIGNED, ALIGNED>(L, y0 - 1, key, thr, spare);
-    u32 cur = colour0<0, PERIODIC, SIGNED, ALIGNED>(L, y0, key, thr, even);
-    if (write) ring[(y0 % 3) * Wq + L.q] = cur;
+    Band b;
+    const RowIn ra = load_row<PERIODIC, SIGNED>(L, s, sxc, syc, y0 - 2);
+    b.rm1 = load_row<PERIODIC, SIGNED>(L, s, sxc, syc, y0 - 1);
+    b.r0 = load_row<PERIODIC, SIGNED>(L, s, sxc, syc, y0);
+    b.r1 = load_row<PERIODIC, SIGNED>(L, s, sxc, syc, y0 + 1);
+    b.r2 = load_row<PERIODIC, SIGNED>(L, s, sxc, syc, y0 + 2);
+    b.prev = 0u;
+    if (PERIODIC || y0 > 0) {
+        const int yp = row_of<PERIODIC>(y0 - 1, H);
+        b.prev = colour0<1, PERIODIC, ALIGNED>(L, yp, e_plane + (u64)yp * (u64)W, ra, b.rm1,
+                                               b.r0, key, thr, spare);
+    }
+    b.cur = colour0<0, PERIODIC, ALIGNED>(L, y0, e_plane + (u64)y0 * (u64)W, b.rm1, b.r0, b.r1,
+                                          key, thr, even);
+    if (write) ring[(y0 % 3) * Wq + L.q] = b.cur;
     for (int y = y0; y < y1; y += 2) {
-        band_step<1, PERIODIC, SIGNED, ALIGNED>(L, y, write, key, thr, ring, sout, prev, cur,
-                                                even, odd);
+        band_step<1, PERIODIC, SIGNED, ALIGNED>(L, y, write, s, sxc, syc, e_plane, key, thr,
+                                                ring, out, b, even, odd);
         if (y + 1 < y1)
-            band_step<0, PERIODIC, SIGNED, ALIGNED>(L, y + 1, write, key, thr, ring, sout, prev,
-                                                    cur, odd, even);
+            band_step<0, PERIODIC, SIGNED, ALIGNED>(L, y + 1, write, s, sxc, syc, e_plane, key,
+                                                    thr, ring, out, b, odd, even);
     }
 }
 
@@ -288,9 +326,6 @@ __global__ void gibbs_msc_phase(u32* s, const u32* __restrict__ sx, const u32* _
         const long long plane = r / H;
         const int y = (int)(r - plane * H);
         Lane L;
-        L.s = s;
-        L.sx = sx;
-        L.sy = sy;
         L.H = H;
         L.W = W;
         L.Wq = Wq;
@@ -298,14 +333,14 @@ __global__ void gibbs_msc_phase(u32* s, const u32* __restrict__ sx, const u32* _
         L.nlive = min(32, W - 32 * q);
         L.live = L.nlive == 32 ? ~0u : (1u << L.nlive) - 1u;
         L.last = q == Wq - 1;
-        L.prow = plane * H;
-        L.srow = (plane % C) * H;
         // neighbours' bits of the other colour do not change in this phase: in place is safe
-        const u32* row = s + r * Wq;
-        const u32 me = row[q];
-        u32 lbit, rbit;
-        end_bits<PERIODIC>(L, row, lbit, rbit);
-        const u32 up = word_at<PERIODIC>(L, s, y - 1), dn = word_at<PERIODIC>(L, s, y + 1);
+        const u32* sp = s + plane * H * Wq;
+        const long long srow = (plane % C) * H;
+        const u32* sxc = sx + (SIGNED ? srow * Wq : 0);
+        const u32* syc = sy + (SIGNED ? srow * Wq : 0);
+        const RowIn U = load_row<PERIODIC, SIGNED>(L, sp, sxc, syc, y - 1);
+        const RowIn R = load_row<PERIODIC, SIGNED>(L, sp, sxc, syc, y);
+        const RowIn D = load_row<PERIODIC, SIGNED>(L, sp, sxc, syc, y + 1);
         u32 w[32];
         row_words<ALIGNED>((u64)r * (u64)W + 32ull * (u64)q, key, w);
         u32 act[16];
@@ -313,11 +348,13 @@ __global__ void gibbs_msc_phase(u32* s, const u32* __restrict__ sx, const u32* _
         if (((y + colour) & 1) == 0) {
 #pragma unroll
             for (int m = 0; m < 16; ++m) act[m] = w[2 * m];
-            out = resample<0, PERIODIC, SIGNED>(L, y, me, lbit, rbit, up, dn, act, thr);
+            out = resample<0, PERIODIC>(L, y, R.me, R.lbit, R.rbit, U.me, D.me, R.sxw, R.lsign,
+                                        U.sd, R.sd, act, thr);
         } else {
 #pragma unroll
             for (int m = 0; m < 16; ++m) act[m] = w[2 * m + 1];
-            out = resample<1, PERIODIC, SIGNED>(L, y, me, lbit, rbit, up, dn, act, thr);
+            out = resample<1, PERIODIC>(L, y, R.me, R.lbit, R.rbit, U.me, D.me, R.sxw, R.lsign,
+                                        U.sd, R.sd, act, thr);
         }
         s[i] = out;
     }
