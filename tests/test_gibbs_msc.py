@@ -200,7 +200,8 @@ def _numba_cuda_usable():
 @pytest.mark.parametrize("shape,boundary,signed", [((1, 4, 6), "periodic", True),
                                                    ((2, 3, 5), "open", True),
                                                    ((1, 2, 34), "periodic", False),
-                                                   ((1, 3, 33), "open", True)])
+                                                   ((1, 3, 33), "open", True),
+                                                   ((3, 2, 8), "periodic", True)])
 def test_numba_cuda_msc_kernel_matches_algorithm(shape, boundary, signed):
     gen = np.random.default_rng(7)
     xp = np
@@ -244,7 +245,8 @@ HOST_CASES = [  # (B, C, H, W), boundary, signed, rows of a band
     ((2, 1, 6, 70), "periodic", True, 2), ((1, 1, 8, 96), "periodic", True, 4),
     ((2, 1, 5, 37), "open", True, 2), ((1, 2, 7, 40), "open", False, 4),
     ((1, 1, 4, 6), "periodic", False, 4), ((1, 1, 5, 1), "open", True, 2),
-    ((1, 1, 2, 4), "periodic", True, 2)]
+    ((1, 1, 2, 4), "periodic", True, 2), ((2, 2, 4, 36), "periodic", True, 2),
+    ((2, 3, 3, 64), "open", True, 4)]
 
 
 @pytest.fixture(scope="module")
