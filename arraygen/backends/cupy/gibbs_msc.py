@@ -36,7 +36,7 @@ class Tuning:
     kernel
         "auto" (the sweep kernel where rows fit one block, else phase), "sweep" or "phase".
     rows
-        Rows per band of the sweep kernel (even; None: chosen to put about 8 warps on each SM).
+        Rows per band of the sweep kernel (even; None: :func:`band_rows`).
         Each band recomputes colour 0 of the rows just above and below it: ``2 / rows`` more
         Philox blocks, fewer bands to spread over the GPU with more rows.
     """
@@ -53,9 +53,11 @@ def _flag(v: bool) -> str:
 
 
 def band_rows(planes: int, H: int, threads: int, sms: int) -> int:
-    """Rows per band: the most (of 32, 16, 8) that still give ``sms * 256`` threads, else 8."""
+    """Rows per band: the most (of 32, 16, 8) that still give ``sms * 192`` threads (6 warps
+    an SM; the sweep kernel keeps 8 Philox blocks in flight per thread), else 8. Untuned: the
+    GPU benchmark times 8, 16 and 32 (tools/gpu_bench_gibbs.py)."""
     for rows in (32, 16, 8):
-        if planes * -(-H // rows) * threads >= sms * 256:
+        if planes * -(-H // rows) * threads >= sms * 192:
             return rows
     return 8
 
