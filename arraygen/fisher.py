@@ -148,8 +148,14 @@ def _check_data(xp, finite: dict, nonnegative: dict, unit: tuple | None) -> None
     ``finite``: name -> array that must be finite; ``nonnegative``: name -> array that must be
     >= 0; ``unit``: ``(name, array)`` whose values must lie in [0, 1], or None.
     """
-    checks = [xp.all(xp.isfinite(a)) for a in finite.values() if a is not None]
-    checks += [xp.all(a >= 0.0) for a in nonnegative.values()]
+    checks = []
+    for name, a in finite.items():
+        if a is None or aa.size(a) == 0:
+            continue
+        lo, hi = _min_max(xp, a)  # NaN propagates through both; +-inf shows in one of them
+        ok = xp.logical_and(xp.isfinite(lo), xp.isfinite(hi))
+        checks.append(xp.logical_and(ok, lo >= 0.0) if name in nonnegative else ok)
+    checks += [xp.all(a >= 0.0) for name, a in nonnegative.items() if finite.get(name) is None]
     if unit is not None:
         checks.append(_in_unit_interval(xp, unit[1]))
     if not checks:
@@ -169,6 +175,17 @@ def _check_data(xp, finite: dict, nonnegative: dict, unit: tuple | None) -> None
     name, a = unit
     lo, hi = host_float(xp.min(a)), host_float(xp.max(a))
     raise ValueError(f"`{name}` must lie in [0, 1]; got values in [{lo}, {hi}]")
+
+
+def _min_max(xp, a):
+    """(min, max) of a non-empty real array as 0-d device arrays: one read for torch
+    (``aminmax``), two reductions elsewhere; no boolean temporaries of ``a``'s size."""
+    if aa.is_torch_array(a):
+        import torch
+
+        with torch.no_grad():
+            return torch.aminmax(a)
+    return xp.min(a), xp.max(a)
 
 
 def _is_array_like(value) -> bool:
