@@ -77,6 +77,19 @@ def _signs(pm):
     return hit
 
 
+def _table(pm, beta, dtype_name):
+    """The threshold table on the current device, cached on ``pm`` (whose cache the models
+    with other biases share: the key holds the field's parameters)."""
+    key = ("cupy-table", cupy.cuda.Device().id, float(beta), dtype_name, pm.bias, pm.magnitude)
+    hit = pm.device_cache.get(key)
+    if hit is None:
+        if len(pm.device_cache) > 64:  # a schedule of many betas: keep the cache small
+            for k in [k for k in pm.device_cache if k[0] == "cupy-table"]:
+                del pm.device_cache[k]
+        hit = pm.device_cache[key] = cupy.asarray(threshold_table(pm, beta, dtype_name))
+    return hit
+
+
 def gibbs_sweeps(spins, pm, *, n_sweeps, beta, key, dtype_name):
     """Launcher (contract in :mod:`arraygen._kernels.gibbs_msc`): int8 spins (B, C, H, W) ->
     new int8 spins; ``pm`` the model's :class:`~arraygen._kernels.gibbs_msc.PlusMinusJ`."""
@@ -101,7 +114,7 @@ def gibbs_sweeps(spins, pm, *, n_sweeps, beta, key, dtype_name):
         mod = module(SOURCE, (name, _PACK, _UNPACK))
         kernel = mod.get_function(name)
         sx, sy = _signs(pm)
-        table = cupy.asarray(threshold_table(pm, beta, dtype_name))
+        table = _table(pm, beta, dtype_name)
         words = cupy.empty(n_words, dtype=cupy.uint32)
         grid_words = int(min(max(-(-n_words // _THREADS), 1), _MAX_BLOCKS))
         mod.get_function(_PACK)((grid_words,), (_THREADS,),
