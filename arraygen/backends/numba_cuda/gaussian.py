@@ -112,8 +112,8 @@ def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
         """y[p, i, j] = sum_a wy[a] sum_b wx[b] x[p, srow[i + a], scol[j + b]] (tables padded)."""
         s = cuda.shared.array((sh, sw), nb_dtype)
         m = cuda.shared.array((th, sw), nb_dtype)
-        swy = cuda.shared.array(ny, nb_dtype)
-        swx = cuda.shared.array(nx, nb_dtype)
+        swy = cuda.local.array(ny, nb_dtype)  # taps in registers (constant indices once the
+        swx = cuda.local.array(nx, nb_dtype)  # fixed-length tap loops are unrolled)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         nx_t = cuda.blockDim.x
@@ -126,9 +126,9 @@ def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
         base = (rest // tiles_y) * h * w
         x0 = bx * tw
         y0 = by * th
-        for k in range(t, nx, nx_t * ny_t):
+        for k in range(nx):
             swx[k] = wx[k]
-        for k in range(t, ny, nx_t * ny_t):
+        for k in range(ny):
             swy[k] = wy[k]
         for r in range(ty, sh, ny_t):  # stage the tile and its halo (2-D loops: no division)
             gr = srow[y0 + r]
