@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from . import _array_api as aa
-from . import _solvers
+from . import _dask, _noise_offset, _solvers
 from . import _validation as _v
 from . import random as _random
 from ._predictions import _VP_PREDICTIONS, _check_prediction, _convert, dynamic_threshold
@@ -47,6 +47,10 @@ def _requires_prediction(allowed):
                     f"{', '.join(repr(a) for a in allowed)} (diffusers/Stable Diffusion UNets "
                     f"are 'epsilon' or 'v'; there is no default because a wrong guess gives "
                     f"wrong samples silently)")
+            if len(args) >= 2 and _dask.is_dask_array(args[1]):  # batch chunks, one task each
+                from ._dask_batches import map_sampler
+
+                return map_sampler(wrapper, args[0], args[1], kwargs)
             return fn(*args, **kwargs)
         return wrapper
     return deco
@@ -259,7 +263,8 @@ class _Run:
         if isinstance(self.key, np.random.Generator):
             return _random.normal_like(self.key, self.x)
         key = self.key.advance(step * self.draws + draw)
-        return _random.normal(key, tuple(self.x.shape), dtype=self.x.dtype, like=self.x)
+        return _random.normal(key, tuple(self.x.shape), offset=_noise_offset.current(),
+                              dtype=self.x.dtype, like=self.x)
 
     def steps(self):
         n = self.grid.shape[0] - 1

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import _array_api as aa
+from . import _dask, _dask_batches
 from . import _validation as V
 from . import random as _random
 from . import tiled as _tiled
@@ -59,6 +60,14 @@ class SchrodingerBridge:
         Passed to :func:`arraygen.sinkhorn.sinkhorn` (defaults here: ``scaling=0.5``,
         ``relaxation="auto"``).
 
+    Notes
+    -----
+    Dask: with a dask ``x0`` (or ``x1``) the Sinkhorn solve runs on row chunks with its state
+    persisted at every iteration; :meth:`drift` and :meth:`sample_paths` then take dask or
+    NumPy points and return dask arrays (a NumPy bridge also takes dask points), the paths
+    persisted every step with each chunk's noise at its offset of the stream (so they do not
+    depend on the chunking; ``rng`` must then be an int seed or Key).
+
     Attributes
     ----------
     sigma, epsilon : float
@@ -91,6 +100,8 @@ class SchrodingerBridge:
         opts = _options(epsilon=self.epsilon, max_iter=max_iter, tol=tol, scaling=scaling,
                         relaxation=relaxation, mixed_precision=False, check_every=1,
                         progress=progress, callback=None)
+        if _dask.any_dask(x0, x1, a, b):  # Sinkhorn on the cluster, row chunks of x0
+            x0, x1, a, b = _dask.as_dask(x0, x1, a, b)
         xp, (x0, x1, a, b) = V.common_namespace(x0=x0, x1=x1, a=a, b=b)
         prob = _problem(xp, x0, x1, a, b, names=("x0", "x1"), epsilon=self.epsilon,
                         epsilon_name="sigma", check_finite=check_finite, backend=backend)
@@ -103,10 +114,17 @@ class SchrodingerBridge:
         return self.result.converged
 
     def _points(self, x, name: str):
+        """``(x, out_dtype, xp)``: points (n, d) in the work dtype and their namespace (a dask
+        ``x``, or any ``x`` for a bridge fitted on dask input, gives dask row chunks)."""
         xp = self._xp
         x = V.as_array(x, name)
-        aa.array_namespace(**{name: x, "x0": self.result._x})
-        aa.check_same_device(**{name: x, "x0": self.result._x})
+        if _dask.is_dask_array(self.result._x) and not _dask.is_dask_array(x):
+            x = _dask.as_dask(x, like=self.result._x)[0]
+        elif _dask.is_dask_array(x) and not _dask.is_dask_array(self.result._x):
+            xp = aa.array_namespace(**{name: x})  # NumPy/CuPy bridge, rows on the cluster
+        else:
+            aa.array_namespace(**{name: x, "x0": self.result._x})
+            aa.check_same_device(**{name: x, "x0": self.result._x})
         d = self.result._x.shape[1]
         if x.ndim == 1 and d == 1:
             x = xp.reshape(x, (x.shape[0], 1))
@@ -115,19 +133,20 @@ class SchrodingerBridge:
                              f"shape {tuple(x.shape)}")
         x, out_dtype = aa.as_float_array(xp, _detach(x), name)
         work = self.result._x.dtype
-        return (x if x.dtype == work else xp.astype(x, work)), out_dtype
+        return (x if x.dtype == work else xp.astype(x, work)), out_dtype, xp
 
-    def _posterior_mean(self, xc, t: float):
+    def _posterior_mean(self, xp, xc, t: float):
         """E[X_1 | X_t = x] in centred coordinates."""
         res = self.result
-        out, _ = _tiled._softmax_matvec(self._xp, xc, res._y, res._y,
+        out, _ = _tiled._softmax_matvec(xp, xc, res._y, res._y,
                                         res._col_log_scale(),
                                         beta=1.0 / (self.epsilon * (1.0 - t)),
                                         backend=self.backend)
         return out
 
-    def _cast(self, a, dtype):
-        return a if a.dtype == dtype else self._xp.astype(a, dtype)
+    @staticmethod
+    def _cast(xp, a, dtype):
+        return a if a.dtype == dtype else xp.astype(a, dtype)
 
     def drift(self, x, t: float):
         r"""Bridge drift :math:`u(x, t) = (E[X_1 \mid X_t = x] - x) / (1 - t)`.
@@ -144,9 +163,9 @@ class SchrodingerBridge:
         t = V.check_scalar(t, "t")
         if not 0.0 <= t < 1.0:
             raise ValueError(f"`t` must lie in [0, 1) (the drift is singular at t = 1); got {t}")
-        x, out_dtype = self._points(x, "x")
+        x, out_dtype, xp = self._points(x, "x")
         xc = x - self.result._shift
-        return self._cast((self._posterior_mean(xc, t) - xc) / (1.0 - t), out_dtype)
+        return self._cast(xp, (self._posterior_mean(xp, xc, t) - xc) / (1.0 - t), out_dtype)
 
     def sample_paths(self, x_start, n_steps: int, rng=None, *, progress: bool = False,
                      callback=None):
@@ -172,10 +191,13 @@ class SchrodingerBridge:
         -------
         array, shape (n_steps + 1, n, d): the path, ``paths[0] = x_start``.
         """
-        xp = self._xp
         n_steps = V.check_int(n_steps, "n_steps", minimum=1)
-        x, out_dtype = self._points(x_start, "x_start")
+        x, out_dtype, xp = self._points(x_start, "x_start")
         gen = _random.as_key(rng)
+        lazy = _dask.is_dask_array(x)
+        if lazy and isinstance(gen, np.random.Generator):
+            raise TypeError("`rng` must be an int seed or arraygen.random.Key for dask points "
+                            "(a NumPy Generator cannot give every chunk its part of one stream)")
         dt = 1.0 / n_steps
         noise_scale = self.sigma * math.sqrt(dt)
         shift = self.result._shift
@@ -188,13 +210,16 @@ class SchrodingerBridge:
             steps = tqdm(steps, desc="bridge", leave=False)
         for k in steps:
             t = k * dt
-            drift = (self._posterior_mean(xc, t) - xc) / (1.0 - t)
+            drift = (self._posterior_mean(xp, xc, t) - xc) / (1.0 - t)
             g = gen if isinstance(gen, np.random.Generator) else gen.advance(k)
-            xc = xc + dt * drift + noise_scale * _gaussian_matrix(g, tuple(xc.shape), xc)
+            z = _dask_batches.normal_rows(g, xc) if lazy else _gaussian_matrix(
+                g, tuple(xc.shape), xc)
+            # dask: the state is persisted every step (the graph never holds the history)
+            xc = _dask.materialize(xc + dt * drift + noise_scale * z)
             path.append(xc + shift)
             if callback is not None:
                 callback(k, t + dt, path[-1])
-        return self._cast(xp.stack(path, axis=0), out_dtype)
+        return self._cast(xp, xp.stack(path, axis=0), out_dtype)
 
     def sample_coupling(self, n: int, rng=None, *, max_elements: int = 1 << 22):
         r"""Draw ``n`` index pairs (i, j) from the coupling :math:`\pi`, row by row.

@@ -110,6 +110,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _dask, _dask_batches, _noise_offset
 from . import _validation as V
 from . import random as _random
 from .schedules import TIMESTEP_KINDS, NoiseSchedule, timesteps, validate_grid
@@ -682,9 +683,14 @@ class FastSBOTSolver:
         rng : int, Key or numpy.random.Generator, optional
             Noise source (module docstring: stream layout).
         noise : array, shape (B, ...), optional
-            The starting noise at t = 1; the samples take its namespace, device and dtype.
+            The starting noise at t = 1; the samples take its namespace, device and dtype. A
+            dask array gives dask samples: each batch chunk runs this method (one task), its
+            noise at the chunk's offset of the stream, so the samples equal the in-memory
+            call's unless a step couples the batch (the OT bridge to a ``reference``, the
+            Langevin corrector), where each chunk is its own batch.
         xp : module, optional
-            Namespace of the samples (numpy, torch, cupy). Default: the ``reference``'s
+            Namespace of the samples (numpy, torch, cupy; ``dask.array``: batch chunks of
+            NumPy samples, as with dask ``noise``). Default: the ``reference``'s
             namespace, torch for a torch ``nn.Module`` model, else NumPy; if the model then
             returns arrays of another library (a torch function called on the NumPy start),
             the samples move to that library and device at the first step.
@@ -705,6 +711,9 @@ class FastSBOTSolver:
         c = self.config
         if callback is not None and not callable(callback):
             raise TypeError(f"`callback` must be callable or None; got {type(callback).__name__}")
+        if _dask.is_dask_array(noise) or _dask_batches.is_dask_namespace(xp):
+            return _dask_batches.fastsbot_sample(self, shape, noise=noise, rng=rng, dtype=dtype,
+                                                 progress=progress, callback=callback)
         if noise is not None:
             nxp, (noise,) = V.common_namespace(noise=noise)
             if shape is not None and V.check_shape(shape, "shape") != tuple(noise.shape):
@@ -913,9 +922,11 @@ class FastSBOTSolver:
         return _random.normal(gen, shape, dtype=dtype, xp=ns, device=device)
 
     def _normal(self, gen, like):
+        """Per-sample noise shaped like the batch ``like`` (at a Dask chunk's offset)."""
         if isinstance(gen, np.random.Generator):
             return _random.normal_like(gen, like)
-        return _random.normal(gen, tuple(like.shape), dtype=like.dtype, like=like)
+        return _random.normal(gen, tuple(like.shape), offset=_noise_offset.current(),
+                              dtype=like.dtype, like=like)
 
     def _reference_for(self, ns, device, dtype, shape):
         ref = self.reference
