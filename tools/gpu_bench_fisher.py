@@ -206,7 +206,7 @@ def run(quick: bool = False) -> list[dict]:
                     xb, sb, vb, eb, step_size=0.01, momentum=0.9, noise=None, key=Key(7)))
                 rows.append(row("fisher_langevin_step (kernel)", label, size, ms, "GB/s",
                                 20 * n / (ms * 1e-3) / 1e9, bw, "torch eager", torch_gbs))
-        except Exception as exc:  # a failing variant is reported, the table goes on
+        except Exception as exc:  # noqa: BLE001 (a failing variant is reported, the table goes on)
             print(f"fisher_langevin_step {label}: {type(exc).__name__}: {exc}")
         finally:
             old.__exit__(None, None, None)

@@ -118,7 +118,6 @@ def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
         ty = cuda.threadIdx.y
         nx_t = cuda.blockDim.x
         ny_t = cuda.blockDim.y
-        t = ty * nx_t + tx
         blk = np.int64(cuda.blockIdx.x)
         bx = blk % tiles_x
         rest = blk // tiles_x
