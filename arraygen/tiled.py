@@ -543,7 +543,7 @@ def _softmax_blocks(xp, x, y, v, w, beta, pairs, backend):
 
         return _tiled_blocks.softmax(xp, x, y, v, w, beta, pairs)
     launcher = _dispatch.kernel(op, name)
-    kw = dict(beta=beta, block_x=pairs.block_x, block_y=pairs.block_y)
+    kw = {"beta": beta, "block_x": pairs.block_x, "block_y": pairs.block_y}
     if v is None:
         return None, launcher(x, y, w, pairs.offsets, pairs.cols, **kw)
     return launcher(x, y, v, w, pairs.offsets, pairs.cols, **kw)

@@ -3,6 +3,7 @@ float64 truncated oracle, and the dense oracle within the reported ``mass_bound`
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,8 +11,7 @@ import pytest
 
 from arraygen import tiled
 from arraygen._kernels.blocksparse import merged_spans, point_mask
-from arraygen.blocksparse import (BlockPairs, Clusters, TruncationReport, block_pairs,
-                                  cluster_points)
+from arraygen.blocksparse import BlockPairs, Clusters, TruncationReport, block_pairs, cluster_points
 from arraygen.reference import tiled as ref
 from arraygen.testing import assert_close, to_numpy, tol
 
@@ -148,8 +148,8 @@ def test_fraction_and_bound_shrink_with_truncate(rng):
         p = block_pairs(c, c, beta=100.0, truncate=t)
         fr.append(p.fraction)
         mb.append(p.mass_bound)
-    assert all(a < b for a, b in zip(fr, fr[1:])), fr
-    assert all(a > b for a, b in zip(mb, mb[1:])), mb
+    assert all(a < b for a, b in itertools.pairwise(fr)), fr
+    assert all(a > b for a, b in itertools.pairwise(mb)), mb
     assert fr[0] < 0.5
 
 
@@ -206,8 +206,8 @@ def test_logsumexp_and_softmax_blocks_backends(kernel_backend, rng, dtype, d):
     pairs = block_pairs(cx, cy, beta=beta, truncate=2.0, log_weights=ns.asarray(w[to_numpy(cy.perm)]))
     mask = _sorted_mask(pairs, cx, cy)
     assert 0.0 < pairs.fraction < 1.0
-    common = dict(beta=beta, log_weights=ns.asarray(w), truncate=2.0, x_clusters=cx,
-                  y_clusters=cy, return_report=True, backend=kb.name)
+    common = {"beta": beta, "log_weights": ns.asarray(w), "truncate": 2.0, "x_clusters": cx,
+                  "y_clusters": cy, "return_report": True, "backend": kb.name}
     lse, rep = tiled.kernel_logsumexp(ns.asarray(x), ns.asarray(y), **common)
     assert rep.fraction == pairs.fraction and rep.mass_bound == pairs.mass_bound
     scale = _exponent_scale(x, y, beta)
