@@ -83,25 +83,28 @@ def test_poly_columns():
 # ---------------------------------------------------------------- tiled.cu on the host
 
 _VARIANTS = [
-    # (kind, dtype, d, pc, cos, npoly, degree)
-    ("mv", "float", 3, 1, True, 0, 5),
-    ("mv", "float", 3, 1, True, 2, 5),
-    ("mv", "float", 3, 1, False, 4, 3),
-    ("mv", "float", 2, 4, True, 16, 4),
-    ("mv", "double", 3, 1, True, 0, 5),
-    ("sm", "float", 3, 0, True, 0, 5),
-    ("sm", "float", 3, 0, False, 0, 5),
-    ("sm", "float", 3, 1, True, 2, 5),
-    ("sm", "float", 3, 4, True, 16, 3),
-    ("sm", "float", 1, 1, False, 4, 5),
-    ("sm", "double", 3, 4, True, 0, 5),
-    ("sm", "double", 2, 0, False, 0, 5),
+    # (kind, dtype, d, pc, cos, npoly, degree, rows)
+    ("mv", "float", 3, 1, True, 0, 5, 4),
+    ("mv", "float", 3, 1, True, 2, 5, 8),
+    ("mv", "float", 3, 1, False, 4, 3, 4),
+    ("mv", "float", 2, 4, True, 16, 4, 4),
+    ("mv", "float", 16, 1, True, 1, 5, 8),
+    ("mv", "double", 3, 1, True, 0, 5, 4),
+    ("sm", "float", 3, 0, True, 0, 5, 4),
+    ("sm", "float", 3, 0, False, 0, 5, 8),
+    ("sm", "float", 3, 1, True, 2, 5, 4),
+    ("sm", "float", 3, 4, True, 16, 3, 4),
+    ("sm", "float", 1, 1, False, 4, 5, 4),
+    ("sm", "float", 16, 1, True, 1, 5, 8),
+    ("sm", "double", 3, 4, True, 0, 5, 4),
+    ("sm", "double", 2, 0, False, 0, 5, 8),
 ]
 
 
-def _name(kind, ct, d, pc, cos, npoly, degree):
+def _name(kind, ct, d, pc, cos, npoly, degree, rows=4):
     base = "tiled_matvec_fast" if kind == "mv" else "tiled_softmax_lazy"
-    return f"{base}<{ct}, {d}, {pc}, {'true' if cos else 'false'}, {npoly}, {degree}>"
+    return (f"{base}<{ct}, {d}, {pc}, {'true' if cos else 'false'}, {npoly}, {degree}, "
+            f"{rows}>")
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +115,9 @@ def cu_host(tmp_path_factory):
         pytest.skip("g++ not found: the CUDA source is not run on the host")
     out = tmp_path_factory.mktemp("tiled_cu_host")
     lines = []
-    for kind, ct, d, pc, cos, npoly, degree in _VARIANTS:
-        macro = "MV" if kind == "mv" else "SM"
-        lines.append(f"{macro}({ct}, {_name(kind, ct, d, pc, cos, npoly, degree)}),")
+    for variant in _VARIANTS:
+        macro = "MV" if variant[0] == "mv" else "SM"
+        lines.append(f"{macro}({variant[1]}, {_name(*variant)}),")
     (out / "tiled_cu_host_kernels.inc").write_text("\n".join(lines) + "\n")
     exe = out / "tiled_cu_host"
     cmd = [gxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", f"-I{CU.parent}",
@@ -136,7 +139,9 @@ def _run_cu(exe, workdir, name, dtype, x, y, u, w, beta, *, p, pc, splits):
     for fname, arr in (("x", x), ("y", y), ("u", u), ("w2", w2), ("ctr", ctr)):
         np.ascontiguousarray(arr, dtype).tofile(workdir / f"{fname}.bin")
     s = float(dtype(math.sqrt(beta * LOG2E)))
-    (workdir / "params.txt").write_text(f"{n} {m} {d} {p} {pc} {chunk} {splits} {s!r}\n")
+    rows = int(name.rstrip(">").rsplit(",", 1)[1])
+    (workdir / "params.txt").write_text(f"{n} {m} {d} {p} {pc} {chunk} {splits} {s!r} "
+                                        f"{rows}\n")
     res = subprocess.run([str(exe), name, str(workdir)], check=False, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -159,13 +164,13 @@ def _rtol(dtype, npoly, m):
 @pytest.mark.parametrize("variant", _VARIANTS, ids=lambda v: _name(*v).replace(" ", ""))
 @pytest.mark.parametrize("splits", [1, 3])
 def test_cu_variant_on_host(cu_host, tmp_path, rng, variant, splits):
-    kind, ct, d, pc, cos, npoly, degree = variant
+    kind, ct, d, pc, _, npoly, _, rows = variant
     dtype = np.float32 if ct == "float" else np.float64
-    n, m = 531, 301  # two row blocks (512 rows each), tail rows and a partial tile
+    n, m = 128 * rows + 19, 301  # two row blocks, tail rows and a partial tile
     p = {0: 0, 1: 1, 4: 6}[pc]  # 6 right-hand sides: two launches of 4, the second partial
     x, y, u = _problem(rng, n, m, d, p, dtype)
     beta = 0.7
-    name = _name(kind, ct, d, pc, cos, npoly, degree)
+    name = _name(*variant)
     rtol = _rtol(dtype, npoly, m)
     if kind == "mv":
         out = _run_cu(cu_host, tmp_path, name, dtype, x, y, u, None, beta, p=p, pc=pc,
@@ -201,8 +206,8 @@ def test_cu_lazy_rescale_redoes_growing_maxima(cu_host, tmp_path, cos):
     """The maximum grows by more than 2^16 tile after tile (y walks towards x): every tile is
     redone, the sums stay exact; then a far cloud where every term underflows."""
     name = _name("sm", "float", 3, 1, cos, 2, 5)
-    if ("sm", "float", 3, 1, cos, 2, 5) not in _VARIANTS:
-        name = _name("sm", "float", 3, 0, cos, 0, 5)
+    if ("sm", "float", 3, 1, cos, 2, 5, 4) not in _VARIANTS:
+        name = _name("sm", "float", 3, 0, cos, 0, 5, 4 if cos else 8)
     rng = np.random.default_rng(5)
     n, m = 7, 640
     x = (rng.standard_normal((n, 3)) * 0.01).astype(np.float32)
@@ -271,7 +276,7 @@ _CUPY_TUNINGS = [
      "matvec_cosines": True, "matvec_poly_share": 0.125},
     {"matvec_poly_share": 0.25, "poly_degree": 3},
     {"lazy_rescale": True, "softmax_poly_share": 1.0, "matvec_poly_share": 1.0,
-     "poly_degree": 4},
+     "poly_degree": 4, "fast_rows": 8},
 ]
 
 

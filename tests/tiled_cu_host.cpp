@@ -3,7 +3,7 @@
 // __syncthreads, __shared__ arrays are function statics (blocks run one after another), and
 // ex2.approx.ftz is exp2f with subnormal results flushed to zero. Compile with
 //   g++ -std=c++20 -O1 -ffp-contract=off -pthread -I arraygen/backends/cupy tests/tiled_cu_host.cpp
-// Usage: a.out KERNEL DIR; DIR holds params.txt ("n m d p pc chunk splits s") and the inputs
+// Usage: a.out KERNEL DIR; DIR holds params.txt ("n m d p pc chunk splits s rows") and inputs
 // x.bin, y.bin, u.bin, w2.bin, ctr.bin (native floats of the kernel's type); writes part.bin
 // (matvec: splits x n x p) or acc.bin, mx.bin, sm.bin (softmax).
 #include <barrier>
@@ -74,7 +74,7 @@ template <typename K, typename... A> void launch(K kernel, long long gx, long lo
         }
 }
 
-struct Params { long long n, m, d, p, pc, chunk, splits; double s; };
+struct Params { long long n, m, d, p, pc, chunk, splits; double s; long long rows; };
 
 template <typename T, typename K> void run_matvec(K kernel, const Params& q, const std::string& dir,
                                                  bool direct) {
@@ -82,7 +82,7 @@ template <typename T, typename K> void run_matvec(K kernel, const Params& q, con
     auto ctr = load<T>(dir + "/ctr.bin");
     std::vector<T> ones(q.n > q.m ? q.n : q.m, T(1));
     std::vector<T> part(q.splits * q.n * q.p, T(0));
-    const long long gx = (q.n + TILED_THREADS * TILED_ROWS - 1) / (TILED_THREADS * TILED_ROWS);
+    const long long gx = (q.n + TILED_THREADS * q.rows - 1) / (TILED_THREADS * q.rows);
     for (long long c0 = 0; c0 < q.p; c0 += q.pc) {
         if constexpr (std::is_invocable_v<K, const T*, const T*, const T*, const T*, const T*,
                                           long long, long long, long long, int, int, T, T*>)
@@ -104,7 +104,7 @@ template <typename T, typename K> void run_softmax(K kernel, const Params& q,
     auto w2 = load<T>(dir + "/w2.bin"), ctr = load<T>(dir + "/ctr.bin");
     const long long pa = q.p > 0 ? q.p : 1;
     std::vector<T> acc(q.splits * q.n * pa, T(0)), mx(q.splits * q.n), sm(q.splits * q.n);
-    const long long gx = (q.n + TILED_THREADS * TILED_ROWS - 1) / (TILED_THREADS * TILED_ROWS);
+    const long long gx = (q.n + TILED_THREADS * q.rows - 1) / (TILED_THREADS * q.rows);
     const long long step = q.pc > 0 ? q.pc : 1;
     for (long long c0 = 0; c0 < (q.p > 0 ? q.p : 1); c0 += step) {
         if constexpr (std::is_invocable_v<K, const T*, const T*, const T*, const T*, long long,
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
     };
     std::ifstream pf(std::string(argv[2]) + "/params.txt");
     Params q;
-    pf >> q.n >> q.m >> q.d >> q.p >> q.pc >> q.chunk >> q.splits >> q.s;
+    pf >> q.n >> q.m >> q.d >> q.p >> q.pc >> q.chunk >> q.splits >> q.s >> q.rows;
     std::string name = argv[1];
     std::string key;
     for (char c : name)

@@ -15,7 +15,7 @@ selected through their ``TUNING`` records) run beside today's kernels in the sam
 FMA-only exponent (``cos``), lazy rescaling of the softmax (``lazy``), a share of the
 exponentials as a polynomial on the FMA units (``p k/16`` for CuPy, ``p k`` extra columns per 32
 for Triton, degree 5 unless ``d3``), ex2.approx.ftz in Triton (``ftz``) and its tile width
-(``n16``, ``n64``; 32 otherwise). Rows are labelled
+(``n16``, ``n64``; 32 otherwise), 8 rows per thread in CuPy (``r8``; 4 otherwise). Rows are labelled
 ``backend[variant]``; the last lines name, per backend and op, the fastest variant within the
 tolerance table (the ``TUNING`` fields to make it the default), and a per-call row at
 N = M = 4096 compares today's kernel with that variant.
@@ -40,12 +40,21 @@ _CUPY_MATVEC = [("", {})] + [
 ] + [
     ("p2/16", {"matvec_poly_share": 2 / 16}),
     ("cos p2/16 d3", {"matvec_cosines": True, "matvec_poly_share": 2 / 16, "poly_degree": 3}),
+    ("cos r8", {"matvec_cosines": True, "fast_rows": 8}),
+    ("cos p1/16 r8", {"matvec_cosines": True, "matvec_poly_share": 1 / 16, "fast_rows": 8}),
+    ("cos p2/16 r8", {"matvec_cosines": True, "matvec_poly_share": 2 / 16, "fast_rows": 8}),
 ]
 _CUPY_SOFTMAX = [("", {}), ("lazy", {"lazy_rescale": True})] + [
     (f"lazy cos{f' p{k}/16' if k else ''}",
      {"lazy_rescale": True, "softmax_cosines": True, "softmax_poly_share": k / 16})
     for k in (0, 1, 2, 4)
-] + [("lazy p2/16", {"lazy_rescale": True, "softmax_poly_share": 2 / 16})]
+] + [
+    ("lazy p2/16", {"lazy_rescale": True, "softmax_poly_share": 2 / 16}),
+    ("lazy r8", {"lazy_rescale": True, "fast_rows": 8}),
+    ("lazy cos r8", {"lazy_rescale": True, "softmax_cosines": True, "fast_rows": 8}),
+    ("lazy cos p1/16 r8", {"lazy_rescale": True, "softmax_cosines": True,
+                           "softmax_poly_share": 1 / 16, "fast_rows": 8}),
+]
 _TRITON_MATVEC = [("", {}), ("ftz", {"ftz_exp2": True}),
                   ("cos ftz", {"ftz_exp2": True, "matvec_cosines": True})] + [
     (f"cos ftz p{k}", {"ftz_exp2": True, "matvec_cosines": True, "matvec_poly_cols": k})

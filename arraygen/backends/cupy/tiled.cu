@@ -336,21 +336,21 @@ __device__ __forceinline__ void tiled_stage_col(const T* __restrict__ y,
 }
 
 // Matvec without bandwidths, part[split, i, c0 + c] = sum_j 2^(-|x'_i - y'_j|^2) u[j, c0 + c],
-// with the COS exponent and/or NPOLY polynomial columns (same launch geometry and splits as
-// tiled_matvec_direct).
-template <typename T, int D, int PC, bool COS, int NPOLY, int DEG>
+// with the COS exponent and/or NPOLY polynomial columns; a block owns TILED_THREADS * ROWS rows
+// (otherwise the launch geometry and splits of tiled_matvec_direct).
+template <typename T, int D, int PC, bool COS, int NPOLY, int DEG, int ROWS>
 __global__ void __launch_bounds__(TILED_THREADS)
 tiled_matvec_fast(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ u,
                   const T* __restrict__ ctr, long long n, long long m, long long chunk, int p,
                   int c0, T s, T* __restrict__ part_out) {
     constexpr int W = D + 1 + PC;
     __shared__ __align__(16) T sy[TILED_TJ * W];
-    const long long base = (long long)blockIdx.x * (TILED_THREADS * TILED_ROWS) + threadIdx.x;
+    const long long base = (long long)blockIdx.x * (TILED_THREADS * ROWS) + threadIdx.x;
     const long long jb = (long long)blockIdx.y * chunk;
     const long long je = jb + chunk < m ? jb + chunk : m;
-    T xr[TILED_ROWS][D], kr[TILED_ROWS], acc[TILED_ROWS][PC];
+    T xr[ROWS][D], kr[ROWS], acc[ROWS][PC];
 #pragma unroll
-    for (int r = 0; r < TILED_ROWS; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
         kr[r] = tiled_load_row<T, D, COS>(x, ctr, i, i < n, s, xr[r]);
 #pragma unroll
@@ -367,9 +367,9 @@ tiled_matvec_fast(const T* __restrict__ x, const T* __restrict__ y, const T* __r
                 sy[t * W + D + 1 + c] = (ok && c0 + c < p) ? u[j * p + c0 + c] : T(0);
         }
         __syncthreads();
-        T part[TILED_ROWS][PC];
+        T part[ROWS][PC];
 #pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r)
+        for (int r = 0; r < ROWS; ++r)
 #pragma unroll
             for (int c = 0; c < PC; ++c) part[r][c] = T(0);
 #pragma unroll 1
@@ -378,7 +378,7 @@ tiled_matvec_fast(const T* __restrict__ x, const T* __restrict__ y, const T* __r
             for (int tt = 0; tt < TILED_PERIOD; ++tt) {
                 const T* yk = sy + (t0 + tt) * W;
 #pragma unroll
-                for (int r = 0; r < TILED_ROWS; ++r) {
+                for (int r = 0; r < ROWS; ++r) {
                     T z = tiled_exponent<T, D, COS>(xr[r], yk);
                     if (COS) z += kr[r];
                     const T e = tiled_exp2_sel<T, DEG>(z, tt < NPOLY);
@@ -388,13 +388,13 @@ tiled_matvec_fast(const T* __restrict__ x, const T* __restrict__ y, const T* __r
             }
         }
 #pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r)
+        for (int r = 0; r < ROWS; ++r)
 #pragma unroll
             for (int c = 0; c < PC; ++c) acc[r][c] += part[r][c];
     }
     T* out = part_out + (long long)blockIdx.y * n * p;
 #pragma unroll
-    for (int r = 0; r < TILED_ROWS; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
         if (i < n) {
 #pragma unroll
@@ -406,7 +406,7 @@ tiled_matvec_fast(const T* __restrict__ x, const T* __restrict__ y, const T* __r
 
 // Online softmax with lazy rescaling (see above); same outputs as tiled_softmax_direct (the
 // stored maximum is the reference maximum mr, plus -|x'|^2 with COS).
-template <typename T, int D, int PC, bool COS, int NPOLY, int DEG>
+template <typename T, int D, int PC, bool COS, int NPOLY, int DEG, int ROWS>
 __global__ void __launch_bounds__(TILED_THREADS)
 tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ v,
                    const T* __restrict__ w2, const T* __restrict__ ctr, long long n,
@@ -415,12 +415,12 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
     constexpr int W = D + 1 + PC;
     constexpr int PA = PC > 0 ? PC : 1;
     __shared__ __align__(16) T sy[TILED_TJ * W];
-    const long long base = (long long)blockIdx.x * (TILED_THREADS * TILED_ROWS) + threadIdx.x;
+    const long long base = (long long)blockIdx.x * (TILED_THREADS * ROWS) + threadIdx.x;
     const long long jb = (long long)blockIdx.y * chunk;
     const long long je = jb + chunk < m ? jb + chunk : m;
-    T xr[TILED_ROWS][D], kr[TILED_ROWS], acc[TILED_ROWS][PA], mr[TILED_ROWS], sm[TILED_ROWS];
+    T xr[ROWS][D], kr[ROWS], acc[ROWS][PA], mr[ROWS], sm[ROWS];
 #pragma unroll
-    for (int r = 0; r < TILED_ROWS; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
         kr[r] = tiled_load_row<T, D, COS>(x, ctr, i, i < n, s, xr[r]);
 #pragma unroll
@@ -440,9 +440,9 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
                 sy[t * W + D + 1 + c] = (ok && c0 + c < p) ? v[j * p + c0 + c] : T(0);
         }
         __syncthreads();
-        T ps[TILED_ROWS], pacc[TILED_ROWS][PA];
+        T ps[ROWS], pacc[ROWS][PA];
 #pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r) {
+        for (int r = 0; r < ROWS; ++r) {
             ps[r] = T(0);
 #pragma unroll
             for (int c = 0; c < PA; ++c) pacc[r][c] = T(0);
@@ -453,7 +453,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
             for (int tt = 0; tt < TILED_PERIOD; ++tt) {
                 const T* yk = sy + (t0 + tt) * W;
 #pragma unroll
-                for (int r = 0; r < TILED_ROWS; ++r) {
+                for (int r = 0; r < ROWS; ++r) {
                     const T z = tiled_exponent<T, D, COS>(xr[r], yk);
                     const T e = tiled_exp2_sel<T, DEG>(z - mr[r], tt < NPOLY);
                     ps[r] += e;
@@ -463,7 +463,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
             }
         }
 #pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r) {
+        for (int r = 0; r < ROWS; ++r) {
             if (!(ps[r] <= T(TILED_LAZY_LIMIT))) {  // rare: redo this tile with its maximum
                 T tm = mr[r];
 #pragma unroll 1
@@ -495,7 +495,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
     }
     const long long off = (long long)blockIdx.y * n;
 #pragma unroll
-    for (int r = 0; r < TILED_ROWS; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
         // every exponent was -inf (mr never left its sentinel): what the polynomial columns
         // summed is 2^-126-sized dust, not mass (lse = -inf as in tiled_softmax_direct)
@@ -607,22 +607,22 @@ template __global__ void tiled_matvec_cos<float, 4, true>(
 template __global__ void tiled_softmax_cos<double, 0>(
     const double*, const double*, const double*, const double*, const double*, long long,
     long long, int, int, int, double, double*, double*);
-template __global__ void tiled_matvec_fast<float, 3, 1, true, 2, 5>(
+template __global__ void tiled_matvec_fast<float, 3, 1, true, 2, 5, 4>(
     const float*, const float*, const float*, const float*, long long, long long, long long,
     int, int, float, float*);
-template __global__ void tiled_matvec_fast<float, 3, 1, false, 4, 3>(
+template __global__ void tiled_matvec_fast<float, 3, 1, false, 4, 3, 8>(
     const float*, const float*, const float*, const float*, long long, long long, long long,
     int, int, float, float*);
-template __global__ void tiled_matvec_fast<double, 2, 4, true, 0, 5>(
+template __global__ void tiled_matvec_fast<double, 2, 4, true, 0, 5, 4>(
     const double*, const double*, const double*, const double*, long long, long long,
     long long, int, int, double, double*);
-template __global__ void tiled_softmax_lazy<float, 3, 0, true, 2, 5>(
+template __global__ void tiled_softmax_lazy<float, 3, 0, true, 2, 5, 8>(
     const float*, const float*, const float*, const float*, const float*, long long, long long,
     long long, int, int, float, float*, float*, float*);
-template __global__ void tiled_softmax_lazy<float, 3, 1, false, 0, 5>(
+template __global__ void tiled_softmax_lazy<float, 3, 1, false, 0, 5, 4>(
     const float*, const float*, const float*, const float*, const float*, long long, long long,
     long long, int, int, float, float*, float*, float*);
-template __global__ void tiled_softmax_lazy<double, 3, 4, true, 0, 5>(
+template __global__ void tiled_softmax_lazy<double, 3, 4, true, 0, 5, 4>(
     const double*, const double*, const double*, const double*, const double*, long long,
     long long, long long, int, int, double, double*, double*, double*);
 #endif

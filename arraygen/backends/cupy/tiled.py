@@ -57,6 +57,7 @@ class Tuning:
     softmax_cosines: bool = False
     softmax_poly_share: float = 0.0
     poly_degree: int = 5  #: degree of the polynomial exp2: 3, 4 or 5
+    fast_rows: int = 4  #: rows per thread of the fast kernels (4 or 8)
 
 
 TUNING = Tunable("cupy.tiled", Tuning())
@@ -93,13 +94,17 @@ def _launch(name: str, grid, args) -> None:
     _function(name)(grid, (_THREADS,), args)
 
 
-def _fast(cosines: bool, share: float, degree: int, dtype) -> str:
-    """Template arguments ``COS, NPOLY, DEG`` of the fast kernels (``"false, 0, 5"``: none)."""
+def _fast(cosines: bool, share: float, tuning, dtype) -> tuple[str, int]:
+    """Template arguments ``COS, NPOLY, DEG, ROWS`` of the fast kernels (``"false, 0, 5, 4"``:
+    none of the fast features) and the rows per thread."""
     npoly = poly_columns(share) if dtype == cp.float32 else 0
+    degree, rows = tuning.poly_degree, tuning.fast_rows
     if degree not in POLY_EXP2_COEFFS:
         raise ValueError(f"`poly_degree` must be one of {sorted(POLY_EXP2_COEFFS)}; "
                          f"got {degree!r}")
-    return f"{'true' if cosines else 'false'}, {npoly}, {degree if npoly else 5}"
+    if rows not in (4, 8):
+        raise ValueError(f"`fast_rows` must be 4 or 8; got {rows!r}")
+    return f"{'true' if cosines else 'false'}, {npoly}, {degree if npoly else 5}, {rows}", rows
 
 
 def _centre(yc):
@@ -130,15 +135,15 @@ def kernel_matvec(x, y, u, a, b, *, beta):
         if d <= DIRECT_MAX_D:
             s = dtype(math.sqrt(beta * _LOG2E))
             tuning = TUNING.current()
-            fast = _fast(tuning.matvec_cosines, tuning.matvec_poly_share, tuning.poly_degree,
-                         dtype)
-            plain = bw or fast == "false, 0, 5"
+            fast, rows = _fast(tuning.matvec_cosines, tuning.matvec_poly_share, tuning, dtype)
+            plain = bw or fast == f"false, 0, 5, {_ROWS}"
             if plain:
                 name = f"tiled_matvec_direct<{ct}, {d}, {pc}, {bw_s}>"
+                rows = _ROWS
             else:
                 name = f"tiled_matvec_fast<{ct}, {d}, {pc}, {fast}>"
                 ctr = _centre(yc)
-            row_blocks = -(-n // (_THREADS * _ROWS))
+            row_blocks = -(-n // (_THREADS * rows))
             splits = _splits(name, row_blocks, m)
             chunk = -(-m // splits)
             part = cp.empty((splits, n, p), dtype)
@@ -177,13 +182,12 @@ def _softmax(x, y, v, w, beta):
         tuning = TUNING.current()
         lazy = tuning.lazy_rescale
         if lazy:
-            fast = _fast(tuning.softmax_cosines, tuning.softmax_poly_share, tuning.poly_degree,
-                         dtype)
+            fast, rows = _fast(tuning.softmax_cosines, tuning.softmax_poly_share, tuning, dtype)
             name = f"tiled_softmax_lazy<{ct}, {d}, {pc}, {fast}>"
             ctr = _centre(yc)
         else:
-            name = f"tiled_softmax_direct<{ct}, {d}, {pc}>"
-        row_blocks = -(-n // (_THREADS * _ROWS))
+            name, rows = f"tiled_softmax_direct<{ct}, {d}, {pc}>", _ROWS
+        row_blocks = -(-n // (_THREADS * rows))
         splits = _splits(name, row_blocks, m)
         chunk = -(-m // splits)
         acc = cp.empty((splits, n, max(p, 1)), dtype)
