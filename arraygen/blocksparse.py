@@ -158,6 +158,7 @@ def _kd_order(xh: np.ndarray, block: int) -> np.ndarray:
     """Host kd-tree order: split each segment along its widest coordinate at a multiple of
     ``block`` (left part: half the segment's clusters), until segments hold one cluster."""
     n, d = xh.shape
+    xt = np.ascontiguousarray(xh.T)  # coordinate rows: contiguous gathers and reductions
     perm = np.arange(n, dtype=np.int64)
     stack = [(0, n)]
     while stack:
@@ -167,10 +168,12 @@ def _kd_order(xh: np.ndarray, block: int) -> np.ndarray:
             continue
         left = (cluster_count(size, block) // 2) * block
         idx = perm[s:e]
-        step = max(1, (size * d) // (1 << 21))  # widest axis from a subsample in high d
-        probe = xh[idx[::step]]
-        axis = int(np.argmax(probe.max(axis=0) - probe.min(axis=0))) if d > 1 else 0
-        part = np.argpartition(xh[idx, axis], left)
+        if d > 1:  # the widest coordinate, from a strided subsample of large segments
+            probe = xt[:, idx[::max(1, size // 4096)]]
+            axis = int(np.argmax(probe.max(axis=1) - probe.min(axis=1)))
+        else:
+            axis = 0
+        part = np.argpartition(xt[axis, idx], left)
         perm[s:e] = idx[part]
         stack.append((s + left, e))
         stack.append((s, s + left))
