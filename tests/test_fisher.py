@@ -293,7 +293,8 @@ def test_step_fused_chunked_path(kernel_backend, rng, dtype):
 STEP_VARIANTS = {
     "cupy": [{"kq_float": 4, "kq_double": 1, "prefetch_x": True, "fused_threads": 512},
              {"kq_float": 2, "kq_double": 2, "prefetch_x": True, "fused_threads": 64},
-             {"kq_float": 1, "kq_double": 1, "prefetch_x": False, "fused_threads": 32}],
+             {"kq_float": 1, "kq_double": 1, "prefetch_x": False, "fused_threads": 32},
+             {"cluster": 8}, {"cluster": 2, "cluster_kq_float": 1, "cluster_kq_double": 1}],
     "triton": [{"evict_hints": False}, {"fused_warps": 4}],
     "numba_cuda": [{"quads_per_thread": 1}, {"quads_per_thread": 2},
                    {"quads_per_thread": 4}],
@@ -309,6 +310,29 @@ def test_step_launch_variants(kernel_backend, rng, dtype):
     for variant in STEP_VARIANTS[kernel_backend.name]:
         with _tuning_override(kernel_backend.name, variant):
             _check_fused_chunked(kernel_backend, rng, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_cupy_clusters_of_blocks(kernel_backend, rng, dtype):
+    """The cluster path with 2..8 blocks per sample, odd sample lengths and quads beyond the
+    register caches (GPU only)."""
+    if kernel_backend.name != "cupy":
+        pytest.skip("CuPy cluster kernel")
+    xp = kernel_backend.xp
+    for shape, cluster in (((5, 9001), 8), ((3, 2, 1100), 2), ((4, 2501), 4)):
+        x, s, v = _inputs(rng, shape, dtype)
+        key = agr.Key(5, 2)
+        z = agr.normal(key, shape, dtype=getattr(np, dtype), xp=np)
+        ab = _alpha(rng, shape[0])
+        with _tuning_override("cupy", {"cluster": cluster, "cluster_kq_float": 1,
+                                       "cluster_kq_double": 1}):
+            x_new, v_new = arraygen.fisher_langevin_step(
+                *(xp.asarray(a) for a in (x, s, v)), xp.asarray(ab, dtype=dtype),
+                step_size=0.02, rng=key, backend="cupy")
+        xr, vr = ref.fisher_langevin_step(x, s, v, ab, 0.02, 0.9, z)
+        rtol, atol_scale = _step_tol(dtype, math.prod(shape[1:]), drawn=True)
+        assert_close(x_new, xr, rtol=rtol, atol=atol_scale * np.abs(xr).max())
+        assert_close(v_new, vr, kind="elementwise")
 
 
 def _check_fused_chunked(kernel_backend, rng, dtype):

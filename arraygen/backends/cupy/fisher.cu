@@ -257,6 +257,99 @@ __global__ void __launch_bounds__(MAXT) fisher_step_fused(const T* __restrict__ 
     }
 }
 
+// Hopper thread-block clusters: the rank of this block in its cluster, a cluster-wide barrier
+// (release/acquire), and a load from the shared memory of another block of the cluster.
+__device__ __forceinline__ unsigned ag_cluster_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void ag_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;\n"
+                 ::: "memory");
+}
+__device__ __forceinline__ unsigned ag_cluster_addr(const void* smem, unsigned rank) {
+    unsigned a, r;
+    asm volatile("{ .reg .u64 p; cvta.to.shared.u64 p, %1; cvt.u32.u64 %0, p; }\n"
+                 : "=r"(a) : "l"(smem));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
+    return r;
+}
+__device__ __forceinline__ float ag_ld_cluster(const float* smem, unsigned rank) {
+    float v;
+    asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(ag_cluster_addr(smem, rank))
+                 : "memory");
+    return v;
+}
+__device__ __forceinline__ double ag_ld_cluster(const double* smem, unsigned rank) {
+    double v;
+    asm volatile("ld.shared::cluster.f64 %0, [%1];\n" : "=d"(v) : "r"(ag_cluster_addr(smem, rank))
+                 : "memory");
+    return v;
+}
+
+// One cluster of CL blocks per sample (grid = samples * CL): block `rank` owns the rank-th
+// CL-th of the sample's quads, keeps the first KQ quads per thread of score, v and x in
+// registers (all three loads in flight before the reduction), reduces its part, and the CL
+// partial sums are read from the cluster's shared memory in rank order (deterministic), so a
+// sample's preconditioner needs no second pass and several small blocks share an SM (their
+// load, reduce and update phases overlap). Quads beyond the register cache are re-read.
+template <typename T, int KQ, int CL>
+__global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(256)
+fisher_step_cluster(const T* __restrict__ x, const T* __restrict__ s, const T* __restrict__ v,
+                    const T* __restrict__ eps, const T* __restrict__ noise,
+                    T* __restrict__ x_out, T* __restrict__ v_out, long long n_samples,
+                    ARRAYGEN_STEP_ARGS(T)) {
+    const StepParams<T> prm = ARRAYGEN_STEP_PARAMS;
+    const T m = prm.momentum, one_m = prm.one_minus_momentum;
+    __shared__ T part;
+    const unsigned rank = ag_cluster_rank();
+    const long long b = blockIdx.x / CL;
+    const long long start = b * prm.n_per, stop = start + prm.n_per;
+    const long long q0 = start / 4, q_end = (stop + 3) / 4;
+    const long long per = (q_end - q0 + CL - 1) / CL;
+    const long long qa = q0 + rank * per;
+    const long long qb = min(qa + per, q_end);
+    const T eb = eps[b];
+    Quad<T> sc[KQ], vc[KQ], xc[KQ];
+#pragma unroll
+    for (int k = 0; k < KQ; ++k) {
+        const long long q = qa + threadIdx.x + (long long)k * blockDim.x;
+        if (q < qb) {
+            sc[k] = load_quad(s, q, start, stop);
+            vc[k] = load_quad(v, q, start, stop);
+            xc[k] = load_quad(x, q, start, stop);
+        }
+    }
+    T acc = 0;
+#pragma unroll
+    for (int k = 0; k < KQ; ++k) {
+        const long long q = qa + threadIdx.x + (long long)k * blockDim.x;
+        if (q < qb) acc += quad_rsqrt_sum(sc[k], vc[k], eb, m, one_m, q, start, stop);
+    }
+    for (long long q = qa + threadIdx.x + (long long)KQ * blockDim.x; q < qb; q += blockDim.x)
+        acc += quad_rsqrt_sum(load_quad(s, q, start, stop), load_quad(v, q, start, stop), eb, m,
+                              one_m, q, start, stop);
+    const T block_total = block_sum(acc);
+    if (threadIdx.x == 0) part = block_total;
+    ag_cluster_sync();
+    T total = 0;
+#pragma unroll
+    for (int r = 0; r < CL; ++r) total += ag_ld_cluster(&part, (unsigned)r);
+    ag_cluster_sync();  // no block leaves (freeing `part`) before every block has read it
+    const T scale = (T)((double)prm.n_per / (double)total);
+#pragma unroll
+    for (int k = 0; k < KQ; ++k) {
+        const long long q = qa + threadIdx.x + (long long)k * blockDim.x;
+        if (q < qb)
+            update_quad_x(xc[k], noise, x_out, v_out, sc[k], vc[k], eb, scale, prm, q, start,
+                          stop);
+    }
+    for (long long q = qa + threadIdx.x + (long long)KQ * blockDim.x; q < qb; q += blockDim.x)
+        update_quad(x, noise, x_out, v_out, load_quad(s, q, start, stop),
+                    load_quad(v, q, start, stop), eb, scale, prm, q, start, stop);
+}
+
 // Few large samples, pass 1: block t handles tile t % tiles of sample t / tiles -> partial[t].
 template <typename T>
 __global__ void fisher_step_partial(const T* __restrict__ s, const T* __restrict__ v,
@@ -355,3 +448,11 @@ ARRAYGEN_INSTANTIATE_FUSED(float, 4, 1, 512)
 ARRAYGEN_INSTANTIATE_FUSED(double, 0, 0, 1024)
 ARRAYGEN_INSTANTIATE_FUSED(double, 1, 0, 512)
 ARRAYGEN_INSTANTIATE_FUSED(double, 2, 1, 512)
+#define ARRAYGEN_INSTANTIATE_CLUSTER(T, KQ, CL)                                               \
+    template __global__ void fisher_step_cluster<T, KQ, CL>(const T*, const T*, const T*,     \
+                                                            const T*, const T*, T*, T*,        \
+                                                            long long, ARRAYGEN_STEP_ARGS(T));
+ARRAYGEN_INSTANTIATE_CLUSTER(float, 2, 8)
+ARRAYGEN_INSTANTIATE_CLUSTER(float, 4, 4)
+ARRAYGEN_INSTANTIATE_CLUSTER(float, 2, 1)
+ARRAYGEN_INSTANTIATE_CLUSTER(double, 1, 8)

@@ -5,7 +5,10 @@
 ``fisher_langevin_step``: with many samples, one kernel with one thread block per sample: the
 sample's score and v are loaded once into registers, reduced, and reused for the update, so
 the kernel moves the op's 20 bytes/element (float32) and draws the noise in-kernel (one Philox
-block per quad). With few large samples, two kernels: per-tile partial sums, then the update.
+block per quad). ``Tuning.cluster`` > 0 splits each sample over a thread-block cluster
+(``fisher_step_cluster``: small blocks, score/v/x in registers, partial sums exchanged through
+distributed shared memory, sm_90). With few large samples, two kernels: per-tile partial sums,
+then the update.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class Tuning:
     kq_double: int = 1  #: float64 quads per thread kept in registers (one of KQ_CHOICES)
     fused_threads: int = 1024  #: most threads per block of the one-kernel path
     prefetch_x: bool = False  #: load the cached quads' x with score and v, before the reduction
+    cluster: int = 0  #: largest thread-block cluster per sample (2, 4 or 8; 0: one block)
+    cluster_kq_float: int = 2  #: float32 quads per thread in registers on the cluster path
+    cluster_kq_double: int = 1  #: float64 quads per thread in registers on the cluster path
     fused_min_samples: int = 256  #: this many samples fill an H100 with one block each
     fused_max_per: int = 1 << 15  #: or samples this short: take the one-kernel path anyway
     split_tile: int = 8192  #: fewest elements per tile on the two-kernel path
@@ -91,6 +97,21 @@ def fisher_diagonal(score, eps):
     return _interop.like(out, score)
 
 
+CLUSTER_THREADS = 256  # threads per block of fisher_step_cluster (its launch bound)
+
+
+def _cluster_size(tuning: Tuning, t: str, quads: int, n_samples: int) -> int:
+    """Blocks per sample on the cluster path (1, 2, 4 or 8): the fewest whose register caches
+    hold the sample, at most ``tuning.cluster``; 0 when the path is off or the grid too big."""
+    if not tuning.cluster:
+        return 0
+    kq = tuning.cluster_kq_float if t == "float" else tuning.cluster_kq_double
+    cl = 1
+    while cl < min(tuning.cluster, 8) and cl * CLUSTER_THREADS * kq < quads:
+        cl *= 2
+    return cl if n_samples * cl <= 2**31 - 1 else 0
+
+
 def _tiling(n_samples: int, n_per: int, sms: int, split_tile: int) -> tuple[int, int]:
     """``(tiles_per_sample, tile)`` for the two-kernel path (tiles are whole quads)."""
     tiles = min(-(-4 * sms // n_samples), -(-n_per // split_tile), 4096)
@@ -118,8 +139,14 @@ def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
                 np.int64(n_per), np.uint32(c2), np.uint32(c3), np.uint32(k0), np.uint32(k1))
         sms = _sm_count()
         tuning = TUNING.current()
-        if n_samples >= tuning.fused_min_samples or n_per <= tuning.fused_max_per:
-            quads = n_per // 4 if n_per % 4 == 0 else n_per // 4 + 2  # quads a sample touches
+        quads = n_per // 4 if n_per % 4 == 0 else n_per // 4 + 2  # quads a sample touches
+        cl = _cluster_size(tuning, t, quads, n_samples)
+        if cl and (n_samples >= tuning.fused_min_samples or n_per <= tuning.fused_max_per):
+            kq = tuning.cluster_kq_float if t == "float" else tuning.cluster_kq_double
+            _kernel(f"fisher_step_cluster<{t}, {kq}, {cl}>", t)(
+                (n_samples * cl,), (CLUSTER_THREADS,),
+                (xs, ss, vs, e, zs, x_out, v_out, np.int64(n_samples)) + step)
+        elif n_samples >= tuning.fused_min_samples or n_per <= tuning.fused_max_per:
             kq = tuning.kq(t)
             threads = int(min(tuning.fused_threads, 32 * -(-quads // (32 * max(kq, 1)))))
             grid = int(min(n_samples, 2**31 - 1))
