@@ -654,8 +654,8 @@ def _symmetric_pairs(xp, pairs, clusters):
     Keeping more pairs only shrinks the skipped mass, so ``mass_bound`` stays an upper bound;
     ``fraction`` is recomputed. Host work O(nnz), once per fit.
     """
-    offsets = np.asarray(pairs.host_offsets, dtype=np.int64)
-    cols = np.asarray(pairs.host_cols, dtype=np.int64)
+    offsets = np.asarray(aa.to_numpy(pairs.offsets), dtype=np.int64)
+    cols = np.asarray(aa.to_numpy(pairs.cols), dtype=np.int64)
     n_clusters = offsets.shape[0] - 1
     rows = np.repeat(np.arange(n_clusters, dtype=np.int64), np.diff(offsets))
     key = np.unique(np.concatenate([rows * n_clusters + cols, cols * n_clusters + rows]))
@@ -669,10 +669,13 @@ def _symmetric_pairs(xp, pairs, clusters):
     count[-1] = clusters.n - (n_clusters - 1) * clusters.block
     fraction = float(np.sum(count[r] * count[c])) / float(clusters.n) ** 2
     dev = aa.device(clusters.points)
+    fields = {f.name for f in dataclasses.fields(pairs)}
+    host = {k: v for k, v in (("host_offsets", new_offsets), ("host_cols", new_cols))
+            if k in fields}
     return dataclasses.replace(
         pairs, offsets=xp.asarray(new_offsets, device=dev),
         cols=xp.asarray(new_cols, device=dev), fraction=fraction,
-        host_offsets=new_offsets, host_cols=new_cols)
+        mass_bound=0.0 if fraction == 1.0 else pairs.mass_bound, **host)
 
 
 def _report(truncate: float, pairs):
