@@ -50,6 +50,8 @@ VARIANTS = [
     ("triton steps16", "triton", {"steps": 16}),
     ("triton ow32", "triton", {"out_w": 32}),
     ("triton w8", "triton", {"num_warps": 8}),
+    ("triton w2", "triton", {"num_warps": 2}),
+    ("triton tf32x3 ow32", "triton", {"precision": "tf32x3", "out_w": 32}),
     ("numba_cuda", "numba_cuda", {}),
     ("numba 2pass(old)", "numba_cuda", {"fused": False}),
     ("numba tile16", "numba_cuda", {"tile_h": 16}),
