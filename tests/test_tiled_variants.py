@@ -317,7 +317,8 @@ def _kernel_rtol(dtype, tuning, m):
                             "ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("backend, tuning", _tuned_backends())
-def test_tuned_variants_through_the_ops(kernel_backend_by_name, rng, backend, tuning, dtype):
+def test_tuned_variants_through_the_ops(kernel_backend_by_name, rng, monkeypatch, backend, tuning,
+                                       dtype):
     """Every variant through the public ops: matvec, log-sum-exp with -inf weights, softmax."""
     import importlib
 
@@ -334,6 +335,7 @@ def test_tuned_variants_through_the_ops(kernel_backend_by_name, rng, backend, tu
     w = w.astype(dtype)
     beta = 0.9
     rtol = _kernel_rtol(dtype, tuning, m)
+    launched = _record_launches(monkeypatch, backend, module)
     with module.TUNING.override(**tuning):
         mv = tiled.kernel_matvec(ns.asarray(x), ns.asarray(y), ns.asarray(v), beta=beta,
                                  backend=backend)
@@ -352,6 +354,44 @@ def test_tuned_variants_through_the_ops(kernel_backend_by_name, rng, backend, tu
         assert_close(got, want_lse, rtol=rtol, atol=rtol * (np.max(np.abs(want_lse)) + scale),
                      **opts)
     assert_close(out, want_out, rtol=rtol, atol=rtol * np.max(np.abs(want_out)), **opts)
+    # the tuning chose the kernels (not only equal values from today's kernels)
+    assert launched == _expected_launches(backend, tuning, dtype), launched
+
+
+def _record_launches(monkeypatch, backend, module) -> list:
+    """Names of the kernels the launcher runs: ``fast``/``plain`` per op (matvec, lse, softmax)."""
+    launched = []
+    if backend == "cupy":
+        orig = module._launch
+
+        def launch(name, grid, args):
+            launched.append(name.split("<")[0])
+            return orig(name, grid, args)
+
+        monkeypatch.setattr(module, "_launch", launch)
+        return launched
+    for attr in ("_matvec_fast", "_softmax_fast"):
+        orig = getattr(module, attr)
+
+        def wrapped(*a, _orig=orig, _attr=attr, **k):
+            launched.append(_attr)
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(module, attr, wrapped)
+    return launched
+
+
+def _expected_launches(backend, tuning, dtype) -> list:
+    if backend == "cupy":
+        fast_mv = (tuning.get("matvec_cosines") or tuning.get("fast_rows", 4) != 4
+                   or (dtype == "float32" and tuning.get("matvec_poly_share", 0) > 0))
+        sm = "tiled_softmax_lazy" if tuning.get("lazy_rescale") else "tiled_softmax_direct"
+        return ["tiled_matvec_fast" if fast_mv else "tiled_matvec_direct", sm, sm]
+    from arraygen.backends.triton.tiled import Tuning
+
+    t = Tuning(**tuning)
+    return (["_matvec_fast"] if t.fast_matvec() else []) + ["_softmax_fast"] * 2 * int(
+        t.fast_softmax())
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
