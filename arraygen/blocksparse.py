@@ -215,7 +215,7 @@ def _build_clusters(xp, x, block: int) -> Clusters:
     count_h = np.full(k, float(block))
     count_h[-1] = n - (k - 1) * block
     count = xp.asarray(count_h, dtype=xp.float64, device=dev)
-    p64 = xp.astype(points, xp.float64)
+    p64 = xp.astype(points.detach() if aa.is_torch_array(points) else points, xp.float64)
     grid = xp.reshape(_pad_rows(xp, p64, k * block, 0.0), (k, block, d))
     centers = xp.sum(grid, axis=1) / count[:, None]
     valid = xp.reshape(xp.arange(k * block, device=dev) < n, (k, block))

@@ -346,3 +346,18 @@ def test_truncate_with_dask_is_not_implemented(rng):
     x = da.from_array(rng.random((20, 2)), chunks=10)
     with pytest.raises(NotImplementedError, match="truncate"):
         tiled.kernel_logsumexp(x, x, beta=1.0, truncate=2.0)
+
+
+def test_autograd_through_truncated_op(rng):
+    torch = pytest.importorskip("torch")
+    pts = np.concatenate([rng.random((64, 2)), rng.random((64, 2)) + 50.0])
+    x = torch.tensor(pts, requires_grad=True)
+    v = torch.tensor(rng.random(128))
+    c = cluster_points(x.detach(), block=32)
+    out, rep = tiled.kernel_matvec(x, x, v, beta=2.0, truncate=4.0, x_clusters=c,
+                                   return_report=True)
+    assert rep.fraction == 0.5
+    (g,) = torch.autograd.grad(out.sum(), x)
+    x2 = torch.tensor(pts, requires_grad=True)
+    (g2,) = torch.autograd.grad(tiled.kernel_matvec(x2, x2, v, beta=2.0).sum(), x2)
+    assert_close(g, g2, rtol=1e-12, atol=1e-12 * float(g2.abs().max()), dtype="float64")
