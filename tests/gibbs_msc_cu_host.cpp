@@ -3,6 +3,8 @@
 // __syncthreads, __shared__ arrays are function statics (blocks run one after another), the
 // dynamic shared memory is a global buffer. Compile with
 //   g++ -std=c++20 -O1 -pthread -I arraygen/backends/cupy tests/gibbs_msc_cu_host.cpp
+// (add -shared -fPIC for the ctypes entry points host_msc_*, used by the stand-in cupy module
+// of tests/test_gibbs_msc.py).
 // Usage: a.out KERNEL DIR with KERNEL "sweep" or "phase"; DIR holds params.txt
 // ("periodic signed B C H W rows threads n_sweeps seed counter") and words.bin (uint32 packed
 // spins), sx.bin, sy.bin (uint32 sign planes), table.bin (16 uint32); writes out.bin.
@@ -105,6 +107,61 @@ static void run(bool sweep, std::vector<unsigned int>& words, const std::vector<
                 });
         }
     }
+}
+
+// C entry points for ctypes (tests drive the CuPy launcher through a stand-in cupy module):
+// one launch each, the template flags as ints, `shared` the dynamic shared memory in bytes.
+template <typename F>
+static void with_flags(int periodic, int sgn, int aligned, F&& f) {
+    const int code = (periodic ? 4 : 0) + (sgn ? 2 : 0) + (aligned ? 1 : 0);
+    switch (code) {
+        case 0: f.template operator()<false, false, false>(); break;
+        case 1: f.template operator()<false, false, true>(); break;
+        case 2: f.template operator()<false, true, false>(); break;
+        case 3: f.template operator()<false, true, true>(); break;
+        case 4: f.template operator()<true, false, false>(); break;
+        case 5: f.template operator()<true, false, true>(); break;
+        case 6: f.template operator()<true, true, false>(); break;
+        default: f.template operator()<true, true, true>(); break;
+    }
+}
+
+extern "C" void host_msc_sweep(int periodic, int sgn, int aligned, long long grid, int threads,
+                               long long shared, const unsigned int* sin, unsigned int* sout,
+                               const unsigned int* sx, const unsigned int* sy,
+                               const unsigned int* table, int C, int H, int W, int Wq, int rows,
+                               int chunks, unsigned int c2, unsigned int c3, unsigned int k0,
+                               unsigned int k1) {
+    g_ring.assign(shared / sizeof(unsigned int), 0u);
+    with_flags(periodic, sgn, aligned, [&]<bool P, bool S, bool A>() {
+        launch(grid, threads, [&] {
+            arraygen::msc::gibbs_msc_sweep<P, S, A>(sin, sout, sx, sy, table, C, H, W, Wq, rows,
+                                                    chunks, c2, c3, k0, k1);
+        });
+    });
+}
+
+extern "C" void host_msc_phase(int periodic, int sgn, int aligned, long long grid, int threads,
+                               unsigned int* s, const unsigned int* sx, const unsigned int* sy,
+                               const unsigned int* table, int C, int H, int W, int Wq,
+                               long long words, int colour, unsigned int c2, unsigned int c3,
+                               unsigned int k0, unsigned int k1) {
+    with_flags(periodic, sgn, aligned, [&]<bool P, bool S, bool A>() {
+        launch(grid, threads, [&] {
+            arraygen::msc::gibbs_msc_phase<P, S, A>(s, sx, sy, table, C, H, W, Wq, words, colour,
+                                                    c2, c3, k0, k1);
+        });
+    });
+}
+
+extern "C" void host_msc_pack(long long grid, int threads, const signed char* s,
+                              unsigned int* out, int W, int Wq, long long words) {
+    launch(grid, threads, [&] { arraygen::msc::msc_pack(s, out, W, Wq, words); });
+}
+
+extern "C" void host_msc_unpack(long long grid, int threads, const unsigned int* words,
+                                signed char* s, int W, int Wq, long long total) {
+    launch(grid, threads, [&] { arraygen::msc::msc_unpack(words, s, W, Wq, total); });
 }
 
 int main(int argc, char** argv) {

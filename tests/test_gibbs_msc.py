@@ -1,5 +1,9 @@
-"""Multi-spin-coded (+-J) Gibbs fast path: detection, the NumPy algorithm against the float64
-oracle and exact enumeration, the numba_cuda (simulated) and CuPy kernels bit for bit."""
+"""Multi-spin-coded (+-J) Gibbs fast path: detection, the NumPy algorithm
+(``reference.gibbs.msc_sweeps``) against the float64 oracle and exact enumeration, and bit for
+bit against it: the numba_cuda kernel (simulated on CPU), the CUDA C kernels of
+``backends/cupy/gibbs_msc.cu`` run on the CPU (``tests/gibbs_msc_cu_host.cpp``: std::threads and
+a barrier per block, AddressSanitizer), the CuPy launcher driving them through a stand-in
+``cupy`` module, and the CuPy kernels on a GPU."""
 
 from __future__ import annotations
 
@@ -301,6 +305,118 @@ def test_cuda_c_msc_kernels_on_host_match_algorithm(cu_host, tmp_path, kernel, c
                           float(np.float32(0.5)), float(np.float32(-0.1)), beta, periodic, seed,
                           counter, n_sweeps)
     np.testing.assert_array_equal(ref.msc_unpack(words, W), want)
+
+
+# The CuPy launcher end to end on the CPU: a stand-in ``cupy`` module whose RawModule kernels are
+# the same CUDA C run by the host harness (built as a shared library, called through ctypes), so
+# the launcher's argument lists, grid, shared memory, pack and unpack kernels are exercised.
+
+
+@pytest.fixture(scope="module")
+def cu_lib(cu_host):
+    import ctypes
+
+    lib_path = cu_host.parent / "libmsc_host.so"
+    subprocess.run([shutil.which("g++"), "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC",
+                    f"-I{ROOT / 'arraygen' / 'backends' / 'cupy'}",
+                    str(ROOT / "tests" / "gibbs_msc_cu_host.cpp"), "-o", str(lib_path)],
+                   check=True, capture_output=True)
+    lib = ctypes.CDLL(str(lib_path))
+    i, ll, u, p = ctypes.c_int, ctypes.c_longlong, ctypes.c_uint, ctypes.c_void_p
+    lib.host_msc_sweep.argtypes = [i, i, i, ll, i, ll] + [p] * 5 + [i] * 6 + [u] * 4
+    lib.host_msc_phase.argtypes = [i, i, i, ll, i] + [p] * 4 + [i] * 4 + [ll, i] + [u] * 4
+    lib.host_msc_pack.argtypes = [ll, i, p, p, i, i, ll]
+    lib.host_msc_unpack.argtypes = [ll, i, p, p, i, i, ll]
+    return lib
+
+
+class _HostKernel:
+    def __init__(self, lib, name):
+        self.lib, self.name = lib, name
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        conv = [a.ctypes.data if isinstance(a, np.ndarray) else int(a) for a in args]
+        g, t = int(grid[0]), int(block[0])
+        if "<" in self.name:
+            flags = [int(f.strip() == "true") for f in self.name[:-1].split("<")[1].split(",")]
+        if "gibbs_msc_sweep" in self.name:
+            assert t <= 512 and t % 32 == 0
+            self.lib.host_msc_sweep(*flags, g, t, int(shared_mem), *conv)
+        elif "gibbs_msc_phase" in self.name:
+            self.lib.host_msc_phase(*flags, g, t, *conv)
+        elif self.name.endswith("msc_pack"):
+            self.lib.host_msc_pack(g, t, *conv)
+        else:
+            self.lib.host_msc_unpack(g, t, *conv)
+
+
+def _stand_in_cupy(lib):
+    import types
+
+    fake = types.ModuleType("cupy")
+    fake.ndarray = np.ndarray
+    fake.uint32, fake.int8 = np.uint32, np.int8
+    fake.empty, fake.empty_like, fake.zeros = np.empty, np.empty_like, np.zeros
+    fake.asarray, fake.ascontiguousarray = np.asarray, np.ascontiguousarray
+
+    class Device:
+        def __init__(self, index=0):
+            self.id = index
+            self.attributes = {"MultiProcessorCount": 2}
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions):
+            assert "gibbs_msc" in code and all(n.startswith("arraygen::msc::")
+                                               for n in name_expressions)
+            self.names = set(name_expressions)
+
+        def get_function(self, name):
+            assert name in self.names
+            return _HostKernel(lib, name)
+
+    fake.cuda = types.SimpleNamespace(Device=Device)
+    fake.RawModule = RawModule
+    return fake
+
+
+LAUNCHER_CASES = [((2, 2, 6, 70), "periodic", True), ((2, 1, 5, 37), "open", True),
+                  ((1, 1, 9, 64), "open", False), ((3, 1, 4, 40), "periodic", False)]
+
+
+@pytest.mark.parametrize("tuning", [{}, {"kernel": "sweep", "rows": 4}, {"kernel": "phase"}])
+@pytest.mark.parametrize("case", range(len(LAUNCHER_CASES)))
+def test_cupy_launcher_on_host_matches_algorithm(cu_lib, monkeypatch, case, tuning):
+    import importlib
+    import sys
+
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("real CuPy present: the CuPy tests run the launcher")
+    except ImportError:
+        pass
+    from arraygen.backends import cupy as cupy_pkg
+
+    monkeypatch.setitem(sys.modules, "cupy", _stand_in_cupy(cu_lib))
+    sys.modules.pop("arraygen.backends.cupy.gibbs_msc", None)
+    cupy_pkg.module.cache_clear()
+    try:
+        launcher = importlib.import_module("arraygen.backends.cupy.gibbs_msc")
+        (B, C, H, W), boundary, signed = LAUNCHER_CASES[case]
+        gen = np.random.default_rng(500 + case)
+        model, _, nx, ny = _pm_model(gen, (C, H, W), boundary, a=0.35, h=0.1, signed=signed)
+        s0 = _spins(gen, (B, C, H, W))
+        with launcher.TUNING.override(**tuning):
+            out = launcher.gibbs_sweeps(s0, model._msc, n_sweeps=3, beta=0.9,
+                                        key=agr.Key(12, 3), dtype_name="float32")
+        want = ref.msc_sweeps(s0, nx if signed else None, ny if signed else None,
+                              float(np.float32(0.35)), float(np.float32(0.1)), 0.9,
+                              boundary == "periodic", 12, 3, 3)
+        assert out.dtype == np.int8 and out.shape == s0.shape
+        np.testing.assert_array_equal(out, want)
+    finally:
+        sys.modules.pop("arraygen.backends.cupy.gibbs_msc", None)
+        cupy_pkg.module.cache_clear()
+        cupy_pkg.sm_count.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------
