@@ -104,17 +104,32 @@ def _colours(spec, Y0: int, X0: int, h: int, w: int):
     C, H, W = spec["shape"]
     ys = np.arange(Y0, Y0 + h, dtype=np.int64) % H
     xs = np.arange(X0, X0 + w, dtype=np.int64) % W
-    cs = np.arange(C, dtype=np.int64)
     pattern = spec["pattern"]
     if pattern is not None:
         n, a, b, d = pattern
-        colors = (a * cs[:, None, None] + b * ys[None, :, None] + d * xs[None, None, :]) % n
-        local = (a * cs[:, None, None] + b * np.arange(h)[None, :, None]
-                 + d * np.arange(w)[None, None, :]) % n
-        return colors.astype(np.int8), (pattern if np.array_equal(local, colors) else None)
+        # (a c + b y + d x) mod n from per-axis residues (small integers, no int64 grid)
+        cy = ((a * np.arange(C)[:, None] + b * ys[None, :]) % n).astype(np.int16)
+        colors = ((cy[:, :, None] + ((d * xs) % n).astype(np.int16)[None, None, :]) % n)
+        # the kernels' pattern applies to the window when it is aligned with the period
+        aligned = (np.array_equal((b * np.arange(h)) % n, (b * ys) % n)
+                   and np.array_equal((d * np.arange(w)) % n, (d * xs) % n))
+        return colors.astype(np.int8), (pattern if aligned else None)
     tile = spec["tile"]
     colors = tile[:, ys % tile.shape[1]][:, :, xs % tile.shape[2]]
     return np.ascontiguousarray(colors, dtype=np.int8), None
+
+
+def _open_window(xp, j, offsets, device):
+    """Couplings (K, C, h, w) with the edges (i, i + o_k) that leave the window set to 0."""
+    K, C, h, w = (int(v) for v in j.shape)
+    rows = []
+    for k, (dc, dy, dx) in enumerate(offsets):
+        keep = np.zeros((C, h, w), dtype=bool)
+        keep[max(0, -dc):C - max(0, dc), max(0, -dy):h - max(0, dy),
+             max(0, -dx):w - max(0, dx)] = True
+        zero = xp.zeros((), dtype=j.dtype, device=device)
+        rows.append(xp.where(xp.asarray(keep, device=device), j[k, ...], zero))
+    return xp.stack(rows) if rows else j
 
 
 def _chunk_model(spec, j, h, Y0: int, X0: int):
@@ -138,8 +153,7 @@ def _chunk_model(spec, j, h, Y0: int, X0: int):
     if periodic:  # a periodic window: wrong only at its edges, which the halo absorbs
         m._couplings_eff = j
     else:  # the kernels want zero couplings on the edges that leave the window
-        mask = gibbs._edge_mask(m.offsets, m.shape, False)
-        m._couplings_eff = j * xp.asarray(mask, dtype=j.dtype, device=m._device)
+        m._couplings_eff = _open_window(xp, j, m.offsets, m._device)
     m._colors_dev, m._moved = None, {}
     m._pm_couplings = m._msc = None  # the multi-spin kernels take no stream origin
     return m

@@ -70,12 +70,19 @@ def test_window_origin_draws_the_whole_calls_uniforms(kernel_backend, kind):
     np.testing.assert_array_equal(G.aa.to_numpy(whole), np.where(u < 0.5, 1, -1))
 
 
-@pytest.mark.parametrize("boundary", ["open", "periodic"])
-@pytest.mark.parametrize("kind", ["nn", "local", "channels"])
-@pytest.mark.parametrize("chunks,S", [
-    ((2, 1, 12, 10), 1),                      # even chunks, one sweep per exchange
-    ((1, 1, (6, 8, 10), (7, 13)), 2),         # ragged and unaligned (realigned to the period)
-    ((2, 1, (4, 4, 4, 4, 8), (10, 10)), None),  # chunks smaller than the halo (merged)
+EVEN = (2, 1, 12, 10)                    # even chunks
+RAGGED = (1, 1, (6, 8, 10), (7, 13))     # ragged and unaligned (realigned to the period)
+SMALL = (2, 1, (4, 4, 4, 4, 8), (10, 10))  # chunks smaller than the halo (merged)
+
+
+@pytest.mark.parametrize("boundary,kind,chunks,S", [
+    ("open", "nn", EVEN, 1),
+    ("open", "local", RAGGED, 2),
+    ("open", "channels", SMALL, None),
+    ("open", "nn", RAGGED, 3),
+    ("periodic", "nn", EVEN, 1),
+    ("periodic", "local", SMALL, None),
+    ("periodic", "channels", RAGGED, 2),
 ])
 def test_chunked_sweeps_bitwise_equal_whole_call(dask_client, boundary, kind, chunks, S):
     shape = (2, 24, 20) if kind == "channels" else (1, 24, 20)

@@ -3,9 +3,12 @@
 Times ``kernel_matvec`` / ``kernel_logsumexp`` on row-chunked dask input (2 workers x 1 thread,
 NumPy chunks, numba_cpu kernels inside every task) against the same call on the whole NumPy
 array (2 threads), side by side in one run, and the graph size and build time per call.
-With ``--sinkhorn`` it also times Sinkhorn iterations on dask input against NumPy.
+With ``--sinkhorn`` it also times Sinkhorn iterations on dask input against NumPy, with
+``--gibbs L`` Gibbs sweeps of an L x L lattice in 2 x 2 chunks (halo exchange every
+``--sweeps-per-exchange`` sweeps; bitwise equal to the whole call) against NumPy.
 
     PYTHONPATH=. python tools/bench_dask.py --sizes 20000 200000 2000000 --m 2000
+    PYTHONPATH=. python tools/bench_dask.py --sizes --gibbs 2048 --sweeps 20
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def _best(fn, repeats: int) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000, 2_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[20_000, 200_000, 2_000_000])
     parser.add_argument("--m", type=int, default=2000, help="points of y (columns)")
     parser.add_argument("--d", type=int, default=3)
     parser.add_argument("--chunks", type=int, default=4, help="row chunks of x")
@@ -37,6 +40,12 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sinkhorn", type=int, default=0, metavar="N",
                         help="also time Sinkhorn iterations at N = M (0: skip)")
+    parser.add_argument("--gibbs", type=int, default=0, metavar="L",
+                        help="also time Gibbs sweeps on an L x L lattice (0: skip)")
+    parser.add_argument("--sweeps", type=int, default=20)
+    parser.add_argument("--sweeps-per-exchange", type=int, default=None)
+    parser.add_argument("--boundary", choices=("open", "periodic"), default="open",
+                        help="Gibbs boundary (periodic halos inject the wrapped uniforms)")
     args = parser.parse_args(argv)
 
     import dask.array as da
@@ -89,6 +98,28 @@ def main(argv=None) -> int:
         rows.append(dict(op="sinkhorn_iteration", n=n, m=n, d=args.d, chunks=args.chunks,
                          in_memory_s=t_mem, dask_s=t_dask, ratio=t_dask / t_mem,
                          max_abs_f_diff=float(np.max(np.abs(f - np.asarray(ref.f))))))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.gibbs:
+        from arraygen.gibbs import StencilIsing, gibbs_sweeps
+
+        L = args.gibbs
+        model = StencilIsing.nearest_neighbour((L, L), coupling=0.44,
+                                                 boundary=args.boundary)
+        s = np.where(gen.random((1, 1, L, L)) < 0.5, 1, -1).astype(np.int8)
+        sd = da.from_array(s, chunks=(1, 1, L // 2, L // 2)).persist()
+        kw = dict(n_sweeps=args.sweeps, beta=1.0, rng=0)
+        gibbs_sweeps(model, s, n_sweeps=1, rng=0)  # compile outside the timings
+        gibbs_sweeps(model, sd, n_sweeps=1, rng=0).compute()
+        t_mem = _best(lambda: gibbs_sweeps(model, s, **kw), args.repeats)
+        lazy = gibbs_sweeps(model, sd, sweeps_per_exchange=args.sweeps_per_exchange, **kw)
+        t_dask = _best(lambda: gibbs_sweeps(model, sd, sweeps_per_exchange=args.sweeps_per_exchange,
+                                            **kw).compute(), args.repeats)
+        same = bool(np.array_equal(lazy.compute(), gibbs_sweeps(model, s, **kw)))
+        rows.append(dict(op="gibbs_sweeps", n=L * L, sweeps=args.sweeps, chunks=4,
+                         boundary=args.boundary,
+                         sweeps_per_exchange=args.sweeps_per_exchange, in_memory_s=t_mem,
+                         dask_s=t_dask, ratio=t_dask / t_mem,
+                         graph_tasks=len(lazy.__dask_graph__()), bitwise_equal=same))
         print(json.dumps(rows[-1]), flush=True)
     client.close()
     cluster.close()
