@@ -157,7 +157,28 @@ class _Pass(NamedTuple):
     symmetric: bool
 
 
+_PLAN_CACHE: dict = {}
+_PLAN_TYPES = (int, float, str, type(None))
+
+
 def _plan(shape, axes, sigma, order, mode, truncate, radius) -> list[_Pass]:
+    """:func:`_plan_uncached`, memoised for options that are plain Python scalars (the types
+    are part of the key, so e.g. ``True`` never reuses the plan of ``1``; only successful
+    plans are stored, so bad options always reach the checks)."""
+    opts = (sigma, order, mode, truncate, radius)
+    if not all(type(o) in _PLAN_TYPES for o in opts):
+        return _plan_uncached(shape, axes, *opts)
+    key = (shape, axes, *opts, *(type(o) for o in opts))
+    hit = _PLAN_CACHE.get(key)
+    if hit is None:
+        hit = _plan_uncached(shape, axes, *opts)
+        if len(_PLAN_CACHE) >= 256:
+            _PLAN_CACHE.clear()
+        _PLAN_CACHE[key] = hit
+    return list(hit)
+
+
+def _plan_uncached(shape, axes, sigma, order, mode, truncate, radius) -> list[_Pass]:
     """Validate the per-axis options of a filter call; return its 1-D passes, in order.
 
     Axes with sigma <= 1e-15 are skipped (as scipy does); an order-0 kernel of one tap is the
