@@ -93,3 +93,20 @@ def test_triton_tf32x3_products(kernel_backend, rng):
                               backend="triton")
     got = np.asarray(y.cpu() if hasattr(y, "cpu") else y, dtype=np.float64)
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_plan_cache_keeps_every_check(rng):
+    """The memoised pass plan: a cached sigma=1 does not let sigma=True (or NaN) through, and
+    equal options give the same result as a fresh plan."""
+    x = rng.standard_normal((5, 6))
+    y1 = G.gaussian_filter(x, 1, mode="mirror")
+    with pytest.raises(TypeError, match="`sigma` must be a real number; got True"):
+        G.gaussian_filter(x, True, mode="mirror")
+    with pytest.raises(ValueError, match="`sigma` must be finite"):
+        G.gaussian_filter(x, float("nan"))
+    with pytest.raises(ValueError, match="`truncate`"):
+        G.gaussian_filter(x, 1, truncate=-1.0)
+    G._PLAN_CACHE.clear()
+    np.testing.assert_array_equal(G.gaussian_filter(x, 1, mode="mirror"), y1)
+    np.testing.assert_allclose(y1, ndi.gaussian_filter(x, 1, mode="mirror"), rtol=1e-13,
+                               atol=1e-15)
