@@ -423,7 +423,7 @@ class StencilIsing:
         mask = _edge_mask(offs, shape, periodic)
         self._couplings_eff = j if periodic else j * xp.asarray(mask, dtype=dtype, device=device)
         # +-J nearest-neighbour models: the multi-spin kernels' description (_kernels/gibbs_msc)
-        self._pm_couplings = _msc.detect_couplings(xp, offs, self._couplings_eff, mask,
+        self._pm_couplings = _msc.detect_couplings(xp, offs, self._couplings_eff,
                                                    self._colors_np, periodic)
         self._msc = _msc.with_bias(xp, self._pm_couplings, h)
         self._colors_dev = None

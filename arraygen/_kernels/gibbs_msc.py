@@ -97,28 +97,30 @@ def qualifies(offsets, colors_np: np.ndarray, bias_ndim: int) -> bool:
         board, colors_np.shape)))
 
 
-def detect_couplings(xp, offsets, couplings_eff, edge_mask: np.ndarray, colors_np: np.ndarray,
+def detect_couplings(xp, offsets, couplings_eff, colors_np: np.ndarray,
                      periodic: bool) -> PlusMinusJ | None:
     """The couplings' :class:`PlusMinusJ` (bias still unset: NaN), or None when the multi-spin
     kernels do not apply to them.
 
-    ``couplings_eff`` (K, C, H, W) are zero on edges that leave the grid; ``edge_mask`` (host,
-    float (K, C, H, W)) is 1 on the edges that exist. One host synchronisation per model (none
-    when the offsets or the colouring already rule the model out).
+    ``couplings_eff`` (K, C, H, W) are zero on edges that leave the grid (open boundaries).
+    One host synchronisation per model (none when the offsets or the colouring already rule
+    the model out).
     """
     if not qualifies(offsets, colors_np, 3):
         return None
+    kx = [tuple(o) for o in offsets].index((0, 0, 1))
     absj = xp.abs(couplings_eff)
-    mask = xp.asarray(edge_mask, dtype=couplings_eff.dtype, device=aa.device(couplings_eff))
     a = xp.max(absj)
-    # every existing edge has |J| == a
-    if not bool(xp.all(xp.logical_or(absj == a, mask == 0))):
+    # every edge of the grid has |J| == a (on an open grid: not those at x = W-1, y = H-1)
+    jx, jy = absj[kx, ...], absj[1 - kx, ...]
+    if not periodic:
+        jx, jy = jx[:, :, :-1], jy[:, :-1, :]
+    if not bool(xp.all(jx == a) & xp.all(jy == a)):
         return None
     a = float(a)
     sx = sy = None
     if a > 0 and bool(xp.any(couplings_eff < 0)):
         neg = aa.to_numpy(couplings_eff < 0)
-        kx = [tuple(o) for o in offsets].index((0, 0, 1))
         C, H, W = colors_np.shape
         sx = pack_bits(neg[kx].reshape(C * H, W))
         sy = pack_bits(neg[1 - kx].reshape(C * H, W))
