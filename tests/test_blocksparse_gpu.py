@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 
+import conftest
 import numpy as np
 import pytest
 
@@ -24,10 +25,10 @@ GPU = ("cupy", "numba_cuda", "triton")
 DTYPES = ("float32", "float64")
 
 
-def _gpu(kernel_backend):
-    if kernel_backend.name not in GPU:
-        pytest.skip("CPU backends are tested in tests/test_blocksparse.py")
-    return kernel_backend
+@pytest.fixture(params=[p for p in conftest.kernel_backend_params() if p.id in GPU])
+def gpu_backend(request):
+    """The GPU entries of conftest's ``kernel_backend`` (CPU ones: tests/test_blocksparse.py)."""
+    return request.param
 
 
 def _launchers(name):
@@ -118,8 +119,8 @@ def _check(out, want, ns, dtype, n_terms, exponent=0.0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d,p,bandwidths", [(3, 1, False), (2, 5, True), (20, 3, False)])
-def test_matvec_blocks(kernel_backend, rng, dtype, d, p, bandwidths):
-    kb = _gpu(kernel_backend)
+def test_matvec_blocks(gpu_backend, rng, dtype, d, p, bandwidths):
+    kb = gpu_backend
     pr = _Problem(kb, rng, d, p, dtype, bandwidths=bandwidths)
     x, y, v, a, b = pr.args("x", "y", "v", "a", "b")
     out = _launchers(kb.name).kernel_matvec_blocks(x, y, v, a, b, *pr.pairs(), **pr.kw())
@@ -129,8 +130,8 @@ def test_matvec_blocks(kernel_backend, rng, dtype, d, p, bandwidths):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [3, 20])
-def test_logsumexp_blocks(kernel_backend, rng, dtype, d):
-    kb = _gpu(kernel_backend)
+def test_logsumexp_blocks(gpu_backend, rng, dtype, d):
+    kb = gpu_backend
     pr = _Problem(kb, rng, d, 0, dtype, neg_inf=True)
     x, y, w = pr.args("x", "y", "w")
     lse = _launchers(kb.name).kernel_logsumexp_blocks(x, y, w, *pr.pairs(), **pr.kw())
@@ -141,8 +142,8 @@ def test_logsumexp_blocks(kernel_backend, rng, dtype, d):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d,p", [(3, 1), (2, 6), (20, 2)])
-def test_softmax_matvec_blocks(kernel_backend, rng, dtype, d, p):
-    kb = _gpu(kernel_backend)
+def test_softmax_matvec_blocks(gpu_backend, rng, dtype, d, p):
+    kb = gpu_backend
     pr = _Problem(kb, rng, d, p, dtype)
     x, y, v, w = pr.args("x", "y", "v", "w")
     out, lse = _launchers(kb.name).kernel_softmax_matvec_blocks(x, y, v, w, *pr.pairs(),
@@ -162,10 +163,10 @@ def _geometry_override(name):
 
 
 @pytest.mark.parametrize("d", [3, 20])
-def test_splits_and_row_tiles(kernel_backend, rng, d):
+def test_splits_and_row_tiles(gpu_backend, rng, d):
     """Three splits of every pair list (rows with fewer pairs than splits included) and
     clusters of more rows than one block holds give the unsplit results."""
-    kb = _gpu(kernel_backend)
+    kb = gpu_backend
     pr = _Problem(kb, rng, d, 2, "float64")
     pr.bx = 40 if kb.simulated else 150  # > 32 rows of one block: several row tiles
     pr.offsets, pr.cols = _pair_list(rng, cluster_count(pr.x.shape[0], pr.bx),
