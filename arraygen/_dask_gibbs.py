@@ -309,14 +309,16 @@ def gibbs_sweeps(model, spins, *, n_sweeps=1, beta=1.0, rng=None, uniforms=None,
     periodic = model.periodic
 
     # couplings and bias: chunked like the lattice, haloed once
+    # name=False: no hash of the whole couplings per call (a fresh name instead)
     j = da.from_array(np.ascontiguousarray(gibbs.aa.to_numpy(model._couplings_eff)),
-                      chunks=(-1, -1, chunks[0], chunks[1]))
+                      chunks=(-1, -1, chunks[0], chunks[1]), name=False)
     hb = gibbs.aa.to_numpy(model.bias)
     if hb.ndim == 3:
-        h = da.from_array(np.ascontiguousarray(hb)[None], chunks=(1, -1, chunks[0], chunks[1]))
+        h = da.from_array(np.ascontiguousarray(hb)[None], chunks=(1, -1, chunks[0], chunks[1]),
+                          name=False)
     else:
         h = da.from_array(np.ascontiguousarray(hb).reshape((B,) + shape),
-                          chunks=(s.chunks[0], -1, chunks[0], chunks[1]))
+                          chunks=(s.chunks[0], -1, chunks[0], chunks[1]), name=False)
     jname, jdsk = _haloed(j, depth, halo, periodic, "couplings")
     hname, hdsk = _haloed(h, depth, halo, periodic, "bias")
     layers = {jname: jdsk, hname: hdsk}
