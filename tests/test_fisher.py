@@ -295,7 +295,8 @@ STEP_VARIANTS = {
              {"kq_float": 2, "kq_double": 2, "prefetch_x": True, "fused_threads": 64},
              {"kq_float": 1, "kq_double": 1, "prefetch_x": False, "fused_threads": 32},
              {"cluster": 8}, {"cluster": 2, "cluster_kq_float": 1, "cluster_kq_double": 1}],
-    "triton": [{"evict_hints": False}, {"fused_warps": 4}],
+    "triton": [{"evict_hints": False}, {"fused_warps": 4}, {"join_lanes": True},
+               {"join_lanes": True, "single_max_quads": 2, "chunk_quads": 4}],
     "numba_cuda": [{"quads_per_thread": 1}, {"quads_per_thread": 2},
                    {"quads_per_thread": 4}],
 }

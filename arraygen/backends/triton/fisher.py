@@ -44,6 +44,7 @@ class Tuning:
     split_blocks: int = 512  #: programs to aim for on the two-kernel path
     evict_hints: bool = True  #: keep score/v in L2 for the re-read, stream x and the outputs
     fused_warps: int = 0  #: warps per program of the one-kernel path (0: from the chunk size)
+    join_lanes: bool = False  #: place the 4 normals of a quad by tl.join (else by selects)
 
 
 TUNING = Tunable("triton.fisher", Tuning())
@@ -102,7 +103,7 @@ def _chunk_sum(s_ptr, v_ptr, e, m, one_m, qs, start, stop, Q: tl.constexpr,
 @triton.jit
 def _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, two_h, scale,
             c2, c3, k0, k1, HAS_NOISE: tl.constexpr, IS_F64: tl.constexpr,
-            EVICT: tl.constexpr = False):
+            EVICT: tl.constexpr = False, JOIN: tl.constexpr = False):
     """Write x' and v' of the masked ``[Q, 4]`` tile given its score and v."""
     vn, p = _vnew_rsqrt(s, v, e, m, one_m, IS_F64)
     pre = p * scale
@@ -111,10 +112,13 @@ def _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, tw
     else:
         w0, w1, w2, w3 = philox.philox4x32(q, c2, c3, k0, k1)
         z0, z1, z2, z3 = philox.box_muller(w0, w1, w2, w3, IS_F64)
-        lane = tl.arange(0, 4)[None, :]
-        z = tl.where(lane == 0, z0[:, None],
-                     tl.where(lane == 1, z1[:, None],
-                              tl.where(lane == 2, z2[:, None], z3[:, None])))
+        if JOIN:  # [Q, 2, 2] -> [Q, 4] in lane order, a layout change instead of selects
+            z = tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), (z0.shape[0], 4))
+        else:
+            lane = tl.arange(0, 4)[None, :]
+            z = tl.where(lane == 0, z0[:, None],
+                         tl.where(lane == 1, z1[:, None],
+                                  tl.where(lane == 2, z2[:, None], z3[:, None])))
     if EVICT:  # read once, written once: stream past L2
         x = tl.load(x_ptr + idx, mask=mask, other=0.0, eviction_policy="evict_first")
         xn = x + h * pre * s + _sqrt(two_h * pre, IS_F64) * z
@@ -146,7 +150,8 @@ def _scale(n_per, total, like):
 def _step_fused(x_ptr, s_ptr, v_ptr, eps_ptr, z_ptr, prm_ptr, xo_ptr, vo_ptr, n_per,
                 m, one_m, h, two_h, c2, c3, k0, k1, CHUNKS: tl.constexpr, Q: tl.constexpr,
                 SINGLE: tl.constexpr,
-                HAS_NOISE: tl.constexpr, IS_F64: tl.constexpr, EVICT: tl.constexpr = False):
+                HAS_NOISE: tl.constexpr, IS_F64: tl.constexpr, EVICT: tl.constexpr = False,
+                JOIN: tl.constexpr = False):
     b = tl.program_id(0).to(tl.int64)
     start = b * n_per
     stop = start + n_per
@@ -161,7 +166,7 @@ def _step_fused(x_ptr, s_ptr, v_ptr, eps_ptr, z_ptr, prm_ptr, xo_ptr, vo_ptr, n_
         vn, p = _vnew_rsqrt(s, v, e, m, one_m, IS_F64)
         total = tl.sum(tl.sum(tl.where(mask, p, 0.0), axis=1), axis=0)
         _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, two_h,
-                _scale(n_per, total, e), c2, c3, k0, k1, HAS_NOISE, IS_F64, EVICT)
+                _scale(n_per, total, e), c2, c3, k0, k1, HAS_NOISE, IS_F64, EVICT, JOIN)
     else:
         acc = tl.zeros((Q,), dtype=e.dtype)
         for c in range(0, CHUNKS):
@@ -173,7 +178,7 @@ def _step_fused(x_ptr, s_ptr, v_ptr, eps_ptr, z_ptr, prm_ptr, xo_ptr, vo_ptr, n_
             s = tl.load(s_ptr + idx, mask=mask, other=0.0)
             v = tl.load(v_ptr + idx, mask=mask, other=1.0)
             _update(x_ptr, z_ptr, xo_ptr, vo_ptr, s, v, q, idx, mask, e, m, one_m, h, two_h,
-                    scale, c2, c3, k0, k1, HAS_NOISE, IS_F64, EVICT)
+                    scale, c2, c3, k0, k1, HAS_NOISE, IS_F64, EVICT, JOIN)
 
 
 @triton.jit
@@ -273,7 +278,7 @@ def fisher_langevin_step(x, score, v, eps, *, step_size, momentum, noise, key):
                                       c2, c3, k0, k1,
                                       CHUNKS=triton.cdiv(quads, q), Q=q, SINGLE=single,
                                       HAS_NOISE=has_noise, IS_F64=is_f64,
-                                      EVICT=tuning.evict_hints,
+                                      EVICT=tuning.evict_hints, JOIN=tuning.join_lanes,
                                       num_warps=tuning.fused_warps or _warps(q))
         else:
             tiles = min(triton.cdiv(tuning.split_blocks, n_samples),
