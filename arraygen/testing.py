@@ -12,7 +12,9 @@ kind                    rtol (eps = machine epsilon of the dtype under test)
 ``"fast"``              float32 on tensor cores (tf32/bf16 operands): 5e-3
 ``"poly_exp2"``         a ``"reduction"`` whose float32 terms may use the FMA-unit polynomial
                         ``2**x`` of the tiled kernels: the reduction row plus
-                        :data:`POLY_EXP2_RTOL` (float64 never uses it: the reduction row)
+                        :data:`POLY_EXP2_RTOL` (float64 never uses it: the reduction row);
+                        the error is relative to each term, so with signed terms scale
+                        ``atol`` by the sum of their absolute values
 ``"truncated"``         ``"reduction"`` + 4 * bound (block-sparse kernels, issue 18: ``bound``
                         is the reported ``mass_bound``; eigenvalues of the normalised diffusion
                         operator move by at most (2 + 2 alpha) * bound, Weyl + Schur test)
