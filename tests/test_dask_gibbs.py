@@ -141,3 +141,25 @@ def test_dask_gibbs_errors():
         G.gibbs_sweeps(model, da.zeros((2, 1, 8, 9), chunks=4), rng=0)
     with pytest.raises(ValueError, match="spins"):  # checked by the tasks, at compute time
         G.gibbs_sweeps(model, sd * 0, rng=0).compute(scheduler="synchronous")
+
+
+@pytest.mark.parametrize("class_major", [True, False])
+@pytest.mark.parametrize("x0", [4, 6])  # rows start on a Philox block boundary, or not
+# (window origins keep the colouring's period 2, as the dask path aligns them)
+def test_numba_cpu_window_origin_both_kernels(class_major, x0):
+    # the class-major wavefront and the row kernel, with couplings (beta > 0): a window
+    # whose halo covers the reach of the sweeps agrees with the whole lattice inside
+    nb = pytest.importorskip("arraygen.backends.numba_cpu.gibbs")
+    B, C, H, W = 2, 1, 16, 24
+    model = _model("nn", "open", shape=(C, H, W))
+    s = _spins((B, C, H, W))
+    whole = G.gibbs_sweeps(model, s, n_sweeps=2, beta=0.8, rng=11, backend="numba_cpu")
+    y0, h, w, halo = 4, 10, 16, 4  # 2 sweeps x 2 colours x radius 1
+    sub = G.StencilIsing(model.offsets, model.couplings[:, :, y0:y0 + h, x0:x0 + w],
+                         model.bias[:, y0:y0 + h, x0:x0 + w])
+    origin = ((0 * H + y0) * W + x0, C * H * W, H * W, W)
+    with nb.TUNING.override(class_major=class_major, parallel_min_sites=1):
+        out = G._sweeps(np, sub, s[:, :, y0:y0 + h, x0:x0 + w].copy(), n_sweeps=2, beta=0.8,
+                        gen=Key(11), uniforms=None, backend="numba_cpu", origin=origin)
+    inner = (slice(None), slice(None), slice(halo, h - halo), slice(halo, w - halo))
+    np.testing.assert_array_equal(out[inner], whole[:, :, y0:y0 + h, x0:x0 + w][inner])
