@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+if __name__ != "__main__":  # it replaces sys.modules["cupy"]: never inside another process
+    raise ImportError("tests/tiled_cupy_host.py is a script: run it, do not import it")
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(sys.argv[1])
 EXE = WORK / "exe"
