@@ -392,6 +392,63 @@ def _knn_sigma(xp, xq, xt, k: int):
     return xp.sqrt(_knn_reduce(xp, xq, xt, k, _kth_smallest))
 
 
+def _knn_sigma_clustered(xp, cl, k: int):
+    """:func:`_knn_sigma` of the clustered points against themselves, in the clusters' order.
+
+    Exact, without the N x N distances: a cluster A of ``block >= k`` points holds, for each
+    of its points, k points within ``2 r_A``, so only the clusters B with ``|c_A - c_B| - r_A
+    - r_B <= 2 r_A`` can hold its k nearest. Distances to those candidates are computed in
+    batches of row clusters (padded with a cluster at infinity); a partial last cluster is
+    done directly against all points. The same direct sums as :func:`_knn_sigma`, so the
+    same values for d <= DIRECT_MAX_D.
+    """
+    pts, n, d, block, n_cl = cl.points, cl.n, cl.d, cl.block, cl.K
+    full = n // block
+    if block < k or full == 0:
+        return _knn_sigma(xp, pts, pts, k)
+    dev, dtype = aa.device(pts), pts.dtype
+    pad = xp.full(((n_cl + 1) * block - n, d), math.inf, dtype=dtype, device=dev)
+    blocks = xp.reshape(xp.concat([pts, pad], axis=0), (n_cl + 1, block, d))
+    centers, radii = cl.centers, cl.radii
+    budget = (1 << 26) if aa.device_kind(pts)[0] == "cuda" else (1 << 22)
+    outer = max(1, (1 << 22) // n_cl)
+    parts = []
+    for a0 in range(0, full, outer):
+        a1 = min(full, a0 + outer)
+        dc = xp.sqrt(_sqdist(xp, centers[a0:a1, :], centers))
+        reach = 3.0 * radii[a0:a1][:, None] + radii[None, :]
+        near = dc <= reach * (1.0 + 1e-7) + 1e-300
+        counts = xp.sum(xp.astype(near, xp.int64), axis=1)
+        cmax = int(_v.host_float(xp.max(counts)))
+        order = xp.argsort(xp.astype(~near, xp.int8), axis=1, stable=True)[:, :cmax]
+        slot = xp.arange(cmax, device=dev)[None, :] < counts[:, None]
+        cand = xp.where(slot, order, xp.full_like(order, n_cl))
+        step = max(1, budget // (block * block * cmax))
+        for b0 in range(a0, a1, step):
+            b1 = min(a1, b0 + step)
+            rows = blocks[b0:b1]
+            cols = xp.reshape(xp.take(blocks, xp.reshape(cand[b0 - a0:b1 - a0, :], (-1,)),
+                                      axis=0), (b1 - b0, cmax * block, d))
+            if d <= DIRECT_MAX_D:
+                d2 = None
+                for j in range(d):
+                    diff = rows[:, :, j][:, :, None] - cols[:, :, j][:, None, :]
+                    d2 = diff * diff if d2 is None else d2 + diff * diff
+            else:
+                xx = xp.sum(rows * rows, axis=2)
+                yy = xp.where(xp.isfinite(cols[:, :, 0]), xp.sum(cols * cols, axis=2),
+                              xp.full_like(cols[:, :, 0], math.inf))
+                d2 = xx[:, :, None] + yy[:, None, :] - 2.0 * xp.matmul(
+                    rows, xp.matrix_transpose(xp.where(xp.isfinite(cols), cols,
+                                                       xp.zeros_like(cols))))
+                d2 = xp.maximum(d2, xp.zeros((), dtype=dtype, device=dev))
+            parts.append(_kth_smallest(xp, xp.reshape(d2, ((b1 - b0) * block, cmax * block)),
+                                       k))
+    if full * block < n:
+        parts.append(_knn_reduce(xp, pts[full * block:, :], pts, k, _kth_smallest))
+    return xp.sqrt(xp.concat(parts, axis=0) if len(parts) > 1 else parts[0])
+
+
 class _VariableBandwidth:
     """pyDiffMap's NNKDE and ``rho = q0 ** beta`` (Berry-Harlim), fitted on centred points."""
 
@@ -678,6 +735,13 @@ def _symmetric_pairs(xp, pairs, clusters):
         mass_bound=0.0 if fraction == 1.0 else pairs.mass_bound, **host)
 
 
+def _cluster(xp, x):
+    """The spatial clusters of the (trusted, centred) training points."""
+    from .blocksparse import cluster_points
+
+    return cluster_points(x)
+
+
 def _report(truncate: float, pairs):
     """The TruncationReport of a pair list (what a truncated kernel call computed)."""
     from .blocksparse import TruncationReport
@@ -700,14 +764,18 @@ class _BlockKernel:
     mat = None
     bridge = False
 
-    def __init__(self, xp, x, beta: float, inv_bw, backend, truncate: float, work_dtype=None):
+    def __init__(self, xp, x, beta: float, inv_bw, backend, truncate: float, work_dtype=None,
+                 clusters=None):
         from . import blocksparse as _bs
 
         self._bs = _bs
         self.xp, self.beta, self.backend, self.truncate = xp, beta, backend, float(truncate)
         self.dtype = x.dtype
         self.work = x.dtype if work_dtype is None else work_dtype
-        self.clusters = cl = _bs.cluster_points(self._cast(x))
+        cl = _cluster(xp, x) if clusters is None else clusters
+        if cl.points.dtype != self.work:
+            cl = dataclasses.replace(cl, points=self._cast(cl.points))
+        self.clusters = cl
         self.perm, self.inverse = cl.perm, cl.inverse
         self.x = cl.points
         self.inv_bw = None if inv_bw is None else self._cast(xp.take(inv_bw, cl.perm))
@@ -1180,7 +1248,7 @@ class DiffusionMap(_Spectral):
         self.n_features_in_ = x.shape[1]
         _require_spread(xp, xc)
         eps_opt = opts["epsilon"]
-        inv_bw = None
+        inv_bw = clusters = None
         self.intrinsic_dim_ = None
         self.bandwidths_ = None
         self._vbw = None
@@ -1196,7 +1264,13 @@ class DiffusionMap(_Spectral):
             if opts["n_neighbors"] > n:
                 raise ValueError(f"`n_neighbors` ({opts['n_neighbors']}) must be at most the "
                                  f"number of points N = {n}")
-            sigma = self._floor_sigma(xp, _knn_sigma(xp, xc, xc, opts["n_neighbors"]), xc)
+            if opts["truncate"] is not None:   # the clusters make the k-NN search local
+                clusters = _cluster(xp, xc)
+                sigma = xp.take(_knn_sigma_clustered(xp, clusters, opts["n_neighbors"]),
+                                clusters.inverse)
+            else:
+                sigma = _knn_sigma(xp, xc, xc, opts["n_neighbors"])
+            sigma = self._floor_sigma(xp, sigma, xc)
             self.sigma_floor_ = _v.host_float(xp.min(sigma))
             inv_bw = 1.0 / sigma
             beta = 1.0
@@ -1220,7 +1294,8 @@ class DiffusionMap(_Spectral):
         self.X_ = self._like = xc
         self.truncation_ = None
         if opts["truncate"] is not None:
-            kern = _BlockKernel(xp, xc, beta, inv_bw, self.backend, opts["truncate"], work)
+            kern = _BlockKernel(xp, xc, beta, inv_bw, self.backend, opts["truncate"], work,
+                                clusters=clusters)
             self.truncation_ = kern.report
             self.kernel_storage_ = "blocksparse"
             return self._fit_spectrum(xp, kern, aa.device(xc), xc.dtype, x.shape[1], kde,

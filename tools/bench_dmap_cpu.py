@@ -108,14 +108,14 @@ def truncated_rows(n: int, truncates) -> None:
     from arraygen.dmap import DiffusionMap
 
     x = roll(n)
-    opts = dict(n_components=K, epsilon="knn", rng=0, dense_kernel_mb=0)
+    opts = {"n_components": K, "epsilon": "knn", "rng": 0, "dense_kernel_mb": 0}
     DiffusionMap(**opts, truncate=truncates[0]).fit(roll(2000))        # compile the kernels
     t_exact, exact = best(lambda: DiffusionMap(**opts).fit(x), 1)
     lam = np.asarray(exact.eigenvalues_)
     print(f"knn exact (tiled)             N={n:6d}  {t_exact:8.3f} s  "
           f"calls={exact.n_kernel_calls_:3d}")
     for trunc in truncates:
-        t, dm = best(lambda: DiffusionMap(**opts, truncate=trunc).fit(x), 1)
+        t, dm = best(lambda trunc=trunc: DiffusionMap(**opts, truncate=trunc).fit(x), 1)
         rep = dm.truncation_
         err = np.max(np.abs(np.asarray(dm.eigenvalues_) - lam))
         print(f"knn truncate={trunc:<4g}            N={n:6d}  {t:8.3f} s  "

@@ -14,8 +14,15 @@ N x N), the Lanczos basis is O(N * ncv). Rows:
   ``torch.linalg.eigvalsh`` of the same operator; the peer is the dense float32 kernel matrix +
   ``torch.linalg.eigh`` (what a user with enough memory writes), timed in the same run.
 
+* ``dmap_fit_knn`` (issue 18, target N = 1e6 in < 2 s): the self-tuning ``"knn"`` bandwidth
+  (7 neighbours), exact (``exact_knn``: dense k-NN search + tiled kernel) and block-sparse
+  (``truncate=3``/``4``: the k-NN search over candidate clusters and the kernel over the kept
+  cluster pairs). Extra keys: ``fraction`` of point pairs computed, ``mass_bound``, and in
+  ``rel_err`` the largest |lambda - lambda_exact| against the exact fit of the same run; also
+  ``cluster_s``, the time of the clustering alone (kd order + bounds).
+
 Run with ``bash tools/gpu_run.sh --only dmap`` (``--quick``: 10k and 1M with the default
-solver only).
+solver only; the knn rows run in both).
 """
 
 from __future__ import annotations
@@ -133,10 +140,45 @@ def _large(rows, quick):
         torch.cuda.empty_cache()
 
 
+def _knn(rows, quick):
+    """Exact against block-sparse ``"knn"`` fits at N = 1e6 (and 2e5 in the full run)."""
+    import torch
+
+    from arraygen.blocksparse import cluster_points
+
+    _fit(_roll(20_000), epsilon="knn", truncate=3.0)            # warm-up: compilation
+    for n in ([1_000_000] if quick else [200_000, 1_000_000]):
+        x = _roll(n)
+        sync()
+        start = time.perf_counter()
+        cluster_points(x - x.mean(0))
+        sync()
+        cluster_s = time.perf_counter() - start
+        ref, exact_s, peak = _fit(x, epsilon="knn")
+        lam = ref.eigenvalues_.double().cpu().numpy()
+        r = _row(n, "torch:exact_knn", ref, exact_s, peak)
+        r["op"] = "dmap_fit_knn"
+        rows.append(r)
+        for trunc in (3.0, 4.0):
+            dm, seconds, peak = _fit(x, epsilon="knn", truncate=trunc)
+            err = float(np.max(np.abs(dm.eigenvalues_.double().cpu().numpy() - lam)))
+            # vs_peer = exact seconds / truncated seconds (same rate units on both sides)
+            same_work = dm.n_kernel_calls_ * float(n) ** 2 / exact_s / 1e9
+            r = _row(n, f"torch:truncate={trunc:g}", dm, seconds, peak, err, "exact_knn",
+                     same_work)
+            r.update(op="dmap_fit_knn", fraction=dm.truncation_.fraction,
+                     mass_bound=dm.truncation_.mass_bound, cluster_s=cluster_s,
+                     exact_seconds=exact_s)
+            rows.append(r)
+        del x
+        torch.cuda.empty_cache()
+
+
 def run(quick: bool = False) -> list[dict]:
     rows: list[dict] = []
     _small(rows, quick)
     _large(rows, quick)
+    _knn(rows, quick)
     return rows
 
 
