@@ -52,6 +52,8 @@ VARIANTS = [
     ("triton w8", "triton", {"num_warps": 8}),
     ("triton w2", "triton", {"num_warps": 2}),
     ("triton tf32x3 ow32", "triton", {"precision": "tf32x3", "out_w": 32}),
+    ("triton wide48", "triton", {"out_w": 32, "wide": True}),
+    ("triton tf32x3 wide48", "triton", {"precision": "tf32x3", "out_w": 32, "wide": True}),
     ("numba_cuda", "numba_cuda", {}),
     ("numba 2pass(old)", "numba_cuda", {"fused": False}),
     ("numba tile16", "numba_cuda", {"tile_h": 16}),
@@ -185,7 +187,7 @@ def _peer_main(name: str, size: str) -> None:
     shape = tuple(int(v) for v in size.split("x"))
     try:
         res = {"npp": _peer_npp, "cvcuda": _peer_cvcuda}[name](shape)
-    except Exception as exc:  # any failure is a row saying why
+    except Exception as exc:  # noqa: BLE001 (any failure is a row saying why)
         print(json.dumps({"why": f"{type(exc).__name__}: {str(exc)[:100]}"}))
         return
     x0 = res["x"].reshape((-1,) + shape[-2:])[0].double().cpu().numpy()
@@ -229,7 +231,7 @@ def _bench_shape(shape, quick, rows):
             try:
                 err = _rel_err(fn(), want)
                 ms = bench_ms(fn, rep_ms=rep)
-            except Exception as exc:  # a variant that fails is reported, the table goes on
+            except Exception as exc:  # noqa: BLE001 (a failing variant is reported)
                 print(f"gaussian_filter {label} {size}: {type(exc).__name__}: {exc}")
                 continue
             rows.append(row("gaussian_filter", label, size, ms, "GB/s", gbs(ms), ceiling,

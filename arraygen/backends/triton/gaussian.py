@@ -82,9 +82,9 @@ def _pass_last_kernel(x_ptr, y_ptr, w_ptr, src_ptr, n, r, BLOCK: tl.constexpr):
     tl.store(y_ptr + o * n + i, acc, mask=m)
 
 
-@triton.jit(do_not_specialize=["h", "w", "tiles_x", "tiles_y", "ry", "rx"])
+@triton.jit(do_not_specialize=["h", "w", "tiles_x", "tiles_y", "ry", "rx", "ows"])
 def _fused2d_kernel(x_ptr, y_ptr, wy_ptr, wx_ptr, srow_ptr, scol_ptr, h, w, tiles_x, tiles_y,
-                    ry, rx, cval_ptr, OH: tl.constexpr, WH: tl.constexpr, OW: tl.constexpr,
+                    ry, rx, ows, cval_ptr, OH: tl.constexpr, WH: tl.constexpr, OW: tl.constexpr,
                     WW: tl.constexpr, STEPS: tl.constexpr, PREC: tl.constexpr,
                     USE_DOT: tl.constexpr):
     """Y = Tv @ X @ Th per OH x OW tile; srow/scol: padded source tables (-1: cval)."""
@@ -102,9 +102,10 @@ def _fused2d_kernel(x_ptr, y_ptr, wy_ptr, wx_ptr, srow_ptr, scol_ptr, h, w, tile
     dv = ah[None, :] - oh[:, None]
     tv = tl.load(wy_ptr + dv, mask=(dv >= 0) & (dv <= 2 * ry), other=0.0)  # [OH, WH]
     dh = aw[:, None] - ow[None, :]
-    th = tl.load(wx_ptr + dh, mask=(dh >= 0) & (dh <= 2 * rx), other=0.0)  # [WW, OW]
-    sc = tl.load(scol_ptr + bx * OW + aw)
-    cols = bx * OW + ow
+    th = tl.load(wx_ptr + dh, mask=(dh >= 0) & (dh <= 2 * rx) & (ow[None, :] < ows),
+                 other=0.0)  # [WW, OW]; tiles advance by ows <= OW columns
+    sc = tl.load(scol_ptr + bx * ows + aw)
+    cols = bx * ows + ow
     for step in range(STEPS):
         by = by0 + step
         sr = tl.load(srow_ptr + by * OH + ah)
@@ -119,7 +120,7 @@ def _fused2d_kernel(x_ptr, y_ptr, wy_ptr, wx_ptr, srow_ptr, scol_ptr, h, w, tile
             v = tl.sum(tv[:, :, None] * xw[None, :, :], axis=1)
             yt = tl.sum(v[:, :, None] * th[None, :, :], axis=1)
         rows = by * OH + oh
-        m = (rows[:, None] < h) & (cols[None, :] < w)
+        m = (rows[:, None] < h) & ((cols[None, :] < w) & (ow[None, :] < ows))
         tl.store(y_ptr + base + rows[:, None].to(tl.int64) * w + cols[None, :], yt, mask=m)
 
 
@@ -137,6 +138,7 @@ class Tuning:
     out_w: int = 16  #: output columns per tile (the window is the next power of 2 >= out + 2r)
     num_warps: int = 4
     dot_float64: bool = False  #: float64 products through tl.dot (else broadcast sums)
+    wide: bool = False  #: a tile makes every output its window allows (window - 2 r columns)
 
 
 TUNING = Tunable("triton.gaussian", Tuning())
@@ -164,20 +166,22 @@ def _fused(a, wy, wx, mode, cval, tuning):
     ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
     oh, wh = _window(16 if ry <= 8 else 32, ry)
     ow, ww = _window(tuning.out_w if rx <= 8 else max(tuning.out_w, 32), rx)
-    tiles_y, tiles_x = -(-h // oh), -(-w // ow)
+    ows = ww - 2 * rx if tuning.wide else ow  # output columns per tile
+    ow = triton.next_power_of_2(ows) if tuning.wide else ow
+    tiles_y, tiles_x = -(-h // oh), -(-w // ows)
     steps = max(1, min(tuning.steps, tiles_y))
     groups = -(-tiles_y // steps)
     planes = a.numel() // (h * w)
     np_dtype = np.float32 if a.dtype == torch.float32 else np.float64
     srow = _padded_sources(h, ry, mode, groups * steps * oh + wh)
-    scol = _padded_sources(w, rx, mode, tiles_x * ow + ww)
+    scol = _padded_sources(w, rx, mode, tiles_x * ows + ww)
     dev = a.device
     prec = tuning.precision if a.dtype == torch.float32 else "ieee"
     out = torch.empty_like(a)
     _fused2d_kernel[(planes * tiles_x * groups,)](
         a, out, _device_table(np.array(wy, dtype=np_dtype), dev),
         _device_table(np.array(wx, dtype=np_dtype), dev), _device_table(srow, dev),
-        _device_table(scol, dev), h, w, tiles_x, tiles_y, ry, rx,
+        _device_table(scol, dev), h, w, tiles_x, tiles_y, ry, rx, ows,
         _device_table(np.array([cval], dtype=np_dtype), dev),
         OH=oh, WH=wh, OW=ow, WW=ww, STEPS=steps, PREC=prec,
         USE_DOT=a.dtype == torch.float32 or tuning.dot_float64, num_warps=tuning.num_warps)
