@@ -469,5 +469,7 @@ def test_cupy_launcher_on_host(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "tests" / "tiled_cupy_host.py"),
                           str(tmp_path)], check=False, capture_output=True, text=True,
                          timeout=900)
+    if res.returncode != 0 and "barrier" in res.stderr and "No such file" in res.stderr:
+        pytest.skip("the C++ compiler has no <barrier>")
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert "worst error / rtol" in res.stdout
