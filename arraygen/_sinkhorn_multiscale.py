@@ -7,14 +7,17 @@ concentrated within a few kernel widths :math:`\sqrt\varepsilon` of the transpor
 module skips, with a bound, the cluster pairs that cannot matter (GeomLoss's
 ``backend="multiscale"``, Schmitzer 2016, is the model; the code is arraygen's own):
 
-1. **Clusters.** Both clouds are reordered once into spatial clusters of ``block`` points
-   (:func:`arraygen.blocksparse.cluster_points`, a kd-tree order); all the state of the fine
-   level lives in that sorted order and is permuted back at the end.
-2. **Coarse level.** The clusters' weighted centroids with summed weights form a small
-   problem (K = N / block points), solved with the exact solver and epsilon-scaling
-   (``scaling``, default 0.5) down to :math:`\varepsilon_c = \max(\varepsilon,
-   c_{jump}\, \bar r^2)`, :math:`\bar r` the median cluster radius (below that scale the
-   centroids cannot describe the plan).
+1. **Clusters.** Both clouds are reordered once into a nested kd-tree order (the order of
+   :func:`arraygen.blocksparse.cluster_points`, split again inside each cluster) in which runs
+   of :data:`FINE_BLOCK` points (the pair lists' clusters) and runs of a smaller power of two
+   (the coarse clusters, about :data:`COARSE_POINTS` of them per cloud) are both spatial
+   clusters. All the state of the fine level lives in that sorted order and is permuted back
+   at the end.
+2. **Coarse level.** The coarse clusters' weighted centroids with summed weights form a
+   small problem, solved with the exact solver and epsilon-scaling (``scaling``, default 0.5)
+   down to :math:`\varepsilon_c = \max(\varepsilon, c_{jump}\, \bar r^2)`, :math:`\bar r`
+   the median coarse-cluster radius (below that scale the centroids cannot describe the
+   plan). At most half of ``max_iter`` goes to this level (the annealing is shortened to fit).
 3. **Extrapolation.** ``f`` on the fine points is one softmin against the coarse dual:
    :math:`f_i = -\varepsilon_c \log\sum_B \exp(\log b_B + g_B/\varepsilon_c -
    \lVert x_i - y_B\rVert^2/\varepsilon_c)` (an N x K pass).
@@ -39,7 +42,8 @@ rigorous bound on every row's skipped / kept kernel mass for the potentials it w
 from; it is recorded, not used to stop: the exact check decides.
 
 What was truncated is recorded in ``SinkhornResult.info`` (a dict, :data:`INFO_KEYS`):
-``method``, ``block`` (points per cluster of x and y), ``clusters`` (Kx, Ky),
+``method``, ``block`` (points per pair-list cluster of x and y), ``clusters`` (Kx, Ky),
+``coarse_block``, ``coarse_clusters`` (the coarse level's sizes and centroid counts),
 ``coarse_iter``, ``coarse_epsilon``, ``coarse_marginal_error``, ``levels`` (one dict per pair
 list pair: ``epsilon``, ``truncate``, ``fraction_rows`` / ``fraction_cols`` (point pairs
 computed / (N M) by the ``f`` and ``g`` updates), ``mass_bound_rows`` / ``mass_bound_cols``
@@ -61,9 +65,12 @@ import logging
 import math
 import warnings
 
+import numpy as np
+
 from . import _array_api as aa
 from . import _dask, tiled
-from .blocksparse import _build_clusters, _pairs
+from ._kernels.blocksparse import DEFAULT_BLOCK_GPU, cluster_count
+from .blocksparse import Clusters, _kd_order, _pad_rows, _pairs
 from .sinkhorn import (_METHODS, DEFAULT_TOL, ConvergenceWarning, SinkhornResult, _cast,
                        _dtype_name, _kernel_for, _Problem, _Relaxation, _Run, _solve)
 
@@ -78,10 +85,17 @@ AUTO_MAX_D = 3
 AUTO_MIN_PAIRS = 1 << 26
 AUTO_MIN_RATIO = 100.0
 
-#: Points per cluster (both clouds) when N or M is large; small clouds use fewer (about
-#: sqrt(N), at least MIN_BLOCK) so that the coarse level stays coarse.
-DEFAULT_BLOCK = 32
-MIN_BLOCK = 4
+#: Points per cluster of the pair lists (truncated kernels): host arrays, CUDA arrays; small
+#: clouds use fewer (a power of two), keeping at least MIN_FINE_CLUSTERS clusters.
+FINE_BLOCK = 64
+FINE_BLOCK_GPU = DEFAULT_BLOCK_GPU
+MIN_FINE_CLUSTERS = 64
+
+#: The coarse level has about COARSE_POINTS centroids per cloud: clusters of a power-of-two
+#: size, at least MIN_COARSE_BLOCK points. The kd order is nested, so the clusters of both
+#: sizes are spatial clusters of one order.
+COARSE_POINTS = 3000
+MIN_COARSE_BLOCK = 4
 
 #: Coarse-to-fine jump: the coarse level anneals down to JUMP_FACTOR * (median radius)^2.
 JUMP_FACTOR = 1.0
@@ -96,8 +110,8 @@ TRUNCATE_STEP = 0.75
 MAX_EXACT_CHECKS = 4
 
 #: Keys of ``SinkhornResult.info`` for ``method="multiscale"``.
-INFO_KEYS = ("method", "block", "clusters", "coarse_iter", "coarse_epsilon",
-             "coarse_marginal_error", "levels", "fraction", "exact_passes")
+INFO_KEYS = ("method", "block", "clusters", "coarse_block", "coarse_clusters", "coarse_iter",
+             "coarse_epsilon", "coarse_marginal_error", "levels", "fraction", "exact_passes")
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,9 +142,59 @@ def default_truncate(tol: float) -> float:
     return max(MIN_TRUNCATE, math.sqrt(math.log(TRUNCATE_MASS / tol)))
 
 
-def default_block(n: int) -> int:
-    """Points per cluster for a cloud of ``n`` points."""
-    return max(MIN_BLOCK, min(DEFAULT_BLOCK, int(math.isqrt(max(n, 1)) // 2)))
+def _pow2_floor(v: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(max(1.0, v)))))
+
+
+def default_blocks(n: int, x) -> tuple[int, int]:
+    """``(coarse, fine)`` points per cluster for a cloud of ``n`` points like ``x``."""
+    coarse = max(MIN_COARSE_BLOCK, _pow2_floor(n / COARSE_POINTS))
+    fine = FINE_BLOCK_GPU if aa.device_kind(x)[0] == "cuda" else FINE_BLOCK
+    return coarse, min(fine, max(coarse, _pow2_floor(n / MIN_FINE_CLUSTERS)))
+
+
+def _nested_order(xh, outer: int, inner: int):
+    """kd-tree order whose runs of ``outer`` and of ``inner`` points are both clusters
+    (``inner`` divides ``outer``): each ``outer`` run is split again down to ``inner``."""
+    perm = _kd_order(xh, outer)
+    if inner < outer:
+        for s in range(0, perm.shape[0], outer):
+            idx = perm[s:s + outer]
+            perm[s:s + outer] = idx[_kd_order(xh[idx], inner)]
+    return perm
+
+
+def _clusters_of_order(xp, perm, inverse, points, block: int) -> Clusters:
+    """:class:`arraygen.blocksparse.Clusters` of the runs of ``block`` sorted points."""
+    n, d = points.shape
+    dev = aa.device(points)
+    k = cluster_count(n, block)
+    count_h = np.full(k, float(block))
+    count_h[-1] = n - (k - 1) * block
+    count = xp.asarray(count_h, dtype=xp.float64, device=dev)
+    grid = xp.reshape(_pad_rows(xp, xp.astype(points, xp.float64), k * block, 0.0),
+                      (k, block, d))
+    centers = xp.sum(grid, axis=1) / count[:, None]
+    valid = xp.reshape(xp.arange(k * block, device=dev) < n, (k, block))
+    diff = grid - centers[:, None, :]
+    sq = xp.where(valid, xp.sum(diff * diff, axis=2), xp.zeros((), dtype=xp.float64, device=dev))
+    radii = xp.sqrt(xp.max(sq, axis=1)) * (1.0 + 1e-12)
+    return Clusters(perm=perm, inverse=inverse, points=points, block=int(block),
+                    centers=centers, radii=radii, count=count, n=int(n), d=int(d), K=int(k))
+
+
+def _cluster_levels(xp, x, coarse: int, fine: int) -> tuple[Clusters, Clusters]:
+    """The coarse and the fine clusters of ``x`` (N, d), in one nested kd order."""
+    n = x.shape[0]
+    xh = np.asarray(aa.to_numpy(x), dtype=np.float64)
+    perm_h = _nested_order(xh, max(coarse, fine), min(coarse, fine))
+    inverse_h = np.empty_like(perm_h)
+    inverse_h[perm_h] = np.arange(n, dtype=np.int64)
+    dev = aa.device(x)
+    perm, inverse = xp.asarray(perm_h, device=dev), xp.asarray(inverse_h, device=dev)
+    points = xp.take(x, perm, axis=0)
+    return (_clusters_of_order(xp, perm, inverse, points, coarse),
+            _clusters_of_order(xp, perm, inverse, points, fine))
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,8 +447,6 @@ def _coarse_cloud(xp, c, log_w):
 
 
 def _median_radius(xp, cx, cy) -> float:
-    import numpy as np
-
     radii = np.concatenate([aa.to_numpy(cx.radii), aa.to_numpy(cy.radii)])
     return float(np.median(radii))
 
@@ -406,9 +468,11 @@ def solve(prob: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
         tol = DEFAULT_TOL.get(_dtype_name(dt), 1e-4)
     truncate = default_truncate(tol) if truncate is None else float(truncate)
     n, m = prob.x.shape[0], prob.y.shape[0]
-    bx = default_block(n) if block is None else block
-    by = default_block(m) if block is None else block
-    cx, cy = _build_clusters(xp, prob.x, bx), _build_clusters(xp, prob.y, by)
+    (bcx, bx), (bcy, by) = default_blocks(n, prob.x), default_blocks(m, prob.y)
+    if block is not None:
+        bx = by = block
+    ccx, cx = _cluster_levels(xp, prob.x, bcx, bx)
+    ccy, cy = _cluster_levels(xp, prob.y, bcy, by)
     log_a = xp.take(prob.log_a, cx.perm, axis=0)
     log_b = xp.take(prob.log_b, cy.perm, axis=0)
     kernel = _BlockKernel(xp, cx, cy, log_a, log_b, prob.backend)
@@ -425,14 +489,15 @@ def solve(prob: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
                    callback, bar, unsort)
     s = 0.5 if scaling is None else scaling
     info = {"method": "multiscale", "block": (bx, by), "clusters": (cx.K, cy.K),
+            "coarse_block": (bcx, bcy), "coarse_clusters": (ccx.K, ccy.K),
             "coarse_iter": 0, "coarse_epsilon": None, "coarse_marginal_error": None}
 
     if f0 is not None:
         f = xp.take(xp.astype(f0, dt), cx.perm, axis=0)
         eps_c = epsilon
     elif max_iter >= 2:
-        eps_c = max(epsilon, JUMP_FACTOR * _median_radius(xp, cx, cy) ** 2)
-        f, coarse = _coarse_start(prob, cx, cy, log_a, log_b, eps_c, tol, max_iter // 2, s,
+        eps_c = max(epsilon, JUMP_FACTOR * _median_radius(xp, ccx, ccy) ** 2)
+        f, coarse = _coarse_start(prob, ccx, ccy, log_a, log_b, eps_c, tol, max_iter // 2, s,
                                   relaxation, check_every)
         run.epsilons = list(coarse.epsilons)
         info.update(coarse_iter=coarse.n_iter, coarse_epsilon=eps_c,
