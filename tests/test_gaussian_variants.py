@@ -56,7 +56,10 @@ def test_gpu_variants_match_scipy(kernel_backend, mode, rng):
     for shape, sigma in _cases(kb, mode):
         x64 = rng.standard_normal(shape)
         want = ndi.gaussian_filter(x64, (0,) + sigma, mode=mode, cval=-0.6)
-        for variant in VARIANTS[kb.name]:
+        variants = VARIANTS[kb.name]
+        if kb.simulated and shape[1] > 16:  # the tall case: several row tiles, default only
+            variants = variants[:1]
+        for variant in variants:
             with tuning.override(**variant):
                 for dtype in ("float32", "float64"):
                     x = kb.xp.asarray(x64.astype(dtype))
