@@ -57,7 +57,7 @@ class Tuning:
     softmax_cosines: bool = False
     softmax_poly_share: float = 0.0
     poly_degree: int = 5  #: degree of the polynomial exp2: 3, 4 or 5
-    fast_rows: int = 4  #: rows per thread of the fast kernels (4 or 8)
+    fast_rows: int = 4  #: rows per thread of the fast kernels (4 or 8; 4 when d > 8)
 
 
 TUNING = Tunable("cupy.tiled", Tuning())
@@ -94,9 +94,9 @@ def _launch(name: str, grid, args) -> None:
     _function(name)(grid, (_THREADS,), args)
 
 
-def _fast(cosines: bool, share: float, tuning, dtype) -> tuple[str, int]:
+def _fast(cosines: bool, share: float, tuning, dtype, d: int) -> tuple[str, int]:
     """Template arguments ``COS, NPOLY, DEG, ROWS`` of the fast kernels (``"false, 0, 5, 4"``:
-    none of the fast features) and the rows per thread."""
+    none of the fast features) and the rows per thread (4 above d = 8: registers)."""
     npoly = poly_columns(share) if dtype == cp.float32 else 0
     degree, rows = tuning.poly_degree, tuning.fast_rows
     if degree not in POLY_EXP2_COEFFS:
@@ -104,6 +104,7 @@ def _fast(cosines: bool, share: float, tuning, dtype) -> tuple[str, int]:
                          f"got {degree!r}")
     if rows not in (4, 8):
         raise ValueError(f"`fast_rows` must be 4 or 8; got {rows!r}")
+    rows = rows if d <= 8 else 4
     return f"{'true' if cosines else 'false'}, {npoly}, {degree if npoly else 5}, {rows}", rows
 
 
@@ -135,7 +136,7 @@ def kernel_matvec(x, y, u, a, b, *, beta):
         if d <= DIRECT_MAX_D:
             s = dtype(math.sqrt(beta * _LOG2E))
             tuning = TUNING.current()
-            fast, rows = _fast(tuning.matvec_cosines, tuning.matvec_poly_share, tuning, dtype)
+            fast, rows = _fast(tuning.matvec_cosines, tuning.matvec_poly_share, tuning, dtype, d)
             plain = bw or fast == f"false, 0, 5, {_ROWS}"
             if plain:
                 name = f"tiled_matvec_direct<{ct}, {d}, {pc}, {bw_s}>"
@@ -182,7 +183,8 @@ def _softmax(x, y, v, w, beta):
         tuning = TUNING.current()
         lazy = tuning.lazy_rescale
         if lazy:
-            fast, rows = _fast(tuning.softmax_cosines, tuning.softmax_poly_share, tuning, dtype)
+            fast, rows = _fast(tuning.softmax_cosines, tuning.softmax_poly_share, tuning, dtype,
+                               d)
             name = f"tiled_softmax_lazy<{ct}, {d}, {pc}, {fast}>"
             ctr = _centre(yc)
         else:
