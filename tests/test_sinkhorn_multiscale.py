@@ -190,11 +190,11 @@ def test_dask_input_refuses_multiscale(rng):
 
 
 def test_namespaces(xp, rng):
-    x, y, a, b = _problem(rng, 300, 250)
+    x, y, a, b = _problem(rng, 200, 150)
     res = sinkhorn(xp.asarray(x), xp.asarray(y), xp.asarray(a), xp.asarray(b), epsilon=0.005,
-                   tol=1e-4, method="multiscale")
+                   tol=1e-4, method="multiscale", relaxation="auto")
     ex = sinkhorn(x, y, a, b, epsilon=0.005, tol=1e-9, max_iter=20000, relaxation="auto")
-    assert res.converged and res.f.shape == (300,)
+    assert res.converged and res.f.shape == (200,)
     f, g = xp.to_numpy(res.f), xp.to_numpy(res.g)
     plan, err, cost = _dense(x, y, a, b, f, g, 0.005)
     assert res.marginal_error == pytest.approx(err, rel=1e-6) and err <= 1e-4
@@ -206,10 +206,11 @@ def test_namespaces(xp, rng):
 def test_batched_problems(rng):
     x = np.stack([_problem(rng, 250, 200)[0] for _ in range(2)])
     y = np.stack([_problem(rng, 250, 200)[1] for _ in range(2)])
-    res = sinkhorn(x, y, epsilon=0.005, tol=1e-4, method="multiscale")
+    res = sinkhorn(x, y, epsilon=0.005, tol=1e-4, method="multiscale", relaxation="auto")
     assert isinstance(res, BatchedSinkhornResult) and res.converged
     for k in range(2):
-        one = sinkhorn(x[k], y[k], epsilon=0.005, tol=1e-4, method="multiscale")
+        one = sinkhorn(x[k], y[k], epsilon=0.005, tol=1e-4, method="multiscale",
+                       relaxation="auto")
         np.testing.assert_allclose(res.f[k], one.f)
         assert res[k].info["method"] == "multiscale"
         _, err, _ = _dense(x[k], y[k], np.full(250, 1 / 250), np.full(200, 1 / 200),
@@ -229,7 +230,8 @@ def test_zero_weights(rng):
     x, y, a, b = _problem(rng, 300, 200)
     a[:40] = 0.0
     a /= a.sum()
-    res = sinkhorn(x, y, a, b, epsilon=0.005, tol=1e-5, method="multiscale")
+    res = sinkhorn(x, y, a, b, epsilon=0.005, tol=1e-5, method="multiscale",
+                   relaxation="auto")
     _, err, _ = _dense(x, y, a, b, res.f, res.g, 0.005)
     assert res.converged and res.marginal_error == pytest.approx(err, rel=1e-8)
     assert np.all(np.isfinite(res.f))
@@ -256,13 +258,13 @@ def test_against_geomloss_multiscale(rng):
     torch = pytest.importorskip("torch")
     pytest.importorskip("pykeops")
     geomloss = pytest.importorskip("geomloss")
-    n, eps = 1500, 0.004
+    n, eps = 1000, 0.004
     x = rng.random((n, 3)).astype(np.float32)
     y = (0.5 * (x + rng.random((n, 3)) ** 2)).astype(np.float32)
     a = np.full(n, 1.0 / n)
     # GeomLoss: cost |x - y|^2 / 2 and eps_GL = blur^2, so blur = sqrt(eps / 2); its
     # potentials are in cost / 2 units: f = 2 f_GL
-    loss = geomloss.SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps / 2), scaling=0.95,
+    loss = geomloss.SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps / 2), scaling=0.9,
                                 debias=False, potentials=True, backend="multiscale",
                                 truncate=5)
     try:
@@ -277,7 +279,7 @@ def test_against_geomloss_multiscale(rng):
                    method="multiscale", relaxation="auto")
     assert res.converged
     # weak duality: <a,f> + <b,g> - eps (sum P - 1) <= OT_eps for any (f, g), with a gap
-    # that closes with GeomLoss's marginal error (about 5e-2 here: its schedule is fixed)
+    # that closes with GeomLoss's marginal error (about 1e-1 here: its schedule is fixed)
     plan_gl, _, _ = _dense(x, y, a, a, f_gl, g_gl, eps)
     dual_gl = a @ f_gl + a @ g_gl - eps * (plan_gl.sum() - 1.0)
     assert dual_gl <= res.dual_value + 1e-5 * abs(res.dual_value)
