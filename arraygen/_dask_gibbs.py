@@ -257,6 +257,28 @@ def _haloed(arr, depth, halo, periodic, token: str):
     return name, dsk
 
 
+def _lattice_array(a: np.ndarray, chunks):
+    """The model's NumPy array ``a`` as a dask array of ``chunks``: scattered to the cluster
+    once when a distributed client is running (not embedded in the graph), else wrapped."""
+    import dask
+    import dask.array as da
+
+    a = np.ascontiguousarray(a)
+    client = None
+    if a.nbytes >= 1 << 20:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
+    if client is None:  # name=False: no hash of the whole array per call
+        return da.from_array(a, chunks=chunks, name=False)
+    whole = da.from_delayed(dask.delayed(client.scatter(a)), shape=a.shape, dtype=a.dtype,
+                            meta=a[(slice(0, 0),) * a.ndim])
+    return whole.rechunk(chunks)
+
+
 def gibbs_sweeps(model, spins, *, n_sweeps=1, beta=1.0, rng=None, uniforms=None,
                  sweeps_per_exchange=None, backend=None):
     """Dask path of :func:`arraygen.gibbs.gibbs_sweeps` (see the module docstring)."""
@@ -309,16 +331,13 @@ def gibbs_sweeps(model, spins, *, n_sweeps=1, beta=1.0, rng=None, uniforms=None,
     periodic = model.periodic
 
     # couplings and bias: chunked like the lattice, haloed once
-    # name=False: no hash of the whole couplings per call (a fresh name instead)
-    j = da.from_array(np.ascontiguousarray(gibbs.aa.to_numpy(model._couplings_eff)),
-                      chunks=(-1, -1, chunks[0], chunks[1]), name=False)
+    j = _lattice_array(gibbs.aa.to_numpy(model._couplings_eff),
+                       (-1, -1, chunks[0], chunks[1]))
     hb = gibbs.aa.to_numpy(model.bias)
     if hb.ndim == 3:
-        h = da.from_array(np.ascontiguousarray(hb)[None], chunks=(1, -1, chunks[0], chunks[1]),
-                          name=False)
+        h = _lattice_array(hb[None], (1, -1, chunks[0], chunks[1]))
     else:
-        h = da.from_array(np.ascontiguousarray(hb).reshape((B,) + shape),
-                          chunks=(s.chunks[0], -1, chunks[0], chunks[1]), name=False)
+        h = _lattice_array(hb.reshape((B,) + shape), (s.chunks[0], -1, chunks[0], chunks[1]))
     jname, jdsk = _haloed(j, depth, halo, periodic, "couplings")
     hname, hdsk = _haloed(h, depth, halo, periodic, "bias")
     layers = {jname: jdsk, hname: hdsk}

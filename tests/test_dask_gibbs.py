@@ -5,6 +5,8 @@ reproduce bitwise (0 differing spins) for every chunking, S and boundary. The wi
 the launchers is checked at beta = 0, where each spin is the sign of its own uniform.
 """
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,15 @@ def test_numba_cpu_window_origin_both_kernels(class_major, x0):
                         gen=Key(11), uniforms=None, backend="numba_cpu", origin=origin)
     inner = (slice(None), slice(None), slice(halo, h - halo), slice(halo, w - halo))
     np.testing.assert_array_equal(out[inner], whole[:, :, y0:y0 + h, x0:x0 + w][inner])
+
+
+def test_large_model_is_scattered_once(dask_client):
+    # couplings of 1 MiB and more go to the cluster by scatter, not inside the graph
+    model = _model("nn", "open", shape=(1, 256, 512))
+    s = _spins((1, 1, 256, 512))
+    ref = G.gibbs_sweeps(model, s, n_sweeps=2, beta=0.5, rng=6)
+    out = G.gibbs_sweeps(model, da.from_array(s, chunks=(1, 1, 128, 256)), n_sweeps=2,
+                         beta=0.5, rng=6)
+    # the graph holds the spins (128 KiB) and references, not the 1.5 MiB of couplings and bias
+    assert len(pickle.dumps(dict(out.__dask_graph__()))) < 1 << 20
+    np.testing.assert_array_equal(out.compute(), ref)
