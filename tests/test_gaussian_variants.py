@@ -25,7 +25,7 @@ VARIANTS = {
              {"fused": "strip", "strip_threads": 64, "strip_rows": 40}],
     "triton": [{}, {"fused": False}, {"steps": 1},
                {"out_w": 32, "steps": 3, "dot_float64": True}, {"out_w": 32, "wide": True}],
-    "numba_cuda": [{}, {"fused": False}],
+    "numba_cuda": [{}, {"fused": False}, {"vertical_rows": 4}],
 }
 
 

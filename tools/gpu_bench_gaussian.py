@@ -58,6 +58,8 @@ VARIANTS = [
     ("numba 2pass(old)", "numba_cuda", {"fused": False}),
     ("numba tile16", "numba_cuda", {"tile_h": 16}),
     ("numba tile128w", "numba_cuda", {"tile_w": 128, "tile_h": 16}),
+    ("numba vrows4", "numba_cuda", {"vertical_rows": 4}),
+    ("numba vrows8", "numba_cuda", {"vertical_rows": 8}),
 ]
 
 

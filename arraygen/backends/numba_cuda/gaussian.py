@@ -83,6 +83,7 @@ class Tuning:
     tile_w: int = 64  #: output columns per fused tile (the simulator uses 8)
     tile_h: int = 32  #: most output rows per fused tile (halved until the tiles fit)
     fused_threads: int = 256  #: threads per fused block, 32 x (threads / 32) (simulator: 32)
+    vertical_rows: int = 1  #: rows per work item of the vertical pass (4: register blocking)
 
 
 TUNING = Tunable("numba_cuda.gaussian", Tuning())
@@ -101,11 +102,15 @@ def _fused_shape(itemsize: int, ry: int, rx: int, tuning: Tuning) -> tuple[int, 
 
 
 @functools.cache
-def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
-    """The fused kernel for one radius pair and tile shape (constants of the compiled code)."""
+def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int, vb: int = 1):
+    """The fused kernel for one radius pair and tile shape (constants of the compiled code);
+    ``vb`` > 1: each work item of the vertical pass makes ``vb`` rows from ``vb + 2 ry``
+    shared loads (register blocking) instead of one row from ``2 ry + 1``."""
     nb_dtype = numba.float32 if dtype_name == "float32" else numba.float64
     sh, sw = th + 2 * ry, tw + 2 * rx
     ny, nx = 2 * ry + 1, 2 * rx + 1
+    vb = vb if th % vb == 0 else 1
+    blocked = vb > 1
 
     @jit
     def fused(x, y, wy, wx, srow, scol, h, w, tiles_x, tiles_y, cval):
@@ -135,12 +140,26 @@ def _fused_kernel(dtype_name: str, ry: int, rx: int, th: int, tw: int):
                 gc = scol[x0 + c]
                 s[r, c] = x[base + gr * w + gc] if gr >= 0 and gc >= 0 else cval
         cuda.syncthreads()
-        for q in range(ty, th, ny_t):  # vertical pass
-            for c in range(tx, sw, nx_t):
-                acc = swy[ry] * s[q + ry, c]
-                for k in range(ry):
-                    acc += swy[k] * (s[q + k, c] + s[q + 2 * ry - k, c])
-                m[q, c] = acc
+        if blocked:  # vertical pass, vb rows per work item
+            accs = cuda.local.array(vb, nb_dtype)
+            for qb in range(ty * vb, th, ny_t * vb):
+                for c in range(tx, sw, nx_t):
+                    for o in range(vb):
+                        accs[o] = 0
+                    for j in range(vb + 2 * ry):
+                        val = s[qb + j, c]
+                        for o in range(vb):
+                            if j - o >= 0 and j - o <= 2 * ry:
+                                accs[o] += swy[j - o] * val
+                    for o in range(vb):
+                        m[qb + o, c] = accs[o]
+        else:
+            for q in range(ty, th, ny_t):  # vertical pass
+                for c in range(tx, sw, nx_t):
+                    acc = swy[ry] * s[q + ry, c]
+                    for k in range(ry):
+                        acc += swy[k] * (s[q + k, c] + s[q + 2 * ry - k, c])
+                    m[q, c] = acc
         cuda.syncthreads()
         for q in range(ty, th, ny_t):  # horizontal pass and the write
             if y0 + q < h:
@@ -233,7 +252,7 @@ def _fused(a, wy, wx, mode, cval, dtype, shape2, host, stream, tuning):
     wyd = _table(np.array(wy, dtype=dtype), host, stream)
     wxd = _table(np.array(wx, dtype=dtype), host, stream)
     out = empty_like(a)
-    kern = _fused_kernel(np.dtype(dtype).name, ry, rx, th, tw)
+    kern = _fused_kernel(np.dtype(dtype).name, ry, rx, th, tw, tuning.vertical_rows)
     threads = 32 if is_simulated("numba_cuda") else tuning.fused_threads
     block = (min(32, tw), max(1, threads // min(32, tw)))
     kern[planes * tiles_x * tiles_y, block, stream](
