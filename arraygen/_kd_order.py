@@ -24,18 +24,21 @@ from . import _array_api as aa
 __all__ = ["kd_levels", "kd_order"]
 
 
-def kd_levels(n: int, block: int) -> list[list[int]]:
+def kd_levels(n: int, block: int, within: int | None = None) -> list[list[int]]:
     """Segment starts of every level that splits something (host ints), each ending with ``n``.
 
-    Level 0 is ``[0, n]``; a segment ``[s, e)`` longer than ``block`` splits at
-    ``s + (ceil((e - s) / block) // 2) * block``.
+    Level 0 is ``[0, n]`` (``within``: the runs ``[0, within, 2 within, ..., n]``); a segment
+    ``[s, e)`` longer than ``block`` splits at ``s + (ceil((e - s) / block) // 2) * block``.
 
     Examples
     --------
     >>> kd_levels(10, 2)  # then [0, 2, 4, 6, 8, 10]: clusters of 2
     [[0, 10], [0, 4, 10], [0, 2, 4, 6, 10]]
+    >>> kd_levels(10, 2, within=4)  # runs of 4 split further: nested clusters of 4 and of 2
+    [[0, 4, 8, 10]]
     """
-    bounds = [0, int(n)]
+    step = int(n) if within is None else max(1, int(within))
+    bounds = [*range(0, int(n), step), int(n)] if n > 0 else [0, 0]
     levels = []
     while any(e - s > block for s, e in itertools.pairwise(bounds)):
         levels.append(bounds)
@@ -49,8 +52,16 @@ def kd_levels(n: int, block: int) -> list[list[int]]:
     return levels
 
 
-def kd_order(xp, x, block: int):
+def kd_order(xp, x, block: int, *, within: int | None = None):
     """Permutation ``perm`` (n,) int64 such that ``x[perm]`` is in kd-tree order.
+
+    With ``within`` (a multiple of ``block``), each run of ``within`` consecutive points of
+    ``x`` is ordered on its own: applied to points already in a kd order of ``within``-point
+    clusters, the runs of ``within`` and of ``block`` points are then both clusters (a nested
+    order, e.g. coarse and fine clusters of one cloud)::
+
+        outer = kd_order(xp, x, 128)
+        perm = xp.take(outer, kd_order(xp, xp.take(x, outer, axis=0), 32, within=128))
 
     Parameters
     ----------
@@ -60,6 +71,8 @@ def kd_order(xp, x, block: int):
         Finite points (any real floating dtype), on any device.
     block : int
         Points per cluster (>= 1).
+    within : int, optional
+        Order each run of ``within`` points separately (default: the whole cloud at once).
 
     Returns
     -------
@@ -78,7 +91,7 @@ def kd_order(xp, x, block: int):
     dev = aa.device(x)
     f64 = xp.float64
     perm = xp.arange(n, dtype=xp.int64, device=dev)
-    levels = kd_levels(n, int(block))
+    levels = kd_levels(n, int(block), within)
     if not levels:
         return perm
     pts = xp.astype(x, f64)

@@ -65,3 +65,18 @@ def test_duplicates_and_single_cluster(xp):
     p = xp.to_numpy(kd_order(xp.namespace, xp.asarray(x), 8))
     assert np.array_equal(np.sort(p), np.arange(40))
     assert xp.to_numpy(kd_order(xp.namespace, xp.asarray(x[:5]), 8)).tolist() == list(range(5))
+
+
+def test_nested_order_keeps_outer_clusters(xp, rng):
+    """``within``: each run of the outer order is re-ordered on its own, so the runs of 64 and
+    of 16 points are both kd clusters."""
+    x = rng.random((1000, 3))
+    ns = xp.namespace
+    outer = xp.to_numpy(kd_order(ns, xp.asarray(x), 64))
+    inner = xp.to_numpy(kd_order(ns, xp.asarray(x[outer]), 16, within=64))
+    perm = outer[inner]
+    assert np.array_equal(np.sort(perm), np.arange(1000))
+    for s in range(0, 1000, 64):
+        assert set(perm[s:s + 64]) == set(outer[s:s + 64])
+        _check_kd(x[perm[s:s + 64]], 16)
+    _check_kd(x[perm], 64)
