@@ -129,8 +129,8 @@ def _poison_outside_unit(xp, eps, value):
     """``eps`` with NaN where ``value`` (alpha_bar or t) is outside [0, 1] or NaN: the range is
     enforced on the device, with no host synchronisation, so an unchecked bad value makes its
     sample NaN instead of a plausible wrong result (an elementwise ``where`` over B values)."""
-    nan = xp.asarray(float("nan"), dtype=eps.dtype, device=aa.device(eps))
-    return xp.where(_in_unit(xp, value), eps, nan)
+    # NaN made on the device (a host scalar copied to a CUDA device would synchronise)
+    return xp.where(_in_unit(xp, value), eps, eps * float("nan"))
 
 
 def _in_unit(xp, a):
