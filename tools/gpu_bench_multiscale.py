@@ -213,6 +213,16 @@ def _kernels(ctx: _Ctx) -> list[dict]:
                                               cluster_points(ctx.y, block=block)))
     print(f"[multiscale] cluster_points x2: {t_cluster:.3f} s (block {cx.block}, K {cx.K})",
           flush=True)
+    try:  # the device kd order (arraygen._kd_order) on the same cloud, for comparison
+        from arraygen import _array_api as aa
+        from arraygen._kd_order import kd_order
+
+        _, t_kd = ctx.wall_s(lambda: kd_order(aa.array_namespace(ctx.x), ctx.x, cx.block))
+        _, t_kd = ctx.wall_s(lambda: kd_order(aa.array_namespace(ctx.x), ctx.x, cx.block))
+        print(f"[multiscale] _kd_order.kd_order (device) x1: {t_kd:.3f} s", flush=True)
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        t_kd = None
     xs, ys = _torch(cx.points), _torch(cy.points)
     g = torch.Generator(device=ctx.device).manual_seed(1)
     idx = torch.randperm(ctx.n, device=ctx.device, generator=g)[:256]
@@ -260,7 +270,8 @@ def _kernels(ctx: _Ctx) -> list[dict]:
             r.update(frac_ceiling=computed / exp_rate if exp_rate else None,
                      computed_pairs_per_s=computed, fraction=pairs.fraction,
                      mass_bound=pairs.mass_bound, nnz=pairs.nnz,
-                     block_pairs_ms=lists[t, "ms"], cluster_points_ms=t_cluster * 1e3)
+                     block_pairs_ms=lists[t, "ms"], cluster_points_ms=t_cluster * 1e3,
+                     device_kd_order_ms=None if t_kd is None else t_kd * 1e3)
             rows.append(r)
     if "cupy" in ctx.backends():
         rows += _cupy_sweep(ctx, xs, ys, lists[4.0], idx, ref, pairs_nm, exp_rate)
