@@ -149,9 +149,14 @@ def _k_diffusion_dpmpp_3m_sde(denoise, x, sigmas, eta, noise):
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_dpmpp_3m_sde_reproduces_k_diffusion(unet, eta):
-    """k-diffusion is not installed here: its loop is transcribed above (VE variables, its own
-    coordinates), fed the same grid, network and noise. (diffusers has no 3M SDE, and its
-    third-order ODE warms up with a different second-order step.)"""
+    """Against the installed k-diffusion's own ``sample_dpmpp_3m_sde`` (tests/_kdiffusion.py)
+    when it loads, else against the transcription above (VE variables, its own coordinates),
+    fed the same grid, network and noise; with k-diffusion present the transcription is checked
+    against it too. (diffusers has no 3M SDE, and its third-order ODE warms up with a different
+    second-order step.) tests/test_k_diffusion_parity.py covers the other samplers."""
+    from _kdiffusion import load_sampling
+
+    kd, _ = load_sampling()
     ref_s = diffusers.DPMSolverMultistepScheduler()
     sch = NoiseSchedule.from_diffusers(ref_s)
     grid = np.append((np.array([999, 799, 599, 399, 199, 99, 29, 9]) + 1) / 1000, 0.0)
@@ -169,8 +174,17 @@ def test_dpmpp_3m_sde_reproduces_k_diffusion(unet, eta):
     def noise(i):
         return normal(Key(5).advance(i), tuple(z.shape), dtype=torch.float64, like=z)
 
+    def step_of(sigma):  # k-diffusion passes levels; the step index is where they sit
+        return int(torch.nonzero(sig == sigma.reshape(-1)[0])[0, 0])
+
     x_ve = z * (1 + sig[0] ** 2).sqrt()  # VE start whose VP sample is z
     ref = _k_diffusion_dpmpp_3m_sde(denoise, x_ve, sig, eta, noise)
+    if kd is not None:
+        real = kd.sample_dpmpp_3m_sde(lambda x, s: denoise(x, step_of(s)), x_ve, sig, eta=eta,
+                                      noise_sampler=lambda s, s_next: noise(step_of(s)),
+                                      disable=True)
+        assert _rel(ref, real) < 1e-12  # the transcription is k-diffusion's loop
+        ref = real
     ours = S.sample_dpmpp_3m_sde(unet_model(unet, sch), z, schedule=sch, grid=grid, eta=eta,
                                  prediction="epsilon", rng=5, model_dtype=torch.float32)
     assert ours.dtype == torch.float64
