@@ -47,9 +47,8 @@ def _utils_module(pkg_dir: Path) -> types.ModuleType:
     path = pkg_dir / "utils.py"
     try:
         return _exec_file(f"{_SHIM}.utils", path)
-    except Exception:  # torchvision, PIL, safetensors... missing: only append_dims is needed
-        pass
-    src = path.read_text()
+    except ImportError:  # torchvision, PIL, safetensors... missing: only append_dims is needed
+        src = path.read_text()
     node = next((n for n in ast.parse(src).body
                  if isinstance(n, ast.FunctionDef) and n.name == "append_dims"), None)
     if node is None:
@@ -61,7 +60,7 @@ def _utils_module(pkg_dir: Path) -> types.ModuleType:
     return mod
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_sampling():
     """``(k_diffusion.sampling module, "")``, or ``(None, reason)`` when it cannot be loaded."""
     if "k_diffusion.sampling" in sys.modules:

@@ -153,7 +153,7 @@ def test_sampler_reproduces_k_diffusion(case, sch_kind, grid_kind):
 
 def test_stochastic_parity_is_not_vacuous():
     """Another seed (or k-diffusion's own noise) gives a visibly different sample."""
-    ours, ref, *_ = _run_both("cosine", "karras", KD.sample_dpmpp_3m_sde,
+    _, ref, *_ = _run_both("cosine", "karras", KD.sample_dpmpp_3m_sde,
                               S.sample_dpmpp_3m_sde, seed=11)
     other = S.sample_dpmpp_3m_sde(_arraygen_model(make_schedule("cosine")), Z,
                                   schedule=make_schedule("cosine"),

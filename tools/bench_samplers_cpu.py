@@ -1,4 +1,4 @@
-"""Sampler accuracy and per-step overhead against diffusers (and k-diffusion if installed), CPU.
+"""Sampler accuracy and per-step overhead against diffusers and k-diffusion (if installed), CPU.
 
 Usage::
 
@@ -16,7 +16,9 @@ model evaluations it prints
   target, divided by sqrt(v) (every sampler, stochastic ones included);
 * var: mean over dimensions of Var(x) / v.
 
-Peers run with default settings (their default timestep spacing). Part 2, per-step overhead:
+Peers run with default settings (their default timestep spacing; k-diffusion, which has no
+default grid, on its Karras grid from min(80, the schedule's top) to 0.002, loaded from its own
+sampling.py by tests/_kdiffusion.py: DPM++(2M), Euler, Heun, DPM++(3M) SDE). Part 2, per-step overhead:
 a model that costs nothing (returns a fixed tensor), batch 64 x 3 x 16 x 16 float32 torch on
 the CPU, minimum over repeats of the time per step, arraygen's sampler loop (validation,
 output checks, coefficients, update) against diffusers' ``scheduler.scale_model_input`` +
@@ -26,8 +28,11 @@ output checks, coefficients, update) against diffusers' ``scheduler.scale_model_
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -128,30 +133,63 @@ def _diffusers_rows(kind, nfe, mu, var, z):
     return rows
 
 
+def _load_kdiffusion():
+    """k-diffusion's sampling module through tests/_kdiffusion.py (the one loader), or None."""
+    mod = sys.modules.get("_kdiffusion")
+    if mod is None:
+        path = Path(__file__).resolve().parents[1] / "tests" / "_kdiffusion.py"
+        spec = importlib.util.spec_from_file_location("_kdiffusion", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["_kdiffusion"] = mod
+        spec.loader.exec_module(mod)
+    return mod.load_sampling()
+
+
+KDIFFUSION = [
+    # name, function, evaluations per step (Heun: 2, its last step Euler), deterministic
+    ("dpmpp_2m", "sample_dpmpp_2m", 1, True),
+    ("euler", "sample_euler", 1, True),
+    ("heun", "sample_heun", 2, True),
+    ("dpmpp_3m_sde", "sample_dpmpp_3m_sde", 1, False),
+]
+
+
 def _kdiffusion_rows(kind, nfe, mu, var, z):
+    """k-diffusion's samplers with their defaults on the grid its README and EDM use,
+    get_sigmas_karras(n, 0.002, sigma_max, rho=7), sigma_max = min(80, the schedule's top level);
+    its x_T = z * sigma_max. The 3M SDE gets k-diffusion's default_noise_sampler (independent
+    normals, what its ancestral samplers default to) instead of its default Brownian tree (the
+    same law; the tree costs about a minute per run at 4000 x 16)."""
     try:
-        import k_diffusion  # noqa: F401
-        from k_diffusion.sampling import get_sigmas_karras, sample_dpmpp_2m
         import torch
-    except Exception:
-        return [("k-diffusion dpmpp_2m (not installed)", 0, math.nan, math.nan, math.nan)]
+    except ImportError:
+        torch = None
+    kd, why = _load_kdiffusion() if torch is not None else (None, "no torch")
+    if kd is None:
+        return [(f"k-diffusion ({why})", 0, math.nan, math.nan, math.nan)]
     sch = make_schedule(kind)
-    sig = get_sigmas_karras(nfe, 0.002, min(float(sch.ve_sigma(1.0)), 80.0)).double()
+    top = min(float(sch.ve_sigma(1.0)), 80.0)
     mu_t, var_t = torch.tensor(mu), torch.tensor(var)
+    rows = []
+    for name, fn, per_step, det in KDIFFUSION:
+        steps = nfe if per_step == 1 else (nfe + 1) // 2  # Heun: 2n - 1 evaluations
+        sig = kd.get_sigmas_karras(steps, 0.002, top).double()
+        calls = []
 
-    def denoise(x, s, **kw):
-        s = float(s.reshape(-1)[0])
-        ab = 1.0 / (1.0 + s * s)
-        xv = x * math.sqrt(ab)
-        e = math.sqrt(1 - ab) * (xv - math.sqrt(ab) * mu_t) / (ab * var_t + 1 - ab)
-        return x - s * e
+        def denoise(x, s, calls=calls):  # exact E[x0 | x], VE units
+            calls.append(1)
+            s2 = s.reshape(-1, 1) ** 2
+            return mu_t + var_t * (x - mu_t) / (var_t + s2)
 
-    x = torch.tensor(z) * float(sig[0])
-    out = sample_dpmpp_2m(denoise, x, sig, disable=True)
-    s0 = float(sig[0])
-    return [("k-diffusion dpmpp_2m (karras)", nfe,
-             *_metrics(out.numpy(), z * s0 / math.sqrt(1 + s0 * s0), 1 / (1 + s0 * s0), mu,
-                       var))]
+        x = torch.tensor(z) * float(sig[0])
+        kw = {} if det else {"noise_sampler": kd.default_noise_sampler(x)}
+        torch.manual_seed(3)
+        out = getattr(kd, fn)(denoise, x, sig, disable=True, **kw)
+        s0 = float(sig[0])
+        rows.append((f"k-diffusion {name} (karras)", len(calls),
+                     *_metrics(out.numpy(), z * s0 / math.sqrt(1 + s0 * s0),
+                               1 / (1 + s0 * s0), mu, var, det)))
+    return rows
 
 
 def _overhead(threads: int):
