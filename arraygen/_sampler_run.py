@@ -47,10 +47,13 @@ def _requires_prediction(allowed):
                     f"{', '.join(repr(a) for a in allowed)} (diffusers/Stable Diffusion UNets "
                     f"are 'epsilon' or 'v'; there is no default because a wrong guess gives "
                     f"wrong samples silently)")
-            if len(args) >= 2 and _dask.is_dask_array(args[1]):  # batch chunks, one task each
-                from ._dask_batches import map_sampler
+            if _dask.is_dask_array(args[1] if len(args) >= 2 else kwargs.get("x")):
+                from ._dask_batches import map_sampler  # batch chunks, one task each
 
-                return map_sampler(wrapper, args[0], args[1], kwargs)
+                kw = dict(kwargs)
+                model = args[0] if args else kw.pop("model")
+                x = args[1] if len(args) >= 2 else kw.pop("x")
+                return map_sampler(wrapper, model, x, kw)
             return fn(*args, **kwargs)
         return wrapper
     return deco

@@ -57,6 +57,14 @@ def test_samplers_on_batch_chunks_bitwise(dask_client, batch, name, kw):
     np.testing.assert_array_equal(out.compute(), ref)
 
 
+def test_sampler_on_dask_keywords(batch):
+    sched = make_schedule("cosine")
+    ref = S.sample_ddpm(_score, batch, schedule=sched, steps=3, prediction="score", rng=1)
+    out = S.sample_ddpm(model=_score, x=da.from_array(batch, chunks=(4, 2, 3)), schedule=sched,
+                        steps=3, prediction="score", rng=1)
+    np.testing.assert_array_equal(out.compute(scheduler="synchronous"), ref)
+
+
 def test_sampler_on_dask_needs_a_stream_seed(batch):
     xd = da.from_array(batch, chunks=(4, 2, 3))
     with pytest.raises(TypeError, match="rng"):
