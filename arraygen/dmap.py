@@ -106,7 +106,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import inspect
 import logging
 import math
 import operator
@@ -411,39 +410,58 @@ def _knn_sigma_clustered(xp, cl, k: int):
     blocks = xp.reshape(xp.concat([pts, pad], axis=0), (n_cl + 1, block, d))
     centers, radii = cl.centers, cl.radii
     budget = (1 << 26) if aa.device_kind(pts)[0] == "cuda" else (1 << 22)
+
+    def candidates(ids):
+        dc = xp.sqrt(_sqdist(xp, xp.take(centers, ids, axis=0), centers))
+        reach = 3.0 * xp.take(radii, ids)[:, None] + radii[None, :]
+        return dc <= reach * (1.0 + 1e-7) + 1e-300
+
+    # candidate counts of every full cluster (one host copy), then batches of clusters with
+    # similar counts, so a few wide clusters do not pad every batch
     outer = max(1, (1 << 22) // n_cl)
+    counts = np.concatenate([
+        np.asarray(aa.to_numpy(xp.sum(xp.astype(candidates(
+            xp.arange(a0, min(full, a0 + outer), device=dev)), xp.int64), axis=1)))
+        for a0 in range(0, full, outer)])
+    by_count = np.argsort(counts, kind="stable")
     parts = []
-    for a0 in range(0, full, outer):
-        a1 = min(full, a0 + outer)
-        dc = xp.sqrt(_sqdist(xp, centers[a0:a1, :], centers))
-        reach = 3.0 * radii[a0:a1][:, None] + radii[None, :]
-        near = dc <= reach * (1.0 + 1e-7) + 1e-300
-        counts = xp.sum(xp.astype(near, xp.int64), axis=1)
-        cmax = int(_v.host_float(xp.max(counts)))
+    i = 0
+    while i < full:
+        j = min(full, i + max(1, budget // (block * block * int(counts[by_count[i]]))))
+        while j - i > 1 and (j - i) * block * block * int(counts[by_count[j - 1]]) > 2 * budget:
+            j = i + (j - i) // 2
+        ids = xp.asarray(by_count[i:j].astype(np.int64), device=dev)
+        cmax = int(counts[by_count[j - 1]])
+        near = candidates(ids)
         order = xp.argsort(xp.astype(~near, xp.int8), axis=1, stable=True)[:, :cmax]
-        slot = xp.arange(cmax, device=dev)[None, :] < counts[:, None]
+        slot = xp.arange(cmax, device=dev)[None, :] < xp.sum(xp.astype(near, xp.int64),
+                                                            axis=1)[:, None]
         cand = xp.where(slot, order, xp.full_like(order, n_cl))
-        step = max(1, budget // (block * block * cmax))
-        for b0 in range(a0, a1, step):
-            b1 = min(a1, b0 + step)
-            rows = blocks[b0:b1]
-            cols = xp.reshape(xp.take(blocks, xp.reshape(cand[b0 - a0:b1 - a0, :], (-1,)),
-                                      axis=0), (b1 - b0, cmax * block, d))
-            if d <= DIRECT_MAX_D:
-                d2 = None
-                for j in range(d):
-                    diff = rows[:, :, j][:, :, None] - cols[:, :, j][:, None, :]
-                    d2 = diff * diff if d2 is None else d2 + diff * diff
-            else:
-                xx = xp.sum(rows * rows, axis=2)
-                yy = xp.where(xp.isfinite(cols[:, :, 0]), xp.sum(cols * cols, axis=2),
-                              xp.full_like(cols[:, :, 0], math.inf))
-                d2 = xx[:, :, None] + yy[:, None, :] - 2.0 * xp.matmul(
-                    rows, xp.matrix_transpose(xp.where(xp.isfinite(cols), cols,
-                                                       xp.zeros_like(cols))))
-                d2 = xp.maximum(d2, xp.zeros((), dtype=dtype, device=dev))
-            parts.append(_kth_smallest(xp, xp.reshape(d2, ((b1 - b0) * block, cmax * block)),
-                                       k))
+        rows = xp.take(blocks, ids, axis=0)
+        cols = xp.reshape(xp.take(blocks, xp.reshape(cand, (-1,)), axis=0),
+                          (j - i, cmax * block, d))
+        if d <= DIRECT_MAX_D:
+            d2 = None
+            for c in range(d):
+                diff = rows[:, :, c][:, :, None] - cols[:, :, c][:, None, :]
+                d2 = diff * diff if d2 is None else d2 + diff * diff
+        else:
+            finite = xp.isfinite(cols[:, :, 0])
+            safe = xp.where(xp.isfinite(cols), cols, xp.zeros_like(cols))
+            xx = xp.sum(rows * rows, axis=2)
+            yy = xp.where(finite, xp.sum(safe * safe, axis=2),
+                          xp.full_like(cols[:, :, 0], math.inf))
+            d2 = xx[:, :, None] + yy[:, None, :] - 2.0 * xp.matmul(rows,
+                                                                   xp.matrix_transpose(safe))
+            d2 = xp.maximum(d2, xp.zeros((), dtype=dtype, device=dev))
+        kth = _kth_smallest(xp, xp.reshape(d2, ((j - i) * block, cmax * block)), k)
+        parts.append(xp.reshape(kth, (j - i, block)))
+        i = j
+    back = np.empty(full, dtype=np.int64)
+    back[by_count] = np.arange(full, dtype=np.int64)
+    merged = xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+    parts = [xp.reshape(xp.take(merged, xp.asarray(back, device=dev), axis=0),
+                        (full * block,))]
     if full * block < n:
         parts.append(_knn_reduce(xp, pts[full * block:, :], pts, k, _kth_smallest))
     return xp.sqrt(xp.concat(parts, axis=0) if len(parts) > 1 else parts[0])
@@ -703,36 +721,65 @@ class _DaskKernel:
         return avg if lazy else np.asarray(avg.compute())
 
 
-def _symmetric_pairs(xp, pairs, clusters):
-    """``pairs`` with every kept cluster pair (A, B) also kept as (B, A).
+def _cluster_min(xp, a, cl):
+    """Per-cluster minimum of a (n,) array in the clusters' order: (K,) float64."""
+    a = xp.astype(a, xp.float64)
+    pad = cl.K * cl.block - cl.n
+    if pad:
+        a = xp.concat([a, xp.full((pad,), math.inf, dtype=xp.float64, device=aa.device(a))])
+    return xp.min(xp.reshape(a, (cl.K, cl.block)), axis=1)
 
-    The keep rule compares a pair's upper bound with its ROW's lower bound, so on one cloud
-    (x = y) the kept pattern need not be symmetric; the eigensolvers need a symmetric operator.
-    Keeping more pairs only shrinks the skipped mass, so ``mass_bound`` stays an upper bound;
-    ``fraction`` is recomputed. Host work O(nnz), once per fit.
+
+def _same_cloud_pairs(xp, cl, beta: float, truncate: float, inv_bw):
+    r"""Cluster pairs of the kernel of one cloud with itself, and their mass bound.
+
+    The rule of :func:`arraygen.blocksparse.block_pairs` with the row's lower bound
+    :math:`L_A = 0`: every row holds its own term :math:`e^{0} = 1`, the largest possible
+    (its bound through :math:`d^{\max}` is far weaker when clusters are wide against the
+    bandwidth, e.g. ``"knn"``, and keeps nearly every pair). Keep :math:`(A, B)` iff
+    :math:`eta\, a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2 \le \mathrm{truncate}^2`, a
+    symmetric pattern; ``mass_bound`` :math:`= \max_A \sum_{B\ \mathrm{skipped}} n_B
+    \exp(-eta a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2)` bounds every row's skipped / kept
+    mass. O(K^2) work in row chunks on the points' device; one host copy of the pair count.
     """
-    offsets = np.asarray(aa.to_numpy(pairs.offsets), dtype=np.int64)
-    cols = np.asarray(aa.to_numpy(pairs.cols), dtype=np.int64)
-    n_clusters = offsets.shape[0] - 1
-    rows = np.repeat(np.arange(n_clusters, dtype=np.int64), np.diff(offsets))
-    key = np.unique(np.concatenate([rows * n_clusters + cols, cols * n_clusters + rows]))
-    if key.shape[0] == cols.shape[0]:
-        return pairs
-    r, c = key // n_clusters, key % n_clusters
-    new_offsets = np.zeros(n_clusters + 1, dtype=np.int32)
-    new_offsets[1:] = np.cumsum(np.bincount(r, minlength=n_clusters))
-    new_cols = c.astype(np.int32)
-    count = np.full(n_clusters, float(clusters.block))
-    count[-1] = clusters.n - (n_clusters - 1) * clusters.block
-    fraction = float(np.sum(count[r] * count[c])) / float(clusters.n) ** 2
-    dev = aa.device(clusters.points)
-    fields = {f.name for f in dataclasses.fields(pairs)}
-    host = {k: v for k, v in (("host_offsets", new_offsets), ("host_cols", new_cols))
-            if k in fields}
-    return dataclasses.replace(
-        pairs, offsets=xp.asarray(new_offsets, device=dev),
-        cols=xp.asarray(new_cols, device=dev), fraction=fraction,
-        mass_bound=0.0 if fraction == 1.0 else pairs.mass_bound, **host)
+    from .blocksparse import BlockPairs
+
+    dev = aa.device(cl.centers)
+    f64 = xp.float64
+    amin = (xp.ones((cl.K,), dtype=f64, device=dev) if inv_bw is None
+            else _cluster_min(xp, inv_bw, cl))
+    t2 = float(truncate) ** 2
+    zero = xp.zeros((), dtype=f64, device=dev)
+    chunk = max(1, (1 << 22) // cl.K)
+    counts, col_parts, masses, computed = [], [], [], []
+    for a0 in range(0, cl.K, chunk):
+        a1 = min(cl.K, a0 + chunk)
+        dist = xp.sqrt(_sqdist(xp, cl.centers[a0:a1, :], cl.centers)) * (1.0 - 1e-12)
+        dmin = xp.maximum(dist - cl.radii[a0:a1][:, None] - cl.radii[None, :], zero)
+        expo = -beta * (amin[a0:a1][:, None] * amin[None, :]) * (dmin * dmin)
+        keep = expo >= -t2
+        masses.append(xp.max(xp.sum(xp.where(keep, zero, cl.count[None, :] * xp.exp(expo)),
+                                    axis=1)))
+        computed.append(xp.sum(xp.sum(xp.where(keep, cl.count[None, :], zero), axis=1)
+                               * cl.count[a0:a1]))
+        counts.append(xp.sum(xp.astype(keep, xp.int32), axis=1))
+        col_parts.append(xp.astype(xp.nonzero(keep)[1], xp.int32))
+    totals = np.asarray(aa.to_numpy(xp.stack([xp.max(xp.stack(masses)),
+                                              xp.sum(xp.stack(computed))])))
+    per_row = xp.concat(counts) if len(counts) > 1 else counts[0]
+    offsets = xp.concat([xp.zeros((1,), dtype=xp.int32, device=dev),
+                         xp.astype(xp.cumulative_sum(per_row), xp.int32)])
+    cols = xp.concat(col_parts) if len(col_parts) > 1 else col_parts[0]
+    values = {"offsets": offsets, "cols": cols,
+              "fraction": float(totals[1]) / float(cl.n) ** 2, "mass_bound": float(totals[0]),
+              "truncate": float(truncate), "block_x": cl.block, "block_y": cl.block,
+              "n": cl.n, "m": cl.n}
+    fields = {f.name for f in dataclasses.fields(BlockPairs) if f.init}
+    if "host_offsets" in fields:
+        values["host_offsets"] = np.asarray(aa.to_numpy(offsets), dtype=np.int32)
+    if "host_cols" in fields:
+        values["host_cols"] = np.asarray(aa.to_numpy(cols), dtype=np.int32)
+    return BlockPairs(**{k: v for k, v in values.items() if k in fields})
 
 
 def _cluster(xp, x):
@@ -755,7 +802,7 @@ class _BlockKernel:
     """K restricted to the kept cluster pairs (``truncate``; block-sparse tiled matvec).
 
     The training points are clustered once (``arraygen.blocksparse.cluster_points``) and the
-    cluster-pair list is built once from the bounds of the truncation rule (made symmetric).
+    cluster-pair list is built once (:func:`_same_cloud_pairs`, symmetric).
     Calls take and return vectors in the user's order (one gather in, one out); the
     eigensolver uses :attr:`sorted`, the same operator on vectors in the clusters' order, so
     its iterations gather nothing. New points (``x=``) are clustered per call.
@@ -779,11 +826,7 @@ class _BlockKernel:
         self.perm, self.inverse = cl.perm, cl.inverse
         self.x = cl.points
         self.inv_bw = None if inv_bw is None else self._cast(xp.take(inv_bw, cl.perm))
-        same = {"same_points": True} if "same_points" in inspect.signature(
-            _bs.block_pairs).parameters else {}
-        pairs = _bs.block_pairs(cl, cl, beta=beta, truncate=self.truncate,
-                                x_bandwidth=self.inv_bw, y_bandwidth=self.inv_bw, **same)
-        self.pairs = _symmetric_pairs(xp, pairs, cl)
+        self.pairs = _same_cloud_pairs(xp, cl, beta, self.truncate, self.inv_bw)
         self.report = _report(self.truncate, self.pairs)
         self.last_report = None
         self.n_calls = 0
@@ -1117,8 +1160,9 @@ class DiffusionMap(_Spectral):
         Block-sparse kernel (issue 18): the training points are clustered once and every
         kernel product of ``fit`` (degree, alpha-normalisation, eigensolver), ``transform``,
         ``apply_markov``, ``carre_du_champ`` and ``doob`` skips the cluster pairs whose
-        largest possible term is below :math:`e^{-\mathrm{truncate}^2}` times the row's
-        largest term (the rule of :func:`arraygen.blocksparse.block_pairs`, made symmetric).
+        largest possible term is below :math:`e^{-\mathrm{truncate}^2}` (the row's own
+        term is 1: the rule of :func:`arraygen.blocksparse.block_pairs` with that row bound;
+        the pattern is symmetric). New points (``transform``) use that rule as is.
         ``truncation_`` reports the fraction of point pairs computed and the bound on the
         skipped mass (relative to the kept row sums). Pays with small bandwidths (``"knn"``):
         most of the kernel is negligible there. Not with dask input. Default None: exact.

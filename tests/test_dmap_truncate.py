@@ -35,9 +35,9 @@ def _fit(x, **kw):
     return DiffusionMap(**opts).fit(x)
 
 
-def _masked_kernel(dm):
+def _masked_kernel(dm, mask=True):
     """Dense float64 kernel of the fit's data with the skipped cluster pairs set to 0 (user
-    order), from the fitted clusters and pair list."""
+    order), from the fitted clusters and pair list (``mask=False``: the full kernel)."""
     kern = dm._kern
     cl, pairs = kern.clusters, kern.pairs
     n, block = cl.n, cl.block
@@ -55,7 +55,7 @@ def _masked_kernel(dm):
         k = np.exp(-d2 / (s[:, None] * s[None, :]))
     else:
         k = np.exp(-d2 * dm.beta_)
-    return np.where(keep, k, 0.0)
+    return np.where(keep, k, 0.0) if mask else k
 
 
 def _spectrum(k, alpha, n_eig):
@@ -79,6 +79,13 @@ def test_truncated_fit_solves_the_masked_operator(rect, epsilon, truncate):
     assert np.mean(k > 0) == pytest.approx(rep.fraction, abs=0.02)
     ref = _spectrum(k, 0.5, 6)
     np.testing.assert_allclose(_np(dm.eigenvalues_), ref, rtol=0, atol=1e-10)
+    # the reported bound bounds every row's skipped / kept kernel mass
+    full = _masked_kernel(dm, mask=False)
+    kept = k.sum(1)
+    assert np.max((full.sum(1) - kept) / kept) <= rep.mass_bound * (1 + 1e-9) + 1e-300
+    if epsilon == "knn":   # the k-NN search over candidate clusters is exact
+        ex = _fit(rect, epsilon=epsilon, alpha=0.5)
+        np.testing.assert_array_equal(_np(dm.epsilon_), _np(ex.epsilon_))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
