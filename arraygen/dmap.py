@@ -737,9 +737,9 @@ def _same_cloud_pairs(xp, cl, beta: float, truncate: float, inv_bw):
     :math:`L_A = 0`: every row holds its own term :math:`e^{0} = 1`, the largest possible
     (its bound through :math:`d^{\max}` is far weaker when clusters are wide against the
     bandwidth, e.g. ``"knn"``, and keeps nearly every pair). Keep :math:`(A, B)` iff
-    :math:`eta\, a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2 \le \mathrm{truncate}^2`, a
+    :math:`\beta\, a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2 \le \mathrm{truncate}^2`, a
     symmetric pattern; ``mass_bound`` :math:`= \max_A \sum_{B\ \mathrm{skipped}} n_B
-    \exp(-eta a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2)` bounds every row's skipped / kept
+    \exp(-\beta a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2)` bounds every row's skipped / kept
     mass. O(K^2) work in row chunks on the points' device; one host copy of the pair count.
     """
     from .blocksparse import BlockPairs
