@@ -407,9 +407,10 @@ def sample_heun(model, x, *, schedule, steps=None, prediction, rng=None, progres
     ending at t = 0 cost ``2n - 1`` model evaluations. So is the entry step from a level above
     :data:`arraygen.schedules.SIGMA_MAX` (t = 1 on schedules such as cosine, VE level 1e4,
     where the default grids start before capping at 80): the trapezoid in ``s`` over a jump
-    from 1e4 to tens overshoots by orders of magnitude (diffusers and k-diffusion do the same
-    on their cosine Karras grids), while Euler there is exact to about ``v / (2 s'^2)``; such a
-    grid costs ``2n - 2`` evaluations. Second order: the endpoint error falls about 4x when the
+    from 1e4 to tens can overshoot badly on coarse grids (on the exact Gaussian, a 5-step
+    log-SNR grid: error 33 for the plain trapezoid against 2.0; on 10- and 20-step capped Karras
+    grids the two differ by about 10%), while Euler there is exact to about ``v / (2 s'^2)``;
+    such a grid costs ``2n - 2`` evaluations. Second order: the endpoint error falls about 4x when the
     steps double.
 
     With ``s_churn > 0`` this is EDM's stochastic sampler (Algorithm 2): before a step whose
