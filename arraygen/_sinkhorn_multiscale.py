@@ -70,7 +70,7 @@ import numpy as np
 from . import _array_api as aa
 from . import _dask, tiled
 from ._kernels.blocksparse import DEFAULT_BLOCK_GPU, cluster_count
-from .blocksparse import Clusters, _kd_order, _pad_rows, _pairs
+from .blocksparse import BlockPairs, Clusters, _kd_order, _pad_rows, _pairs
 from .sinkhorn import (_METHODS, DEFAULT_TOL, ConvergenceWarning, SinkhornResult, _cast,
                        _dtype_name, _kernel_for, _Problem, _Relaxation, _Run, _solve)
 
@@ -205,8 +205,10 @@ class _BlockKernel:
     """The two log-sum-exp reductions of :mod:`arraygen._sinkhorn_kernels` on pair lists.
 
     ``rows`` (the ``f`` update, x-clusters against y-clusters) and ``cols`` (the ``g``
-    update) each use their own pair list, rebuilt by :meth:`rebuild_cols` /
-    :meth:`rebuild_rows` from the current potentials.
+    update) use pair lists built by :meth:`rebuild_cols` / :meth:`rebuild_rows` from the
+    current potentials; :meth:`symmetrise` then gives both updates the union of the two
+    lists (one the transpose of the other), so that the iterations are Sinkhorn's on one
+    fixed sparse kernel and converge to its fixed point.
     """
 
     dense = False
@@ -217,6 +219,7 @@ class _BlockKernel:
         self.log_a, self.log_b = log_a, log_b
         self.row_pairs = self.col_pairs = None
         self.truncate = None
+        self._counts: dict = {}
 
     def rebuild_cols(self, f, eps: float, truncate: float):
         """Pair list of the ``g`` update from ``f`` (log-weights log a + f / eps)."""
@@ -229,6 +232,43 @@ class _BlockKernel:
         self.truncate = truncate
         self.row_pairs = _pairs(self.xp, self.cx, self.cy, 1.0 / eps, truncate,
                                 self.log_b + g / eps)
+
+    def symmetrise(self):
+        """Both pair lists := their union (the cluster pairs either rule keeps)."""
+        rows, cols = self.row_pairs, self.col_pairs
+        kx, ky = self.cx.K, self.cy.K
+        a = np.concatenate([np.repeat(np.arange(kx, dtype=np.int64),
+                                      np.diff(rows.host_offsets)), cols.host_cols])
+        b = np.concatenate([rows.host_cols.astype(np.int64),
+                            np.repeat(np.arange(ky, dtype=np.int64),
+                                      np.diff(cols.host_offsets))])
+        keys = np.unique(a * ky + b)
+        a, b = keys // ky, keys % ky
+        self.row_pairs = self._csr(a, b, self.cx, self.cy, rows)
+        order = np.lexsort((a, b))
+        self.col_pairs = self._csr(b[order], a[order], self.cy, self.cx, cols)
+
+    def _csr(self, r, c, cr, cc, like):
+        """BlockPairs of the (sorted) cluster pairs (r, c); ``like``'s bound and radius."""
+        xp = self.xp
+        dev = aa.device(self.x)
+        offsets = np.zeros(cr.K + 1, dtype=np.int32)
+        np.cumsum(np.bincount(r, minlength=cr.K), out=offsets[1:])
+        cols = c.astype(np.int32)
+        counts_r = self._host_count(cr)
+        counts_c = self._host_count(cc)
+        fraction = float(np.sum(counts_r[r] * counts_c[c])) / (float(cr.n) * float(cc.n))
+        return BlockPairs(offsets=xp.asarray(offsets, device=dev),
+                          cols=xp.asarray(cols, device=dev), fraction=fraction,
+                          mass_bound=like.mass_bound, truncate=like.truncate,
+                          block_x=cr.block, block_y=cc.block, n=cr.n, m=cc.n,
+                          host_offsets=offsets, host_cols=cols)
+
+    def _host_count(self, c):
+        key = id(c)
+        if key not in self._counts:
+            self._counts[key] = np.asarray(aa.to_numpy(c.count), dtype=np.float64)
+        return self._counts[key]
 
     def rows(self, w, eps: float):
         return tiled._logsumexp(self.xp, self.x, self.y, w, beta=1.0 / eps,
@@ -334,8 +374,10 @@ class _FineRun(_Run):
                             "iterations": 0.0})
         g = self.g_of(f, eps)
         k.rebuild_rows(g, eps, truncate)
+        k.symmetrise()
         self.levels[-1].update(fraction_rows=k.row_pairs.fraction,
-                               mass_bound_rows=k.row_pairs.mass_bound)
+                               mass_bound_rows=k.row_pairs.mass_bound,
+                               fraction_cols=k.col_pairs.fraction)
         logger.debug("sinkhorn multiscale: eps %.3g truncate %.2f fractions %.3g / %.3g mass "
                      "bounds %.2g / %.2g", eps, truncate, k.row_pairs.fraction,
                      k.col_pairs.fraction, k.row_pairs.mass_bound, k.col_pairs.mass_bound)

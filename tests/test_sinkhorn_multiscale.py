@@ -122,6 +122,17 @@ def test_converged_flag_is_honest_when_max_iter_is_too_small(rng):
     assert res.marginal_error == pytest.approx(err, rel=1e-8) and err > 1e-9
 
 
+def test_too_narrow_truncation_is_widened_by_the_exact_check(rng, monkeypatch):
+    x, y, a, b = _problem(rng, 400, 300)
+    monkeypatch.setattr(ms, "default_truncate", lambda tol: 1.0)
+    res = sinkhorn(x, y, a, b, epsilon=EPS, tol=1e-6, method="multiscale", relaxation="auto")
+    _, err, _ = _dense(x, y, a, b, res.f, res.g, EPS)
+    assert res.marginal_error == pytest.approx(err, rel=1e-8)
+    widths = [level["truncate"] for level in res.info["levels"]]
+    assert res.info["exact_passes"] >= 2 and widths[-1] > widths[0] == 1.0
+    assert res.converged == (err <= 1e-6)
+
+
 def test_callback_sees_the_users_order_and_can_stop(rng):
     x, y, a, b = _problem(rng, 300, 200)
     seen = []
