@@ -71,8 +71,19 @@ from . import _array_api as aa
 from . import _dask, tiled
 from ._kernels.blocksparse import DEFAULT_BLOCK_GPU, cluster_count
 from .blocksparse import BlockPairs, Clusters, _kd_order, _pad_rows, _pairs
-from .sinkhorn import (_METHODS, DEFAULT_TOL, ConvergenceWarning, SinkhornResult, _cast,
-                       _dtype_name, _kernel_for, _Problem, _Relaxation, _Run, _solve)
+from .sinkhorn import (
+    _METHODS,
+    DEFAULT_TOL,
+    ConvergenceWarning,
+    SinkhornResult,
+    _cast,
+    _dtype_name,
+    _kernel_for,
+    _Problem,
+    _Relaxation,
+    _Run,
+    _solve,
+)
 
 logger = logging.getLogger("arraygen")
 
@@ -143,7 +154,7 @@ def default_truncate(tol: float) -> float:
 
 
 def _pow2_floor(v: float) -> int:
-    return 1 << max(0, int(math.floor(math.log2(max(1.0, v)))))
+    return 1 << max(0, math.floor(math.log2(max(1.0, v))))
 
 
 def default_blocks(n: int, x) -> tuple[int, int]:

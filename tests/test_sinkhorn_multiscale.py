@@ -56,7 +56,7 @@ def solved():
 def test_agrees_with_exact_solver_within_the_reported_error(solved):
     x, y, a, b, ex, res = solved
     assert ex.converged and res.converged and res.marginal_error <= 1e-5
-    plan, err, cost = _dense(x, y, a, b, res.f, res.g, EPS)
+    plan, err, _ = _dense(x, y, a, b, res.f, res.g, EPS)
     plan_ex, _, cost_ex = _dense(x, y, a, b, ex.f, ex.g, EPS)
     scale = err + ex.marginal_error
     # the plan of the truncated solve is the exact plan up to its marginal error
@@ -207,7 +207,7 @@ def test_namespaces(xp, rng):
     ex = sinkhorn(x, y, a, b, epsilon=0.005, tol=1e-9, max_iter=20000, relaxation="auto")
     assert res.converged and res.f.shape == (200,)
     f, g = xp.to_numpy(res.f), xp.to_numpy(res.g)
-    plan, err, cost = _dense(x, y, a, b, f, g, 0.005)
+    plan, err, _ = _dense(x, y, a, b, f, g, 0.005)
     assert res.marginal_error == pytest.approx(err, rel=1e-6) and err <= 1e-4
     assert abs(res.cost - ex.cost) <= 10 * (err + ex.marginal_error) * ex.cost
     bary = xp.to_numpy(res.barycentric_map())
@@ -303,7 +303,7 @@ def test_against_geomloss_multiscale(rng):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fg, gg = loss(torch.from_numpy(x), torch.from_numpy(y))
-    except Exception as exc:  # KeOps compiles with the system compiler on first use
+    except Exception as exc:  # noqa: BLE001 (KeOps compiles with the system compiler)
         pytest.skip(f"GeomLoss multiscale (KeOps) did not run here: {exc!r:.200}")
     f_gl, g_gl = 2.0 * fg.double().numpy().ravel(), 2.0 * gg.double().numpy().ravel()
     _, err_gl, _ = _dense(x, y, a, a, f_gl, g_gl, eps)
