@@ -188,3 +188,13 @@ def test_truncate_with_dask_input_raises(rect):
 def test_without_truncate_nothing_changes(rect):
     dm = _fit(rect, epsilon=0.02)
     assert dm.truncation_ is None and dm.kernel_storage_ in ("dense", "tiled")
+
+
+def test_truncated_float32_kernel_on_float64_data(rect):
+    """kernel_dtype='float32': the clustered points are cast once; eigenvalues stay within
+    float32 round-off of the float64 truncated fit (same pair list)."""
+    ref = _fit(rect, epsilon=0.02, truncate=3.0)
+    dm = _fit(rect, epsilon=0.02, truncate=3.0, kernel_dtype="float32", tol=1e-7)
+    assert dm.eigenvalues_.dtype == np.float64
+    assert dm.truncation_.n_pairs_blocks == ref.truncation_.n_pairs_blocks
+    np.testing.assert_allclose(dm.eigenvalues_, ref.eigenvalues_, rtol=0, atol=1e-5)
