@@ -435,7 +435,7 @@ def _iterate(run: _FineRun, relax: _Relaxation, truncate: float) -> str:
                             f"radius reached {truncate:.2f} kernel widths)")
                 # the exact error has the truncation's share (the in-loop estimate has not):
                 # widen it and rebuild both pair lists from the current potentials
-                if run.err - err > 0.25 * run.tol:
+                if run.err - err > 0.25 * run.tol and run.n_iter < run.max_iter:
                     truncate += TRUNCATE_STEP
                     f = relax.mix(f, f_t)
                     g = g_t = run.level(f, eps, truncate)
