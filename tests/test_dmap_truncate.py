@@ -88,8 +88,8 @@ def test_truncated_fit_solves_the_masked_operator(rect, epsilon, truncate):
         np.testing.assert_array_equal(_np(dm.epsilon_), _np(ex.epsilon_))
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-@pytest.mark.parametrize("epsilon, truncate", [(0.02, 3.0), (0.02, 4.0), ("knn", 3.0)])
+@pytest.mark.parametrize("epsilon, truncate, alpha", [(0.02, 3.0, 0.0), (0.02, 4.0, 1.0),
+                                                     ("knn", 3.0, 0.5)])
 def test_truncated_eigenpairs_agree_with_exact(rect, epsilon, truncate, alpha):
     ex = _fit(rect, epsilon=epsilon, alpha=alpha)
     dm = _fit(rect, epsilon=epsilon, alpha=alpha, truncate=truncate)
