@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     python tools/bench_tables.py [--results asv_benchmarks/results]
         [--compare-results asv_benchmarks/results-compare] [--gpu-json bench.json ...]
-        [--out BENCHMARKS.md]
+        [--out BENCHMARKS.md] [--no-discover]
 
 For every machine in each results folder the newest run of every benchmark is read (asv stores
 one JSON file per machine, commit and environment). Each module of a suite becomes one section
@@ -13,6 +13,10 @@ the machine, the date of the run and the command that reproduces it. Comparison 
 ratio of every peer's time to arraygen's in the same run; rows where a peer is faster are
 collected under "Where arraygen loses". Values measured with ``asv run --quick`` (one sample)
 are marked "quick: 1 sample" and are not measurements.
+
+Benchmarks defined in a suite's folder (``asv_benchmarks/benchmarks``, ``asv_benchmarks/compare``;
+found by importing its ``bench_*`` modules, as asv does) that have no stored result on any
+machine are listed per section as "not yet measured", with the command that measures them.
 
 ``--gpu-json`` takes the ``bench.json`` that ``tools/gpu_suite.py`` writes to ``$OUT`` (rows of
 ``tools/gpu_common.row``); its machine is the GPU named in the file's folder ``machine.txt`` when
@@ -24,6 +28,8 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
+import importlib
+import inspect
 import itertools
 import json
 import math
@@ -44,9 +50,20 @@ TITLES = {
     "bench_samplers": "Diffusion samplers",
     "bench_metrics": "Metrics (`ssim`, `psnr`, `frechet_distance`, `mmd`)",
     "bench_fastsbot": "FastSB-OT",
+    "bench_blocksparse": "Block-sparse tiled kernel (`truncate=` of `kernel_logsumexp`, "
+                         "`kernel_matvec`)",
+    "bench_multiscale": "Multiscale Sinkhorn (`sinkhorn(method=\"multiscale\")`) and "
+                        "`DiffusionMap(truncate=)`",
+    "bench_ot_multiscale": "Multiscale Sinkhorn (`sinkhorn(method=\"multiscale\")`)",
+    "bench_gibbs_msc": "+-J multi-spin Gibbs (`gibbs_sweeps(multispin=)`)",
 }
 SUITES = {"tracking": ("asv.conf.json", "Tracking suite (arraygen only)"),
           "compare": ("asv-compare.conf.json", "Comparison suite (arraygen beside the peers)")}
+#: each suite's benchmark folder (the ``benchmark_dir`` of its configuration)
+SUITE_DIRS = {"tracking": "benchmarks", "compare": "compare"}
+#: asv's benchmark method prefixes and the unit asv records for each kind
+PREFIXES = ("time_", "timeraw_", "peakmem_", "mem_", "track_")
+KIND_UNITS = {"time_": "seconds", "timeraw_": "seconds", "peakmem_": "bytes", "mem_": "bytes"}
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -89,6 +106,34 @@ def latest_results(results_dir: Path) -> dict:
                     "num_cpu": data.get("params", {}).get("num_cpu", ""),
                 }
     return out
+
+
+def discover(suite: str) -> dict:
+    """``{name: meta}`` of the benchmarks defined in a suite's folder, named as asv names them
+    (``module.Class.method``); ``meta`` holds ``param_names`` and ``unit``. Modules that fail to
+    import are reported on stderr and left out."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    folder = ROOT / "asv_benchmarks" / SUITE_DIRS[suite]
+    found: dict = {}
+    for path in sorted(folder.glob("bench_*.py")):
+        try:
+            module = importlib.import_module(f"asv_benchmarks.{SUITE_DIRS[suite]}.{path.stem}")
+        except Exception as exc:  # a broken module must not stop the tables
+            print(f"bench_tables: cannot import {path}: {exc}", file=sys.stderr)
+            continue
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls_name.startswith("_") or cls.__module__ != module.__name__:
+                continue
+            for attr in dir(cls):
+                method = getattr(cls, attr)
+                if not attr.startswith(PREFIXES) or not callable(method):
+                    continue
+                kind = next(p for p in PREFIXES if attr.startswith(p))
+                unit = KIND_UNITS.get(kind) or getattr(method, "unit", "unit")
+                found[f"{path.stem}.{cls_name}.{attr}"] = {
+                    "param_names": list(getattr(cls, "param_names", []) or []), "unit": unit}
+    return found
 
 
 def _unquote(v: str):
@@ -202,21 +247,44 @@ def benchmark_table(suite, name, meta, per_machine, losses):
     return lines + [""]
 
 
-def suite_sections(suite: str, results_dir: Path, losses: list) -> list[str]:
-    bench_file = results_dir / "benchmarks.json"
-    if not bench_file.is_file():
+def unmeasured_table(suite: str, names: list[str], benchmarks: dict) -> list[str]:
+    """Markdown lines listing benchmarks that have no stored result on any machine."""
+    if not names:
         return []
-    benchmarks = {k: v for k, v in _load(bench_file).items() if k != "version"}
+    lines = ["#### Not yet measured", "", "| benchmark | parameters | value | command |",
+             "|---|---|---|---|"]
+    for name in names:
+        params = ", ".join(benchmarks[name].get("param_names", [])) or "-"
+        lines.append(f"| `{name}` | {params} | not yet measured (no result JSON on any "
+                     f"machine) | {_command(suite, name, '')} |")
+    return lines + [""]
+
+
+def suite_sections(suite: str, results_dir: Path, losses: list,
+                   defined: dict | None = None) -> list[str]:
+    """The suite's sections: one per module, a table per benchmark with results, then the
+    benchmarks of ``defined`` (:func:`discover`) that have none."""
+    bench_file = results_dir / "benchmarks.json"
+    benchmarks = dict(defined or {})
+    if bench_file.is_file():
+        benchmarks.update({k: v for k, v in _load(bench_file).items() if k != "version"})
+    if not benchmarks:
+        return []
     results = latest_results(results_dir)
     lines = [f"## {SUITES[suite][1]}", ""]
     by_module = defaultdict(list)
     for name in sorted(benchmarks):
         by_module[name.split(".")[0]].append(name)
     for module, names in by_module.items():
-        section = []
+        section, missing = [], []
         for name in names:
             per_machine = {m: r[name] for m, r in results.items() if name in r}
-            section += benchmark_table(suite, name, benchmarks[name], per_machine, losses)
+            table = benchmark_table(suite, name, benchmarks[name], per_machine, losses)
+            if table:
+                section += table
+            elif defined is not None and name in defined:
+                missing.append(name)
+        section += unmeasured_table(suite, missing, benchmarks)
         if section:
             lines += [f"### {TITLES.get(module, module)}", ""] + section
     return lines if len(lines) > 2 else []
@@ -267,7 +335,9 @@ and the GPU suite's JSON; do not edit by hand. How to run the suites: README, se
 (with the commit) and the command that reproduces it. "quick: 1 sample" marks values from
 `asv run --quick`: one sample, not a measurement. Cases without a value were skipped on that
 machine (`asv run -e` prints why: a GPU-only size, or a peer that is not installed, with its pip
-command). Notes on how the kernels were tuned: `BENCHMARK_NOTES.md`.
+command). Benchmarks defined in a suite but without any stored result are listed under "Not
+yet measured" in their section, with the command that measures them. Notes on how the kernels
+were tuned: `BENCHMARK_NOTES.md`.
 """
 
 
@@ -278,13 +348,18 @@ def main(argv=None) -> int:
                         default=ROOT / "asv_benchmarks" / "results-compare")
     parser.add_argument("--gpu-json", type=Path, nargs="*", default=[])
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--no-discover", action="store_true",
+                        help="list only benchmarks with results (do not import the suites to "
+                             "find the ones not yet measured)")
     args = parser.parse_args(argv)
     for path in args.gpu_json:
         if not path.is_file():
             parser.error(f"argument --gpu-json: no such file: {str(path)!r}")
     losses: list[str] = []
-    body = suite_sections("tracking", args.results, losses)
-    body += suite_sections("compare", args.compare_results, losses)
+    body = suite_sections("tracking", args.results, losses,
+                          None if args.no_discover else discover("tracking"))
+    body += suite_sections("compare", args.compare_results, losses,
+                           None if args.no_discover else discover("compare"))
     body += gpu_section(args.gpu_json)
     if not body:
         parser.error("no results found: run the asv suites first (README, 'Benchmarks')")
