@@ -43,7 +43,10 @@ def cloud(size: int) -> tuple[np.ndarray, np.ndarray]:
 def reference_rows(x, v, rows, op):
     """float64 dense kernel sums (matvec) or log-sum-exps of the rows ``rows``."""
     x64 = x.astype(np.float64)
-    e = -BETA * ((x64[rows, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    d2 = np.zeros((rows.shape[0], x64.shape[0]))
+    for k in range(x64.shape[1]):   # one coordinate at a time: (rows, N) float64 temporaries
+        d2 += (x64[rows, k, None] - x64[None, :, k]) ** 2
+    e = -BETA * d2
     if op == "matvec":
         return np.exp(e) @ v.astype(np.float64)
     top = e.max(axis=1)
