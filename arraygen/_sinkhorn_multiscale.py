@@ -91,9 +91,11 @@ logger = logging.getLogger("arraygen")
 METHODS = _METHODS
 
 #: ``method="auto"``: multiscale only for d up to this, N M at least this, and
-#: epsilon <= (squared diameter) / AUTO_MIN_RATIO.
+#: epsilon <= (squared diameter) / AUTO_MIN_RATIO. Measured on 2 CPU cores (unit cube, d = 3,
+#: epsilon = 0.01, tol = 1e-3, float32): N = M = 2048 exact 0.09-0.29 s vs multiscale 0.69 s;
+#: N = M = 4096 exact 0.28-0.90 s vs multiscale 0.14 s.
 AUTO_MAX_D = 3
-AUTO_MIN_PAIRS = 1 << 26
+AUTO_MIN_PAIRS = 1 << 24
 AUTO_MIN_RATIO = 100.0
 
 #: Points per cluster of the pair lists (truncated kernels): host arrays, CUDA arrays; small

@@ -281,7 +281,7 @@ def sinkhorn(x, y, a=None, b=None, *, epsilon: float, max_iter: int = 1000,
         ``marginal_error`` and ``converged`` still come from an exact pass over all pairs,
         ``max_iter`` counts the coarse iterations too, ``mixed_precision`` is not used, and
         ``res.info`` records what was truncated. ``"auto"`` picks ``"multiscale"`` for
-        d <= 3, N M >= 2**26 and epsilon <= (squared diameter of the clouds) / 100, else
+        d <= 3, N M >= 2**24 and epsilon <= (squared diameter of the clouds) / 100, else
         ``"exact"``.
     backend : str, optional
         Backend of the tiled kernels (see :func:`arraygen.tiled.kernel_logsumexp`); giving

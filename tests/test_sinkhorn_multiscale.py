@@ -176,7 +176,7 @@ def _fake(n, m, d, scale):
 
 
 def test_auto_rule():
-    big = 1 << 13                                          # N M = 2**26
+    big = 1 << 12                                          # N M = 2**24
     assert ms.choose_method("auto", _fake(big, big, 3, 3.0), 0.01) == "multiscale"
     assert ms.choose_method("auto", _fake(big, big // 2, 3, 3.0), 0.01) == "exact"
     assert ms.choose_method("auto", _fake(big, big, 4, 3.0), 0.01) == "exact"
