@@ -121,7 +121,8 @@ def _run_all() -> float:
         fast_mv = (case.get("matvec_cosines") or case.get("fast_rows", 4) != 4
                    or (dtype == np.float32 and case.get("matvec_poly_share", 0) > 0))
         want_mv = "tiled_matvec_fast" if fast_mv else "tiled_matvec_direct"
-        want_sm = "tiled_softmax_lazy" if case.get("lazy_rescale") else "tiled_softmax_direct"
+        lazy = case.get("lazy_rescale", ct.Tuning().lazy_rescale)
+        want_sm = "tiled_softmax_lazy" if lazy else "tiled_softmax_direct"
         assert kinds == {want_mv, want_sm}, (case, kinds)
         rtol = tol(np.dtype(dtype).name, "poly_exp2", m)[0]
         ref_mv = ref.kernel_matvec(x, y, u, 0.8)

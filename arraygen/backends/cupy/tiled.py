@@ -53,11 +53,15 @@ class Tuning:
     matvec_poly_share: float = 0.0
     #: softmax ops: rescale the running sums only when a tile's partial sum passes 2^16; the
     #: two softmax fields below apply with it
-    lazy_rescale: bool = False
+    lazy_rescale: bool = True
     softmax_cosines: bool = False
     softmax_poly_share: float = 0.0
     poly_degree: int = 5  #: degree of the polynomial exp2: 3, 4 or 5
     fast_rows: int = 4  #: rows per thread of the fast kernels (4 or 8; 4 when d > 8)
+    #: rows per thread of the lazy kernel_softmax_matvec (with right-hand sides; 4 or 8). On an
+    #: H100 (N = M = 1e6, d = 3, float32): 8 rows 2.42e12 pairs/s, 4 rows 2.37e12; the
+    #: logsumexp keeps ``fast_rows`` (4 rows 2.77e12, 8 rows 2.54e12)
+    softmax_rows: int = 8
 
 
 TUNING = Tunable("cupy.tiled", Tuning())
@@ -94,11 +98,12 @@ def _launch(name: str, grid, args) -> None:
     _function(name)(grid, (_THREADS,), args)
 
 
-def _fast(cosines: bool, share: float, tuning, dtype, d: int) -> tuple[str, int]:
+def _fast(cosines: bool, share: float, tuning, dtype, d: int,
+          rows: int | None = None) -> tuple[str, int]:
     """Template arguments ``COS, NPOLY, DEG, ROWS`` of the fast kernels (``"false, 0, 5, 4"``:
     none of the fast features) and the rows per thread (4 above d = 8: registers)."""
     npoly = poly_columns(share) if dtype == cp.float32 else 0
-    degree, rows = tuning.poly_degree, tuning.fast_rows
+    degree, rows = tuning.poly_degree, tuning.fast_rows if rows is None else rows
     if degree not in POLY_EXP2_COEFFS:
         raise ValueError(f"`poly_degree` must be one of {sorted(POLY_EXP2_COEFFS)}; "
                          f"got {degree!r}")
@@ -184,7 +189,7 @@ def _softmax(x, y, v, w, beta):
         lazy = tuning.lazy_rescale
         if lazy:
             fast, rows = _fast(tuning.softmax_cosines, tuning.softmax_poly_share, tuning, dtype,
-                               d)
+                               d, tuning.softmax_rows if p else None)
             name = f"tiled_softmax_lazy<{ct}, {d}, {pc}, {fast}>"
             ctr = _centre(yc)
         else:

@@ -29,7 +29,10 @@ MAX_TPB = 256
 class Tuning:
     """Choice between the one-kernel and the two-kernel step (``TUNING.override(...)``)."""
 
-    quads_per_thread: int = 2  #: quads a thread loads before it stores (0: the old kernels)
+    #: quads a thread loads before it stores (0: the measured kernels, 44% of copy bandwidth on an
+    #: H100; 2 compiled only in the simulator so far: the first H100 run failed to type
+    #: `cuda.local.array(4 * nq)`, since fixed but not yet run on a GPU)
+    quads_per_thread: int = 0
     sm_target_blocks: int = 1024  #: enough blocks to fill an H100 (132 SMs) several times
     fused_min_samples: int = 256  #: this many samples fill the GPU with one block each
     fused_max_per: int = 4096  #: samples at most this long always take the one-kernel path
@@ -47,6 +50,7 @@ def _kernels(dtype_name: str, qpt: int = 0):
     cast = np.float32 if dtype_name == "float32" else np.float64
     nb_dtype = numba.float32 if dtype_name == "float32" else numba.float64
     nq = max(qpt, 1)
+    nq4 = 4 * nq  # a frozen constant: cuda.local.array needs a literal size, not an expression
     philox = jit(device=True)(ph.py_philox4x32)
     box_muller = jit(device=True)(
         ph.py_box_muller_f32 if dtype_name == "float32" else ph.py_box_muller_f64)
@@ -135,10 +139,10 @@ def _kernels(dtype_name: str, qpt: int = 0):
     def tile_update_q(x, s, v, e, noise, has_noise, m, one_m, one, h, two_h, scale, start,
                       stop, c2, c3, k0, k1, x_out, v_out):
         """The update, ``qpt`` quads per thread and step: every load before any store."""
-        xa = cuda.local.array(4 * nq, nb_dtype)
-        sa = cuda.local.array(4 * nq, nb_dtype)
-        va = cuda.local.array(4 * nq, nb_dtype)
-        za = cuda.local.array(4 * nq, nb_dtype)
+        xa = cuda.local.array(nq4, nb_dtype)
+        sa = cuda.local.array(nq4, nb_dtype)
+        va = cuda.local.array(nq4, nb_dtype)
+        za = cuda.local.array(nq4, nb_dtype)
         bd = cuda.blockDim.x
         q_end = (stop + 3) // 4
         q = start // 4 + cuda.threadIdx.x

@@ -80,8 +80,8 @@ class Tuning:
     """Launch tuning of the Numba-CUDA Gaussian filter (override with ``TUNING.override(...)``)."""
 
     fused: bool = True  #: fuse the passes over the last two axes in shared memory
-    tile_w: int = 64  #: output columns per fused tile (the simulator uses 8)
-    tile_h: int = 32  #: most output rows per fused tile (halved until the tiles fit)
+    tile_w: int = 128  #: output columns per fused tile (the simulator uses 8)
+    tile_h: int = 16  #: most output rows per fused tile (halved until the tiles fit)
     fused_threads: int = 256  #: threads per fused block, 32 x (threads / 32) (simulator: 32)
     vertical_rows: int = 1  #: rows per work item of the vertical pass (4: register blocking)
 
