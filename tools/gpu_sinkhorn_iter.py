@@ -48,8 +48,9 @@ def run(quick: bool = False, baseline: str | None = None) -> list[dict]:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [os.path.abspath(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                        if p and os.path.abspath(p) != here]))
+        # `python -c` puts the working directory first on sys.path: run in the checkout itself
         out = subprocess.run([sys.executable, "-c", CHILD, str(n), "40"], env=env,
-                             capture_output=True, text=True)
+                             cwd=os.path.abspath(root), capture_output=True, text=True)
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
         if out.returncode or not line.startswith("{"):
             print(out.stdout[-2000:], out.stderr[-4000:])
