@@ -312,6 +312,12 @@ def sinkhorn(x, y, a=None, b=None, *, epsilon: float, max_iter: int = 1000,
     >>> res = sinkhorn(x, y, epsilon=0.05, scaling=0.7)
     >>> bool(res.converged), res.marginal_error <= 1e-6
     (True, True)
+
+    Coarse-to-fine with truncated kernels (the error is still measured over all pairs):
+
+    >>> ms = sinkhorn(x, y, epsilon=0.05, scaling=0.7, method="multiscale")
+    >>> bool(ms.converged), ms.marginal_error <= 1e-6, ms.info["method"]
+    (True, True, 'multiscale')
     """
     opts = _options(epsilon=epsilon, max_iter=max_iter, tol=tol, scaling=scaling,
                     relaxation=relaxation, mixed_precision=mixed_precision,
