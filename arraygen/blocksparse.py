@@ -20,6 +20,9 @@ radii ``r``::
     keep (A, B)  iff  U[A,B] >= L[A] - truncate^2
     mass_bound = max_A sum_{B skipped} count_B exp(U[A,B] - L[A])
 
+With ``same_points=True`` (a cloud against itself) ``L[A]`` is raised to
+``max(L[A], min_{i in A} w_i)``: row ``i``'s own term ``e^(w_i)`` is one of its terms.
+
 ``mass_bound`` bounds, for every row, the skipped kernel mass divided by the kept mass, hence
 the relative error of the row's kernel sum for non-negative right-hand sides (and the error of
 the row's log-sum-exp, which is at most ``log(1 + mass_bound) <= mass_bound``).
@@ -200,17 +203,22 @@ def _default_block(x) -> int:
     return DEFAULT_BLOCK_GPU if aa.device_kind(x)[0] == "cuda" else DEFAULT_BLOCK_CPU
 
 
-def _build_clusters(xp, x, block: int) -> Clusters:
-    """:func:`cluster_points` on a trusted (n, d) array in its compute dtype."""
-    n, d = x.shape
-    dev = aa.device(x)
-    xh = np.asarray(aa.to_numpy(x), dtype=np.float64)
-    perm_h = _kd_order(xh, block)
+def _apply_order(xp, x, perm_h: np.ndarray):
+    """``(perm, inverse, sorted points)`` of the host order ``perm_h`` on ``x``'s device."""
+    n = x.shape[0]
     inverse_h = np.empty_like(perm_h)
     inverse_h[perm_h] = np.arange(n, dtype=np.int64)
+    dev = aa.device(x)
     perm = xp.asarray(perm_h, device=dev)
     inverse = xp.asarray(inverse_h, device=dev)
-    points = xp.take(x, perm, axis=0)
+    return perm, inverse, xp.take(x, perm, axis=0)
+
+
+def _clusters_of_order(xp, perm, inverse, points, block: int) -> Clusters:
+    """The :class:`Clusters` of the runs of ``block`` consecutive ``points`` (already sorted
+    by ``perm``; ``inverse`` its inverse): float64 centroids, radii and counts."""
+    n, d = points.shape
+    dev = aa.device(points)
     k = cluster_count(n, block)
     count_h = np.full(k, float(block))
     count_h[-1] = n - (k - 1) * block
@@ -224,6 +232,12 @@ def _build_clusters(xp, x, block: int) -> Clusters:
     radii = xp.sqrt(xp.max(sq, axis=1)) * (1.0 + 1e-12)
     return Clusters(perm=perm, inverse=inverse, points=points, block=int(block),
                     centers=centers, radii=radii, count=count, n=int(n), d=int(d), K=int(k))
+
+
+def _build_clusters(xp, x, block: int) -> Clusters:
+    """:func:`cluster_points` on a trusted (n, d) array in its compute dtype."""
+    perm_h = _kd_order(np.asarray(aa.to_numpy(x), dtype=np.float64), block)
+    return _clusters_of_order(xp, *_apply_order(xp, x, perm_h), block)
 
 
 def cluster_points(x, *, block: int | None = None) -> Clusters:
@@ -287,30 +301,33 @@ def _centre_distances(xp, ca, cb):
     return xp.sqrt(xp.maximum(d2 - err, zero)), xp.sqrt(xp.maximum(d2 + err, zero))
 
 
+def _cluster_range(xp, v, c: Clusters):
+    """Per-cluster ``(min, max)`` of a (n,) array in ``c``'s order, float64 (ones if None)."""
+    if v is None:
+        ones = xp.ones((c.K,), dtype=xp.float64, device=aa.device(c.centers))
+        return ones, ones
+    v64 = xp.astype(v, xp.float64)
+    return (_cluster_reduce(xp, v64, c.block, c.K, "min"),
+            _cluster_reduce(xp, v64, c.block, c.K, "max"))
+
+
 def _pairs(xp, cx: Clusters, cy: Clusters, beta: float, truncate: float, w=None, a=None,
-           b=None) -> BlockPairs:
-    """:func:`block_pairs` on trusted inputs (``w``, ``a``, ``b`` in the sorted orders)."""
+           b=None, *, same_points: bool = False) -> BlockPairs:
+    """:func:`block_pairs` on trusted inputs (``w``, ``a``, ``b`` in the sorted orders;
+    ``same_points=True`` only when ``cy`` holds the very points of ``cx`` in the same order)."""
     dev = aa.device(cx.centers)
     f64 = xp.float64
     kx, ky = cx.K, cy.K
-    ones_x = xp.ones((kx,), dtype=f64, device=dev)
-    ones_y = xp.ones((ky,), dtype=f64, device=dev)
-    if w is None:
+    w64 = None if w is None else xp.astype(w, f64)
+    if w64 is None:
         wmax = xp.zeros((ky,), dtype=f64, device=dev)
     else:
-        wmax = _cluster_reduce(xp, xp.astype(w, f64), cy.block, ky, "max")
-    if a is None:
-        amin = amax = ones_x
-    else:
-        a64 = xp.astype(a, f64)
-        amin = _cluster_reduce(xp, a64, cx.block, kx, "min")
-        amax = _cluster_reduce(xp, a64, cx.block, kx, "max")
-    if b is None:
-        bmin = bmax = ones_y
-    else:
-        b64 = xp.astype(b, f64)
-        bmin = _cluster_reduce(xp, b64, cy.block, ky, "min")
-        bmax = _cluster_reduce(xp, b64, cy.block, ky, "max")
+        wmax = _cluster_reduce(xp, w64, cy.block, ky, "max")
+    if same_points:   # row i's own term e^(w_i - 0) is one of its terms: L_A >= min_A w
+        floor = (xp.zeros((kx,), dtype=f64, device=dev) if w64 is None
+                 else _cluster_reduce(xp, w64, cx.block, kx, "min"))
+    amin, amax = _cluster_range(xp, a, cx)
+    bmin, bmax = _cluster_range(xp, b, cy)
     cx_centers, cy_centers = cx.centers, cy.centers
     if cx.d > DIRECT_MAX_D:
         mean = (xp.sum(cx_centers * cx.count[:, None], axis=0)
@@ -330,6 +347,8 @@ def _pairs(xp, cx: Clusters, cy: Clusters, beta: float, truncate: float, w=None,
         upper = wmax[None, :] - beta * (amin[a0:a1][:, None] * bmin[None, :]) * (dmin * dmin)
         lower = wmax[None, :] - beta * (amax[a0:a1][:, None] * bmax[None, :]) * (dmax * dmax)
         top = xp.max(lower, axis=1)
+        if same_points:
+            top = xp.maximum(top, floor[a0:a1])
         keep = upper >= (top - t2)[:, None]
         gap = xp.where(keep, xp.asarray(-math.inf, dtype=f64, device=dev), upper - top[:, None])
         skipped = cy.count[None, :] * xp.exp(gap)
@@ -370,7 +389,7 @@ def check_clusters(clusters: Any, name: str, x) -> Clusters:
 
 
 def block_pairs(cx: Clusters, cy: Clusters, *, beta: float, truncate: float, log_weights=None,
-                x_bandwidth=None, y_bandwidth=None) -> BlockPairs:
+                x_bandwidth=None, y_bandwidth=None, same_points: bool = False) -> BlockPairs:
     r"""The cluster pairs whose Gaussian kernel can matter, and a bound on the rest.
 
     Keeps the pair ``(A, B)`` iff :math:`U_{AB} \ge L_A - \mathrm{truncate}^2` with
@@ -399,6 +418,14 @@ def block_pairs(cx: Clusters, cy: Clusters, *, beta: float, truncate: float, log
         Column log-weights :math:`w` IN THE SORTED ORDER of ``cy`` (``-inf``: zero weight).
     x_bandwidth, y_bandwidth : array, shape (N,) and (M,), optional
         Per-point inverse bandwidths :math:`a, b > 0`, in the sorted orders of ``cx``/``cy``.
+    same_points : bool, default False
+        The rows are the columns (a cloud against itself: ``cy`` must be ``cx``). Then row
+        :math:`i` holds its own term :math:`e^{w_i - 0}`, so :math:`L_A` is raised to
+        :math:`\max(L_A, \min_{i \in A} w_i)` (0 without weights). The bound stays rigorous:
+        it is still a lower bound on the largest exponent of every row of ``A``, and the pair
+        ``(A, A)`` (:math:`d^{\min} = 0`, :math:`U_{AA} \ge \min_A w`) is always kept. It is
+        far tighter when clusters are wide against the kernel width (the :math:`d^{\max}`
+        bound then keeps nearly every pair); without weights the kept pattern is symmetric.
 
     Returns
     -------
@@ -413,6 +440,12 @@ def block_pairs(cx: Clusters, cy: Clusters, *, beta: float, truncate: float, log
     >>> p = block_pairs(c, c, beta=1.0, truncate=3.0)
     >>> p.nnz, p.fraction, p.mass_bound < 1e-300
     (2, 0.5, True)
+    >>> grid = np.stack(np.meshgrid(np.arange(16.0), np.arange(16.0)), -1).reshape(-1, 2)
+    >>> c = cluster_points(grid, block=16)       # 16 squares of 4 x 4 points
+    >>> block_pairs(c, c, beta=1.0, truncate=3.0).nnz
+    180
+    >>> block_pairs(c, c, beta=1.0, truncate=3.0, same_points=True).nnz
+    100
     """
     for name, c in (("cx", cx), ("cy", cy)):
         if not isinstance(c, Clusters):
@@ -426,4 +459,7 @@ def block_pairs(cx: Clusters, cy: Clusters, *, beta: float, truncate: float, log
     w = _v.as_log_weights(xp, log_weights, cy.n, cy.points)
     a = _v.as_vector(xp, x_bandwidth, cx.n, "x_bandwidth", cx.points, positive=True)
     b = _v.as_vector(xp, y_bandwidth, cy.n, "y_bandwidth", cy.points, positive=True)
-    return _pairs(xp, cx, cy, beta, truncate, w, a, b)
+    same_points = _v.check_choice(same_points, "same_points", (False, True))
+    if same_points and cy is not cx:
+        raise ValueError("`same_points=True` needs `cy` to be `cx` (a cloud against itself)")
+    return _pairs(xp, cx, cy, beta, truncate, w, a, b, same_points=same_points)

@@ -721,67 +721,6 @@ class _DaskKernel:
         return avg if lazy else np.asarray(avg.compute())
 
 
-def _cluster_min(xp, a, cl):
-    """Per-cluster minimum of a (n,) array in the clusters' order: (K,) float64."""
-    a = xp.astype(a, xp.float64)
-    pad = cl.K * cl.block - cl.n
-    if pad:
-        a = xp.concat([a, xp.full((pad,), math.inf, dtype=xp.float64, device=aa.device(a))])
-    return xp.min(xp.reshape(a, (cl.K, cl.block)), axis=1)
-
-
-def _same_cloud_pairs(xp, cl, beta: float, truncate: float, inv_bw):
-    r"""Cluster pairs of the kernel of one cloud with itself, and their mass bound.
-
-    The rule of :func:`arraygen.blocksparse.block_pairs` with the row's lower bound
-    :math:`L_A = 0`: every row holds its own term :math:`e^{0} = 1`, the largest possible
-    (its bound through :math:`d^{\max}` is far weaker when clusters are wide against the
-    bandwidth, e.g. ``"knn"``, and keeps nearly every pair). Keep :math:`(A, B)` iff
-    :math:`\beta\, a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2 \le \mathrm{truncate}^2`, a
-    symmetric pattern; ``mass_bound`` :math:`= \max_A \sum_{B\ \mathrm{skipped}} n_B
-    \exp(-\beta a^{\min}_A a^{\min}_B (d^{\min}_{AB})^2)` bounds every row's skipped / kept
-    mass. O(K^2) work in row chunks on the points' device; one host copy of the pair count.
-    """
-    from .blocksparse import BlockPairs
-
-    dev = aa.device(cl.centers)
-    f64 = xp.float64
-    amin = (xp.ones((cl.K,), dtype=f64, device=dev) if inv_bw is None
-            else _cluster_min(xp, inv_bw, cl))
-    t2 = float(truncate) ** 2
-    zero = xp.zeros((), dtype=f64, device=dev)
-    chunk = max(1, (1 << 22) // cl.K)
-    counts, col_parts, masses, computed = [], [], [], []
-    for a0 in range(0, cl.K, chunk):
-        a1 = min(cl.K, a0 + chunk)
-        dist = xp.sqrt(_sqdist(xp, cl.centers[a0:a1, :], cl.centers)) * (1.0 - 1e-12)
-        dmin = xp.maximum(dist - cl.radii[a0:a1][:, None] - cl.radii[None, :], zero)
-        expo = -beta * (amin[a0:a1][:, None] * amin[None, :]) * (dmin * dmin)
-        keep = expo >= -t2
-        masses.append(xp.max(xp.sum(xp.where(keep, zero, cl.count[None, :] * xp.exp(expo)),
-                                    axis=1)))
-        computed.append(xp.sum(xp.sum(xp.where(keep, cl.count[None, :], zero), axis=1)
-                               * cl.count[a0:a1]))
-        counts.append(xp.sum(xp.astype(keep, xp.int32), axis=1))
-        col_parts.append(xp.astype(xp.nonzero(keep)[1], xp.int32))
-    totals = np.asarray(aa.to_numpy(xp.stack([xp.max(xp.stack(masses)),
-                                              xp.sum(xp.stack(computed))])))
-    per_row = xp.concat(counts) if len(counts) > 1 else counts[0]
-    offsets = xp.concat([xp.zeros((1,), dtype=xp.int32, device=dev),
-                         xp.astype(xp.cumulative_sum(per_row), xp.int32)])
-    cols = xp.concat(col_parts) if len(col_parts) > 1 else col_parts[0]
-    values = {"offsets": offsets, "cols": cols,
-              "fraction": float(totals[1]) / float(cl.n) ** 2, "mass_bound": float(totals[0]),
-              "truncate": float(truncate), "block_x": cl.block, "block_y": cl.block,
-              "n": cl.n, "m": cl.n}
-    fields = {f.name for f in dataclasses.fields(BlockPairs) if f.init}
-    if "host_offsets" in fields:
-        values["host_offsets"] = np.asarray(aa.to_numpy(offsets), dtype=np.int32)
-    if "host_cols" in fields:
-        values["host_cols"] = np.asarray(aa.to_numpy(cols), dtype=np.int32)
-    return BlockPairs(**{k: v for k, v in values.items() if k in fields})
-
-
 def _cluster(xp, x):
     """The spatial clusters of the (trusted, centred) training points."""
     from .blocksparse import cluster_points
@@ -802,7 +741,7 @@ class _BlockKernel:
     """K restricted to the kept cluster pairs (``truncate``; block-sparse tiled matvec).
 
     The training points are clustered once (``arraygen.blocksparse.cluster_points``) and the
-    cluster-pair list is built once (:func:`_same_cloud_pairs`, symmetric).
+    cluster-pair list is built once (``block_pairs(..., same_points=True)``, symmetric).
     Calls take and return vectors in the user's order (one gather in, one out); the
     eigensolver uses :attr:`sorted`, the same operator on vectors in the clusters' order, so
     its iterations gather nothing. New points (``x=``) are clustered per call.
@@ -826,7 +765,8 @@ class _BlockKernel:
         self.perm, self.inverse = cl.perm, cl.inverse
         self.x = cl.points
         self.inv_bw = None if inv_bw is None else self._cast(xp.take(inv_bw, cl.perm))
-        self.pairs = _same_cloud_pairs(xp, cl, beta, self.truncate, self.inv_bw)
+        self.pairs = _bs._pairs(xp, cl, cl, beta, self.truncate, None, self.inv_bw,
+                                 self.inv_bw, same_points=True)
         self.report = _report(self.truncate, self.pairs)
         self.last_report = None
         self.n_calls = 0
@@ -1161,7 +1101,7 @@ class DiffusionMap(_Spectral):
         kernel product of ``fit`` (degree, alpha-normalisation, eigensolver), ``transform``,
         ``apply_markov``, ``carre_du_champ`` and ``doob`` skips the cluster pairs whose
         largest possible term is below :math:`e^{-\mathrm{truncate}^2}` (the row's own
-        term is 1: the rule of :func:`arraygen.blocksparse.block_pairs` with that row bound;
+        term is 1: :func:`arraygen.blocksparse.block_pairs` with ``same_points=True``;
         the pattern is symmetric). New points (``transform``) use that rule as is.
         ``truncation_`` reports the fraction of point pairs computed and the bound on the
         skipped mass (relative to the kept row sums). Pays with small bandwidths (``"knn"``):

@@ -11,6 +11,7 @@ import pytest
 
 from arraygen import tiled
 from arraygen._kernels.blocksparse import merged_spans, point_mask
+from arraygen._kernels.tiled import DIRECT_MAX_D
 from arraygen.blocksparse import BlockPairs, Clusters, TruncationReport, block_pairs, cluster_points
 from arraygen.reference import tiled as ref
 from arraygen.testing import assert_close, to_numpy, tol
@@ -112,6 +113,51 @@ def test_block_pairs_follows_the_reference_rule(rng, d):
         assert np.all(np.diff(off) >= 1)  # no row cluster is empty
         for r in range(cx.K):
             assert np.all(np.diff(cols[off[r]:off[r + 1]]) > 0)
+
+
+@pytest.mark.parametrize("d", [2, 20])
+def test_block_pairs_same_points_follows_the_reference_rule(rng, d):
+    """``same_points=True`` (a cloud against itself, e.g. DiffusionMap(truncate=)): row bound
+    max(L_A, min_A w) against the float64 reference; the kept set shrinks; and the bound holds
+    for every row of the dense kernel."""
+    n, block, beta = 157, 16, 30.0
+    x = 0.01 * rng.random((n, d))   # a square 2 x 2 (clusters wide against the kernel width)
+    x[:, :2] = 2.0 * rng.random((n, 2))
+    w = np.log(rng.random(n))
+    w[rng.random(n) < 0.2] = -np.inf
+    a = rng.uniform(0.5, 2.0, n)
+    c = cluster_points(x, block=block)
+    perm = to_numpy(c.perm)
+    xs = np.asarray(c.points, dtype=np.float64)
+    d2 = ref.sqdist(xs, xs)
+    for kw in ({}, {"log_weights": w}, {"x_bandwidth": a, "y_bandwidth": a}):
+        sorted_kw = {k: v[perm] for k, v in kw.items()}
+        pairs = block_pairs(c, c, beta=beta, truncate=2.0, same_points=True, **sorted_kw)
+        keep, mass = ref.block_keep(xs, xs, block, block, beta, 2.0, same_points=True,
+                                    **sorted_kw)
+        got = point_mask(pairs.host_offsets, pairs.host_cols, 1, 1, c.K, c.K)
+        assert np.array_equal(got, keep)
+        mask = ref.point_mask(keep, n, n, block, block)
+        assert pairs.fraction == pytest.approx(mask.mean(), rel=1e-12)
+        # d > DIRECT_MAX_D: the law of cosines' cancellation slack widens the distance bounds
+        assert pairs.mass_bound == pytest.approx(mass, rel=1e-9 if d <= DIRECT_MAX_D else 1e-4, abs=1e-300)
+        assert pairs.mass_bound >= mass * (1 - 1e-12)
+        plain = block_pairs(c, c, beta=beta, truncate=2.0, **sorted_kw)
+        assert pairs.nnz <= plain.nnz and np.all(got <= ref.block_keep(
+            xs, xs, block, block, beta, 2.0, **sorted_kw)[0])
+        if not kw:
+            assert pairs.nnz < plain.nnz
+            assert np.array_equal(got, got.T)   # symmetric without weights
+        sa = sorted_kw.get("x_bandwidth", np.ones(n))
+        logk = sorted_kw.get("log_weights", np.zeros(n))[None, :] - beta * np.outer(sa, sa) * d2
+        k = np.exp(logk)
+        kept = np.where(mask, k, 0.0).sum(axis=1)
+        skipped = np.where(mask, 0.0, k).sum(axis=1)
+        live = kept > 0
+        assert np.all(skipped[live] / kept[live] <= pairs.mass_bound * (1 + 1e-9) + 1e-300)
+    with pytest.raises(ValueError, match="same_points"):
+        block_pairs(c, cluster_points(x, block=block), beta=beta, truncate=2.0,
+                    same_points=True)
 
 
 def test_merged_spans_cover_the_listed_clusters():

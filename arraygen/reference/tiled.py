@@ -80,11 +80,12 @@ def _per_cluster(values, size: int, block: int, how, default: float):
 
 
 def block_keep(x_sorted, y_sorted, block_x: int, block_y: int, beta: float, truncate: float,
-               log_weights=None, x_bandwidth=None, y_bandwidth=None):
+               log_weights=None, x_bandwidth=None, y_bandwidth=None, same_points=False):
     """The truncation rule on clouds in cluster order: ``(keep (Kx, Ky) bool, mass_bound)``.
 
     ``U = max_B w - beta amin bmin dmin^2``, ``L_A = max_B (max_B w - beta amax bmax dmax^2)``,
     keep iff ``U >= L_A - truncate^2``; ``mass_bound = max_A sum_skipped count_B e^(U - L_A)``.
+    ``same_points=True`` (y is x): ``L_A := max(L_A, min_A w)``, each row's own term.
     ``log_weights`` and bandwidths are given in the same (sorted) orders as the points.
     """
     ca, ra, _ = _cluster_bounds(x_sorted, block_x)
@@ -102,6 +103,8 @@ def block_keep(x_sorted, y_sorted, block_x: int, block_y: int, beta: float, trun
         upper = wmax[None, :] - beta * amin[:, None] * bmin[None, :] * dmin ** 2
         lower = wmax[None, :] - beta * amax[:, None] * bmax[None, :] * dmax ** 2
     top = lower.max(axis=1)
+    if same_points:
+        top = np.maximum(top, _per_cluster(log_weights, n, block_x, np.min, 0.0))
     keep = upper >= top[:, None] - float(truncate) ** 2
     skipped = np.where(keep, 0.0, nb[None, :] * np.exp(upper - top[:, None]))
     return keep, float(skipped.sum(axis=1).max())
