@@ -11,7 +11,10 @@ Mapping (DESIGN §3):
   ``x`` (with ``row_scale`` and ``x_bandwidth``), while ``y``, ``v``, ``col_scale``,
   ``y_bandwidth`` and ``log_weights`` are one chunk each, broadcast to every task
   (``blockwise`` with the ``y`` rows contracted). A row of these reductions depends on no other
-  row, so for ``d <= DIRECT_MAX_D`` the result is bitwise equal to the in-memory call;
+  row, so for ``d <= DIRECT_MAX_D`` the result is bitwise equal to the in-memory call. A dask
+  ``y`` in several row chunks (too large for one worker) gives a 2-D grid of (x chunk, y
+  chunk) tasks instead, merged along ``y`` in a tree (sums; log-sum-exp merges), equal to the
+  in-memory call within the tolerance table;
 - ``gaussian_filter``: ``map_overlap`` with a halo of the filter radius on the filtered axes
   (``boundary="none"``: the filter's own mode handles the true border; ``"periodic"`` for wrap);
 - ``fisher_*`` and batch-parallel callables: chunks of the batch axis (the per-sample
@@ -149,7 +152,12 @@ def _args(named: dict[str, tuple[Any, str | None]]):
 
 def _tiled_blockwise(op_name: str, x, y, *, rows: dict, cols: dict, rhs, options: dict,
                      outputs: int):
-    """One blockwise graph over the row chunks of ``x`` calling ``arraygen.tiled.<op_name>``."""
+    """One blockwise graph over the row chunks of ``x`` calling ``arraygen.tiled.<op_name>``.
+
+    A dask ``y`` in several row chunks takes the 2-D grid of :func:`_tiled_grid` instead."""
+    if is_dask_array(y) and len(y.chunks[0]) > 1:
+        return _tiled_grid(op_name, x, y, rows=rows, cols=cols, rhs=rhs, options=options,
+                           outputs=outputs)
     da = _da()
     x = _points(x)
     y = _points(_one_chunk(y) if not is_dask_array(y) else y).rechunk(-1)
@@ -198,6 +206,132 @@ def _tiled_blockwise(op_name: str, x, y, *, rows: dict, cols: dict, rhs, options
     if one_d:
         out = out[:, 0]
     return out, stacked[:, -1]
+
+
+# --------------------------------------------------------------------------------------------
+# tiled ops with y in several chunks: a 2-D grid of partials merged in a tree
+# --------------------------------------------------------------------------------------------
+
+#: Partials merged per task of the tree (depth ceil(log_k(y chunks))).
+GRID_SPLIT_EVERY = 4
+
+
+def merge_log_partials(xp, lse, out=None):
+    r"""Merge partial log-sum-exps (and softmax averages) of disjoint column sets.
+
+    ``lse`` (N, S): the partials' ``log sum_j w_j k_ij`` (``-inf`` for a part with no
+    weight); ``out`` (N, S, p) or None: the matching averages. Returns ``(lse (N,), out (N, p)
+    or None)`` with :math:`L = m + \log \sum_s e^{l_s - m}`, :math:`m = \max_s l_s`, and
+    :math:`o = \sum_s e^{l_s - L} o_s` (a part of weight 0 contributes 0, even a NaN average).
+    Rows whose every part is ``-inf`` give ``-inf`` (and an average of 0).
+    """
+    top = xp.max(lse, axis=1)
+    finite = top > -math.inf
+    safe_top = xp.where(finite, top, xp.zeros_like(top))
+    wgt = xp.exp(lse - safe_top[:, None])  # 0 for -inf parts, 1 for the largest
+    total = xp.sum(wgt, axis=1)
+    merged = xp.where(finite, safe_top + xp.log(xp.where(finite, total, xp.ones_like(total))),
+                      top)
+    if out is None:
+        return merged, None
+    share = wgt / xp.where(finite, total, xp.ones_like(total))[:, None]
+    zero = xp.zeros_like(out)
+    avg = xp.sum(xp.where(share[:, :, None] > 0, share[:, :, None] * out, zero), axis=1)
+    return merged, avg
+
+
+def _merge_packed(block, axis=1, keepdims=True, **_):
+    """Tree combine of packed partials (n, k, p + 1) (average columns, then lse) -> (n, 1, p + 1)."""
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(block)
+    lse, avg = merge_log_partials(xp, block[:, :, -1], block[:, :, :-1])
+    out = xp.concat([avg, lse[:, None]], axis=1)
+    return out[:, None, :] if keepdims else out
+
+
+def _finish_packed(block, axis=1, keepdims=False, **_):
+    """Tree root: merge, and raise where a row had no weight at all (as the in-memory op)."""
+    out = _merge_packed(block, axis=axis, keepdims=keepdims)
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(out)
+    if out.shape[0] and not bool(xp.all(out[..., -1] > -math.inf)):
+        raise ValueError("`log_weights` must have at least one finite entry (all weights "
+                         "are 0)")
+    return out
+
+
+def _pair_partial(op_name: str, names, options: dict, p: int):
+    """The task of one (row chunk, y chunk) pair: the in-memory op on the pair, packed."""
+
+    def call(*chunks):
+        import array_api_compat
+
+        from . import tiled
+
+        kw = dict(zip(names, chunks))
+        xs, ys, v = kw.pop("x"), kw.pop("y"), kw.pop("v", None)
+        xp = array_api_compat.array_namespace(xs)
+        fn = getattr(tiled, op_name)
+        if op_name == "kernel_matvec":
+            out = fn(xs, ys, v, **kw, **options)
+            return xp.reshape(out, (xs.shape[0], 1, -1))
+        w = kw.get("log_weights")
+        if w is not None and not bool(xp.any(w > -math.inf)):
+            # a y chunk of zero weight: the op would refuse it; its partial is -inf (and 0)
+            lse = xp.full((xs.shape[0],), -math.inf, dtype=xs.dtype)
+            avg = xp.zeros((xs.shape[0], p), dtype=xs.dtype)
+        elif v is None:
+            lse, avg = fn(xs, ys, **kw, **options), xp.zeros((xs.shape[0], 0), dtype=xs.dtype)
+        else:
+            avg, lse = fn(xs, ys, v, **kw, **options)
+            avg = xp.reshape(avg, (xs.shape[0], p))
+        lse, avg = xp.astype(lse, avg.dtype), avg
+        return xp.concat([avg, lse[:, None]], axis=1)[:, None, :]
+
+    return call
+
+
+def _tiled_grid(op_name: str, x, y, *, rows: dict, cols: dict, rhs, options: dict,
+                outputs: int):
+    """A grid of (row chunk of ``x``, row chunk of ``y``) tasks, each the in-memory op on its
+    pair, merged along ``y`` in a tree of :data:`GRID_SPLIT_EVERY`-way merges (matvec: sums;
+    log-sum-exp and softmax: :func:`merge_log_partials`). ``v``, ``col_scale``,
+    ``y_bandwidth`` and ``log_weights`` are chunked like ``y``. Tasks: O(row chunks x y
+    chunks); depth: O(log y chunks)."""
+    da = _da()
+    x, y = _points(x), _points(y)
+    y_chunks = y.chunks[0]
+    named = {"x": (x, "id"), "y": (y, "jd")}
+    one_d = rhs is not None and rhs.ndim == 1
+    p = 0 if rhs is None else (1 if one_d else rhs.shape[1])
+    if rhs is not None:
+        v_chunks = (y_chunks,) + ((p,),) * (rhs.ndim - 1)
+        rv = rhs.rechunk(v_chunks) if is_dask_array(rhs) else da.from_array(rhs, v_chunks)
+        named["v"] = (rv, "j" if one_d else "jp")
+    for name, arr in rows.items():
+        named[name] = (_row_chunked(arr, x.chunks[0]), "i")
+    for name, arr in cols.items():
+        named[name] = (_row_chunked(arr, y_chunks), "j")
+    args, names = _args(named)
+    dtype = _result_dtype(x, y, rhs)
+    width = p if op_name == "kernel_matvec" else p + 1
+    parts = da.blockwise(_pair_partial(op_name, names, options, p), "ijq", *args,
+                         concatenate=True, dtype=dtype, new_axes={"q": width},
+                         adjust_chunks={"j": 1}, meta=_meta(x, dtype, 3))
+    if op_name == "kernel_matvec":
+        out = parts.sum(axis=1, split_every=GRID_SPLIT_EVERY, dtype=dtype)
+        return out[:, 0] if one_d else out
+    merged = da.reduction(parts, chunk=lambda b, **_: b, combine=_merge_packed,
+                          aggregate=_finish_packed, axis=1, keepdims=False, dtype=dtype,
+                          split_every=GRID_SPLIT_EVERY, concatenate=True,
+                          meta=_meta(x, dtype, 2))
+    lse = merged[:, -1]
+    if outputs == 1:
+        return lse
+    out = merged[:, :-1]
+    return (out[:, 0] if one_d else out), lse
 
 
 def kernel_matvec(x, y, v, *, beta, row_scale=None, col_scale=None, x_bandwidth=None,

@@ -34,7 +34,7 @@ def test_kernel_matvec_rows_bitwise(dask_client, clouds, chunks):
     out = ag.kernel_matvec(xd, y, v, beta=3.0)
     assert isinstance(out, da.Array) and out.shape == (1000,)
     np.testing.assert_array_equal(out.compute(), ag.kernel_matvec(x, y, v, beta=3.0))
-    out = ag.kernel_matvec(xd, da.from_array(y, chunks=200), vv, beta=3.0, row_scale=r,
+    out = ag.kernel_matvec(xd, da.from_array(y, chunks=(700, 3)), vv, beta=3.0, row_scale=r,
                            col_scale=c, x_bandwidth=a, y_bandwidth=b)
     ref = ag.kernel_matvec(x, y, vv, beta=3.0, row_scale=r, col_scale=c, x_bandwidth=a,
                            y_bandwidth=b)
@@ -131,3 +131,125 @@ def test_sinkhorn_on_a_cluster_matches_numpy_and_keeps_graphs_small(dask_client)
     # state persisted at iteration boundaries: the result's graph does not grow with n_iter
     short = ag.sinkhorn(xd, y, epsilon=0.1, max_iter=3, tol=1e-30)
     assert len(res.f.__dask_graph__()) <= len(short.f.__dask_graph__()) + 8
+
+
+# ---- y in several chunks: a 2-D grid of (x chunk, y chunk) partials merged in a tree ----
+
+def _depth(a) -> int:
+    """Longest chain of tasks in ``a``'s graph."""
+    from dask.core import get_dependencies
+
+    dsk = dict(a.__dask_graph__())
+    memo: dict = {}
+
+    def depth(k):
+        if k not in memo:
+            memo[k] = 1 + max((depth(d) for d in get_dependencies(dsk, k)), default=0)
+        return memo[k]
+
+    return max(depth(k) for k in dsk)
+
+
+@pytest.fixture
+def grid_inputs(clouds):
+    x, y, gen = clouds
+    w = np.log(gen.random(700))
+    w[::7] = -np.inf
+    w[100:250] = -np.inf  # the whole second y chunk has zero weight
+    xd = da.from_array(x, chunks=((100, 400, 500), 3))  # ragged in both axes
+    yd = da.from_array(y, chunks=((100, 150, 50, 400), 3))
+    return x, y, xd, yd, w, gen
+
+
+def test_grid_matvec_matches_in_memory(dask_client, grid_inputs):
+    from arraygen.testing import assert_close
+
+    x, y, xd, yd, _, gen = grid_inputs
+    v, vv = gen.random(700), gen.random((700, 4))
+    r, c = gen.random(1000) + 0.5, gen.random(700) + 0.5
+    a, b = gen.random(1000) + 0.5, gen.random(700) + 0.5
+    out = ag.kernel_matvec(xd, yd, v, beta=3.0)
+    assert isinstance(out, da.Array) and out.shape == (1000,)
+    assert_close(out.compute(), ag.kernel_matvec(x, y, v, beta=3.0), kind="reduction",
+                 n_terms=700)
+    out = ag.kernel_matvec(xd, yd, da.from_array(vv, chunks=(300, 4)), beta=3.0, row_scale=r,
+                           col_scale=c, x_bandwidth=a, y_bandwidth=b)
+    ref = ag.kernel_matvec(x, y, vv, beta=3.0, row_scale=r, col_scale=c, x_bandwidth=a,
+                           y_bandwidth=b)
+    assert out.shape == (1000, 4)
+    assert_close(out.compute(), ref, kind="reduction", n_terms=700)
+    # float32 stays float32 and within the float32 row of the table
+    x32, y32, v32 = (t.astype(np.float32) for t in (x, y, vv))
+    out = ag.kernel_matvec(xd.astype(np.float32), yd.astype(np.float32), v32, beta=3.0)
+    assert_close(out.compute(), ag.kernel_matvec(x32, y32, v32, beta=3.0), kind="reduction",
+                 n_terms=700)
+
+
+def test_grid_logsumexp_softmax_match_in_memory(dask_client, grid_inputs):
+    from arraygen.testing import assert_close
+
+    x, y, xd, yd, w, gen = grid_inputs
+    v = gen.random((700, 2))
+    wd = da.from_array(w, chunks=350)  # chunked unlike y: rechunked along y's chunks
+    lse = ag.kernel_logsumexp(xd, yd, beta=5.0, log_weights=wd)
+    ref = ag.kernel_logsumexp(x, y, beta=5.0, log_weights=w)
+    assert isinstance(lse, da.Array) and lse.shape == (1000,)
+    assert_close(lse.compute(), ref, kind="reduction", n_terms=700)
+    out, lse = ag.kernel_softmax_matvec(xd, yd, v, beta=5.0, log_weights=w)
+    ref_out, ref_lse = ag.kernel_softmax_matvec(x, y, v, beta=5.0, log_weights=w)
+    assert out.shape == (1000, 2) and np.isfinite(out.compute()).all()
+    assert_close(out.compute(), ref_out, kind="reduction", n_terms=700)
+    assert_close(lse.compute(), ref_lse, kind="reduction", n_terms=700)
+    out1, lse1 = ag.kernel_softmax_matvec(xd, yd, v[:, 0], beta=5.0)
+    ref1, ref_lse1 = ag.kernel_softmax_matvec(x, y, v[:, 0], beta=5.0)
+    assert out1.shape == (1000,)
+    assert_close(out1.compute(), ref1, kind="reduction", n_terms=700)
+    assert_close(lse1.compute(), ref_lse1, kind="reduction", n_terms=700)
+
+
+def test_grid_all_weights_zero_is_the_in_memory_error(dask_client, grid_inputs):
+    x, y, xd, yd, w, _ = grid_inputs
+    lse = ag.kernel_logsumexp(xd, yd, beta=5.0, log_weights=np.full(700, -np.inf))
+    with pytest.raises(ValueError, match="log_weights"):
+        lse.compute()
+
+
+def test_merge_log_partials_is_the_logsumexp_of_the_union():
+    from scipy.special import logsumexp
+
+    from arraygen._dask import merge_log_partials
+
+    gen = np.random.default_rng(4)
+    lse = gen.normal(size=(5, 3)) * 30
+    lse[1] = -np.inf
+    lse[2, 0] = -np.inf
+    out = gen.random((5, 3, 2))
+    out[2, 0] = np.nan  # a part of zero weight contributes nothing, even a NaN average
+    merged, avg = merge_log_partials(np, lse, out)
+    np.testing.assert_allclose(merged[[0, 2, 3, 4]], logsumexp(lse[[0, 2, 3, 4]], axis=1),
+                               rtol=1e-14)
+    assert merged[1] == -np.inf and np.all(avg[1] == 0)
+    with np.errstate(invalid="ignore"):
+        share = np.exp(lse - merged[:, None])
+    share[~np.isfinite(lse)] = 0
+    np.testing.assert_allclose(avg[[0, 2, 3, 4]],
+                               np.einsum("ns,nsp->np", share, np.nan_to_num(out))[[0, 2, 3, 4]],
+                               rtol=1e-13)
+
+
+def test_grid_graph_is_o_pairs_and_log_deep(clouds):
+    x, y, gen = clouds
+    w = np.log(gen.random(700))
+    xd = da.from_array(x, chunks=(250, 3))  # 4 row chunks
+    sizes, depths = {}, {}
+    for n_y in (4, 16, 64):
+        yd = da.from_array(y, chunks=(-(-700 // n_y), 3))
+        n_y = yd.numblocks[0]
+        out = ag.kernel_softmax_matvec(xd, yd, gen.random((700, 2)), beta=1.0,
+                                       log_weights=w)[0]
+        sizes[n_y], depths[n_y] = _tasks(out), _depth(out)
+        # pair tasks (and dask's per-block step before its tree), the 4-way merge tree
+        # (< 1/3 more), the inputs' chunks and a few slices: O(pairs), at most 3 per pair
+        assert sizes[n_y] <= 3 * 4 * n_y + 3 * n_y + 3 * 4 + 8, (n_y, sizes[n_y])
+    # a 4-way tree: 16 times more y chunks add 2 levels, not 60 tasks to a chain
+    assert depths[64] - depths[4] <= 2, depths
