@@ -636,6 +636,8 @@ def _iterate(run: _Run, relax: _Relaxation) -> str:
     while True:
         f_t = run.f_of(g, eps)
         if run.n_iter % run.check_every == 0 or run.n_iter >= run.max_iter:
+            if run.lazy:  # the error's host sync and the next update share one f_t
+                f_t = _dask.materialize(f_t)
             err = run.error(f, f_t, g, g_t, relax.omega)
             run.errors.append(err)
             if run.bar is not None:
