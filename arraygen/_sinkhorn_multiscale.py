@@ -69,8 +69,8 @@ import numpy as np
 
 from . import _array_api as aa
 from . import _dask, tiled
-from ._kernels.blocksparse import DEFAULT_BLOCK_GPU, cluster_count
-from .blocksparse import BlockPairs, Clusters, _kd_order, _pad_rows, _pairs
+from ._kernels.blocksparse import DEFAULT_BLOCK_GPU
+from .blocksparse import BlockPairs, Clusters, _apply_order, _clusters_of_order, _kd_order, _pairs
 from .sinkhorn import (
     _METHODS,
     DEFAULT_TOL,
@@ -83,6 +83,7 @@ from .sinkhorn import (
     _Relaxation,
     _Run,
     _solve,
+    _stop_reason,
 )
 
 logger = logging.getLogger("arraygen")
@@ -177,37 +178,11 @@ def _nested_order(xh, outer: int, inner: int):
     return perm
 
 
-def _clusters_of_order(xp, perm, inverse, points, block: int) -> Clusters:
-    """:class:`arraygen.blocksparse.Clusters` of the runs of ``block`` sorted points."""
-    n, d = points.shape
-    dev = aa.device(points)
-    k = cluster_count(n, block)
-    count_h = np.full(k, float(block))
-    count_h[-1] = n - (k - 1) * block
-    count = xp.asarray(count_h, dtype=xp.float64, device=dev)
-    grid = xp.reshape(_pad_rows(xp, xp.astype(points, xp.float64), k * block, 0.0),
-                      (k, block, d))
-    centers = xp.sum(grid, axis=1) / count[:, None]
-    valid = xp.reshape(xp.arange(k * block, device=dev) < n, (k, block))
-    diff = grid - centers[:, None, :]
-    sq = xp.where(valid, xp.sum(diff * diff, axis=2), xp.zeros((), dtype=xp.float64, device=dev))
-    radii = xp.sqrt(xp.max(sq, axis=1)) * (1.0 + 1e-12)
-    return Clusters(perm=perm, inverse=inverse, points=points, block=int(block),
-                    centers=centers, radii=radii, count=count, n=int(n), d=int(d), K=int(k))
-
-
 def _cluster_levels(xp, x, coarse: int, fine: int) -> tuple[Clusters, Clusters]:
     """The coarse and the fine clusters of ``x`` (N, d), in one nested kd order."""
-    n = x.shape[0]
     xh = np.asarray(aa.to_numpy(x), dtype=np.float64)
-    perm_h = _nested_order(xh, max(coarse, fine), min(coarse, fine))
-    inverse_h = np.empty_like(perm_h)
-    inverse_h[perm_h] = np.arange(n, dtype=np.int64)
-    dev = aa.device(x)
-    perm, inverse = xp.asarray(perm_h, device=dev), xp.asarray(inverse_h, device=dev)
-    points = xp.take(x, perm, axis=0)
-    return (_clusters_of_order(xp, perm, inverse, points, coarse),
-            _clusters_of_order(xp, perm, inverse, points, fine))
+    order = _apply_order(xp, x, _nested_order(xh, max(coarse, fine), min(coarse, fine)))
+    return _clusters_of_order(xp, *order, coarse), _clusters_of_order(xp, *order, fine)
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,16 +424,8 @@ def _iterate(run: _FineRun, relax: _Relaxation, truncate: float) -> str:
                 g = g_t = run.g_of(f, eps)
                 run.step(eps)
                 continue
-            if not math.isfinite(err):
-                reason = "the marginal error became non-finite"
-                break
-            if stopped:
-                reason = "it was stopped by the callback"
-                break
-            if err < 0.95 * best:
-                best, best_at = err, run.n_iter
-            elif run.n_iter - best_at >= run.stall:
-                reason = f"the error stopped falling (no 5% gain in {run.stall} iterations)"
+            reason, best, best_at = _stop_reason(run, err, stopped, best, best_at)
+            if reason:
                 break
             relax.observe(run.errors, f, run.n_iter)
         if run.n_iter >= run.max_iter:

@@ -624,6 +624,22 @@ class _Run:
         return V.host_float(rows + cols)
 
 
+def _stop_reason(run, err: float, stopped: bool, best: float, best_at: int, hint: str = ""):
+    """``(reason, best, best_at)`` after an error check of an iteration loop (exact and
+    multiscale): ``reason`` is non-empty when the loop must stop (non-finite error, the
+    callback, no 5% gain in ``run.stall`` iterations; ``hint`` ends that message)."""
+    if not math.isfinite(err):
+        return "the marginal error became non-finite", best, best_at
+    if stopped:
+        return "it was stopped by the callback", best, best_at
+    if err < 0.95 * best:
+        return "", err, run.n_iter
+    if run.n_iter - best_at >= run.stall:
+        return (f"the error stopped falling (no 5% gain in {run.stall} iterations{hint})",
+                best, best_at)
+    return "", best, best_at
+
+
 def _iterate(run: _Run, relax: _Relaxation) -> str:
     """Iterate at the final epsilon; leaves (f, g, err) on ``run``; returns '' if converged,
     else the reason it stopped."""
@@ -659,17 +675,10 @@ def _iterate(run: _Run, relax: _Relaxation) -> str:
                 g = g_t = run.g_of(f, eps)
                 run.step(eps)
                 continue
-            if not math.isfinite(err):
-                reason = "the marginal error became non-finite"
-                break
-            if stopped:
-                reason = "it was stopped by the callback"
-                break
-            if err < 0.95 * best:
-                best, best_at = err, run.n_iter
-            elif run.n_iter - best_at >= run.stall:
-                reason = (f"the error stopped falling (no 5% gain in {run.stall} iterations; "
-                          f"the rounding floor of {_dtype_name(run.prob.x.dtype)}?)")
+            reason, best, best_at = _stop_reason(
+                run, err, stopped, best, best_at,
+                f"; the rounding floor of {_dtype_name(run.prob.x.dtype)}?")
+            if reason:
                 break
             relax.observe(run.errors, f, run.n_iter)
         if run.n_iter >= run.max_iter:
