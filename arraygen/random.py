@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _array_api as aa
 from ._validation import check_int
+from .backends._philox_xp import philox_words as _philox_words
 
 __all__ = ["Key", "as_key", "bits", "normal", "philox4x32", "uniform"]
 
@@ -102,35 +103,6 @@ def as_key(rng: Any) -> Key | np.random.Generator:
         f"`rng` must be None, an int seed, an arraygen.random.Key or a numpy.random.Generator; "
         f"got {type(rng).__name__}"
     )
-
-
-def _mulhilo(a, multiplier: int):
-    """(hi, lo) 32-bit halves of ``a * multiplier`` for uint32 values held in a wider dtype.
-
-    uint64 arrays multiply directly (the product of two 32-bit values fits); int64 arrays
-    (torch has no uint64 arithmetic) split ``a`` into 16-bit halves so nothing overflows.
-    """
-    if "uint64" in str(a.dtype):
-        p = a * multiplier
-        return p >> 32, p & MASK32
-    a_lo = a & 0xFFFF
-    a_hi = a >> 16
-    p_lo = a_lo * multiplier
-    p_hi = a_hi * multiplier
-    mid = p_lo + ((p_hi & 0xFFFF) << 16)
-    return (p_hi >> 16) + (mid >> 32), mid & MASK32
-
-
-def _philox_words(c0, c1, c2, c3, k0, k1, rounds: int = ROUNDS):
-    """Philox4x32 on int64 arrays holding uint32 values; keys may be ints or arrays."""
-    for i in range(rounds):
-        if i:
-            k0 = (k0 + PHILOX_W0) & MASK32
-            k1 = (k1 + PHILOX_W1) & MASK32
-        hi0, lo0 = _mulhilo(c0, PHILOX_M0)
-        hi1, lo1 = _mulhilo(c2, PHILOX_M1)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-    return c0, c1, c2, c3
 
 
 def philox4x32(counter, key, *, rounds: int = ROUNDS):

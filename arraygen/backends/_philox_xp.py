@@ -6,6 +6,7 @@ array) reads word ``e mod 4`` of block ``floor(e / 4) mod 2**64`` of the stream 
 words ``(c2, c3)`` and key ``(k0, k1)``, the layout of :mod:`arraygen.random`. Only int64
 arithmetic is used (torch has no uint64 arithmetic); products are split into 16-bit halves so
 nothing overflows. ``xp`` is an Array API namespace (``array_api_compat`` wraps torch and CuPy).
+:func:`philox_words` is also the round function of :mod:`arraygen.random` (one source).
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ M1 = 0xCD9E8D57
 W0 = 0x9E3779B9
 W1 = 0xBB67AE85
 MASK32 = 0xFFFFFFFF
+ROUNDS = 10
 
 
-def _mulhilo(a, multiplier: int):
-    """(hi, lo) 32-bit halves of ``a * multiplier`` for uint32 values held in int64 arrays."""
+def mulhilo(a, multiplier: int):
+    """(hi, lo) 32-bit halves of ``a * multiplier`` for uint32 values held in a wider dtype.
+
+    uint64 arrays multiply directly (the product of two 32-bit values fits); int64 arrays
+    (torch has no uint64 arithmetic) split ``a`` into 16-bit halves so nothing overflows.
+    """
+    if "uint64" in str(a.dtype):
+        p = a * multiplier
+        return p >> 32, p & MASK32
     a_lo = a & 0xFFFF
     a_hi = a >> 16
     p_lo = a_lo * multiplier
@@ -27,23 +36,27 @@ def _mulhilo(a, multiplier: int):
     return (p_hi >> 16) + (mid >> 32), mid & MASK32
 
 
-def words_at(xp, elements, c2: int, c3: int, k0: int, k1: int):
-    """uint32 words (held in int64) of the stream at the int64 ``elements`` (any shape)."""
-    block = elements >> 2  # floor(e / 4); the two's complement bits are the block mod 2**64
-    c0 = block & MASK32
-    c1 = (block >> 32) & MASK32
-    zero = xp.zeros_like(c0)
-    x2, x3 = zero + int(c2), zero + int(c3)
-    k0, k1 = int(k0), int(k1)
-    for i in range(10):
+def philox_words(c0, c1, c2, c3, k0, k1, rounds: int = ROUNDS):
+    """Philox4x32 rounds on uint64 or int64 arrays holding uint32 values (the four counter
+    words, broadcastable); the keys ``k0, k1`` may be ints or arrays. Returns the 4 words."""
+    for i in range(rounds):
         if i:
             k0 = (k0 + W0) & MASK32
             k1 = (k1 + W1) & MASK32
-        hi0, lo0 = _mulhilo(c0, M0)
-        hi1, lo1 = _mulhilo(x2, M1)
-        c0, c1, x2, x3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ x3 ^ k1, lo0
+        hi0, lo0 = mulhilo(c0, M0)
+        hi1, lo1 = mulhilo(c2, M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def words_at(xp, elements, c2: int, c3: int, k0: int, k1: int):
+    """uint32 words (held in int64) of the stream at the int64 ``elements`` (any shape)."""
+    block = elements >> 2  # floor(e / 4); the two's complement bits are the block mod 2**64
+    zero = xp.zeros_like(block)
+    w0, w1, w2, w3 = philox_words(block & MASK32, (block >> 32) & MASK32, zero + int(c2),
+                                  zero + int(c3), int(k0), int(k1))
     lane = elements & 3
-    return xp.where(lane == 0, c0, xp.where(lane == 1, c1, xp.where(lane == 2, x2, x3)))
+    return xp.where(lane == 0, w0, xp.where(lane == 1, w1, xp.where(lane == 2, w2, w3)))
 
 
 def uniform_f32_at(xp, elements, c2: int, c3: int, k0: int, k1: int):
