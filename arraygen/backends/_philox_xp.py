@@ -84,3 +84,24 @@ def window_sweeps(launcher, spins, couplings, bias, colors, *, n_sweeps, key, or
         s = launcher(s, couplings, bias, colors, n_sweeps=1, uniforms=xp.reshape(
             u, (1,) + tuple(spins.shape)), key=None, **kw)
     return s
+
+
+def origin_by_window(launcher):
+    """Give a Gibbs launcher without an in-kernel origin the launcher contract's ``origin``.
+
+    The wrapped launcher takes ``origin=None``; a call with an ``origin`` and no injected
+    ``uniforms`` runs :func:`window_sweeps` over ``launcher`` (one launch per sweep with the
+    window's Philox uniforms), any other call goes to ``launcher`` unchanged.
+    """
+    import functools
+
+    @functools.wraps(launcher)
+    def gibbs_sweeps(spins, couplings, bias, colors, *, n_sweeps, uniforms, key, origin=None,
+                     **kw):
+        if origin is not None and uniforms is None:
+            return window_sweeps(launcher, spins, couplings, bias, colors, n_sweeps=n_sweeps,
+                                 key=key, origin=origin, **kw)
+        return launcher(spins, couplings, bias, colors, n_sweeps=n_sweeps, uniforms=uniforms,
+                        key=key, **kw)
+
+    return gibbs_sweeps

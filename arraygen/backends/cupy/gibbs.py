@@ -28,7 +28,7 @@ import numpy as np
 
 from ..._kernels.gibbs import symmetric_offsets
 from .. import _interop
-from .._philox_xp import window_sweeps
+from .._philox_xp import origin_by_window
 from .._tuning import Tunable
 from . import dtype_name, module, native, stream_for
 
@@ -272,17 +272,14 @@ def _sweep_kernel(name: str, smem: int):
     return kernel
 
 
+@origin_by_window
 def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
-                 n_sweeps, beta, uniforms, key, origin=None):
+                 n_sweeps, beta, uniforms, key):
     """Launcher (contract in :mod:`arraygen.gibbs`): spins (B, C, H, W) int8 -> new spins.
 
-    With an ``origin`` (a window of a larger array) the sweeps run one launch each with the
-    window's Philox uniforms drawn on the device (:func:`arraygen.backends._philox_xp.window_sweeps`).
+    ``origin`` (a window of a larger array): one launch per sweep with the window's Philox
+    uniforms drawn on the device (:func:`arraygen.backends._philox_xp.origin_by_window`).
     """
-    if origin is not None and uniforms is None:
-        return window_sweeps(gibbs_sweeps, spins, couplings, bias, colors, n_sweeps=n_sweeps,
-                             key=key, origin=origin, offsets=offsets, periodic=periodic,
-                             n_colors=n_colors, pattern=pattern, beta=beta)
     with _interop.cuda_device_context(spins), stream_for(spins):
         s = cupy.array(_interop.to_cupy(spins), dtype=cupy.int8, order="C", copy=True)
         B, C, H, W = (int(v) for v in s.shape)

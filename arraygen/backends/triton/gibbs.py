@@ -14,7 +14,7 @@ import triton.language as tl
 
 from ..._kernels.gibbs import symmetric_offsets
 from .. import _interop, is_simulated
-from .._philox_xp import window_sweeps
+from .._philox_xp import origin_by_window
 from . import philox
 
 BLOCK_Q = 256
@@ -113,17 +113,14 @@ def _phase_kernel(s_ptr, j_ptr, h_ptr, colors_ptr, offs_ptr, u_ptr, C, H, W, PN,
     tl.store(s_ptr + e, new, mask=active)
 
 
+@origin_by_window
 def gibbs_sweeps(spins, couplings, bias, colors, *, offsets, periodic, n_colors, pattern,
-                 n_sweeps, beta, uniforms, key, origin=None):
+                 n_sweeps, beta, uniforms, key):
     """Launcher (contract in :mod:`arraygen.gibbs`): spins (B, C, H, W) int8 -> new spins.
 
-    With an ``origin`` (a window of a larger array) the sweeps run one launch each with the
-    window's Philox uniforms drawn on the device (:func:`arraygen.backends._philox_xp.window_sweeps`).
+    ``origin`` (a window of a larger array): one launch per sweep with the window's Philox
+    uniforms drawn on the device (:func:`arraygen.backends._philox_xp.origin_by_window`).
     """
-    if origin is not None and uniforms is None:
-        return window_sweeps(gibbs_sweeps, spins, couplings, bias, colors, n_sweeps=n_sweeps,
-                             key=key, origin=origin, offsets=offsets, periodic=periodic,
-                             n_colors=n_colors, pattern=pattern, beta=beta)
     with _interop.cuda_device_context(spins):
         s = _interop.to_torch(spins).to(torch.int8).contiguous().clone()
         B, C, H, W = (int(v) for v in s.shape)
