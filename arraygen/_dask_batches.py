@@ -45,11 +45,9 @@ def _float_dtype(x):
     return dt if dt.kind == "f" else np.dtype(np.float64)
 
 
-def map_sampler(sampler, model, x, kwargs: dict):
-    """``sampler(model, chunk, **kwargs)`` on every batch chunk of the dask ``x``; lazy."""
-    kwargs = dict(kwargs)
-    kwargs["rng"] = _key(kwargs.get("rng"), f"{getattr(sampler, '__name__', 'a sampler')} on "
-                         f"dask input")
+def _map_at_batch_offset(x, call):
+    """``call(block)`` on every batch chunk of the dask ``x`` (other axes in one chunk), each
+    under the Philox element offset of its first row (:func:`batch_offset`); lazy."""
     x = _batch_chunks(x)
     per_sample = math.prod(x.shape[1:])
     dtype = _float_dtype(x)
@@ -57,9 +55,17 @@ def map_sampler(sampler, model, x, kwargs: dict):
     def run(block, block_info=None):
         start = block_info[0]["array-location"][0][0]
         with batch_offset(start * per_sample):
-            return sampler(model, block, **kwargs)
+            return call(block)
 
     return x.map_blocks(run, dtype=dtype, meta=_dask._meta(x, dtype))
+
+
+def map_sampler(sampler, model, x, kwargs: dict):
+    """``sampler(model, chunk, **kwargs)`` on every batch chunk of the dask ``x``; lazy."""
+    kwargs = dict(kwargs)
+    kwargs["rng"] = _key(kwargs.get("rng"), f"{getattr(sampler, '__name__', 'a sampler')} on "
+                         f"dask input")
+    return _map_at_batch_offset(x, lambda block: sampler(model, block, **kwargs))
 
 
 def normal_rows(key, like):
@@ -91,13 +97,5 @@ def fastsbot_sample(solver, shape, *, noise, rng, dtype, progress, callback, chu
         ones = da.empty(tuple(int(s) for s in shape), dtype=np_dtype,
                         chunks=(batch,) + tuple(-1 for _ in shape[1:]))
         noise = normal_rows(key, ones)
-    noise = _batch_chunks(noise)
-    per_sample = math.prod(noise.shape[1:])
-    out_dtype = _float_dtype(noise)
-
-    def run(block, block_info=None):
-        start = block_info[0]["array-location"][0][0]
-        with batch_offset(start * per_sample):
-            return solver.sample(noise=block, rng=key, progress=progress, callback=callback)
-
-    return noise.map_blocks(run, dtype=out_dtype, meta=_dask._meta(noise, out_dtype))
+    return _map_at_batch_offset(noise, lambda block: solver.sample(
+        noise=block, rng=key, progress=progress, callback=callback))
