@@ -290,17 +290,21 @@ def suite_sections(suite: str, results_dir: Path, losses: list,
     return lines if len(lines) > 2 else []
 
 
-def _gpu_module(op: str) -> str:
-    """The ``tools/gpu_bench_<name>.py`` that produced a GPU row (for its command)."""
+def _gpu_module(op: str, folder: str = "") -> str:
+    """The ``tools/gpu_bench_<name>.py`` that produced a GPU row (for its command): the JSON's
+    folder when it is named after one (``<out>/<name>/bench.json``), else guessed from ``op``."""
     names = sorted(p.stem.removeprefix("gpu_bench_") for p in (ROOT / "tools").glob(
         "gpu_bench_*.py"))
-    aliases = {"kernel": "tiled", "sinkhorn": "ot", "diffusion": "dmap", "sample": "samplers",
-               "gibbs": "gibbs", "fisher": "fisher", "gaussian": "gaussian"}
+    if folder in names:
+        return folder
     low = op.lower()
-    for key, name in aliases.items():
-        if key in low and name in names:
-            return name
-    return next((n for n in names if n in low), "NAME")
+    named = next((n for n in names if n in low), None)
+    if named is not None:
+        return named
+    aliases = {"kernel": "tiled", "sinkhorn": "ot", "diffusion": "dmap", "sample": "samplers",
+               "score": "samplers"}
+    return next((name for key, name in aliases.items() if key in low and name in names),
+                "NAME")
 
 
 def gpu_section(paths: list[Path]) -> list[str]:
@@ -318,7 +322,7 @@ def gpu_section(paths: list[Path]) -> list[str]:
             frac = "" if r.get("frac_ceiling") is None else f"{r['frac_ceiling']:.1%}"
             peer = "" if r.get("vs_peer") is None else f"{r['vs_peer']:.2f} ({r.get('peer')})"
             err = "" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
-            module = _gpu_module(r["op"])
+            module = _gpu_module(r["op"], path.parent.name)
             lines.append(f"| {r['op']} | {r['backend']} | {r['size']} | {r['ms']:.3f} | "
                          f"{r['value']:.4g} {r.get('metric', '')} | {frac} | {peer} | {err} | "
                          f"{machine} | {when} | `bash tools/gpu_run.sh --only {module}` |")
