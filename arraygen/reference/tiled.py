@@ -20,17 +20,8 @@ def sqdist(x, y) -> np.ndarray:
 def kernel_matvec(x, y, v, beta: float, row_scale=None, col_scale=None, x_bandwidth=None,
                   y_bandwidth=None) -> np.ndarray:
     """out_i = r_i sum_j exp(-beta a_i b_j |x_i - y_j|^2) c_j v_j; v (M,) or (M, p)."""
-    d2 = sqdist(x, y)
-    n, m = d2.shape
-    a = np.ones(n) if x_bandwidth is None else np.asarray(x_bandwidth, dtype=np.float64)
-    b = np.ones(m) if y_bandwidth is None else np.asarray(y_bandwidth, dtype=np.float64)
-    r = np.ones(n) if row_scale is None else np.asarray(row_scale, dtype=np.float64)
-    c = np.ones(m) if col_scale is None else np.asarray(col_scale, dtype=np.float64)
-    k = np.exp(-float(beta) * a[:, None] * b[None, :] * d2)
-    v = np.asarray(v, dtype=np.float64)
-    cv = c * v if v.ndim == 1 else c[:, None] * v
-    out = k @ cv
-    return r * out if out.ndim == 1 else r[:, None] * out
+    return kernel_matvec_masked(x, y, v, beta, True, row_scale, col_scale, x_bandwidth,
+                                y_bandwidth)
 
 
 def _logits(x, y, beta: float, log_weights) -> np.ndarray:
@@ -118,7 +109,7 @@ def point_mask(keep, n: int, m: int, block_x: int, block_y: int) -> np.ndarray:
 
 def kernel_matvec_masked(x, y, v, beta: float, mask, row_scale=None, col_scale=None,
                          x_bandwidth=None, y_bandwidth=None) -> np.ndarray:
-    """:func:`kernel_matvec` summing only the pairs where ``mask`` (N, M) is True."""
+    """:func:`kernel_matvec` summing only the pairs where ``mask`` (N, M, or True) is True."""
     d2 = sqdist(x, y)
     n, m = d2.shape
     a = np.ones(n) if x_bandwidth is None else np.asarray(x_bandwidth, dtype=np.float64)
