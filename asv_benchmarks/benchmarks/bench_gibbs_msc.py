@@ -16,15 +16,13 @@ updates/s = 1 flip/ns). The per-site float-coupling model is ``bench_gibbs.py``.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from .bench_gibbs import SWEEPS, best_rate
 from .common import on_gpu, require_backend, split, synchronize, to_namespace
 from .common import repeat, rounds  # noqa: F401 (asv timing attributes)
 
 SIZES = [256, 1024, 4096, 8192]
-SWEEPS = 10
 MODES = ["float", "multispin"]
 #: every row is listed on every machine (the multispin rows are GPU-only: setup skips them)
 PARAMS = ["numba_cpu@numpy", "cupy@cupy", "numba_cuda@cupy"]
@@ -38,16 +36,6 @@ def host_pm_model(size: int):
     h = np.zeros((1, size, size), np.float32)
     s = np.where(gen.random((1, 1, size, size)) < 0.5, 1, -1).astype(np.int8)
     return j, h, s
-
-
-def best_rate(run, size: int, repeats: int = 3) -> float:
-    """Spin updates per second of ``run`` (``SWEEPS`` sweeps of L^2 sites), best of ``repeats``."""
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return SWEEPS * size * size / best
 
 
 class GibbsMultispin:

@@ -37,6 +37,17 @@ from .common import repeat, rounds  # noqa: F401 (asv timing attributes)
 
 PARAMS = with_gpu(["auto@numpy"], ["auto@torch:cuda", "auto@cupy"])
 
+def _skip_size(ns, size: int, baseline: bool, cpu_size: int, what: str) -> None:
+    """NotImplementedError (asv skips the row) for sizes above 50_000 without a GPU and, for the
+    exact ``baseline``, sizes above ``cpu_size`` on the CPU or 50_000 on a GPU."""
+    gpu = on_gpu(ns)
+    if size > 50_000 and not gpu:
+        raise NotImplementedError("N = 1_000_000 only on GPU")
+    if baseline and size > (50_000 if gpu else cpu_size):
+        raise NotImplementedError(f"{what} is timed at N = {cpu_size:_} on CPU, up to 50_000 "
+                                  f"on GPU")
+
+
 # -- Sinkhorn ------------------------------------------------------------------------------
 
 EPSILON, TOL = 0.01, 1e-3
@@ -82,12 +93,7 @@ class MultiscaleSinkhorn:
 
     def setup(self, param, method, size):
         _, ns = split(param)
-        gpu = on_gpu(ns)
-        if size > 50_000 and not gpu:
-            raise NotImplementedError("N = 1_000_000 only on GPU")
-        if method == "exact" and size > (50_000 if gpu else SINKHORN_SIZES[0]):
-            raise NotImplementedError("the exact baseline is timed at N = 2_000 on CPU, up to "
-                                      "50_000 on GPU")
+        _skip_size(ns, size, method == "exact", SINKHORN_SIZES[0], "the exact baseline")
         self.ns, self.method = ns, method
         x, y = transport_problem(size)
         self.x, self.y = to_namespace(x, ns), to_namespace(y, ns)
@@ -157,12 +163,7 @@ class _DmapBase:
 
     def setup(self, param, size, truncate):
         _, ns = split(param)
-        gpu = on_gpu(ns)
-        if size > 50_000 and not gpu:
-            raise NotImplementedError("N = 1_000_000 only on GPU")
-        if truncate is None and size > (50_000 if gpu else DMAP_SIZES[0]):
-            raise NotImplementedError("the exact fit is timed at N = 1_000 on CPU, up to "
-                                      "50_000 on GPU")
+        _skip_size(ns, size, truncate is None, DMAP_SIZES[0], "the exact fit")
         self.ns, self.truncate = ns, truncate
         self.x = to_namespace(rectangle(size), ns)
         self.dm = self.run()  # warm-up (compiles) and the fit the track_ methods read
