@@ -27,6 +27,7 @@ Dask is imported lazily: importing arraygen does not import dask.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import Any
 
@@ -91,6 +92,27 @@ def _da():
     import dask.array as da
 
     return da
+
+
+def task_threads() -> None:
+    """Give the numba kernels of a task the threads dask gives a task's native libraries.
+
+    A dask worker runs ``nthreads`` tasks at once and its nanny sets ``OMP_NUM_THREADS``
+    (1 by default: ``distributed.nanny.pre-spawn-environ``) so that BLAS and OpenMP do not
+    oversubscribe the cores; numba's parallel kernels ignore that variable and would start a
+    thread per core in every task. Called at the start of each task: caps numba's threads (a
+    per-thread setting) at ``OMP_NUM_THREADS`` where that is set; no-op otherwise. Results do
+    not depend on it (rows are reduced independently).
+    """
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if not limit.isdigit() or int(limit) < 1:
+        return
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency of the CPU kernels
+        return
+    if numba.get_num_threads() > int(limit):
+        numba.set_num_threads(int(limit))
 
 
 def _one_chunk(a: Any):
@@ -176,6 +198,7 @@ def _tiled_blockwise(op_name: str, x, y, *, rows: dict, cols: dict, rhs, options
     def call(*chunks):
         from . import tiled
 
+        task_threads()
         kw = dict(zip(names, chunks))
         xs, ys = kw.pop("x"), kw.pop("y")
         fn = getattr(tiled, op_name)
@@ -270,6 +293,7 @@ def _pair_partial(op_name: str, names, options: dict, p: int):
 
         from . import tiled
 
+        task_threads()
         kw = dict(zip(names, chunks))
         xs, ys, v = kw.pop("x"), kw.pop("y"), kw.pop("v", None)
         xp = array_api_compat.array_namespace(xs)
@@ -392,6 +416,7 @@ def gaussian_filter(x, sigma, *, axes=(-2, -1), mode="reflect", cval=0.0, trunca
         x = x.rechunk(chunks)
 
     def call(block):
+        task_threads()
         return gaussian.gaussian_filter(block, sigma, axes=axes, mode=mode, cval=cval,
                                         truncate=truncate, backend=backend, **options)
 
@@ -431,7 +456,11 @@ def map_batches(fn, x, *arrays, dtype=None, **kwargs):
     x = x.rechunk({i: -1 for i in range(1, x.ndim)})
     chunked = [_batch_chunked(a, x) if getattr(a, "ndim", 0) else a for a in arrays]
     dtype = dtype or _result_dtype(x)
-    return x.map_blocks(lambda *blocks: fn(*blocks, **kwargs), *chunked, dtype=dtype,
+    def call(*blocks):
+        task_threads()
+        return fn(*blocks, **kwargs)
+
+    return x.map_blocks(call, *chunked, dtype=dtype,
                         meta=_meta(x, dtype))
 
 
@@ -477,6 +506,7 @@ def fisher_langevin_step(x, score, v, alpha_bar, *, step_size, noise=None, rng=N
     dtype = _result_dtype(x, score, v)
 
     def step(xb, sb, vb, *rest, block_info=None):
+        task_threads()
         rest = list(rest)
         a = rest.pop(0).reshape((-1,)) if ab is not None else alpha_bar
         z = rest.pop(0) if noise_c is not None else None

@@ -66,8 +66,11 @@ class TiledKernel:
     dense = False
 
     def __init__(self, xp: Any, x: Any, y: Any, backend: str | None = None):
+        # on a Dask cluster the centred row chunks are persisted once (else every iteration
+        # recomputes the centring), and the cloud summed over is one persisted chunk
+        # broadcast to every task
+        x, y = _dask.materialize(x, y)
         self.xp, self.x, self.y, self.backend = xp, x, y, backend
-        # the cloud summed over: on a Dask cluster, one persisted chunk broadcast to every task
         self.x_all, self.y_all = _dask.whole(x), _dask.whole(y)
 
     def rows(self, w, eps: float):

@@ -8,6 +8,7 @@ With ``--sinkhorn`` it also times Sinkhorn iterations on dask input against NumP
 ``--sweeps-per-exchange`` sweeps; bitwise equal to the whole call) against NumPy.
 
     PYTHONPATH=. python tools/bench_dask.py --sizes 20000 200000 2000000 --m 2000
+    PYTHONPATH=. python tools/bench_dask.py --sizes --sinkhorn 200000 --sinkhorn-m 2000 --sinkhorn-iters 20
     PYTHONPATH=. python tools/bench_dask.py --sizes --gibbs 2048 --sweeps 20
 """
 
@@ -40,6 +41,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sinkhorn", type=int, default=0, metavar="N",
                         help="also time Sinkhorn iterations at N = M (0: skip)")
+    parser.add_argument("--sinkhorn-m", type=int, default=0, metavar="M",
+                        help="points of y for --sinkhorn (0: M = N)")
+    parser.add_argument("--sinkhorn-iters", type=int, default=50)
+    parser.add_argument("--check-every", type=int, default=1)
     parser.add_argument("--gibbs", type=int, default=0, metavar="L",
                         help="also time Gibbs sweeps on an L x L lattice (0: skip)")
     parser.add_argument("--sweeps", type=int, default=20)
@@ -83,10 +88,13 @@ def main(argv=None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     if args.sinkhorn:
         n = args.sinkhorn
+        m = args.sinkhorn_m or n
         x = gen.random((n, args.d))
-        yy = gen.random((n, args.d))
-        kw = dict(epsilon=0.05, max_iter=50, tol=1e-30)
+        yy = gen.random((m, args.d))
+        kw = dict(epsilon=0.05, max_iter=args.sinkhorn_iters, tol=1e-30,
+                  check_every=args.check_every)
         ag.sinkhorn(x[:50], yy[:50], **kw)
+        ag.sinkhorn(da.from_array(x[:400], chunks=100), yy[:50], **kw)  # warm the workers
         t0 = time.perf_counter()
         ref = ag.sinkhorn(x, yy, **kw)
         t_mem = (time.perf_counter() - t0) / ref.n_iter
@@ -95,7 +103,8 @@ def main(argv=None) -> int:
         res = ag.sinkhorn(xd, yy, **kw)
         t_dask = (time.perf_counter() - t0) / res.n_iter
         f = res.f.compute() if hasattr(res.f, "compute") else np.asarray(res.f)
-        rows.append(dict(op="sinkhorn_iteration", n=n, m=n, d=args.d, chunks=args.chunks,
+        rows.append(dict(op="sinkhorn_iteration", n=n, m=m, d=args.d, chunks=args.chunks,
+                         n_iter=res.n_iter, check_every=args.check_every,
                          in_memory_s=t_mem, dask_s=t_dask, ratio=t_dask / t_mem,
                          max_abs_f_diff=float(np.max(np.abs(f - np.asarray(ref.f))))))
         print(json.dumps(rows[-1]), flush=True)
