@@ -24,25 +24,7 @@
 #define BS_MAX_THREADS 128
 #define BS_TJ 64
 
-template <typename T> __device__ __forceinline__ T bs_exp2(T t);
-template <> __device__ __forceinline__ float bs_exp2<float>(float t) {
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(t));
-    return r;
-}
-template <> __device__ __forceinline__ double bs_exp2<double>(double t) { return exp2(t); }
-
-template <typename T> __device__ __forceinline__ T bs_neg_inf();
-template <> __device__ __forceinline__ float bs_neg_inf<float>() {
-    return __int_as_float(0xff800000);
-}
-template <> __device__ __forceinline__ double bs_neg_inf<double>() {
-    return __longlong_as_double(0xfff0000000000000ULL);
-}
-
-template <typename T> __device__ __forceinline__ T bs_lowest();
-template <> __device__ __forceinline__ float bs_lowest<float>() { return -1e30f; }
-template <> __device__ __forceinline__ double bs_lowest<double>() { return -1e300; }
+#include "tile_common.cuh"
 
 // The pair run [ps, pe) of this block's split of row cluster A.
 __device__ __forceinline__ void bs_run(const int* __restrict__ offsets, int A, int& ps, int& pe) {
@@ -87,8 +69,7 @@ bs_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __re
         const int l = local0 + r * nt;
         const long long i = row0 + l;
         const bool ok = l < bx && i < n;
-#pragma unroll
-        for (int k = 0; k < D; ++k) xr[r][k] = ok ? x[i * D + k] * s : T(0);
+        tile_load_scaled<T, D>(x, i, ok, s, xr[r]);
 #pragma unroll
         for (int c = 0; c < PC; ++c) acc[r][c] = T(0);
         na[r] = BW ? (ok ? -a[i] : T(-1)) : T(-1);
@@ -99,53 +80,18 @@ bs_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __re
             const unsigned int v = v0 + t;
             const long long j = v < vlen ? bs_column(cols, ps, v, by, m) : -1;
             const bool ok = j >= 0;
-#pragma unroll
-            for (int k = 0; k < D; ++k) sy[t * W + k] = ok ? y[j * D + k] * s : T(0);
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                sy[t * W + D + c] = (ok && c0 + c < p) ? u[j * p + c0 + c] : T(0);
+            TILE_STAGE_DIRECT(T, D, PC, W, sy, t, y, u, j, ok, p, c0, s)
             if (BW) sy[t * W + D + PC] = ok ? b[j] : T(1);
         }
         __syncthreads();
-        T part[ROWS][PC];  // per-tile partial sums: two-level summation (accuracy)
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-            for (int c = 0; c < PC; ++c) part[r][c] = T(0);
-#pragma unroll 4
-        for (int t = 0; t < BS_TJ; ++t) {
-            T yk[W];
-#pragma unroll
-            for (int k = 0; k < W; ++k) yk[k] = sy[t * W + k];
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r) {
-                T diff = xr[r][0] - yk[0];
-                T q = diff * diff;
-#pragma unroll
-                for (int k = 1; k < D; ++k) {
-                    diff = xr[r][k] - yk[k];
-                    q = fma(diff, diff, q);
-                }
-                const T e = BW ? bs_exp2<T>((na[r] * yk[D + PC]) * q) : bs_exp2<T>(-q);
-#pragma unroll
-                for (int c = 0; c < PC; ++c) part[r][c] = fma(e, yk[D + c], part[r][c]);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-            for (int c = 0; c < PC; ++c) acc[r][c] += part[r][c];
+        TILE_MATVEC_TILE(T, D, PC, BW, W, ROWS, BS_TJ, sy, xr, na, acc)
     }
     T* out = part_out + (long long)blockIdx.y * n * p;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const int l = local0 + r * nt;
         const long long i = row0 + l;
-        if (l < bx && i < n) {
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                if (c0 + c < p) out[i * p + c0 + c] = acc[r][c];
-        }
+        if (l < bx && i < n) tile_store_row<T, PC, PC>(out, i, p, c0, acc[r]);
     }
 }
 
@@ -175,11 +121,10 @@ bs_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __r
         const int l = local0 + r * nt;
         const long long i = row0 + l;
         const bool ok = l < bx && i < n;
-#pragma unroll
-        for (int k = 0; k < D; ++k) xr[r][k] = ok ? x[i * D + k] * s : T(0);
+        tile_load_scaled<T, D>(x, i, ok, s, xr[r]);
 #pragma unroll
         for (int c = 0; c < PA; ++c) acc[r][c] = T(0);
-        mx[r] = bs_lowest<T>();
+        mx[r] = tile_lowest<T>();
         sm[r] = T(0);
     }
     for (unsigned int v0 = 0; v0 < vlen; v0 += BS_TJ) {
@@ -188,74 +133,20 @@ bs_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __r
             const unsigned int vv = v0 + t;
             const long long j = vv < vlen ? bs_column(cols, ps, vv, by, m) : -1;
             const bool ok = j >= 0;
-#pragma unroll
-            for (int k = 0; k < D; ++k) sy[t * W + k] = ok ? y[j * D + k] * s : T(0);
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                sy[t * W + D + c] = (ok && c0 + c < p) ? v[j * p + c0 + c] : T(0);
-            sy[t * W + D + PC] = ok ? w2[j] : bs_neg_inf<T>();
+            TILE_STAGE_DIRECT(T, D, PC, W, sy, t, y, v, j, ok, p, c0, s)
+            sy[t * W + D + PC] = ok ? w2[j] : tile_neg_inf<T>();
         }
         __syncthreads();
-        T ps_[ROWS], pacc[ROWS][PA];  // per-tile partial sums, rescaled with the totals
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            ps_[r] = T(0);
-#pragma unroll
-            for (int c = 0; c < PA; ++c) pacc[r][c] = T(0);
-        }
-#pragma unroll 2
-        for (int t = 0; t < BS_TJ; ++t) {
-            T yk[W];
-#pragma unroll
-            for (int k = 0; k < W; ++k) yk[k] = sy[t * W + k];
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r) {
-                T z = yk[D + PC];
-#pragma unroll
-                for (int k = 0; k < D; ++k) {
-                    const T diff = xr[r][k] - yk[k];
-                    z = fma(-diff, diff, z);
-                }
-                T q = z - mx[r];
-                if (q > T(0)) {  // new running maximum: rescale what was accumulated
-                    const T f = bs_exp2<T>(-q);
-                    sm[r] *= f;
-                    ps_[r] *= f;
-#pragma unroll
-                    for (int c = 0; c < PC; ++c) {
-                        acc[r][c] *= f;
-                        pacc[r][c] *= f;
-                    }
-                    mx[r] = z;
-                    q = T(0);
-                }
-                const T e = bs_exp2<T>(q);
-                ps_[r] += e;
-#pragma unroll
-                for (int c = 0; c < PC; ++c) pacc[r][c] = fma(e, yk[D + c], pacc[r][c]);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            sm[r] += ps_[r];
-#pragma unroll
-            for (int c = 0; c < PC; ++c) acc[r][c] += pacc[r][c];
-        }
+        TILE_SOFTMAX_TILE(T, D, PC, PA, W, ROWS, BS_TJ, sy, xr, mx, sm, acc)
     }
     const long long off = (long long)blockIdx.y * n;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const int l = local0 + r * nt;
         const long long i = row0 + l;
-        if (l < bx && i < n) {
-            if (c0 == 0) {
-                mx_out[off + i] = mx[r];
-                sm_out[off + i] = sm[r];
-            }
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                if (c0 + c < p) acc_out[(off + i) * p + c0 + c] = acc[r][c];
-        }
+        if (l < bx && i < n)
+            tile_store_softmax<T, PC, PA>(acc_out, mx_out, sm_out, off + i, p, c0, mx[r], sm[r],
+                                          acc[r]);
     }
 }
 
@@ -275,8 +166,7 @@ bs_matvec_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __restr
     int ps, pe;
     bs_run(offsets, A, ps, pe);
     const T* xi = x + i * d;
-    T xx = T(0);
-    for (int k = 0; k < d; ++k) xx = fma(xi[k], xi[k], xx);
+    const T xx = tile_sqnorm<T>(xi, d);
     const T nb = -beta2 * (BW ? a[i] : T(1));
     T acc[PC];
 #pragma unroll
@@ -285,21 +175,14 @@ bs_matvec_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __restr
         const long long jb = (long long)cols[t] * by;
         const long long je = jb + by < m ? jb + by : m;
         for (long long j = jb; j < je; ++j) {
-            const T* yj = y + j * d;
-            T dot = T(0);
-            for (int k = 0; k < d; ++k) dot = fma(xi[k], yj[k], dot);
-            T q = xx + yy[j] - T(2) * dot;
-            q = q > T(0) ? q : T(0);
-            const T e = bs_exp2<T>(nb * (BW ? b[j] : T(1)) * q);
+            T q = tile_cos_sqdist<T>(xi, y, yy, j, d, xx);
+            const T e = tile_exp2<T>(nb * (BW ? b[j] : T(1)) * q);
 #pragma unroll
             for (int c = 0; c < PC; ++c)
                 if (c0 + c < p) acc[c] = fma(e, u[j * p + c0 + c], acc[c]);
         }
     }
-    T* out = part_out + (long long)blockIdx.y * n * p;
-#pragma unroll
-    for (int c = 0; c < PC; ++c)
-        if (c0 + c < p) out[i * p + c0 + c] = acc[c];
+    tile_store_row<T, PC, PC>(part_out + (long long)blockIdx.y * n * p, i, p, c0, acc);
 }
 
 template <typename T, int PC>
@@ -317,46 +200,35 @@ bs_softmax_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __rest
     int ps, pe;
     bs_run(offsets, A, ps, pe);
     const T* xi = x + i * d;
-    T xx = T(0);
-    for (int k = 0; k < d; ++k) xx = fma(xi[k], xi[k], xx);
+    const T xx = tile_sqnorm<T>(xi, d);
     T acc[PA];
 #pragma unroll
     for (int c = 0; c < PA; ++c) acc[c] = T(0);
-    T mx = bs_lowest<T>(), sm = T(0);
+    T mx = tile_lowest<T>(), sm = T(0);
     for (int t = ps; t < pe; ++t) {
         const long long jb = (long long)cols[t] * by;
         const long long je = jb + by < m ? jb + by : m;
         for (long long j = jb; j < je; ++j) {
-            const T* yj = y + j * d;
-            T dot = T(0);
-            for (int k = 0; k < d; ++k) dot = fma(xi[k], yj[k], dot);
-            T q = xx + yy[j] - T(2) * dot;
-            q = q > T(0) ? q : T(0);
+            T q = tile_cos_sqdist<T>(xi, y, yy, j, d, xx);
             const T z = w2[j] - beta2 * q;
             q = z - mx;
             if (q > T(0)) {
-                const T f = bs_exp2<T>(-q);
+                const T f = tile_exp2<T>(-q);
                 sm *= f;
 #pragma unroll
                 for (int c = 0; c < PC; ++c) acc[c] *= f;
                 mx = z;
                 q = T(0);
             }
-            const T e = bs_exp2<T>(q);
+            const T e = tile_exp2<T>(q);
             sm += e;
 #pragma unroll
             for (int c = 0; c < PC; ++c)
                 if (c0 + c < p) acc[c] = fma(e, v[j * p + c0 + c], acc[c]);
         }
     }
-    const long long off = (long long)blockIdx.y * n;
-    if (c0 == 0) {
-        mx_out[off + i] = mx;
-        sm_out[off + i] = sm;
-    }
-#pragma unroll
-    for (int c = 0; c < PC; ++c)
-        if (c0 + c < p) acc_out[(off + i) * p + c0 + c] = acc[c];
+    tile_store_softmax<T, PC, PA>(acc_out, mx_out, sm_out, (long long)blockIdx.y * n + i, p, c0,
+                                  mx, sm, acc);
 }
 
 #ifndef __CUDACC_RTC__

@@ -21,29 +21,7 @@
 #define TILED_ROWS 4
 #define TILED_TJ 64
 
-template <typename T> __device__ __forceinline__ T tiled_exp2(T t);
-template <> __device__ __forceinline__ float tiled_exp2<float>(float t) {
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(t));
-    return r;
-}
-template <> __device__ __forceinline__ double tiled_exp2<double>(double t) { return exp2(t); }
-
-template <typename T> __device__ __forceinline__ T tiled_log2(T t);
-template <> __device__ __forceinline__ float tiled_log2<float>(float t) { return log2f(t); }
-template <> __device__ __forceinline__ double tiled_log2<double>(double t) { return log2(t); }
-
-template <typename T> __device__ __forceinline__ T tiled_neg_inf();
-template <> __device__ __forceinline__ float tiled_neg_inf<float>() {
-    return __int_as_float(0xff800000);
-}
-template <> __device__ __forceinline__ double tiled_neg_inf<double>() {
-    return __longlong_as_double(0xfff0000000000000ULL);
-}
-
-template <typename T> __device__ __forceinline__ T tiled_lowest();
-template <> __device__ __forceinline__ float tiled_lowest<float>() { return -1e30f; }
-template <> __device__ __forceinline__ double tiled_lowest<double>() { return -1e300; }
+#include "tile_common.cuh"
 
 // Partial matvec over the columns [split * chunk, (split + 1) * chunk) of y, split =
 // blockIdx.y: part[split, i, c0 + c] = sum_j exp2(-a_i b_j |x'_i - y'_j|^2) u[j, c0 + c]
@@ -63,8 +41,7 @@ tiled_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* _
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
         const bool ok = i < n;
-#pragma unroll
-        for (int k = 0; k < D; ++k) xr[r][k] = ok ? x[i * D + k] * s : T(0);
+        tile_load_scaled<T, D>(x, i, ok, s, xr[r]);
 #pragma unroll
         for (int c = 0; c < PC; ++c) acc[r][c] = T(0);
         na[r] = BW ? (ok ? -a[i] : T(-1)) : T(-1);
@@ -74,53 +51,17 @@ tiled_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* _
         for (int t = threadIdx.x; t < TILED_TJ; t += TILED_THREADS) {
             const long long j = j0 + t;
             const bool ok = j < je;
-#pragma unroll
-            for (int k = 0; k < D; ++k) sy[t * W + k] = ok ? y[j * D + k] * s : T(0);
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                sy[t * W + D + c] = (ok && c0 + c < p) ? u[j * p + c0 + c] : T(0);
+            TILE_STAGE_DIRECT(T, D, PC, W, sy, t, y, u, j, ok, p, c0, s)
             if (BW) sy[t * W + D + PC] = ok ? b[j] : T(1);
         }
         __syncthreads();
-        T part[TILED_ROWS][PC];  // per-tile partial sums: two-level summation (accuracy)
-#pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r)
-#pragma unroll
-            for (int c = 0; c < PC; ++c) part[r][c] = T(0);
-#pragma unroll 4
-        for (int t = 0; t < TILED_TJ; ++t) {
-            T yk[W];
-#pragma unroll
-            for (int k = 0; k < W; ++k) yk[k] = sy[t * W + k];
-#pragma unroll
-            for (int r = 0; r < TILED_ROWS; ++r) {
-                T diff = xr[r][0] - yk[0];
-                T q = diff * diff;
-#pragma unroll
-                for (int k = 1; k < D; ++k) {
-                    diff = xr[r][k] - yk[k];
-                    q = fma(diff, diff, q);
-                }
-                const T e = BW ? tiled_exp2<T>((na[r] * yk[D + PC]) * q)
-                               : tiled_exp2<T>(-q);
-#pragma unroll
-                for (int c = 0; c < PC; ++c) part[r][c] = fma(e, yk[D + c], part[r][c]);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r)
-#pragma unroll
-            for (int c = 0; c < PC; ++c) acc[r][c] += part[r][c];
+        TILE_MATVEC_TILE(T, D, PC, BW, W, TILED_ROWS, TILED_TJ, sy, xr, na, acc)
     }
     T* out = part_out + (long long)blockIdx.y * n * p;
 #pragma unroll
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
-        if (i < n) {
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                if (c0 + c < p) out[i * p + c0 + c] = acc[r][c];
-        }
+        if (i < n) tile_store_row<T, PC, PC>(out, i, p, c0, acc[r]);
     }
 }
 
@@ -144,12 +85,10 @@ tiled_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* 
 #pragma unroll
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
-        const bool ok = i < n;
-#pragma unroll
-        for (int k = 0; k < D; ++k) xr[r][k] = ok ? x[i * D + k] * s : T(0);
+        tile_load_scaled<T, D>(x, i, i < n, s, xr[r]);
 #pragma unroll
         for (int c = 0; c < PA; ++c) acc[r][c] = T(0);
-        mx[r] = tiled_lowest<T>();
+        mx[r] = tile_lowest<T>();
         sm[r] = T(0);
     }
     for (long long j0 = jb; j0 < je; j0 += TILED_TJ) {
@@ -157,74 +96,19 @@ tiled_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* 
         for (int t = threadIdx.x; t < TILED_TJ; t += TILED_THREADS) {
             const long long j = j0 + t;
             const bool ok = j < je;
-#pragma unroll
-            for (int k = 0; k < D; ++k) sy[t * W + k] = ok ? y[j * D + k] * s : T(0);
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                sy[t * W + D + c] = (ok && c0 + c < p) ? v[j * p + c0 + c] : T(0);
-            sy[t * W + D + PC] = ok ? w2[j] : tiled_neg_inf<T>();
+            TILE_STAGE_DIRECT(T, D, PC, W, sy, t, y, v, j, ok, p, c0, s)
+            sy[t * W + D + PC] = ok ? w2[j] : tile_neg_inf<T>();
         }
         __syncthreads();
-        // per-tile partial sums (two-level summation), rescaled together with the totals
-        T ps[TILED_ROWS], pacc[TILED_ROWS][PA];
-#pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r) {
-            ps[r] = T(0);
-#pragma unroll
-            for (int c = 0; c < PA; ++c) pacc[r][c] = T(0);
-        }
-#pragma unroll 2
-        for (int t = 0; t < TILED_TJ; ++t) {
-            T yk[W];
-#pragma unroll
-            for (int k = 0; k < W; ++k) yk[k] = sy[t * W + k];
-#pragma unroll
-            for (int r = 0; r < TILED_ROWS; ++r) {
-                T z = yk[D + PC];
-#pragma unroll
-                for (int k = 0; k < D; ++k) {
-                    const T diff = xr[r][k] - yk[k];
-                    z = fma(-diff, diff, z);
-                }
-                T q = z - mx[r];
-                if (q > T(0)) {  // new running maximum: rescale what was accumulated
-                    const T f = tiled_exp2<T>(-q);
-                    sm[r] *= f;
-                    ps[r] *= f;
-#pragma unroll
-                    for (int c = 0; c < PC; ++c) {
-                        acc[r][c] *= f;
-                        pacc[r][c] *= f;
-                    }
-                    mx[r] = z;
-                    q = T(0);
-                }
-                const T e = tiled_exp2<T>(q);
-                ps[r] += e;
-#pragma unroll
-                for (int c = 0; c < PC; ++c) pacc[r][c] = fma(e, yk[D + c], pacc[r][c]);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < TILED_ROWS; ++r) {
-            sm[r] += ps[r];
-#pragma unroll
-            for (int c = 0; c < PC; ++c) acc[r][c] += pacc[r][c];
-        }
+        TILE_SOFTMAX_TILE(T, D, PC, PA, W, TILED_ROWS, TILED_TJ, sy, xr, mx, sm, acc)
     }
     const long long off = (long long)blockIdx.y * n;
 #pragma unroll
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
-        if (i < n) {
-            if (c0 == 0) {
-                mx_out[off + i] = mx[r];
-                sm_out[off + i] = sm[r];
-            }
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                if (c0 + c < p) acc_out[(off + i) * p + c0 + c] = acc[r][c];
-        }
+        if (i < n)
+            tile_store_softmax<T, PC, PA>(acc_out, mx_out, sm_out, off + i, p, c0, mx[r], sm[r],
+                                          acc[r]);
     }
 }
 
@@ -287,7 +171,7 @@ template <int DEG> __device__ __forceinline__ double tiled_exp2_fma(double t) { 
 
 // poly is a constant once the column loop is unrolled: no branch remains.
 template <typename T, int DEG> __device__ __forceinline__ T tiled_exp2_sel(T t, bool poly) {
-    return poly ? tiled_exp2_fma<DEG>(t) : tiled_exp2<T>(t);
+    return poly ? tiled_exp2_fma<DEG>(t) : tile_exp2<T>(t);
 }
 
 // Exponent of one row against the staged column yk: COS: yk[D] + a.y'; direct: yk[D] - |x'-y'|^2.
@@ -396,11 +280,7 @@ tiled_matvec_fast(const T* __restrict__ x, const T* __restrict__ y, const T* __r
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
-        if (i < n) {
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                if (c0 + c < p) out[i * p + c0 + c] = acc[r][c];
-        }
+        if (i < n) tile_store_row<T, PC, PC>(out, i, p, c0, acc[r]);
     }
 }
 
@@ -425,7 +305,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
         kr[r] = tiled_load_row<T, D, COS>(x, ctr, i, i < n, s, xr[r]);
 #pragma unroll
         for (int c = 0; c < PA; ++c) acc[r][c] = T(0);
-        mr[r] = tiled_lowest<T>();
+        mr[r] = tile_lowest<T>();
         sm[r] = T(0);
     }
     for (long long j0 = jb; j0 < je; j0 += TILED_TJ) {
@@ -433,7 +313,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
         for (int t = threadIdx.x; t < TILED_TJ; t += TILED_THREADS) {
             const long long j = j0 + t;
             const bool ok = j < je;
-            tiled_stage_col<T, D, COS>(y, ctr, j, ok, s, ok ? w2[j] : tiled_neg_inf<T>(),
+            tiled_stage_col<T, D, COS>(y, ctr, j, ok, s, ok ? w2[j] : tile_neg_inf<T>(),
                                        sy + t * W);
 #pragma unroll
             for (int c = 0; c < PC; ++c)
@@ -471,7 +351,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
                     const T z = tiled_exponent<T, D, COS>(xr[r], sy + t * W);
                     tm = z > tm ? z : tm;
                 }
-                const T f = tiled_exp2<T>(mr[r] - tm);
+                const T f = tile_exp2<T>(mr[r] - tm);
                 sm[r] *= f;
 #pragma unroll
                 for (int c = 0; c < PC; ++c) acc[r][c] *= f;
@@ -482,7 +362,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
 #pragma unroll 1
                 for (int t = 0; t < TILED_TJ; ++t) {
                     const T* yk = sy + t * W;
-                    const T e = tiled_exp2<T>(tiled_exponent<T, D, COS>(xr[r], yk) - tm);
+                    const T e = tile_exp2<T>(tiled_exponent<T, D, COS>(xr[r], yk) - tm);
                     ps[r] += e;
 #pragma unroll
                     for (int c = 0; c < PC; ++c) pacc[r][c] = fma(e, yk[D + 1 + c], pacc[r][c]);
@@ -499,7 +379,7 @@ tiled_softmax_lazy(const T* __restrict__ x, const T* __restrict__ y, const T* __
         const long long i = base + (long long)r * TILED_THREADS;
         // every exponent was -inf (mr never left its sentinel): what the polynomial columns
         // summed is 2^-126-sized dust, not mass (lse = -inf as in tiled_softmax_direct)
-        const bool empty = mr[r] == tiled_lowest<T>();
+        const bool empty = mr[r] == tile_lowest<T>();
         if (i < n) {
             if (c0 == 0) {
                 mx_out[off + i] = mr[r] + kr[r];
@@ -522,26 +402,19 @@ tiled_matvec_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __re
     const long long i = (long long)blockIdx.x * TILED_THREADS + threadIdx.x;
     if (i >= n) return;
     const T* xi = x + i * d;
-    T xx = T(0);
-    for (int k = 0; k < d; ++k) xx = fma(xi[k], xi[k], xx);
+    const T xx = tile_sqnorm<T>(xi, d);
     const T nb = -beta2 * (BW ? a[i] : T(1));
     T acc[PC];
 #pragma unroll
     for (int c = 0; c < PC; ++c) acc[c] = T(0);
     for (long long j = 0; j < m; ++j) {
-        const T* yj = y + j * d;
-        T dot = T(0);
-        for (int k = 0; k < d; ++k) dot = fma(xi[k], yj[k], dot);
-        T q = xx + yy[j] - T(2) * dot;
-        q = q > T(0) ? q : T(0);
-        const T e = tiled_exp2<T>(nb * (BW ? b[j] : T(1)) * q);
+        const T q = tile_cos_sqdist<T>(xi, y, yy, j, d, xx);
+        const T e = tile_exp2<T>(nb * (BW ? b[j] : T(1)) * q);
 #pragma unroll
         for (int c = 0; c < PC; ++c)
             if (c0 + c < p) acc[c] = fma(e, u[j * p + c0 + c], acc[c]);
     }
-#pragma unroll
-    for (int c = 0; c < PC; ++c)
-        if (c0 + c < p) out[i * p + c0 + c] = acc[c];
+    tile_store_row<T, PC, PC>(out, i, p, c0, acc);
 }
 
 template <typename T, int PC>
@@ -553,35 +426,30 @@ tiled_softmax_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __r
     const long long i = (long long)blockIdx.x * TILED_THREADS + threadIdx.x;
     if (i >= n) return;
     const T* xi = x + i * d;
-    T xx = T(0);
-    for (int k = 0; k < d; ++k) xx = fma(xi[k], xi[k], xx);
+    const T xx = tile_sqnorm<T>(xi, d);
     T acc[PA];
 #pragma unroll
     for (int c = 0; c < PA; ++c) acc[c] = T(0);
-    T mx = tiled_lowest<T>(), sm = T(0);
+    T mx = tile_lowest<T>(), sm = T(0);
     for (long long j = 0; j < m; ++j) {
-        const T* yj = y + j * d;
-        T dot = T(0);
-        for (int k = 0; k < d; ++k) dot = fma(xi[k], yj[k], dot);
-        T q = xx + yy[j] - T(2) * dot;
-        q = q > T(0) ? q : T(0);
+        T q = tile_cos_sqdist<T>(xi, y, yy, j, d, xx);
         const T z = w2[j] - beta2 * q;
         q = z - mx;
         if (q > T(0)) {
-            const T f = tiled_exp2<T>(-q);
+            const T f = tile_exp2<T>(-q);
             sm *= f;
 #pragma unroll
             for (int c = 0; c < PC; ++c) acc[c] *= f;
             mx = z;
             q = T(0);
         }
-        const T e = tiled_exp2<T>(q);
+        const T e = tile_exp2<T>(q);
         sm += e;
 #pragma unroll
         for (int c = 0; c < PC; ++c)
             if (c0 + c < p) acc[c] = fma(e, v[j * p + c0 + c], acc[c]);
     }
-    if (c0 == 0) lse[i] = (mx + tiled_log2<T>(sm)) * T(0.69314718055994530942);
+    if (c0 == 0) lse[i] = (mx + tile_log2<T>(sm)) * T(0.69314718055994530942);
 #pragma unroll
     for (int c = 0; c < PC; ++c)
         if (c0 + c < p) out[i * p + c0 + c] = acc[c] / sm;
