@@ -18,10 +18,11 @@
 #include <thread>
 #include <vector>
 
+#include "cu_host.hpp"
+
 struct Dim3 { long long x = 0, y = 0, z = 0; };
 thread_local Dim3 threadIdx, blockIdx;
 static Dim3 blockDim, gridDim;
-static std::barrier<>* g_barrier = nullptr;
 static std::vector<unsigned int> g_ring;
 
 struct uint4 { unsigned int x, y, z, w; };
@@ -40,23 +41,9 @@ static inline unsigned int __byte_perm(unsigned int x, unsigned int y, unsigned 
 }
 using std::min;
 
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(n)
-#define __shared__ static
-#define __syncthreads() g_barrier->arrive_and_wait()
 #define MSC_RING unsigned int* ring = g_ring.data()
 
 #include "gibbs_msc.cu"
-
-template <typename T> std::vector<T> load(const std::string& path) {
-    std::ifstream f(path, std::ios::binary | std::ios::ate);
-    std::vector<T> v(f.tellg() / sizeof(T));
-    f.seekg(0);
-    f.read(reinterpret_cast<char*>(v.data()), v.size() * sizeof(T));
-    return v;
-}
 
 // one launch: blocks one after another, each `threads` std::threads
 static void launch(long long blocks, long long threads, const std::function<void()>& body) {

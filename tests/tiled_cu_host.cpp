@@ -17,45 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include "cu_host.hpp"
+
 struct Dim3 { long long x = 0, y = 0, z = 0; };
 thread_local Dim3 threadIdx, blockIdx;
-static std::barrier<>* g_barrier = nullptr;
-
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(n)
-#define __shared__ static
-#define __align__(n) __attribute__((aligned(n)))
-#define __syncthreads() g_barrier->arrive_and_wait()
-// the one inline-asm statement of tiled.cu: r = ex2.approx.ftz(t)
-#define asm(...) (r = host_ex2_ftz(t))
-
-static inline float host_ex2_ftz(float t) {
-    const float r = std::exp2f(t);
-    return std::fabs(r) < 1.17549435e-38f ? 0.0f : r;
-}
-static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
-static inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
-static inline double __longlong_as_double(unsigned long long i) {
-    double f; std::memcpy(&f, &i, 8); return f;
-}
-using std::exp2; using std::fma; using std::fmaf; using std::fmaxf; using std::fminf;
-using std::log2; using std::log2f;
 
 #include "tiled.cu"
-
-template <typename T> std::vector<T> load(const std::string& path) {
-    std::ifstream f(path, std::ios::binary | std::ios::ate);
-    std::vector<T> v(f.tellg() / sizeof(T));
-    f.seekg(0);
-    f.read(reinterpret_cast<char*>(v.data()), v.size() * sizeof(T));
-    return v;
-}
-template <typename T> void save(const std::string& path, const std::vector<T>& v) {
-    std::ofstream f(path, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-}
 
 // one launch: grid (gx, gy) of TILED_THREADS threads, blocks one after another
 template <typename K, typename... A> void launch(K kernel, long long gx, long long gy, A... args) {
