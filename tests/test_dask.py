@@ -4,6 +4,8 @@ Oracle: the same public op on the whole NumPy array (bitwise for row-chunked til
 halo-exchanged Gaussian filters and batch-chunked Fisher steps with explicit noise).
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -253,3 +255,74 @@ def test_grid_graph_is_o_pairs_and_log_deep(clouds):
         assert sizes[n_y] <= 3 * 4 * n_y + 3 * n_y + 3 * 4 + 8, (n_y, sizes[n_y])
     # a 4-way tree: 16 times more y chunks add 2 levels, not 60 tasks to a chain
     assert depths[64] - depths[4] <= 2, depths
+
+
+def _numba_threads_in_a_task():
+    import numba
+
+    from arraygen._dask import task_threads
+
+    before = numba.get_num_threads()
+    task_threads()
+    return before, numba.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_numba_kernels_in_a_task_take_the_workers_omp_threads(dask_client):
+    # the nanny sets OMP_NUM_THREADS=1: a worker's task must not start a numba thread per
+    # core (2 workers x 2 numba threads oversubscribed the 2 CI cores)
+    numba = pytest.importorskip("numba")
+    before, after, omp = dask_client.submit(_numba_threads_in_a_task, pure=False).result()
+    assert omp is not None and after == min(before, int(omp))
+    assert after == 1 or int(omp) > 1
+
+
+def test_task_threads_is_per_thread_and_needs_omp(monkeypatch):
+    import threading
+
+    numba = pytest.importorskip("numba")
+    from arraygen._dask import task_threads
+
+    main = numba.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    task_threads()
+    assert numba.get_num_threads() == main  # no limit asked for: unchanged
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    seen = []
+    t = threading.Thread(target=lambda: (task_threads(), seen.append(numba.get_num_threads())))
+    t.start()
+    t.join()
+    assert seen == [1] and numba.get_num_threads() == main  # only the task's thread
+
+
+def test_sinkhorn_on_dask_computes_each_half_iteration_once(monkeypatch):
+    # the error check's host sync and the next update share one persisted f_t, and the
+    # centred clouds are persisted once: kernel tasks per iteration = 2 halves x 2 chunks
+    import dask
+
+    from arraygen import tiled
+
+    calls = []
+    inner = tiled.kernel_logsumexp
+    monkeypatch.setattr(tiled, "kernel_logsumexp",
+                        lambda *a, **k: calls.append(1) or inner(*a, **k))
+    gen = np.random.default_rng(5)
+    x, y = gen.random((600, 2)), gen.random((400, 2))
+    xd = da.from_array(x, chunks=(300, 2))  # y follows in 2 row chunks
+    with dask.config.set(scheduler="sync"), pytest.warns(RuntimeWarning, match="converge"):
+        res = ag.sinkhorn(xd, y, epsilon=0.1, max_iter=10, tol=1e-30)
+    assert res.n_iter == 10
+    # 10 iterations of 2 halves + the exact error's 2 halves (float64: no recast), 2 chunks
+    assert len(calls) <= 2 * (2 * res.n_iter + 2), len(calls)
+    with pytest.warns(RuntimeWarning, match="converge"):
+        ref = ag.sinkhorn(x, y, epsilon=0.1, max_iter=10, tol=1e-30, backend="numba_cpu")
+    np.testing.assert_allclose(res.f.compute(), ref.f, rtol=0, atol=1e-12)
+
+
+def test_tiled_kernel_persists_the_centred_clouds(dask_client):
+    from arraygen._sinkhorn_kernels import TiledKernel
+
+    x = da.from_array(np.random.default_rng(6).random((500, 2)), chunks=(250, 2))
+    xc = x - x.mean(axis=0)  # lazy: a reduction and a subtraction per chunk
+    k = TiledKernel(da, xc, xc)
+    assert len(k.x.__dask_graph__()) == k.x.numblocks[0] == 2  # persisted, no history
+    np.testing.assert_array_equal(k.x.compute(), xc.compute())
