@@ -25,7 +25,8 @@ from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits, resident_blocks
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_numpy_view
 from .._tuning import Tunable
-from . import contiguous, device_view, jit
+from . import contiguous, device_view, jit, tile_common
+from .tile_common import tile_functions
 from .tiled import _Arrays
 
 __all__ = ["kernel_logsumexp_blocks", "kernel_matvec_blocks", "kernel_softmax_matvec_blocks"]
@@ -33,6 +34,16 @@ __all__ = ["kernel_logsumexp_blocks", "kernel_matvec_blocks", "kernel_softmax_ma
 _TJ = 64
 _COS_THREADS = 128
 _LOG2E = 1.0 / math.log(2.0)
+
+
+@jit(device=True, inline="always")
+def pair_run(offsets, A):
+    """The pair run ``[ps, pe)`` of this block's split ``blockIdx.y`` of row cluster ``A``: the
+    pairs ``offsets[A] .. offsets[A + 1]`` cut into ``gridDim.y`` runs of equal length."""
+    p0, p1 = offsets[A], offsets[A + 1]
+    per = (p1 - p0 + cuda.gridDim.y - 1) // cuda.gridDim.y
+    ps = min(p0 + cuda.blockIdx.y * per, p1)
+    return ps, min(ps + per, p1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +67,11 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, ROWS: int, BW: bool):
     zero, one = nbt(0.0), nbt(1.0)
     SH = _TJ * W
     XR, ACC = (ROWS, D), (ROWS, PA)
+    tf = tile_functions(dtype_name, D, PC, ROWS, _TJ)
+    load_row, stage, store_row, store_softmax = (tf.load_row, tf.stage, tf.store_row,
+                                                 tf.store_softmax)
+    matvec_tile = tf.matvec_tile_bw if BW else tf.matvec_tile
+    softmax_tile = tf.softmax_tile
 
     @jit(fastmath=True)
     def matvec(x, y, u, a, b, offsets, cols, n, m, bx, by, tpc, p, c0, s, part_out):
@@ -70,16 +86,13 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, ROWS: int, BW: bool):
         A = cuda.blockIdx.x // tpc
         local0 = (cuda.blockIdx.x - A * tpc) * nt * ROWS + tid
         row0 = A * bx
-        p0, p1 = offsets[A], offsets[A + 1]
-        per = (p1 - p0 + cuda.gridDim.y - 1) // cuda.gridDim.y
-        ps = min(p0 + cuda.blockIdx.y * per, p1)
-        vlen = (min(ps + per, p1) - ps) * by
+        ps, pe = pair_run(offsets, A)
+        vlen = (pe - ps) * by
         for r in range(ROWS):
             li = local0 + r * nt
             i = row0 + li
             ok = li < bx and i < n
-            for k in range(D):
-                xr[r, k] = x[i, k] * s if ok else zero
+            load_row(x, i, ok, s, xr, r)
             for c in range(PC):
                 acc[r, c] = zero
             na[r] = (-a[i] if ok else -one) if BW else -one
@@ -92,39 +105,16 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, ROWS: int, BW: bool):
                     kk = vv // by
                     j = cols[ps + kk] * by + (vv - kk * by)
                 ok = 0 <= j < m
-                for k in range(D):
-                    sy[t * W + k] = y[j, k] * s if ok else zero
-                for c in range(PC):
-                    sy[t * W + D + c] = u[j, c0 + c] if (ok and c0 + c < p) else zero
+                stage(sy, t, y, u, j, ok, p, c0, s)
                 sy[t * W + D + PC] = (b[j] if ok else one) if BW else one
             cuda.syncthreads()
-            for r in range(ROWS):
-                for c in range(PC):
-                    part[r, c] = zero
-            for t in range(_TJ):
-                off = t * W
-                for r in range(ROWS):
-                    q = zero
-                    for k in range(D):
-                        diff = xr[r, k] - sy[off + k]
-                        q += diff * diff
-                    if BW:
-                        e = math.exp2(na[r] * sy[off + D + PC] * q)
-                    else:
-                        e = math.exp2(-q)
-                    for c in range(PC):
-                        part[r, c] += e * sy[off + D + c]
-            for r in range(ROWS):
-                for c in range(PC):
-                    acc[r, c] += part[r, c]
+            matvec_tile(sy, xr, na, part, acc)
         split = cuda.blockIdx.y
         for r in range(ROWS):
             li = local0 + r * nt
             i = row0 + li
             if li < bx and i < n:
-                for c in range(PC):
-                    if c0 + c < p:
-                        part_out[split, i, c0 + c] = acc[r, c]
+                store_row(part_out, split, i, p, c0, acc, r)
 
     @jit(fastmath=True)
     def softmax(x, y, v, w2, offsets, cols, n, m, bx, by, tpc, p, c0, s, acc_out, mx_out,
@@ -142,16 +132,13 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, ROWS: int, BW: bool):
         A = cuda.blockIdx.x // tpc
         local0 = (cuda.blockIdx.x - A * tpc) * nt * ROWS + tid
         row0 = A * bx
-        p0, p1 = offsets[A], offsets[A + 1]
-        per = (p1 - p0 + cuda.gridDim.y - 1) // cuda.gridDim.y
-        ps = min(p0 + cuda.blockIdx.y * per, p1)
-        vlen = (min(ps + per, p1) - ps) * by
+        ps, pe = pair_run(offsets, A)
+        vlen = (pe - ps) * by
         for r in range(ROWS):
             li = local0 + r * nt
             i = row0 + li
             ok = li < bx and i < n
-            for k in range(D):
-                xr[r, k] = x[i, k] * s if ok else zero
+            load_row(x, i, ok, s, xr, r)
             for c in range(PA):
                 acc[r, c] = zero
             mx[r] = lowest
@@ -165,52 +152,16 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, ROWS: int, BW: bool):
                     kk = vv // by
                     j = cols[ps + kk] * by + (vv - kk * by)
                 ok = 0 <= j < m
-                for k in range(D):
-                    sy[t * W + k] = y[j, k] * s if ok else zero
-                for c in range(PC):
-                    sy[t * W + D + c] = v[j, c0 + c] if (ok and c0 + c < p) else zero
+                stage(sy, t, y, v, j, ok, p, c0, s)
                 sy[t * W + D + PC] = w2[j] if ok else -math.inf
             cuda.syncthreads()
-            for r in range(ROWS):
-                psum[r] = zero
-                for c in range(PC):
-                    pacc[r, c] = zero
-            for t in range(_TJ):
-                off = t * W
-                for r in range(ROWS):
-                    z = sy[off + D + PC]
-                    for k in range(D):
-                        diff = xr[r, k] - sy[off + k]
-                        z -= diff * diff
-                    q = z - mx[r]
-                    if q > zero:  # new running maximum: rescale the accumulated terms
-                        f = math.exp2(-q)
-                        sm[r] *= f
-                        psum[r] *= f
-                        for c in range(PC):
-                            acc[r, c] *= f
-                            pacc[r, c] *= f
-                        mx[r] = z
-                        q = zero
-                    e = math.exp2(q)
-                    psum[r] += e
-                    for c in range(PC):
-                        pacc[r, c] += e * sy[off + D + c]
-            for r in range(ROWS):
-                sm[r] += psum[r]
-                for c in range(PC):
-                    acc[r, c] += pacc[r, c]
+            softmax_tile(sy, xr, mx, sm, psum, pacc, acc)
         split = cuda.blockIdx.y
         for r in range(ROWS):
             li = local0 + r * nt
             i = row0 + li
             if li < bx and i < n:
-                if c0 == 0:
-                    mx_out[split, i] = mx[r]
-                    sm_out[split, i] = sm[r]
-                for c in range(PC):
-                    if c0 + c < p:
-                        acc_out[split, i, c0 + c] = acc[r, c]
+                store_softmax(acc_out, mx_out, sm_out, split, i, p, c0, mx, sm, acc, r)
 
     return matvec, softmax
 
@@ -221,6 +172,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
     PA = max(PC, 1)
     lowest = -1e30 if dtype_name == "float32" else -1e300
     zero = nbt(0.0)
+    row_dot = tile_common.row_dot(dtype_name)
 
     @jit(fastmath=True)
     def matvec(x, y, yy, u, a, b, offsets, cols, n, m, bx, by, tpc, p, c0, beta2, part_out):
@@ -230,23 +182,16 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
         if li >= bx or i >= n:
             return
         d = x.shape[1]
-        p0, p1 = offsets[A], offsets[A + 1]
-        per = (p1 - p0 + cuda.gridDim.y - 1) // cuda.gridDim.y
-        ps = min(p0 + cuda.blockIdx.y * per, p1)
-        pe = min(ps + per, p1)
+        ps, pe = pair_run(offsets, A)
         acc = cuda.local.array(PA, nbt)
-        xx = zero
-        for k in range(d):
-            xx += x[i, k] * x[i, k]
+        xx = row_dot(x, i, x, i, d)
         nb = -beta2 * a[i] if BW else -beta2
         for c in range(PC):
             acc[c] = zero
         for t in range(ps, pe):
             jb = cols[t] * by
             for j in range(jb, min(jb + by, m)):
-                dot = zero
-                for k in range(d):
-                    dot += x[i, k] * y[j, k]
+                dot = row_dot(x, i, y, j, d)
                 q = max(xx + yy[j] - 2 * dot, zero)
                 e = math.exp2(nb * b[j] * q) if BW else math.exp2(nb * q)
                 for c in range(PC):
@@ -266,14 +211,9 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
         if li >= bx or i >= n:
             return
         d = x.shape[1]
-        p0, p1 = offsets[A], offsets[A + 1]
-        per = (p1 - p0 + cuda.gridDim.y - 1) // cuda.gridDim.y
-        ps = min(p0 + cuda.blockIdx.y * per, p1)
-        pe = min(ps + per, p1)
+        ps, pe = pair_run(offsets, A)
         acc = cuda.local.array(PA, nbt)
-        xx = zero
-        for k in range(d):
-            xx += x[i, k] * x[i, k]
+        xx = row_dot(x, i, x, i, d)
         for c in range(PA):
             acc[c] = zero
         mx = nbt(lowest)
@@ -281,9 +221,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
         for t in range(ps, pe):
             jb = cols[t] * by
             for j in range(jb, min(jb + by, m)):
-                dot = zero
-                for k in range(d):
-                    dot += x[i, k] * y[j, k]
+                dot = row_dot(x, i, y, j, d)
                 z = w2[j] - beta2 * max(xx + yy[j] - 2 * dot, zero)
                 q = z - mx
                 if q > zero:

@@ -31,6 +31,8 @@ from .. import is_simulated
 from .._interop import cuda_device_context, like, to_numpy_view
 from .._tuning import Tunable
 from . import contiguous, device_view, jit, stream_of
+from . import tile_common
+from .tile_common import tile_functions
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
 
@@ -51,6 +53,11 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
     zero, one = nbt(0.0), nbt(1.0)
     SH_MV, SH_SM = _TJ * W_MV, _TJ * W_SM
     XR, ACC = (_ROWS, D), (_ROWS, PA)
+    tf = tile_functions(dtype_name, D, PC, _ROWS, _TJ)
+    load_row, stage, store_row, store_softmax = (tf.load_row, tf.stage, tf.store_row,
+                                                 tf.store_softmax)
+    matvec_tile = tf.matvec_tile_bw if BW else tf.matvec_tile
+    softmax_tile = tf.softmax_tile
 
     @jit(fastmath=True)
     def matvec(x, y, u, a, b, n, m, chunk, p, c0, s, part_out):
@@ -67,8 +74,7 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
         for r in range(_ROWS):
             i = base + r * _THREADS
             ok = i < n
-            for k in range(D):
-                xr[r, k] = x[i, k] * s if ok else zero
+            load_row(x, i, ok, s, xr, r)
             for c in range(PC):
                 acc[r, c] = zero
             na[r] = (-a[i] if ok else -one) if BW else -one
@@ -77,38 +83,15 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
             for t in range(tid, _TJ, _THREADS):
                 j = j0 + t
                 ok = j < je
-                for k in range(D):
-                    sy[t * W_MV + k] = y[j, k] * s if ok else zero
-                for c in range(PC):
-                    sy[t * W_MV + D + c] = u[j, c0 + c] if (ok and c0 + c < p) else zero
+                stage(sy, t, y, u, j, ok, p, c0, s)
                 sy[t * W_MV + D + PC] = (b[j] if ok else one) if BW else one
             cuda.syncthreads()
-            for r in range(_ROWS):
-                for c in range(PC):
-                    part[r, c] = zero
-            for t in range(_TJ):
-                off = t * W_MV
-                for r in range(_ROWS):
-                    q = zero
-                    for k in range(D):
-                        diff = xr[r, k] - sy[off + k]
-                        q += diff * diff
-                    if BW:
-                        e = math.exp2(na[r] * sy[off + D + PC] * q)
-                    else:
-                        e = math.exp2(-q)
-                    for c in range(PC):
-                        part[r, c] += e * sy[off + D + c]
-            for r in range(_ROWS):
-                for c in range(PC):
-                    acc[r, c] += part[r, c]
+            matvec_tile(sy, xr, na, part, acc)
         split = cuda.blockIdx.y
         for r in range(_ROWS):
             i = base + r * _THREADS
             if i < n:
-                for c in range(PC):
-                    if c0 + c < p:
-                        part_out[split, i, c0 + c] = acc[r, c]
+                store_row(part_out, split, i, p, c0, acc, r)
 
     @jit(fastmath=True)
     def softmax(x, y, v, w2, n, m, chunk, p, c0, s, acc_out, mx_out, sm_out):
@@ -126,9 +109,7 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
         je = min(jb + chunk, m)
         for r in range(_ROWS):
             i = base + r * _THREADS
-            ok = i < n
-            for k in range(D):
-                xr[r, k] = x[i, k] * s if ok else zero
+            load_row(x, i, i < n, s, xr, r)
             for c in range(PA):
                 acc[r, c] = zero
             mx[r] = lowest
@@ -138,51 +119,15 @@ def _direct_kernels(dtype_name: str, D: int, PC: int, BW: bool):
             for t in range(tid, _TJ, _THREADS):
                 j = j0 + t
                 ok = j < je
-                for k in range(D):
-                    sy[t * W_SM + k] = y[j, k] * s if ok else zero
-                for c in range(PC):
-                    sy[t * W_SM + D + c] = v[j, c0 + c] if (ok and c0 + c < p) else zero
+                stage(sy, t, y, v, j, ok, p, c0, s)
                 sy[t * W_SM + D + PC] = w2[j] if ok else -math.inf
             cuda.syncthreads()
-            for r in range(_ROWS):
-                ps[r] = zero
-                for c in range(PC):
-                    pacc[r, c] = zero
-            for t in range(_TJ):
-                off = t * W_SM
-                for r in range(_ROWS):
-                    z = sy[off + D + PC]
-                    for k in range(D):
-                        diff = xr[r, k] - sy[off + k]
-                        z -= diff * diff
-                    q = z - mx[r]
-                    if q > zero:  # new running maximum: rescale the accumulated terms
-                        f = math.exp2(-q)
-                        sm[r] *= f
-                        ps[r] *= f
-                        for c in range(PC):
-                            acc[r, c] *= f
-                            pacc[r, c] *= f
-                        mx[r] = z
-                        q = zero
-                    e = math.exp2(q)
-                    ps[r] += e
-                    for c in range(PC):
-                        pacc[r, c] += e * sy[off + D + c]
-            for r in range(_ROWS):
-                sm[r] += ps[r]
-                for c in range(PC):
-                    acc[r, c] += pacc[r, c]
+            softmax_tile(sy, xr, mx, sm, ps, pacc, acc)
         split = cuda.blockIdx.y
         for r in range(_ROWS):
             i = base + r * _THREADS
             if i < n:
-                if c0 == 0:
-                    mx_out[split, i] = mx[r]
-                    sm_out[split, i] = sm[r]
-                for c in range(PC):
-                    if c0 + c < p:
-                        acc_out[split, i, c0 + c] = acc[r, c]
+                store_softmax(acc_out, mx_out, sm_out, split, i, p, c0, mx, sm, acc, r)
 
     return matvec, softmax
 
@@ -193,6 +138,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
     PA = max(PC, 1)
     lowest = -1e30 if dtype_name == "float32" else -1e300
     zero = nbt(0.0)
+    row_dot = tile_common.row_dot(dtype_name)
 
     @jit(fastmath=True)
     def matvec(x, y, yy, u, a, b, n, m, p, c0, beta2, out):
@@ -201,16 +147,12 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
             return
         d = x.shape[1]
         acc = cuda.local.array(PA, nbt)
-        xx = zero
-        for k in range(d):
-            xx += x[i, k] * x[i, k]
+        xx = row_dot(x, i, x, i, d)
         nb = -beta2 * a[i] if BW else -beta2
         for c in range(PC):
             acc[c] = zero
         for j in range(m):
-            dot = zero
-            for k in range(d):
-                dot += x[i, k] * y[j, k]
+            dot = row_dot(x, i, y, j, d)
             q = max(xx + yy[j] - 2 * dot, zero)
             e = math.exp2(nb * b[j] * q) if BW else math.exp2(nb * q)
             for c in range(PC):
@@ -227,17 +169,13 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
             return
         d = x.shape[1]
         acc = cuda.local.array(PA, nbt)
-        xx = zero
-        for k in range(d):
-            xx += x[i, k] * x[i, k]
+        xx = row_dot(x, i, x, i, d)
         for c in range(PA):
             acc[c] = zero
         mx = nbt(lowest)
         sm = zero
         for j in range(m):
-            dot = zero
-            for k in range(d):
-                dot += x[i, k] * y[j, k]
+            dot = row_dot(x, i, y, j, d)
             z = w2[j] - beta2 * max(xx + yy[j] - 2 * dot, zero)
             q = z - mx
             if q > zero:
