@@ -11,10 +11,22 @@ spread over ``S`` blocks and the partial results are merged afterwards
 
 from __future__ import annotations
 
+import dataclasses
+
 from .tiled import column_splits
 
 #: Most threads per block of the direct kernels (``__launch_bounds__`` of blocksparse.cu).
 MAX_THREADS = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchTuning:
+    """Launch tuning of the CUDA-thread block-sparse kernels (CuPy and Numba-CUDA: each has its
+    ``Tuning = LaunchTuning`` and a ``TUNING.override(...)``)."""
+
+    splits: int | None = None  #: force this many splits of every pair list; None: occupancy
+    threads: int | None = None  #: threads per block of the direct kernels (<= 128)
+    rows: int | None = None  #: rows per thread of the direct kernels (1, 2 or 4)
 
 
 def row_geometry(block_x: int, *, threads: int | None = None,

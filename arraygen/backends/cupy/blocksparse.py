@@ -11,13 +11,12 @@ the caller's stream and nothing is synchronised with the host.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import cupy as cp
 import numpy as np
 
-from ..._kernels.blocksparse_gpu import pair_splits, row_geometry
+from ..._kernels.blocksparse_gpu import LaunchTuning, pair_splits, row_geometry
 from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits, resident_blocks
 from .._interop import cuda_device_context, like
 from .._tuning import Tunable
@@ -30,13 +29,7 @@ _COS_THREADS = 128
 _LOG2E = 1.0 / math.log(2.0)
 
 
-@dataclasses.dataclass(frozen=True)
-class Tuning:
-    """Launch tuning of the CuPy block-sparse kernels (``TUNING.override(...)``)."""
-
-    splits: int | None = None  #: force this many splits of every pair list; None: occupancy
-    threads: int | None = None  #: threads per block of the direct kernels (<= 128)
-    rows: int | None = None  #: rows per thread of the direct kernels (1, 2 or 4)
+Tuning = LaunchTuning  #: launch tuning (``TUNING.override(...)``)
 
 
 TUNING = Tunable("cupy.blocksparse", Tuning())

@@ -13,21 +13,20 @@ CuPy is not needed. ``d > 16``: one row per thread, law of cosines on centred po
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
 import numpy as np
 from numba import cuda
 
-from ..._kernels.blocksparse_gpu import pair_splits, row_geometry
+from ..._kernels.blocksparse_gpu import LaunchTuning, pair_splits, row_geometry
 from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits, resident_blocks
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_numpy_view
 from .._tuning import Tunable
 from . import contiguous, device_view, jit, tile_common
 from .tile_common import tile_functions
-from .tiled import _Arrays
+from .tiled import _Arrays, _chunks
 
 __all__ = ["kernel_logsumexp_blocks", "kernel_matvec_blocks", "kernel_softmax_matvec_blocks"]
 
@@ -46,13 +45,7 @@ def pair_run(offsets, A):
     return ps, min(ps + per, p1)
 
 
-@dataclasses.dataclass(frozen=True)
-class Tuning:
-    """Launch tuning of the Numba-CUDA block-sparse kernels (``TUNING.override(...)``)."""
-
-    splits: int | None = None  #: force this many splits of every pair list; None: occupancy
-    threads: int | None = None  #: threads per block of the direct kernels (<= 128)
-    rows: int | None = None  #: rows per thread of the direct kernels (1, 2 or 4)
+Tuning = LaunchTuning  #: launch tuning (``TUNING.override(...)``)
 
 
 TUNING = Tunable("numba_cuda.blocksparse", Tuning())
@@ -245,11 +238,6 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
                 acc_out[split, i, c0 + c] = acc[c]
 
     return matvec, softmax
-
-
-def _chunks(p: int):
-    pc = 1 if p == 1 else 4
-    return pc, list(range(0, p, pc))
 
 
 def _regs(kern) -> int:
