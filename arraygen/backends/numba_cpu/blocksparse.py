@@ -16,7 +16,7 @@ from numba import njit, prange
 from ..._kernels.tiled import DIRECT_MAX_D
 from .._interop import like
 from . import thread_safe
-from .tiled import _BLOCK, _LOG2E, _exp2, _host, _key, _logits, _prepare, _unkey
+from .tiled import _BLOCK, _LOG2E, _exp2, _host, _logits, _prepare, _softmax_block
 
 __all__ = ["kernel_logsumexp_blocks", "kernel_matvec_blocks", "kernel_softmax_matvec_blocks"]
 
@@ -49,6 +49,7 @@ def _make(dtype, dim):
     lowest = float(-np.finfo(dtype).max)
     lowest_key = int(np.iinfo(ikey).min) + 1
     direct = dim > 0
+    softmax_block = _softmax_block(dtype, dim)
 
     @njit(parallel=True, fastmath=True, cache=True)
     def matvec(x, yt, yy, ut, a, b, nbeta, has_a, has_b, offsets, cols, block_x, block_y, out):
@@ -122,58 +123,8 @@ def _make(dtype, dim):
                     for jb in range((stops[q] - s0 + _BLOCK - 1) // _BLOCK):
                         j0 = (s0 + jb * _BLOCK) & _NONNEG
                         nb = min(_BLOCK, stops[q] - j0)
-                        if direct:
-                            kmax = ikey(lowest_key)
-                            if has_w:
-                                for j in range(nb):
-                                    d2 = dtype(0.0)
-                                    for k in range(dim):
-                                        diff = xi[k] - yt[k, j0 + j]
-                                        d2 += diff * diff
-                                    t = w2[j0 + j] + nbeta * d2
-                                    z[j] = t
-                                    kmax = max(kmax, _key(t))
-                            else:
-                                for j in range(nb):
-                                    d2 = dtype(0.0)
-                                    for k in range(dim):
-                                        diff = xi[k] - yt[k, j0 + j]
-                                        d2 += diff * diff
-                                    t = nbeta * d2
-                                    z[j] = t
-                                    kmax = max(kmax, _key(t))
-                            bmax = _unkey(kmax, dtype(0.0))
-                        else:
-                            bmax = _logits(xi, yt, yy, j0, nb, nbeta, yy, False, w2, has_w, z,
-                                           dim, dtype(0.0), dtype(2.0), ikey(lowest_key))
-                        if bmax > mx:
-                            r = _exp2(mx - bmax)
-                            ssum *= r
-                            for k in range(p):
-                                acc[k] *= r
-                            mx = bmax
-                        s = dtype(0.0)
-                        if p == 0:
-                            for j in range(nb):
-                                s += _exp2(z[j] - mx)
-                        elif p == 1:
-                            s1 = dtype(0.0)
-                            for j in range(nb):
-                                e = _exp2(z[j] - mx)
-                                s += e
-                                s1 += e * vt[0, j0 + j]
-                            acc[0] += s1
-                        else:
-                            for j in range(nb):
-                                e = _exp2(z[j] - mx)
-                                z[j] = e
-                                s += e
-                            for k in range(p):
-                                s1 = dtype(0.0)
-                                for j in range(nb):
-                                    s1 += z[j] * vt[k, j0 + j]
-                                acc[k] += s1
-                        ssum += s
+                        mx, ssum = softmax_block(xi, yt, yy, w2, vt, nbeta, has_w, j0, nb, z,
+                                                 acc, p, mx, ssum)
                 lse[i] = (mx + np.log2(ssum)) / dtype(_LOG2E)
                 for k in range(p):
                     out[i, k] = acc[k] / ssum

@@ -20,6 +20,7 @@ vectorise, float ones do not here), then sums ``2**(z - max)`` in a second vecto
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -41,6 +42,77 @@ _LOG2E = 1.0 / math.log(2.0)
 _P32 = (1.0, 0.6931472067028329, 0.24022650922289554, 0.05550327226669895,
         0.00961805667843204, 0.0013400428177711937, 0.00015461444724808513)
 _P64 = tuple(math.log(2.0) ** k / math.factorial(k) for k in range(14))
+
+
+@functools.cache
+def _softmax_block(dtype, dim):
+    """The online-softmax step over one block of columns ``j0 .. j0 + nb`` of one row, shared
+    by the dense and block-sparse softmax kernels (``.blocksparse``): logits into ``z`` (log2
+    units), the block maximum over integer keys, a rescale of ``ssum`` and ``acc`` on a new
+    maximum, then ``ssum += sum 2**(z - mx)`` and ``acc[c] += sum 2**(z - mx) v[c]``; returns
+    the new ``(mx, ssum)``. Inlined at the Numba IR level: the kernels compile as if the step
+    were written out in them."""
+    ikey = np.int32 if dtype == np.float32 else np.int64
+    lowest_key = int(np.iinfo(ikey).min) + 1
+    direct = dim > 0
+
+    @njit(fastmath=True, inline="always")
+    def block(xi, yt, yy, w2, vt, nbeta, has_w, j0, nb, z, acc, p, mx, ssum):
+        if direct:  # written out so the loop vectorises (no branch inside)
+            kmax = ikey(lowest_key)
+            if has_w:
+                for j in range(nb):
+                    d2 = dtype(0.0)
+                    for k in range(dim):
+                        diff = xi[k] - yt[k, j0 + j]
+                        d2 += diff * diff
+                    t = w2[j0 + j] + nbeta * d2
+                    z[j] = t
+                    kmax = max(kmax, _key(t))
+            else:
+                for j in range(nb):
+                    d2 = dtype(0.0)
+                    for k in range(dim):
+                        diff = xi[k] - yt[k, j0 + j]
+                        d2 += diff * diff
+                    t = nbeta * d2
+                    z[j] = t
+                    kmax = max(kmax, _key(t))
+            bmax = _unkey(kmax, dtype(0.0))
+        else:
+            bmax = _logits(xi, yt, yy, j0, nb, nbeta, yy, False, w2, has_w, z, dim, dtype(0.0),
+                           dtype(2.0), ikey(lowest_key))
+        if bmax > mx:
+            r = _exp2(mx - bmax)  # 0 on the first block (mx = lowest)
+            ssum *= r
+            for c in range(p):
+                acc[c] *= r
+            mx = bmax
+        s = dtype(0.0)
+        if p == 0:
+            for j in range(nb):
+                s += _exp2(z[j] - mx)
+        elif p == 1:
+            s1 = dtype(0.0)
+            for j in range(nb):
+                e = _exp2(z[j] - mx)
+                s += e
+                s1 += e * vt[0, j0 + j]
+            acc[0] += s1
+        else:
+            for j in range(nb):
+                e = _exp2(z[j] - mx)
+                z[j] = e
+                s += e
+            for c in range(p):
+                s1 = dtype(0.0)
+                for j in range(nb):
+                    s1 += z[j] * vt[c, j0 + j]
+                acc[c] += s1
+        ssum += s
+        return mx, ssum
+
+    return block
 
 
 # Floating-point max reductions do not vectorise here; integer ones do. The key
@@ -192,6 +264,7 @@ def _make(dtype, dim):
     lowest = float(-np.finfo(dtype).max)
     lowest_key = int(np.iinfo(ikey).min) + 1
     direct = dim > 0
+    softmax_block = _softmax_block(dtype, dim)
 
     @njit(parallel=True, fastmath=True, cache=True)
     def matvec(x, yt, yy, ut, a, b, nbeta, has_a, has_b, out):
@@ -252,58 +325,8 @@ def _make(dtype, dim):
                 for jb in range((m + _BLOCK - 1) // _BLOCK):
                     j0 = jb * _BLOCK
                     nb = min(_BLOCK, m - j0)
-                    if direct:  # written out so the loop vectorises (no branch inside)
-                        kmax = ikey(lowest_key)
-                        if has_w:
-                            for j in range(nb):
-                                d2 = dtype(0.0)
-                                for k in range(dim):
-                                    diff = xi[k] - yt[k, j0 + j]
-                                    d2 += diff * diff
-                                t = w2[j0 + j] + nbeta * d2
-                                z[j] = t
-                                kmax = max(kmax, _key(t))
-                        else:
-                            for j in range(nb):
-                                d2 = dtype(0.0)
-                                for k in range(dim):
-                                    diff = xi[k] - yt[k, j0 + j]
-                                    d2 += diff * diff
-                                t = nbeta * d2
-                                z[j] = t
-                                kmax = max(kmax, _key(t))
-                        bmax = _unkey(kmax, dtype(0.0))
-                    else:
-                        bmax = _logits(xi, yt, yy, j0, nb, nbeta, yy, False, w2, has_w, z, dim,
-                                   dtype(0.0), dtype(2.0), ikey(lowest_key))
-                    if bmax > mx:
-                        r = _exp2(mx - bmax)  # 0 on the first block (mx = lowest)
-                        ssum *= r
-                        for c in range(p):
-                            acc[c] *= r
-                        mx = bmax
-                    s = dtype(0.0)
-                    if p == 0:
-                        for j in range(nb):
-                            s += _exp2(z[j] - mx)
-                    elif p == 1:
-                        s1 = dtype(0.0)
-                        for j in range(nb):
-                            e = _exp2(z[j] - mx)
-                            s += e
-                            s1 += e * vt[0, j0 + j]
-                        acc[0] += s1
-                    else:
-                        for j in range(nb):
-                            e = _exp2(z[j] - mx)
-                            z[j] = e
-                            s += e
-                        for c in range(p):
-                            s1 = dtype(0.0)
-                            for j in range(nb):
-                                s1 += z[j] * vt[c, j0 + j]
-                            acc[c] += s1
-                    ssum += s
+                    mx, ssum = softmax_block(xi, yt, yy, w2, vt, nbeta, has_w, j0, nb, z, acc, p,
+                                             mx, ssum)
                 lse[i] = (mx + np.log2(ssum)) / dtype(_LOG2E)
                 for c in range(p):
                     out[i, c] = acc[c] / ssum
