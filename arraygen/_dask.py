@@ -172,6 +172,21 @@ def _args(named: dict[str, tuple[Any, str | None]]):
     return args, names
 
 
+def _broadcast(arr, letter: str, rest: str = ""):
+    """``(array, blockwise index)`` of an argument indexed by the rows of ``y`` that every
+    task gets whole. A dask array in several chunks gets its own contracted index
+    ``letter``: each task depends on every chunk and concatenates them (the same values, so
+    the same results), with no merge task between the chunks' producers and the tasks (a
+    Sinkhorn half-iteration's weights come straight from the last one's row chunks)."""
+    if arr is None:
+        return None, None
+    if is_dask_array(arr) and arr.numblocks[0] > 1:
+        if arr.ndim == 2 and arr.numblocks[1] != 1:
+            arr = arr.rechunk({1: -1})
+        return arr, letter + rest
+    return _one_chunk(arr), "k" + rest
+
+
 def _tiled_blockwise(op_name: str, x, y, *, rows: dict, cols: dict, rhs, options: dict,
                      outputs: int):
     """One blockwise graph over the row chunks of ``x`` calling ``arraygen.tiled.<op_name>``.
@@ -187,11 +202,11 @@ def _tiled_blockwise(op_name: str, x, y, *, rows: dict, cols: dict, rhs, options
     named = {"x": (x, "ij"), "y": (y, "kj")}
     one_d = rhs is not None and rhs.ndim == 1
     if rhs is not None:
-        named["v"] = (_one_chunk(rhs), "k" if one_d else "kp")
+        named["v"] = _broadcast(rhs, "l", "" if one_d else "p")
     for name, arr in rows.items():
         named[name] = (_row_chunked(arr, row_chunks), "i")
-    for name, arr in cols.items():
-        named[name] = (_one_chunk(arr), "k")
+    for letter, (name, arr) in zip("mnor", cols.items()):
+        named[name] = _broadcast(arr, letter)
     args, names = _args(named)
     dtype = _result_dtype(x, y, rhs)
 

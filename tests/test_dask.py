@@ -326,3 +326,24 @@ def test_tiled_kernel_persists_the_centred_clouds(dask_client):
     k = TiledKernel(da, xc, xc)
     assert len(k.x.__dask_graph__()) == k.x.numblocks[0] == 2  # persisted, no history
     np.testing.assert_array_equal(k.x.compute(), xc.compute())
+
+
+def test_chunked_weights_reach_the_tasks_without_a_merge_task(dask_client, clouds):
+    # a Sinkhorn half-iteration's log-weights come from the last one's row chunks: each task
+    # takes them straight from those chunks (no rechunk hop), with bitwise the same result
+    x, y, gen = clouds
+    w = np.log(gen.random(700))
+    w[::5] = -np.inf
+    xd = da.from_array(x, chunks=(250, 3))
+    wd = da.from_array(w, chunks=((100, 250, 350),)) * 1.0
+    out = ag.kernel_logsumexp(xd, y, beta=5.0, log_weights=wd)
+    assert not any("rechunk" in name for name in out.__dask_graph__().layers)
+    assert _tasks(out) <= 4 + 1 + 2 * 3 + 4  # x, y, w (+ its multiply), one per row chunk
+    np.testing.assert_array_equal(out.compute(),
+                                  ag.kernel_logsumexp(x, y, beta=5.0, log_weights=w))
+    v = gen.random((700, 2))
+    out, lse = ag.kernel_softmax_matvec(xd, y, da.from_array(v, chunks=(350, 1)), beta=5.0,
+                                        log_weights=wd)
+    ref_out, ref_lse = ag.kernel_softmax_matvec(x, y, v, beta=5.0, log_weights=w)
+    np.testing.assert_array_equal(out.compute(), ref_out)
+    np.testing.assert_array_equal(lse.compute(), ref_lse)
