@@ -27,7 +27,7 @@ from ..._kernels.tiled import merge_column_splits
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_torch
 from .._tuning import Tunable
-from .tiled import _BLOCK_K, _LOWEST, _common, _dot_prec, _rhs_blocks, _sq_tile
+from .tiled import _BLOCK_K, _LOWEST, _common, _dot_prec, _online_tile, _rhs_blocks, _sq_tile
 
 __all__ = ["kernel_logsumexp_blocks", "kernel_matvec_blocks", "kernel_softmax_matvec_blocks"]
 
@@ -59,6 +59,19 @@ def _run(offsets_ptr, cluster):
 
 
 @triton.jit
+def _cluster_rows(offsets_ptr, n, bx, by, tpc, BLOCK_M: tl.constexpr):
+    """This program's rows (int64) of its row cluster, their mask, and the start pair ``ps``
+    and virtual-column count ``vlen`` of its split's pair run."""
+    pid = tl.program_id(0)
+    cluster = pid // tpc
+    local = (pid - cluster * tpc) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = cluster.to(tl.int64) * bx + local
+    rmask = (local < bx) & (rows < n)
+    ps, pe = _run(offsets_ptr, cluster)
+    return rows, rmask, ps, (pe - ps) * by
+
+
+@triton.jit
 def _columns(cols_ptr, ps, v0, vlen, by, m, BLOCK_N: tl.constexpr):
     """Columns (int64) of virtual columns v0 .. v0 + BLOCK_N of the run at pair ``ps``."""
     vv = v0 + tl.arange(0, BLOCK_N)
@@ -75,13 +88,7 @@ def _matvec_kernel(x_ptr, y_ptr, yy_ptr, u_ptr, a_ptr, b_ptr, offsets_ptr, cols_
                    D: tl.constexpr, PB: tl.constexpr, HAS_BW: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    DOT_PREC: tl.constexpr):
-    pid = tl.program_id(0)
-    cluster = pid // tpc
-    local = (pid - cluster * tpc) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = cluster.to(tl.int64) * bx + local
-    rmask = (local < bx) & (rows < n)
-    ps, pe = _run(offsets_ptr, cluster)
-    vlen = (pe - ps) * by
+    rows, rmask, ps, vlen = _cluster_rows(offsets_ptr, n, bx, by, tpc, BLOCK_M)
     dt = out_ptr.dtype.element_ty
     if HAS_BW:
         na = -tl.load(a_ptr + rows, mask=rmask, other=1.0)
@@ -123,13 +130,7 @@ def _softmax_kernel(x_ptr, y_ptr, yy_ptr, v_ptr, w_ptr, offsets_ptr, cols_ptr, a
                     LOWEST: tl.constexpr):
     """Online softmax of one split (log2 units, w pre-multiplied by log2 e), unnormalised;
     PB = 0: log-sum-exp state only."""
-    pid = tl.program_id(0)
-    cluster = pid // tpc
-    local = (pid - cluster * tpc) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = cluster.to(tl.int64) * bx + local
-    rmask = (local < bx) & (rows < n)
-    ps, pe = _run(offsets_ptr, cluster)
-    vlen = (pe - ps) * by
+    rows, rmask, ps, vlen = _cluster_rows(offsets_ptr, n, bx, by, tpc, BLOCK_M)
     dt = mx_ptr.dtype.element_ty
     mx = tl.full((BLOCK_M,), LOWEST, dtype=dt)
     sm = tl.zeros((BLOCK_M,), dtype=dt)
@@ -145,10 +146,7 @@ def _softmax_kernel(x_ptr, y_ptr, yy_ptr, v_ptr, w_ptr, offsets_ptr, cols_ptr, a
                      BLOCK_N, BLOCK_K, DOT_PREC)
         wj = tl.load(w_ptr + cols, mask=cmask, other=float("-inf"))
         z = wj[:, None] - q
-        new = tl.maximum(mx, tl.max(z, axis=0))
-        alpha = tl.exp2(mx - new)
-        e = tl.exp2(z - new[None, :])
-        sm = sm * alpha + tl.sum(e, axis=0)
+        new, alpha, e, sm = _online_tile(z, mx, sm)
         if PB == 1:
             vj = tl.load(v_ptr + cols * p + c0, mask=cmask, other=0.0)
             acc = acc * alpha + tl.sum(e * vj[:, None], axis=0)

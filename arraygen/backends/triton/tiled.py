@@ -127,6 +127,19 @@ def _sq_tile(x_ptr, y_ptr, yy_ptr, rows, cols, rmask, cmask, n, m, d,
 
 
 @triton.jit
+def _online_tile(z, mx, sm):
+    """One tile of the online softmax (log2 units): z (BLOCK_N, BLOCK_M) exponents, mx the
+    running maxima, sm the running sums of the rows; returns the new maxima, the factor alpha
+    rescaling what was accumulated, e = 2^(z - new) and the new sums (the softmax kernels of
+    .tiled and .blocksparse)."""
+    new = tl.maximum(mx, tl.max(z, axis=0))
+    alpha = tl.exp2(mx - new)
+    e = tl.exp2(z - new[None, :])
+    sm = sm * alpha + tl.sum(e, axis=0)
+    return new, alpha, e, sm
+
+
+@triton.jit
 def _matvec_kernel(x_ptr, y_ptr, yy_ptr, u_ptr, a_ptr, b_ptr, out_ptr, n, m, d, p, c0,
                    D: tl.constexpr, PB: tl.constexpr, HAS_BW: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -192,10 +205,7 @@ def _softmax_kernel(x_ptr, y_ptr, yy_ptr, v_ptr, w_ptr, out_ptr, lse_ptr, n, m, 
                      BLOCK_N, BLOCK_K, DOT_PREC)
         wj = tl.load(w_ptr + cols, mask=cmask, other=float("-inf"))
         z = wj[:, None] - q
-        new = tl.maximum(mx, tl.max(z, axis=0))
-        alpha = tl.exp2(mx - new)
-        e = tl.exp2(z - new[None, :])
-        sm = sm * alpha + tl.sum(e, axis=0)
+        new, alpha, e, sm = _online_tile(z, mx, sm)
         if PB == 1:
             vj = tl.load(v_ptr + cols * p + c0, mask=cmask, other=0.0)
             acc = acc * alpha + tl.sum(e * vj[:, None], axis=0)
