@@ -69,7 +69,7 @@ bs_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __re
         const int l = local0 + r * nt;
         const long long i = row0 + l;
         const bool ok = l < bx && i < n;
-        tile_load_scaled<T, D>(x, i, ok, s, xr[r]);
+        TILE_LOAD_SCALED(T, D, xr[r], x, i, ok, s)
 #pragma unroll
         for (int c = 0; c < PC; ++c) acc[r][c] = T(0);
         na[r] = BW ? (ok ? -a[i] : T(-1)) : T(-1);
@@ -91,7 +91,7 @@ bs_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __re
     for (int r = 0; r < ROWS; ++r) {
         const int l = local0 + r * nt;
         const long long i = row0 + l;
-        if (l < bx && i < n) tile_store_row<T, PC, PC>(out, i, p, c0, acc[r]);
+        if (l < bx && i < n) TILE_STORE_ROW(PC, out, i, p, c0, acc[r])
     }
 }
 
@@ -121,7 +121,7 @@ bs_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __r
         const int l = local0 + r * nt;
         const long long i = row0 + l;
         const bool ok = l < bx && i < n;
-        tile_load_scaled<T, D>(x, i, ok, s, xr[r]);
+        TILE_LOAD_SCALED(T, D, xr[r], x, i, ok, s)
 #pragma unroll
         for (int c = 0; c < PA; ++c) acc[r][c] = T(0);
         mx[r] = tile_lowest<T>();
@@ -145,8 +145,8 @@ bs_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* __r
         const int l = local0 + r * nt;
         const long long i = row0 + l;
         if (l < bx && i < n)
-            tile_store_softmax<T, PC, PA>(acc_out, mx_out, sm_out, off + i, p, c0, mx[r], sm[r],
-                                          acc[r]);
+            TILE_STORE_SOFTMAX(PC, acc_out, mx_out, sm_out, off + i, p, c0, mx[r], sm[r],
+                               acc[r])
     }
 }
 
@@ -182,7 +182,8 @@ bs_matvec_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __restr
                 if (c0 + c < p) acc[c] = fma(e, u[j * p + c0 + c], acc[c]);
         }
     }
-    tile_store_row<T, PC, PC>(part_out + (long long)blockIdx.y * n * p, i, p, c0, acc);
+    T* out = part_out + (long long)blockIdx.y * n * p;
+    TILE_STORE_ROW(PC, out, i, p, c0, acc)
 }
 
 template <typename T, int PC>
@@ -227,8 +228,8 @@ bs_softmax_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __rest
                 if (c0 + c < p) acc[c] = fma(e, v[j * p + c0 + c], acc[c]);
         }
     }
-    tile_store_softmax<T, PC, PA>(acc_out, mx_out, sm_out, (long long)blockIdx.y * n + i, p, c0,
-                                  mx, sm, acc);
+    const long long off = (long long)blockIdx.y * n;
+    TILE_STORE_SOFTMAX(PC, acc_out, mx_out, sm_out, off + i, p, c0, mx, sm, acc)
 }
 
 #ifndef __CUDACC_RTC__

@@ -2,8 +2,10 @@
 // (blocksparse.cu), included by both (CuPy compiles with this folder on the include path;
 // -I arraygen/backends/cupy for nvcc and the host tests). The two walk their columns
 // differently (y in order; the column clusters of a CSR pair list) but stage a column, sum a
-// staged tile into the row accumulators and store a row with the same code, kept here once. Everything is __forceinline__: the kernels compile
-// to the code they had when the loops were written out in each of them.
+// staged tile into the row accumulators and store a row with the same code, kept here once:
+// small __forceinline__ functions, and macros for the loop nests (below), so that every kernel
+// compiles to the SASS it had with the loops written out in it (checked: nvcc sm_90, before
+// and after, byte-identical).
 //
 // Layout of a staged column of width W in shared memory: y' = s y in [0, D), then the
 // right-hand sides in [D, D + PC), then (matvec with bandwidths) b_j or (softmax) w2_j at D + PC.
@@ -35,17 +37,9 @@ template <typename T> __device__ __forceinline__ T tile_lowest();
 template <> __device__ __forceinline__ float tile_lowest<float>() { return -1e30f; }
 template <> __device__ __forceinline__ double tile_lowest<double>() { return -1e300; }
 
-// Row i of x scaled by s (zeros when !ok).
-template <typename T, int D>
-__device__ __forceinline__ void tile_load_scaled(const T* x, long long i, bool ok, T s,
-                                              T (&xr)[D]) {
-#pragma unroll
-    for (int k = 0; k < D; ++k) xr[k] = ok ? x[i * D + k] * s : T(0);
-}
-
-// The staging and tile bodies below are macros, not functions: nvcc unrolls a callee's loops
-// before inlining it, which reorders the kernels' instructions; a macro leaves the kernels'
-// code exactly as written out (tiled.cu's dense kernels were tuned in that form).
+// The loop nests below (row load and store, staging, tile bodies) are macros, not functions:
+// nvcc unrolls a callee's loops before inlining it, which reorders the kernels' instructions; a
+// macro leaves the kernels' code exactly as written out (the dense kernels were tuned so).
 //
 // Stage column j into row t of sy (width W): y' and the right-hand sides rhs[j, c0 + c] (0 past
 // p); a column that is not ok (a tail) stages zeros. The kernel stages slot D + PC itself.
@@ -127,28 +121,28 @@ __device__ __forceinline__ void tile_load_scaled(const T* x, long long i, bool o
         }                                                                                      \
     }
 
-// Row i of a matvec result: out[i, c0 + c] = acc[c] for the columns below p.
-template <typename T, int PC, int PA>
-__device__ __forceinline__ void tile_store_row(T* out, long long i, int p, int c0,
-                                               const T (&acc)[PA]) {
-#pragma unroll
-    for (int c = 0; c < PC; ++c)
-        if (c0 + c < p) out[i * p + c0 + c] = acc[c];
-}
+// Row i of x scaled by s into xr (zeros when !ok).
+#define TILE_LOAD_SCALED(T, D, xr, x, i, ok, s)                                                 \
+    _Pragma("unroll") for (int k = 0; k < D; ++k) xr[k] = ok ? x[i * D + k] * s : T(0);
+
+// Row i of a matvec result: out[i, c0 + c] = acc[c] for the columns below p (a statement).
+#define TILE_STORE_ROW(PC, out, i, p, c0, acc)                                                  \
+    {                                                                                          \
+        _Pragma("unroll") for (int c = 0; c < PC; ++c) if (c0 + c < p)                         \
+            out[i * p + c0 + c] = acc[c];                                                      \
+    }
 
 // Row i of a softmax partial result: mx_out[i], sm_out[i] (by the launch of the first columns,
-// c0 = 0) and acc_out[i, c0 + c].
-template <typename T, int PC, int PA>
-__device__ __forceinline__ void tile_store_softmax(T* acc_out,
-                                                   T* mx_out,
-                                                   T* sm_out, long long i, int p,
-                                                   int c0, T mx, T sm, const T (&acc)[PA]) {
-    if (c0 == 0) {
-        mx_out[i] = mx;
-        sm_out[i] = sm;
+// c0 = 0) and acc_out[i, c0 + c] (a statement).
+#define TILE_STORE_SOFTMAX(PC, acc_out, mx_out, sm_out, i, p, c0, mx, sm, acc)                  \
+    {                                                                                          \
+        if (c0 == 0) {                                                                         \
+            mx_out[i] = mx;                                                                    \
+            sm_out[i] = sm;                                                                    \
+        }                                                                                      \
+        _Pragma("unroll") for (int c = 0; c < PC; ++c) if (c0 + c < p)                         \
+            acc_out[(i) * p + c0 + c] = acc[c];                                                \
     }
-    tile_store_row<T, PC, PA>(acc_out, i, p, c0, acc);
-}
 
 // Law of cosines, one row against column j (x, y centred, d any): the squared distance
 // max(xx + yy_j - 2 x.y_j, 0), xx = |x|^2.

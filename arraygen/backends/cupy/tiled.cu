@@ -41,7 +41,7 @@ tiled_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* _
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
         const bool ok = i < n;
-        tile_load_scaled<T, D>(x, i, ok, s, xr[r]);
+        TILE_LOAD_SCALED(T, D, xr[r], x, i, ok, s)
 #pragma unroll
         for (int c = 0; c < PC; ++c) acc[r][c] = T(0);
         na[r] = BW ? (ok ? -a[i] : T(-1)) : T(-1);
@@ -61,7 +61,7 @@ tiled_matvec_direct(const T* __restrict__ x, const T* __restrict__ y, const T* _
 #pragma unroll
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
-        if (i < n) tile_store_row<T, PC, PC>(out, i, p, c0, acc[r]);
+        if (i < n) TILE_STORE_ROW(PC, out, i, p, c0, acc[r])
     }
 }
 
@@ -85,7 +85,8 @@ tiled_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* 
 #pragma unroll
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
-        tile_load_scaled<T, D>(x, i, i < n, s, xr[r]);
+        const bool ok = i < n;
+        TILE_LOAD_SCALED(T, D, xr[r], x, i, ok, s)
 #pragma unroll
         for (int c = 0; c < PA; ++c) acc[r][c] = T(0);
         mx[r] = tile_lowest<T>();
@@ -107,8 +108,8 @@ tiled_softmax_direct(const T* __restrict__ x, const T* __restrict__ y, const T* 
     for (int r = 0; r < TILED_ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
         if (i < n)
-            tile_store_softmax<T, PC, PA>(acc_out, mx_out, sm_out, off + i, p, c0, mx[r], sm[r],
-                                          acc[r]);
+            TILE_STORE_SOFTMAX(PC, acc_out, mx_out, sm_out, off + i, p, c0, mx[r], sm[r],
+                               acc[r])
     }
 }
 
@@ -280,7 +281,7 @@ tiled_matvec_fast(const T* __restrict__ x, const T* __restrict__ y, const T* __r
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const long long i = base + (long long)r * TILED_THREADS;
-        if (i < n) tile_store_row<T, PC, PC>(out, i, p, c0, acc[r]);
+        if (i < n) TILE_STORE_ROW(PC, out, i, p, c0, acc[r])
     }
 }
 
@@ -414,7 +415,7 @@ tiled_matvec_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __re
         for (int c = 0; c < PC; ++c)
             if (c0 + c < p) acc[c] = fma(e, u[j * p + c0 + c], acc[c]);
     }
-    tile_store_row<T, PC, PC>(out, i, p, c0, acc);
+    TILE_STORE_ROW(PC, out, i, p, c0, acc)
 }
 
 template <typename T, int PC>
