@@ -210,22 +210,9 @@ bs_softmax_cos(const T* __restrict__ x, const T* __restrict__ y, const T* __rest
         const long long jb = (long long)cols[t] * by;
         const long long je = jb + by < m ? jb + by : m;
         for (long long j = jb; j < je; ++j) {
-            T q = tile_cos_sqdist<T>(xi, y, yy, j, d, xx);
+            const T q = tile_cos_sqdist<T>(xi, y, yy, j, d, xx);
             const T z = w2[j] - beta2 * q;
-            q = z - mx;
-            if (q > T(0)) {
-                const T f = tile_exp2<T>(-q);
-                sm *= f;
-#pragma unroll
-                for (int c = 0; c < PC; ++c) acc[c] *= f;
-                mx = z;
-                q = T(0);
-            }
-            const T e = tile_exp2<T>(q);
-            sm += e;
-#pragma unroll
-            for (int c = 0; c < PC; ++c)
-                if (c0 + c < p) acc[c] = fma(e, v[j * p + c0 + c], acc[c]);
+            TILE_ONLINE_TERM(T, PC, z, mx, sm, acc, v, j, p, c0)
         }
     }
     const long long off = (long long)blockIdx.y * n;

@@ -144,6 +144,24 @@ template <> __device__ __forceinline__ double tile_lowest<double>() { return -1e
             acc_out[(i) * p + c0 + c] = acc[c];                                                \
     }
 
+// One column of the one-row online softmax (cosine kernels), exponent z (log2 units): a new
+// maximum rescales sm and acc, then sm += 2^(z - mx), acc[c] += 2^(z - mx) v[j, c0 + c] below p.
+#define TILE_ONLINE_TERM(T, PC, z, mx, sm, acc, v, j, p, c0)                                     \
+    {                                                                                          \
+        T q = z - mx;                                                                          \
+        if (q > T(0)) {                                                                        \
+            const T f = tile_exp2<T>(-q);                                                      \
+            sm *= f;                                                                           \
+            _Pragma("unroll") for (int c = 0; c < PC; ++c) acc[c] *= f;                        \
+            mx = z;                                                                            \
+            q = T(0);                                                                          \
+        }                                                                                      \
+        const T e = tile_exp2<T>(q);                                                           \
+        sm += e;                                                                               \
+        _Pragma("unroll") for (int c = 0; c < PC; ++c) if (c0 + c < p) acc[c] =                \
+            fma(e, v[j * p + c0 + c], acc[c]);                                                 \
+    }
+
 // Law of cosines, one row against column j (x, y centred, d any): the squared distance
 // max(xx + yy_j - 2 x.y_j, 0), xx = |x|^2.
 template <typename T>

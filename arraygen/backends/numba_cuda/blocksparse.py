@@ -166,6 +166,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
     lowest = -1e30 if dtype_name == "float32" else -1e300
     zero = nbt(0.0)
     row_dot = tile_common.row_dot(dtype_name)
+    term = tile_common.online_term(dtype_name, PC)
 
     @jit(fastmath=True)
     def matvec(x, y, yy, u, a, b, offsets, cols, n, m, bx, by, tpc, p, c0, beta2, part_out):
@@ -216,19 +217,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
             for j in range(jb, min(jb + by, m)):
                 dot = row_dot(x, i, y, j, d)
                 z = w2[j] - beta2 * max(xx + yy[j] - 2 * dot, zero)
-                q = z - mx
-                if q > zero:
-                    f = math.exp2(-q)
-                    sm *= f
-                    for c in range(PC):
-                        acc[c] *= f
-                    mx = z
-                    q = zero
-                e = math.exp2(q)
-                sm += e
-                for c in range(PC):
-                    if c0 + c < p:
-                        acc[c] += e * v[j, c0 + c]
+                mx, sm = term(z, mx, sm, acc, v, j, p, c0)
         split = cuda.blockIdx.y
         if c0 == 0:
             mx_out[split, i] = mx

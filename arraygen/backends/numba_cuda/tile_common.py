@@ -148,4 +148,31 @@ def row_dot(dtype_name: str):
     return dot
 
 
-__all__ = ["row_dot", "tile_functions"]
+@functools.cache
+def online_term(dtype_name: str, PC: int):
+    """``mx, sm = term(z, mx, sm, acc, v, j, p, c0)``: one column of the one-row online softmax
+    (law-of-cosines kernels), exponent ``z`` in log2 units: a new maximum rescales ``sm`` and
+    ``acc``, then ``sm += 2^(z - mx)`` and ``acc[c] += 2^(z - mx) v[j, c0 + c]`` below ``p``."""
+    zero = getattr(np, dtype_name)(0.0)
+
+    @jit(device=True, inline="always")
+    def term(z, mx, sm, acc, v, j, p, c0):
+        q = z - mx
+        if q > zero:
+            f = math.exp2(-q)
+            sm *= f
+            for c in range(PC):
+                acc[c] *= f
+            mx = z
+            q = zero
+        e = math.exp2(q)
+        sm += e
+        for c in range(PC):
+            if c0 + c < p:
+                acc[c] += e * v[j, c0 + c]
+        return mx, sm
+
+    return term
+
+
+__all__ = ["online_term", "row_dot", "tile_functions"]

@@ -30,8 +30,7 @@ from ..._kernels.tiled import DIRECT_MAX_D, merge_column_splits, split_count
 from .. import is_simulated
 from .._interop import cuda_device_context, like, to_numpy_view
 from .._tuning import Tunable
-from . import contiguous, device_view, jit, stream_of
-from . import tile_common
+from . import contiguous, device_view, jit, stream_of, tile_common
 from .tile_common import tile_functions
 
 __all__ = ["kernel_logsumexp", "kernel_matvec", "kernel_softmax_matvec"]
@@ -139,6 +138,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
     lowest = -1e30 if dtype_name == "float32" else -1e300
     zero = nbt(0.0)
     row_dot = tile_common.row_dot(dtype_name)
+    term = tile_common.online_term(dtype_name, PC)
 
     @jit(fastmath=True)
     def matvec(x, y, yy, u, a, b, n, m, p, c0, beta2, out):
@@ -177,19 +177,7 @@ def _cos_kernels(dtype_name: str, PC: int, BW: bool):
         for j in range(m):
             dot = row_dot(x, i, y, j, d)
             z = w2[j] - beta2 * max(xx + yy[j] - 2 * dot, zero)
-            q = z - mx
-            if q > zero:
-                f = math.exp2(-q)
-                sm *= f
-                for c in range(PC):
-                    acc[c] *= f
-                mx = z
-                q = zero
-            e = math.exp2(q)
-            sm += e
-            for c in range(PC):
-                if c0 + c < p:
-                    acc[c] += e * v[j, c0 + c]
+            mx, sm = term(z, mx, sm, acc, v, j, p, c0)
         if c0 == 0:
             lse[i] = (mx + math.log2(sm)) * _LN2
         for c in range(PC):
