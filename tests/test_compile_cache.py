@@ -98,3 +98,27 @@ def test_unwritable_cache_dir_falls_back_to_a_temporary_folder(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in _cache_files(PACKAGE)} == before
     assert any(p.name.startswith("fisher._diagonal_kernel")
                for p in _cache_files(tmp_path / "tmp"))
+
+
+def test_edited_kernel_sources_get_a_fresh_cache_folder(tmp_path):
+    """Kernels inline helpers from other files, whose edits Numba's own timestamp check of the
+    kernel's file misses: the cache folder is keyed by a fingerprint of all kernel sources."""
+    from arraygen.backends.numba_cpu import compile_cache
+
+    tag = compile_cache._source_tag()
+    assert tag.startswith("src-") and tag == compile_cache._source_tag()
+    first = _run({"ARRAYGEN_CACHE_DIR": str(tmp_path)})
+    assert "compiling kernels" in first.stdout
+    assert {p.parent.parent.name for p in _cache_files(tmp_path / "numba")} == {tag}
+    # the same kernels under another fingerprint (an edited helper file): compiled again
+    global SCRIPT
+    edited = SCRIPT.replace("compile_cache.NOTICE_AFTER_S = 0.0",
+                            "compile_cache.NOTICE_AFTER_S = 0.0\n"
+                            "compile_cache._source_tag = lambda: 'src-edited'")
+    old, SCRIPT = SCRIPT, edited
+    try:
+        second = _run({"ARRAYGEN_CACHE_DIR": str(tmp_path)})
+    finally:
+        SCRIPT = old
+    assert "compiling kernels (first run only) ... done in" in second.stdout
+    assert (tmp_path / "numba" / "src-edited").is_dir()

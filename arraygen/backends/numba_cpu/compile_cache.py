@@ -5,7 +5,9 @@ Compiled kernels (``cache=True``) go to the user's cache directory, never into t
 1. ``$ARRAYGEN_CACHE_DIR/numba`` when ``ARRAYGEN_CACHE_DIR`` is set;
 2. else Numba's own ``NUMBA_CACHE_DIR`` when that is set (Numba's locator handles it);
 3. else ``<user cache dir>/arraygen/numba`` (:func:`arraygen._user_cache.user_cache_dir`, the
-   directory :class:`arraygen.cache.PersistentKernelCache` uses by default).
+   directory :class:`arraygen.cache.PersistentKernelCache` uses by default);
+
+each in a sub-folder named by a fingerprint of the kernel sources (:func:`_source_tag`).
 
 Only functions defined in arraygen's own source files use this location; other Numba code in
 the process keeps Numba's default. When the directory cannot be written, a per-user folder of
@@ -18,6 +20,8 @@ run only) ... done in X s`` when it ends.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import tempfile
@@ -51,6 +55,20 @@ def _fallback_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"arraygen-{user}" / "numba"
 
 
+@functools.cache
+def _source_tag() -> str:
+    """A fingerprint of the sources the kernels compile from (name, size and modification time
+    of every ``.py`` file of arraygen's ``backends`` and ``_kernels`` folders). Numba checks only
+    the timestamp of a kernel's own file, but kernels inline helpers from other files: one
+    cache folder per fingerprint means an edited helper never meets a stale compiled kernel."""
+    digest = hashlib.sha1()
+    for folder in ("backends", "_kernels"):
+        for path in sorted((_PACKAGE / folder).rglob("*.py")):
+            st = path.stat()
+            digest.update(f"{path.relative_to(_PACKAGE)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return "src-" + digest.hexdigest()[:12]
+
+
 def _is_ours(path: str) -> bool:
     try:
         return Path(path).resolve().is_relative_to(_PACKAGE)
@@ -80,7 +98,7 @@ def _locator_class():
             root = cache_dir()
             if root is None:
                 return None
-            for candidate in (root, _fallback_dir()):
+            for candidate in (root / _source_tag(), _fallback_dir() / _source_tag()):
                 self = cls(py_func, py_file, candidate)
                 try:
                     self.ensure_cache_path()
