@@ -667,9 +667,9 @@ class _DaskKernel:
 
     def __call__(self, v, *, row=None, col=None, x=None, x_inv_bw=None):
         """``r_i sum_j K(x_i, x_j) c_j v_j`` for the training points (NumPy in and out)."""
-        if x is not None:
-            raise NotImplementedError("new points after a fit on a dask array are not "
-                                      "supported yet")
+        if x is not None:  # new points take softmax() (the Nystrom extension)
+            raise TypeError("_DaskKernel(..., x=) is not a call path: new points go through "
+                            "softmax()")
         self.n_calls += 1
         one_d = v.ndim == 1
         u = np.reshape(v, (v.shape[0], 1)) if one_d else v
@@ -686,37 +686,21 @@ class _DaskKernel:
     def softmax(self, xq, v, log_w):
         r"""``sum_j softmax_j(log_w_j - beta |xq_i - x_j|^2) v_j`` for new points ``xq``.
 
-        Out of core: one task per (row chunk of ``xq``, row chunk of the stored training
-        points) calls the ordinary ``kernel_softmax_matvec`` on the pair of chunks; the
-        partial (average, log-sum-exp) of the training chunks are merged per query row with
-        the log-sum-exp weights (no training chunk is gathered, nothing underflows). ``xq``
-        NumPy: returns NumPy; a dask array: returns a lazy dask array with its row chunks.
+        Out of core: the Dask tiled op with the stored row-chunked training points as ``y``
+        (one task per pair of chunks, partial softmaxes merged by their log-sum-exps in a tree:
+        no training chunk is gathered, nothing underflows). ``xq`` NumPy: returns NumPy; a
+        dask array: returns a lazy dask array with its row chunks.
         """
         import dask.array as da
 
         lazy = _dask.is_dask_array(xq)
-        xt = self.x
         q = xq if lazy else da.from_array(xq, chunks=xq.shape)
         q = q.astype(self.work).rechunk({1: -1})
-        rows = xt.chunks[0]
+        rows = self.x.chunks[0]
         vt = da.from_array(np.ascontiguousarray(v, dtype=self.work), chunks=(rows, v.shape[1]))
         wt = da.from_array(np.ascontiguousarray(log_w, dtype=self.work), chunks=(rows,))
-        p, beta, backend = v.shape[1], self.beta, self.backend
-
-        def partial(qb, xb, vb, wb):
-            from .tiled import kernel_softmax_matvec
-
-            out, lse = kernel_softmax_matvec(qb, xb, vb, beta=beta, log_weights=wb,
-                                             backend=backend, check_finite=False)
-            return np.concatenate([out, lse[:, None]], axis=1)[:, None, :]
-
-        parts = da.blockwise(partial, "icq", q, "ij", xt, "cj", vt, "cp", wt, "c",
-                             new_axes={"q": p + 1}, adjust_chunks={"c": 1}, concatenate=True,
-                             dtype=self.work, meta=np.empty((0, 0, 0), dtype=self.work))
-        lse = parts[:, :, p]
-        top = lse.max(axis=1)
-        wgt = da.exp(lse - top[:, None])
-        avg = (wgt[:, :, None] * parts[:, :, :p]).sum(axis=1) / wgt.sum(axis=1)[:, None]
+        avg, _ = _dask.kernel_softmax_matvec(q, self.x, vt, beta=self.beta, log_weights=wt,
+                                             backend=self.backend, check_finite=False)
         avg = avg.astype(self.dtype)
         return avg if lazy else np.asarray(avg.compute())
 
@@ -1429,17 +1413,14 @@ class DiffusionMap(_Spectral):
         r"""``lam^t * sum_j K(x*, x_j) c_j psi_j / (lam sum_j K(x*, x_j) c_j)``."""
         xp = self._xp
         inv_bw_new = None
-        if self.kernel_storage_ == "dask":
-            avg = self._kern.softmax(xn, psi, xp.log(weights))
-        elif self._vbw is not None:
+        if self._vbw is not None:
             inv_bw_new = 1.0 / self._vbw.at(xp, xn, raw)
         elif self._kern.inv_bw is not None:   # knn
             inv_bw_new = 1.0 / self._floor_sigma(
                 xp, _knn_sigma(xp, xn, self.X_, self._opts["n_neighbors"]), self.X_)
-        if self.kernel_storage_ == "dask":
-            pass
-        elif inv_bw_new is None and isinstance(self._kern, _BlockKernel):
-            avg = self._kern.softmax(xn, psi, xp.log(weights))
+        if self.kernel_storage_ == "dask" or (
+                inv_bw_new is None and isinstance(self._kern, _BlockKernel)):
+            avg = self._kern.softmax(xn, psi, xp.log(weights))  # both kernels have softmax()
         elif inv_bw_new is None:
             avg, _ = _softmax_matvec(xp, xn, self.X_, psi, xp.log(weights), beta=self.beta_,
                                      backend=self.backend)
