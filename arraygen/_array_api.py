@@ -205,6 +205,23 @@ def device_kind(x: Array) -> tuple[str, int | None]:
     return "cpu", None
 
 
+def dtype_name(dtype: Any) -> str:
+    """The name of a dtype in any library: ``"float32"`` for ``"float32"``, ``numpy.float32``,
+    ``numpy.dtype("float32")``, ``torch.float32``, CuPy's and array-api-strict's float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dtype_name(np.float64), dtype_name(np.dtype("int32")), dtype_name("bool")
+    ('float64', 'int32', 'bool')
+    """
+    if isinstance(dtype, str):
+        return dtype
+    if isinstance(dtype, type):
+        return dtype.__name__
+    return str(dtype).rpartition(".")[2]
+
+
 def result_dtype(xp: Any, *arrays: Any):
     """Floating dtype of the result: the promoted floating dtype of the arrays.
 

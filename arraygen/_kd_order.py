@@ -94,24 +94,26 @@ def kd_order(xp, x, block: int, *, within: int | None = None):
     levels = kd_levels(n, int(block), within)
     if not levels:
         return perm
-    pts = xp.astype(x, f64)
-    pts = pts - xp.sum(pts, axis=0) / float(n)
-    zero_row = xp.zeros((1, d), dtype=f64, device=dev)
+    # coordinate rows (d, n): the cumulative sums run along the contiguous axis (a scan down
+    # the rows of an (n, d) array has only d independent lanes on a GPU)
+    pts = xp.astype(xp.matrix_transpose(x), f64)
+    pts = pts - (xp.sum(pts, axis=1) / float(n))[:, None]
+    zero_col = xp.zeros((d, 1), dtype=f64, device=dev)
     pos = xp.arange(n, dtype=xp.int64, device=dev)
     for bounds in levels:
         starts = xp.asarray(bounds[:-1], dtype=xp.int64, device=dev)
         ends = xp.asarray(bounds[1:], dtype=xp.int64, device=dev)
         seg = xp.searchsorted(starts, pos, side="right") - 1
-        csum = xp.concat([zero_row, xp.cumulative_sum(pts, axis=0)], axis=0)
-        csq = xp.concat([zero_row, xp.cumulative_sum(pts * pts, axis=0)], axis=0)
-        count = xp.astype(ends - starts, f64)[:, None]
-        mean = (xp.take(csum, ends, axis=0) - xp.take(csum, starts, axis=0)) / count
-        var = (xp.take(csq, ends, axis=0) - xp.take(csq, starts, axis=0)) / count - mean * mean
-        axis = xp.argmax(var, axis=1)  # (segments,) widest coordinate by variance
-        flat = xp.reshape(pts, (n * d,))
-        key = xp.take(flat, pos * d + xp.take(axis, seg))
+        csum = xp.concat([zero_col, xp.cumulative_sum(pts, axis=1)], axis=1)
+        csq = xp.concat([zero_col, xp.cumulative_sum(pts * pts, axis=1)], axis=1)
+        count = xp.astype(ends - starts, f64)[None, :]
+        mean = (xp.take(csum, ends, axis=1) - xp.take(csum, starts, axis=1)) / count
+        var = (xp.take(csq, ends, axis=1) - xp.take(csq, starts, axis=1)) / count - mean * mean
+        axis = xp.argmax(var, axis=0)  # (segments,) widest coordinate by variance
+        flat = xp.reshape(pts, (d * n,))
+        key = xp.take(flat, xp.take(axis, seg) * n + pos)
         order = xp.argsort(key, stable=True)
         order = xp.take(order, xp.argsort(xp.take(seg, order), stable=True))
         perm = xp.take(perm, order)
-        pts = xp.take(pts, order, axis=0)
+        pts = xp.take(pts, order, axis=1)
     return perm

@@ -70,14 +70,13 @@ import numpy as np
 from . import _array_api as aa
 from . import _dask, tiled
 from ._kernels.blocksparse import DEFAULT_BLOCK_GPU
-from .blocksparse import BlockPairs, Clusters, _apply_order, _clusters_of_order, _kd_order, _pairs
+from .blocksparse import BlockPairs, Clusters, _clusters_of_order, _kd_sorted, _pairs
 from .sinkhorn import (
     _METHODS,
     DEFAULT_TOL,
     ConvergenceWarning,
     SinkhornResult,
     _cast,
-    _dtype_name,
     _kernel_for,
     _Problem,
     _Relaxation,
@@ -123,9 +122,16 @@ TRUNCATE_STEP = 0.75
 #: Exact dense checks at most (each costs about two dense half-iterations).
 MAX_EXACT_CHECKS = 4
 
+#: On a GPU the exact check evaluates its kernels in the points' dtype (float32 there: float64
+#: exponentials run at a small fraction of the float32 rate, 20 s instead of 0.7 s at
+#: N = M = 1e6) when ``tol`` is at least this; its O(N) sums stay float64. The float32 row
+#: log-sum-exps carry an absolute error of a few 1e-6, far below such a ``tol``.
+EXACT_NARROW_MIN_TOL = 1e-5
+
 #: Keys of ``SinkhornResult.info`` for ``method="multiscale"``.
 INFO_KEYS = ("method", "block", "clusters", "coarse_block", "coarse_clusters", "coarse_iter",
-             "coarse_epsilon", "coarse_marginal_error", "levels", "fraction", "exact_passes")
+             "coarse_epsilon", "coarse_marginal_error", "levels", "fraction", "exact_passes",
+             "exact_dtype")
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,27 +173,34 @@ def default_blocks(n: int, x) -> tuple[int, int]:
     return coarse, min(fine, max(coarse, _pow2_floor(n / MIN_FINE_CLUSTERS)))
 
 
-def _nested_order(xh, outer: int, inner: int):
-    """kd-tree order whose runs of ``outer`` and of ``inner`` points are both clusters
-    (``inner`` divides ``outer``): each ``outer`` run is split again down to ``inner``."""
-    perm = _kd_order(xh, outer)
-    if inner < outer:
-        for s in range(0, perm.shape[0], outer):
-            idx = perm[s:s + outer]
-            perm[s:s + outer] = idx[_kd_order(xh[idx], inner)]
-    return perm
-
-
 def _cluster_levels(xp, x, coarse: int, fine: int) -> tuple[Clusters, Clusters]:
     """The coarse and the fine clusters of ``x`` (N, d), in one nested kd order."""
-    xh = np.asarray(aa.to_numpy(x), dtype=np.float64)
-    order = _apply_order(xp, x, _nested_order(xh, max(coarse, fine), min(coarse, fine)))
+    order = _kd_sorted(xp, x, max(coarse, fine), min(coarse, fine))
     return _clusters_of_order(xp, *order, coarse), _clusters_of_order(xp, *order, fine)
 
 
 # --------------------------------------------------------------------------------------------
 # the truncated kernel (sorted order)
 # --------------------------------------------------------------------------------------------
+
+def _entries(xp, pairs):
+    """(row cluster, column cluster) of every pair of a CSR list, int64, on its device."""
+    nnz = pairs.cols.shape[0]
+    dev = aa.device(pairs.cols)
+    at = xp.arange(nnz, dtype=xp.int64, device=dev)
+    row = xp.searchsorted(xp.astype(pairs.offsets[1:], xp.int64), at, side="right")
+    return xp.astype(row, xp.int64), xp.astype(pairs.cols, xp.int64)
+
+
+def _sorted_unique(xp, keys):
+    """The distinct values of a 1-D integer array, ascending."""
+    keys = xp.sort(keys)
+    if keys.shape[0] < 2:
+        return keys
+    new = xp.concat([xp.ones((1,), dtype=xp.bool, device=aa.device(keys)),
+                     keys[1:] != keys[:-1]])
+    return keys[new]
+
 
 class _BlockKernel:
     """The two log-sum-exp reductions of :mod:`arraygen._sinkhorn_kernels` on pair lists.
@@ -207,7 +220,6 @@ class _BlockKernel:
         self.log_a, self.log_b = log_a, log_b
         self.row_pairs = self.col_pairs = None
         self.truncate = None
-        self._counts: dict = {}
 
     def rebuild_cols(self, f, eps: float, truncate: float):
         """Pair list of the ``g`` update from ``f`` (log-weights log a + f / eps)."""
@@ -222,41 +234,31 @@ class _BlockKernel:
                                 self.log_b + g / eps)
 
     def symmetrise(self):
-        """Both pair lists := their union (the cluster pairs either rule keeps)."""
+        """Both pair lists := their union (the cluster pairs either rule keeps), built where
+        the lists live (one sort of the pair keys per list, no host round trip)."""
+        xp = self.xp
         rows, cols = self.row_pairs, self.col_pairs
         kx, ky = self.cx.K, self.cy.K
-        a = np.concatenate([np.repeat(np.arange(kx, dtype=np.int64),
-                                      np.diff(rows.host_offsets)), cols.host_cols])
-        b = np.concatenate([rows.host_cols.astype(np.int64),
-                            np.repeat(np.arange(ky, dtype=np.int64),
-                                      np.diff(cols.host_offsets))])
-        keys = np.unique(a * ky + b)
+        ra, rb = _entries(xp, rows)          # (x-cluster, y-cluster) of the row list
+        cb, ca = _entries(xp, cols)          # (y-cluster, x-cluster) of the column list
+        keys = _sorted_unique(xp, xp.concat([ra * ky + rb, ca * ky + cb]))
         a, b = keys // ky, keys % ky
         self.row_pairs = self._csr(a, b, self.cx, self.cy, rows)
-        order = np.lexsort((a, b))
-        self.col_pairs = self._csr(b[order], a[order], self.cy, self.cx, cols)
+        keys_t = xp.sort(b * kx + a)
+        self.col_pairs = self._csr(keys_t // kx, keys_t % kx, self.cy, self.cx, cols)
 
     def _csr(self, r, c, cr, cc, like):
-        """BlockPairs of the (sorted) cluster pairs (r, c); ``like``'s bound and radius."""
+        """BlockPairs of the cluster pairs (r, c) sorted by (r, c); ``like``'s bound and
+        radius."""
         xp = self.xp
-        dev = aa.device(self.x)
-        offsets = np.zeros(cr.K + 1, dtype=np.int32)
-        np.cumsum(np.bincount(r, minlength=cr.K), out=offsets[1:])
-        cols = c.astype(np.int32)
-        counts_r = self._host_count(cr)
-        counts_c = self._host_count(cc)
-        fraction = float(np.sum(counts_r[r] * counts_c[c])) / (float(cr.n) * float(cc.n))
-        return BlockPairs(offsets=xp.asarray(offsets, device=dev),
-                          cols=xp.asarray(cols, device=dev), fraction=fraction,
+        dev = aa.device(r)
+        bounds = xp.arange(cr.K + 1, dtype=r.dtype, device=dev)
+        offsets = xp.astype(xp.searchsorted(r, bounds, side="left"), xp.int32)
+        computed = xp.sum(xp.take(cr.count, r) * xp.take(cc.count, c))
+        fraction = float(aa.to_numpy(computed)) / (float(cr.n) * float(cc.n))
+        return BlockPairs(offsets=offsets, cols=xp.astype(c, xp.int32), fraction=fraction,
                           mass_bound=like.mass_bound, truncate=like.truncate,
-                          block_x=cr.block, block_y=cc.block, n=cr.n, m=cc.n,
-                          host_offsets=offsets, host_cols=cols)
-
-    def _host_count(self, c):
-        key = id(c)
-        if key not in self._counts:
-            self._counts[key] = np.asarray(aa.to_numpy(c.count), dtype=np.float64)
-        return self._counts[key]
+                          block_x=cr.block, block_y=cc.block, n=cr.n, m=cc.n)
 
     def rows(self, w, eps: float):
         return tiled._logsumexp(self.xp, self.x, self.y, w, beta=1.0 / eps,
@@ -273,6 +275,10 @@ class _BlockKernel:
 # the exact pass (sorted order, float64 where available)
 # --------------------------------------------------------------------------------------------
 
+def _on_gpu(x) -> bool:
+    return aa.device_kind(x)[0] != "cpu"
+
+
 class _ExactPass:
     """Marginal error, transport cost and dual value of the plan (f, g), over all N M pairs.
 
@@ -280,15 +286,17 @@ class _ExactPass:
     the row marginals, its averages the cost) and a log-sum-exp over the columns.
     """
 
-    def __init__(self, prob: _Problem, eps: float):
+    def __init__(self, prob: _Problem, eps: float, tol: float | None):
         xp = prob.xp
         self.xp, self.eps = xp, eps
         wide = getattr(xp, "float64", prob.x.dtype)
-        self.wide = wide
-        self.x, self.y = xp.astype(prob.x, wide), xp.astype(prob.y, wide)
+        narrow = tol is not None and tol >= EXACT_NARROW_MIN_TOL and _on_gpu(prob.x)
+        self.wide, self.kdt = wide, (prob.x.dtype if narrow else wide)
+        self.x = xp.astype(prob.x, wide)
+        xk, yk = xp.astype(prob.x, self.kdt), xp.astype(prob.y, self.kdt)
         self.log_a, self.log_b = xp.astype(prob.log_a, wide), xp.astype(prob.log_b, wide)
-        self.kernel = _kernel_for(xp, self.x, self.y, prob.scale, prob.backend, epsilon=eps)
-        self.v = xp.concat([self.y, xp.sum(self.y * self.y, axis=1)[:, None]], axis=1)
+        self.kernel = _kernel_for(xp, xk, yk, prob.scale, prob.backend, epsilon=eps)
+        self.v = xp.concat([yk, xp.sum(yk * yk, axis=1)[:, None]], axis=1)
         self.zero = xp.zeros((), dtype=wide, device=aa.device(self.x))
         self.passes = 0
 
@@ -297,12 +305,13 @@ class _ExactPass:
         return xp.where(log_w > -math.inf, xp.exp(log_w + log_scale), self.zero)
 
     def __call__(self, f, g) -> tuple[float, float, float]:
-        xp, eps, zero = self.xp, self.eps, self.zero
-        f, g = xp.astype(f, self.wide), xp.astype(g, self.wide)
+        xp, eps, zero, wide, kdt = self.xp, self.eps, self.zero, self.wide, self.kdt
+        f, g = xp.astype(f, wide), xp.astype(g, wide)
         d = self.x.shape[1]
-        out, lse = self.kernel.row_average(self.v, self.log_b + g / eps, eps)
+        out, lse = self.kernel.row_average(self.v, xp.astype(self.log_b + g / eps, kdt), eps)
+        out, lse = xp.astype(out, wide), xp.astype(lse, wide)
         row_mass = self._mass(self.log_a, f / eps + lse)
-        col_lse = self.kernel.cols(self.log_a + f / eps, eps)
+        col_lse = xp.astype(self.kernel.cols(xp.astype(self.log_a + f / eps, kdt), eps), wide)
         col_mass = self._mass(self.log_b, g / eps + col_lse)
         a, b = self._mass(self.log_a, zero), self._mass(self.log_b, zero)
         m1, m2 = out[:, :d], out[:, d]
@@ -487,7 +496,7 @@ def solve(prob: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
     xp = prob.xp
     dt = prob.x.dtype
     if tol is None:
-        tol = DEFAULT_TOL.get(_dtype_name(dt), 1e-4)
+        tol = DEFAULT_TOL.get(aa.dtype_name(dt), 1e-4)
     truncate = default_truncate(tol) if truncate is None else float(truncate)
     n, m = prob.x.shape[0], prob.y.shape[0]
     (bcx, bx), (bcy, by) = default_blocks(n, prob.x), default_blocks(m, prob.y)
@@ -507,7 +516,7 @@ def solve(prob: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_iter, desc="sinkhorn (multiscale)", leave=False)
-    run = _FineRun(sprob, _ExactPass(sprob, epsilon), epsilon, tol, max_iter, check_every,
+    run = _FineRun(sprob, _ExactPass(sprob, epsilon, tol), epsilon, tol, max_iter, check_every,
                    callback, bar, unsort)
     s = 0.5 if scaling is None else scaling
     info = {"method": "multiscale", "block": (bx, by), "clusters": (cx.K, cy.K),
@@ -546,6 +555,7 @@ def solve(prob: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
         bar.close()
     f, g, err, cost, dual = run.last_exact
     info.update(levels=run.levels, exact_passes=run.exact.passes,
+                exact_dtype=aa.dtype_name(run.exact.kdt),
                 fraction=run.pairs_computed / max(1, run.half_iters))
     if reason:
         warnings.warn(

@@ -39,6 +39,7 @@ import numpy as np
 from . import _array_api as aa
 from . import _validation as _v
 from ._kernels.blocksparse import DEFAULT_BLOCK_CPU, DEFAULT_BLOCK_GPU, cluster_count
+from ._kd_order import kd_order
 from ._kernels.tiled import DIRECT_MAX_D
 
 __all__ = ["BlockPairs", "Clusters", "TruncationReport", "block_pairs", "cluster_points"]
@@ -105,7 +106,8 @@ class BlockPairs:
     block_x, block_y, n, m : int
         Cluster sizes and point counts of the two clouds.
     host_offsets, host_cols : numpy.ndarray
-        Host copies of ``offsets`` and ``cols`` (for CPU launchers and the Array-API path).
+        Host copies of ``offsets`` and ``cols`` (for CPU launchers and the Array-API path),
+        made on first use: GPU launchers never copy the lists back.
     """
 
     offsets: Any
@@ -117,13 +119,27 @@ class BlockPairs:
     block_y: int
     n: int
     m: int
-    host_offsets: np.ndarray = dataclasses.field(repr=False)
-    host_cols: np.ndarray = dataclasses.field(repr=False)
+    _host: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def host_offsets(self) -> np.ndarray:
+        """Host copy of ``offsets`` (int32), made on first use."""
+        return self._host_copy("offsets")
+
+    @property
+    def host_cols(self) -> np.ndarray:
+        """Host copy of ``cols`` (int32), made on first use."""
+        return self._host_copy("cols")
+
+    def _host_copy(self, name: str) -> np.ndarray:
+        if name not in self._host:
+            self._host[name] = np.asarray(aa.to_numpy(getattr(self, name)), dtype=np.int32)
+        return self._host[name]
 
     @property
     def nnz(self) -> int:
         """Number of cluster pairs computed."""
-        return int(self.host_cols.shape[0])
+        return int(self.cols.shape[0])
 
     def __repr__(self) -> str:
         return (f"BlockPairs(nnz={self.nnz}, fraction={self.fraction:.4g}, "
@@ -234,10 +250,43 @@ def _clusters_of_order(xp, perm, inverse, points, block: int) -> Clusters:
                     centers=centers, radii=radii, count=count, n=int(n), d=int(d), K=int(k))
 
 
+def _nested_order(xh: np.ndarray, outer: int, inner: int) -> np.ndarray:
+    """Host kd order whose runs of ``outer`` and of ``inner`` points are both clusters
+    (``inner`` divides ``outer``): each ``outer`` run is split again down to ``inner``."""
+    perm = _kd_order(xh, outer)
+    if inner < outer:
+        for s in range(0, perm.shape[0], outer):
+            idx = perm[s:s + outer]
+            perm[s:s + outer] = idx[_kd_order(xh[idx], inner)]
+    return perm
+
+
+def _order_on_host(x) -> bool:
+    """Host arrays take the host order (partial sorts, no copy); device arrays the device
+    order of :func:`arraygen._kd_order.kd_order` (whole-array sorts, no host round trip)."""
+    return aa.device_kind(x)[0] == "cpu"
+
+
+def _kd_sorted(xp, x, block: int, inner: int | None = None):
+    """``(perm, inverse, sorted points)`` of the kd order of ``x`` into clusters of ``block``
+    points (with ``inner``, a divisor of ``block``: runs of ``inner`` points are clusters too)."""
+    if _order_on_host(x):
+        xh = np.asarray(aa.to_numpy(x), dtype=np.float64)
+        nested = inner is not None and inner < block
+        return _apply_order(xp, x, _nested_order(xh, block, inner) if nested
+                            else _kd_order(xh, block))
+    perm = kd_order(xp, x, block)
+    if inner is not None and inner < block:
+        perm = xp.take(perm, kd_order(xp, xp.take(x, perm, axis=0), inner, within=block))
+    n = x.shape[0]
+    inverse = xp.zeros((n,), dtype=xp.int64, device=aa.device(x))
+    inverse[perm] = xp.arange(n, dtype=xp.int64, device=aa.device(x))
+    return perm, inverse, xp.take(x, perm, axis=0)
+
+
 def _build_clusters(xp, x, block: int) -> Clusters:
     """:func:`cluster_points` on a trusted (n, d) array in its compute dtype."""
-    perm_h = _kd_order(np.asarray(aa.to_numpy(x), dtype=np.float64), block)
-    return _clusters_of_order(xp, *_apply_order(xp, x, perm_h), block)
+    return _clusters_of_order(xp, *_kd_sorted(xp, x, block), block)
 
 
 def cluster_points(x, *, block: int | None = None) -> Clusters:
@@ -245,8 +294,8 @@ def cluster_points(x, *, block: int | None = None) -> Clusters:
 
     The order is a kd-tree's: the cloud is split recursively along its widest coordinate at a
     multiple of ``block`` points until every part is one cluster, so only the last cluster may
-    be partial. The order is computed on the host (one copy of ``x`` for GPU arrays); the
-    clusters' arrays live in ``x``'s namespace and device. Build once per cloud and reuse it
+    be partial. The order is computed where ``x`` lives (whole-array sorts on a GPU, partial
+    sorts on the host); the clusters' arrays live in ``x``'s namespace and device. Build once per cloud and reuse it
     (``x_clusters=`` / ``y_clusters=`` of the tiled ops).
 
     Parameters
@@ -362,13 +411,10 @@ def _pairs(xp, cx: Clusters, cy: Clusters, beta: float, truncate: float, w=None,
     offsets = xp.concat([xp.zeros((1,), dtype=xp.int32, device=dev),
                          xp.astype(xp.cumulative_sum(per_row), xp.int32)])
     cols = xp.concat(col_parts) if len(col_parts) > 1 else col_parts[0]
-    host_offsets = np.asarray(aa.to_numpy(offsets), dtype=np.int32)
-    host_cols = np.asarray(aa.to_numpy(cols), dtype=np.int32)
     return BlockPairs(offsets=offsets, cols=cols,
                       fraction=float(totals[1]) / (float(cx.n) * float(cy.n)),
                       mass_bound=float(totals[0]), truncate=float(truncate),
-                      block_x=cx.block, block_y=cy.block, n=cx.n, m=cy.n,
-                      host_offsets=host_offsets, host_cols=host_cols)
+                      block_x=cx.block, block_y=cy.block, n=cx.n, m=cy.n)
 
 
 def check_clusters(clusters: Any, name: str, x) -> Clusters:

@@ -221,19 +221,9 @@ def _check_options(o) -> dict:
                                                                     positive=True),
     }
     kd = o.kernel_dtype
-    if kd is not None and _dtype_name(kd) not in ("float32", "float64"):
+    if kd is not None and aa.dtype_name(kd) not in ("float32", "float64"):
         raise ValueError(f"`kernel_dtype` must be None, 'float32' or 'float64'; got {kd!r}")
     return out
-
-
-def _dtype_name(dtype) -> str:
-    """'float32' for "float32", numpy.float32, numpy.dtype('float32'), torch.float32, ..."""
-    if isinstance(dtype, str):
-        return dtype
-    try:
-        return np.dtype(dtype).name
-    except TypeError:
-        return str(dtype).rpartition(".")[2]
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,7 +646,7 @@ class _DaskKernel:
         self.xp = aa.namespace_for(np)
         self.beta, self.backend = beta, backend
         self.dtype = np.dtype(dtype)
-        self.work = self.dtype if work_dtype is None else np.dtype(_dtype_name(work_dtype))
+        self.work = self.dtype if work_dtype is None else np.dtype(aa.dtype_name(work_dtype))
         x = x if x.dtype == self.work else x.astype(self.work)
         self.x = _dask.materialize(x)
         self.y = _dask.whole(self.x)
@@ -1360,7 +1350,7 @@ class DiffusionMap(_Spectral):
         kd = self.kernel_dtype
         if kd is None:
             return dtype
-        return xp.float32 if _dtype_name(kd) == "float32" else xp.float64
+        return xp.float32 if aa.dtype_name(kd) == "float32" else xp.float64
 
     def fit_transform(self, X):
         """``fit(X).embedding_``: the (N, n_components) diffusion coordinates."""

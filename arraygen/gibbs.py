@@ -324,11 +324,6 @@ def _array_or_scalar(value, name):
     return as_array(value, name) if isinstance(value, (list, tuple)) else value
 
 
-def _dtype_name(dtype) -> str:
-    """'float32' for numpy.float32, torch.float32, cupy's float32..."""
-    return str(dtype).rsplit(".", 1)[-1]
-
-
 def _move(xp, a, device):
     """``a`` (any namespace) as an array of ``xp`` on ``device``, through the host."""
     return xp.asarray(np.ascontiguousarray(aa.to_numpy(a)), device=device)
@@ -434,10 +429,10 @@ class StencilIsing:
         there already). The copy is made once per (namespace, device, dtype) and kept."""
         if xp is self._xp and str(device) == str(self._device):
             return self
-        key = (getattr(xp, "__name__", str(xp)), str(device), _dtype_name(self.dtype))
+        key = (getattr(xp, "__name__", str(xp)), str(device), aa.dtype_name(self.dtype))
         hit = self._moved.get(key)
         if hit is None:
-            dtype = getattr(xp, _dtype_name(self.dtype))
+            dtype = getattr(xp, aa.dtype_name(self.dtype))
             hit = object.__new__(StencilIsing)
             hit.__dict__.update(self.__dict__)
             hit.couplings = xp.astype(_move(xp, self.couplings, device), dtype)
@@ -858,7 +853,7 @@ def _sweeps(xp, model, spins, *, n_sweeps, beta, gen, uniforms, backend,
     if msc is not None:  # +-J model: multi-spin kernels (``multispin`` as in gibbs_sweeps)
         s8 = xp.reshape(xp.astype(spins, xp.int8, copy=False), shape4)
         out = msc(s8, model._msc, n_sweeps=n_sweeps, beta=beta, key=gen,
-                  dtype_name=_dtype_name(model.dtype))
+                  dtype_name=aa.dtype_name(model.dtype))
     elif name == "array_api":
         s = xp.reshape(xp.astype(spins, work), shape4)
         out = _sweeps_xp(xp, model, s, n_sweeps, beta, u4, gen, origin)

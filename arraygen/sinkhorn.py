@@ -81,10 +81,6 @@ class ConvergenceWarning(RuntimeWarning):
     """An iterative solver stopped before reaching its tolerance (see the result's fields)."""
 
 
-def _dtype_name(dtype: Any) -> str:
-    return str(dtype).split(".")[-1]
-
-
 # --------------------------------------------------------------------------------------------
 # the problem: trusted, centred clouds and log-weights
 # --------------------------------------------------------------------------------------------
@@ -162,7 +158,7 @@ def _kernel_for(xp, x, y, scale: float, backend, *, epsilon: float | None = None
         dense = False  # a cluster runs the tiled kernels on row chunks
     if dense is None:
         size = x.shape[0] * y.shape[0]
-        in_range = scale / epsilon <= KERNEL_RANGE.get(_dtype_name(x.dtype), 0.0)
+        in_range = scale / epsilon <= KERNEL_RANGE.get(aa.dtype_name(x.dtype), 0.0)
         dense = (backend is None and not os.environ.get("ARRAYGEN_BACKEND", "").strip()
                  and size <= (DENSE_MAX_ELEMENTS if in_range else _DENSE_LOG_MAX_ELEMENTS))
     return DenseKernel(xp, x, y, scale) if dense else TiledKernel(xp, x, y, backend)
@@ -566,7 +562,7 @@ class _Run:
         self._zero = xp.zeros((), dtype=prob.x.dtype, device=aa.device(prob.x))
         self._exact = None
         self._weights: dict = {}
-        self.stall = _STALL_ITERS.get(_dtype_name(prob.x.dtype), 200)
+        self.stall = _STALL_ITERS.get(aa.dtype_name(prob.x.dtype), 200)
         self.lazy = _dask.is_dask_array(prob.x)
 
     def g_of(self, f, eps):
@@ -677,7 +673,7 @@ def _iterate(run: _Run, relax: _Relaxation) -> str:
                 continue
             reason, best, best_at = _stop_reason(
                 run, err, stopped, best, best_at,
-                f"; the rounding floor of {_dtype_name(run.prob.x.dtype)}?")
+                f"; the rounding floor of {aa.dtype_name(run.prob.x.dtype)}?")
             if reason:
                 break
             relax.observe(run.errors, f, run.n_iter)
@@ -701,7 +697,7 @@ def _solve(prob: _Problem, *, epsilon: float, max_iter: int, tol: float | None,
     """Solve one validated problem (the private core of :func:`sinkhorn`)."""
     xp = prob.xp
     if tol is None:
-        tol = DEFAULT_TOL.get(_dtype_name(prob.x.dtype), 1e-4)
+        tol = DEFAULT_TOL.get(aa.dtype_name(prob.x.dtype), 1e-4)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -989,7 +985,7 @@ class SinkhornResult:
         max_elements = V.check_int(max_elements, "max_elements", minimum=1)
         n, m = self._x.shape[0], self._y.shape[0]
         if n * m > max_elements:
-            nbytes = n * m * np.dtype(_dtype_name(self._x.dtype)).itemsize
+            nbytes = n * m * np.dtype(aa.dtype_name(self._x.dtype)).itemsize
             raise ValueError(
                 f"plan() would materialise an N x M = {n} x {m} matrix ({nbytes / 1e6:.0f} MB), "
                 f"above `max_elements` = {max_elements}; use plan_matvec(), plan_rmatvec() or "
@@ -1078,7 +1074,7 @@ def _solve_self(q: _Problem, *, epsilon: float, max_iter: int, tol: float | None
     iteration crawls on a self-transport problem. Returns the potential ``f`` (the plan is
     :math:`a_i a_j e^{(f_i + f_j - C_{ij})/\varepsilon}`)."""
     if tol is None:
-        tol = DEFAULT_TOL.get(_dtype_name(q.x.dtype), 1e-4)
+        tol = DEFAULT_TOL.get(aa.dtype_name(q.x.dtype), 1e-4)
     run = _Run(q, epsilon, tol, max_iter, 1, None, None)
     f = run.f
     schedule = _epsilon_schedule(q.scale, epsilon, scaling)

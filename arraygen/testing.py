@@ -53,7 +53,7 @@ to_numpy = aa.to_numpy
 
 
 def _dtype_name(dtype: Any) -> str:
-    text = str(dtype).replace("torch.", "").replace("<class 'numpy.", "").strip("'>")
+    text = aa.dtype_name(dtype)
     for name in sorted(EPS, key=len, reverse=True):  # "bfloat16" before "float16"
         if name in text:
             return name
@@ -194,8 +194,9 @@ def assert_close(actual: Any, desired: Any, *, rtol: float | None = None,
         True: ``actual.dtype`` must equal ``desired``'s dtype; a dtype: ``actual.dtype`` must
         equal it; False: no dtype check.
     check_device
-        ``actual`` must be on ``desired``'s device (compared as (kind, index), so a NumPy
-        oracle means "on the host").
+        ``actual`` must be on ``desired``'s device (compared as (kind, index)) when both are
+        arrays of one library; with ``check_namespace=False`` a NumPy oracle compares values
+        only, wherever ``actual`` lives.
     check_shape
         Shapes must be equal (False: ``desired`` is broadcast to ``actual``'s shape).
     equal_nan
@@ -219,7 +220,8 @@ def assert_close(actual: Any, desired: Any, *, rtol: float | None = None,
             raise AssertionError(f"namespaces do not match: actual is {got}, desired is "
                                  f"{_library(desired)} (pass check_namespace=False to compare "
                                  f"values only). {err_msg}")
-    if check_device and typed and _typed(actual) and not _same_device(actual, desired):
+    same_library = _typed(actual) and typed and _library(actual) == _library(desired)
+    if check_device and same_library and not _same_device(actual, desired):
         where = {k: (aa.device(v) if not isinstance(v, np.generic) else "cpu")
                  for k, v in (("actual", actual), ("desired", desired))}
         raise AssertionError(f"devices do not match: actual on {where['actual']}, desired on "

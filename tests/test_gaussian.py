@@ -120,6 +120,22 @@ def test_backend_gpu_tiles_and_fallbacks(kernel_backend, rng):
             _check(y, want, dtype, sigma)
 
 
+@pytest.mark.parametrize("mode", ["constant", ("constant", "reflect"), ("reflect", "constant")])
+def test_backend_derivatives_constant_mode(kernel_backend, mode, rng):
+    """Derivative taps (sum != 1) with a nonzero cval: every 1-D pass pads ITS input with cval,
+    as scipy does, so a fused 2-D kernel must not pad the second pass with the first pass's
+    filtered cval."""
+    kb = kernel_backend
+    x64 = rng.standard_normal((2, 9, 11))
+    for order in (1, (1, 0), (0, 2), (2, 1)):
+        want = ndi.gaussian_filter(x64, (1.2, 0.8), order=order, mode=mode, cval=0.3,
+                                   axes=(1, 2))
+        for dtype in ("float32", "float64"):
+            y = G.gaussian_filter(kb.xp.asarray(x64.astype(dtype)), (1.2, 0.8), order=order,
+                                  mode=mode, cval=0.3, backend=kb.name)
+            _check(y, want, dtype, (1.2, 0.8))
+
+
 def test_cupy_fused_tiles(kernel_backend, rng):
     """The fused CuPy kernel: several tiles, partial tiles, widths off the 16-byte vector path."""
     if kernel_backend.name != "cupy":

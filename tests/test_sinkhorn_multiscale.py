@@ -320,3 +320,51 @@ def test_against_geomloss_multiscale(rng):
     shift = np.mean(res.f - f_gl)
     assert np.abs(res.f - f_gl - shift).max() <= 100 * max(err_gl, 1e-3) * eps
     assert np.abs(res.g - g_gl + shift).max() <= 100 * max(err_gl, 1e-3) * eps
+
+
+# --------------------------------------------------------------------------------------------
+# the GPU route on the host: device kd order, exact pass in the points' dtype
+# --------------------------------------------------------------------------------------------
+
+def test_device_route_same_solution(monkeypatch):
+    """The route CUDA arrays take (clusters from the device kd order, the exact check's
+    kernels in float32) forced on float32 host arrays: converged, its reported error is the
+    float64 plan's, and the plan is the host route's up to the two errors."""
+    from arraygen import blocksparse
+
+    rng = np.random.default_rng(11)
+    x, y, a, b = _problem(rng, n=900, m=800)
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    host = sinkhorn(x32, y32, a, b, epsilon=EPS, tol=1e-4, method="multiscale")
+    monkeypatch.setattr(blocksparse, "_order_on_host", lambda x: False)
+    monkeypatch.setattr(ms, "_on_gpu", lambda x: True)
+    dev = sinkhorn(x32, y32, a, b, epsilon=EPS, tol=1e-4, method="multiscale")
+    assert host.info["exact_dtype"] == "float64" and dev.info["exact_dtype"] == "float32"
+    assert dev.converged and dev.marginal_error <= 1e-4
+    plan, err, cost = _dense(x32, y32, a, b, dev.f, dev.g, EPS)
+    assert dev.marginal_error == pytest.approx(err, abs=2e-6)
+    assert dev.cost == pytest.approx(cost, rel=1e-4)
+    plan_h, err_h, _ = _dense(x32, y32, a, b, host.f, host.g, EPS)
+    assert np.abs(plan - plan_h).sum() <= 20 * (err + err_h)
+
+
+def test_device_order_gives_valid_clusters(monkeypatch):
+    from arraygen import blocksparse
+
+    rng = np.random.default_rng(3)
+    x = rng.random((5000, 3))
+    host = blocksparse.cluster_points(x, block=64)
+    monkeypatch.setattr(blocksparse, "_order_on_host", lambda x: False)
+    dev = blocksparse.cluster_points(x, block=64)
+    perm = np.asarray(dev.perm)
+    assert np.array_equal(np.sort(perm), np.arange(5000))
+    assert np.array_equal(np.asarray(dev.inverse)[perm], np.arange(5000))
+    np.testing.assert_array_equal(dev.points, x[perm])
+    pts = dev.points.reshape(dev.K, 64, 3) if 5000 % 64 == 0 else None
+    for k in range(dev.K):  # every point of a cluster within its radius of the centre
+        p = dev.points[k * 64:(k + 1) * 64]
+        np.testing.assert_allclose(dev.centers[k], p.mean(0), rtol=1e-12)
+        assert np.sqrt(((p - dev.centers[k]) ** 2).sum(1)).max() <= dev.radii[k]
+    assert pts is None
+    # a spatial order: clusters about as tight as the host order's
+    assert np.mean(dev.radii) <= 1.3 * np.mean(host.radii)

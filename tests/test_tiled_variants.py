@@ -385,10 +385,13 @@ def _record_launches(monkeypatch, backend, module) -> list:
 
 
 def _expected_launches(backend, tuning, dtype) -> list:
-    if backend == "cupy":
-        fast_mv = (tuning.get("matvec_cosines") or tuning.get("fast_rows", 4) != 4
-                   or (dtype == "float32" and tuning.get("matvec_poly_share", 0) > 0))
-        sm = "tiled_softmax_lazy" if tuning.get("lazy_rescale") else "tiled_softmax_direct"
+    if backend == "cupy":  # the variant over the backend's defaults
+        from arraygen.backends.cupy.tiled import Tuning as CupyTuning
+
+        t = CupyTuning(**tuning)
+        fast_mv = (t.matvec_cosines or t.fast_rows != 4
+                   or (dtype == "float32" and t.matvec_poly_share > 0))
+        sm = "tiled_softmax_lazy" if t.lazy_rescale else "tiled_softmax_direct"
         return ["tiled_matvec_fast" if fast_mv else "tiled_matvec_direct", sm, sm]
     from arraygen.backends.triton.tiled import Tuning
 
@@ -430,10 +433,11 @@ def test_tuning_rejects_bad_shares():
 
     x = np.zeros((3, 2), np.float32)
     torch = pytest.importorskip("torch")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # CPU tensors: the interpreter
     with ttiled.TUNING.override(matvec_poly_cols=3), pytest.raises(ValueError,
                                                                    match="poly_cols"):
-        tiled.kernel_matvec(torch.asarray(x), torch.asarray(x), torch.ones(3, 1), beta=1.0,
-                            backend="triton")
+        tiled.kernel_matvec(torch.asarray(x, device=dev), torch.asarray(x, device=dev),
+                            torch.ones(3, 1, device=dev), beta=1.0, backend="triton")
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",

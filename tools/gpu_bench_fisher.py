@@ -22,6 +22,8 @@ made the default in the backend's ``Tuning``.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from gpu_common import bench_ms, copy_bandwidth_gbs, row
@@ -122,6 +124,13 @@ STEP_VARIANTS = [("cupy", "cupy", {}), ("triton", "triton", {}),
                  ("numba q4", "numba_cuda", {"quads_per_thread": 4})]
 
 
+def _variants(table):
+    """The table, or its defaults only (``ARRAYGEN_BENCH_DEFAULTS_ONLY=1``: a short run)."""
+    if os.environ.get("ARRAYGEN_BENCH_DEFAULTS_ONLY", "0") != "0":
+        return [v for v in table if not v[2]]
+    return table
+
+
 def run(quick: bool = False) -> list[dict]:
     import torch
 
@@ -144,7 +153,7 @@ def run(quick: bool = False) -> list[dict]:
     torch_gbs = 8 * n / (torch_ms * 1e-3) / 1e9
     rows.append(row("fisher_diagonal", "torch eager", size, torch_ms, "GB/s", torch_gbs, bw,
                     err=_rel_err_diag(s * s + eps_col, s, ab)))
-    for label, backend, tuning in DIAG_VARIANTS:
+    for label, backend, tuning in _variants(DIAG_VARIANTS):
         if backend not in usable:
             continue
         mod, old = _set(backend, **tuning)
@@ -177,7 +186,7 @@ def run(quick: bool = False) -> list[dict]:
     torch_gbs = 20 * n / (torch_ms * 1e-3) / 1e9
     rows.append(row("fisher_langevin_step", "torch eager", size, torch_ms, "GB/s", torch_gbs, bw,
                     err=_rel_err_step(_torch_step(x, s, v, eps_col, z=z)[0], x, s, v, ab, z)))
-    for label, backend, tuning in STEP_VARIANTS:
+    for label, backend, tuning in _variants(STEP_VARIANTS):
         if backend not in usable:
             continue
         mod, old = _set(backend, **tuning)

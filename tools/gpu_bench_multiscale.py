@@ -324,6 +324,16 @@ def _sinkhorn_multiscale(ctx: _Ctx) -> list[dict]:
         sinkhorn(ctx.x[:small], ctx.y[:small], epsilon=_EPS, tol=_TOL, method="multiscale")
         res, sec = ctx.wall_s(lambda: sinkhorn(ctx.x, ctx.y, epsilon=_EPS, tol=_TOL,
                                                method="multiscale"))
+    if os.environ.get("ARRAYGEN_MULTISCALE_PROFILE", "0") != "0":  # where the seconds go
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prof.runcall(lambda: (sinkhorn(ctx.x, ctx.y, epsilon=_EPS, tol=_TOL,
+                                           method="multiscale"), ctx.sync()))
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
     a = _uniform(ctx, ctx.n)
     err, _ = exact_marginal_error(ctx.x, ctx.y, a, a, res.f, res.g, _EPS)
     print(f"[multiscale] arraygen sinkhorn multiscale: {sec:.2f} s, n_iter {res.n_iter}, "
@@ -349,47 +359,33 @@ def _sinkhorn_multiscale(ctx: _Ctx) -> list[dict]:
     return rows
 
 
-def _device_cluster_levels(xp, x, coarse: int, fine: int):
-    """The multiscale solver's nested coarse/fine clusters from the device kd order
-    (arraygen._kd_order) instead of its host order: same split rule, no host copy."""
-    from arraygen import _sinkhorn_multiscale as ms
-    from arraygen._kd_order import kd_order
-
-    big, small = max(coarse, fine), min(coarse, fine)
-    outer = kd_order(xp, x, big)
-    perm = outer if small == big else xp.take(
-        outer, kd_order(xp, xp.take(x, outer, axis=0), small, within=big))
-    inverse = xp.argsort(perm)
-    points = xp.take(x, perm, axis=0)
-    return (ms._clusters_of_order(xp, perm, inverse, points, coarse),
-            ms._clusters_of_order(xp, perm, inverse, points, fine))
-
-
 def _device_clustering_variant(ctx: _Ctx, a) -> list[dict]:
-    """Clustering time of the solver (host kd order) against the device kd order, and the
-    whole solve again with the device order patched in (private names: guarded)."""
+    """Clustering time of the solver on the device (its default for CUDA arrays) against the
+    host kd order, and the whole solve again with the host order patched in (private names:
+    guarded)."""
     from unittest import mock
 
     from arraygen import _array_api as aa
     from arraygen import _sinkhorn_multiscale as ms
+    from arraygen import blocksparse
     from arraygen.sinkhorn import sinkhorn
 
     xp = aa.array_namespace(ctx.x)
     coarse, fine = ms.default_blocks(ctx.n, ctx.x)
-    _, t_host = ctx.wall_s(lambda: ms._cluster_levels(xp, ctx.x, coarse, fine))
-    _device_cluster_levels(xp, ctx.x, coarse, fine)
-    _, t_dev = ctx.wall_s(lambda: _device_cluster_levels(xp, ctx.x, coarse, fine))
-    print(f"[multiscale] solver clustering of one cloud (blocks {coarse}/{fine}): host kd order "
-          f"{t_host:.3f} s, device kd order {t_dev:.3f} s", flush=True)
-    with mock.patch.object(ms, "_cluster_levels", _device_cluster_levels), \
+    ms._cluster_levels(xp, ctx.x, coarse, fine)
+    _, t_dev = ctx.wall_s(lambda: ms._cluster_levels(xp, ctx.x, coarse, fine))
+    with mock.patch.object(blocksparse, "_order_on_host", lambda x: True), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        _, t_host = ctx.wall_s(lambda: ms._cluster_levels(xp, ctx.x, coarse, fine))
         res, sec = ctx.wall_s(lambda: sinkhorn(ctx.x, ctx.y, epsilon=_EPS, tol=_TOL,
                                                method="multiscale"))
+    print(f"[multiscale] solver clustering of one cloud (blocks {coarse}/{fine}): device kd "
+          f"order {t_dev:.3f} s, host kd order {t_host:.3f} s", flush=True)
     err, _ = exact_marginal_error(ctx.x, ctx.y, a, a, res.f, res.g, _EPS)
-    print(f"[multiscale] arraygen sinkhorn multiscale, device kd order: {sec:.2f} s, n_iter "
+    print(f"[multiscale] arraygen sinkhorn multiscale, host kd order: {sec:.2f} s, n_iter "
           f"{res.n_iter}, own error {res.marginal_error:.2e}, exact check {err:.2e}", flush=True)
-    r = row("sinkhorn multiscale", "arraygen+dev kd", ctx.size + f",eps={_EPS}", sec * 1e3,
+    r = row("sinkhorn multiscale", "arraygen+host kd", ctx.size + f",eps={_EPS}", sec * 1e3,
             "s to tol", sec, None, err=err)
     r.update(own_marginal_error=float(res.marginal_error), converged=bool(res.converged),
              n_iter=int(res.n_iter), clustering_host_s=t_host, clustering_device_s=t_dev)

@@ -38,8 +38,13 @@ def row(op: str, backend: str, size: str, ms: float, metric: str, value: float,
         err: float | None = None) -> dict:
     """One result row: ``value`` in ``metric`` units, its fraction of ``ceiling`` and the
     ratio to the peer measured in the same run (higher is better for both)."""
-    return {
+    r = {
         "op": op, "backend": backend, "size": size, "ms": ms, "metric": metric, "value": value,
         "frac_ceiling": (value / ceiling) if ceiling else None,
         "peer": peer, "vs_peer": (value / peer_value) if peer_value else None, "rel_err": err,
     }
+    # one line as soon as it is measured: a run killed by its time limit keeps what it had
+    frac = f" {100 * r['frac_ceiling']:.1f}%" if r["frac_ceiling"] else ""
+    print(f"[row] {op} | {backend} | {size} | {ms:.3f} ms | {value:.4g} {metric}{frac}",
+          flush=True)
+    return r

@@ -29,6 +29,17 @@ def _bench_names() -> list[str]:
     return sorted(p.stem.removeprefix("gpu_bench_") for p in HERE.glob("gpu_bench_*.py"))
 
 
+def _workers() -> list[str]:
+    """pytest-xdist arguments when it is installed: kernel compilation dominates the GPU suite
+    and is CPU-bound, so one worker per spare core (ARRAYGEN_TEST_WORKERS overrides)."""
+    try:
+        import xdist  # noqa: F401
+    except ImportError:
+        return []
+    n = int(os.environ.get("ARRAYGEN_TEST_WORKERS", max(1, min(14, (os.cpu_count() or 2) - 2))))
+    return ["-n", str(n)] if n > 1 else []
+
+
 def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -50,7 +61,7 @@ def main() -> int:
     if not args.no_tests:
         t0 = time.time()
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=900",
-               *args.tests.split()]
+               "--durations=25", *_workers(), *args.tests.split()]
         with open(out_dir / "tests.log", "w") as log:  # written as it goes: kept on timeout
             proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         text = (out_dir / "tests.log").read_text()

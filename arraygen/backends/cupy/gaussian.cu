@@ -136,8 +136,11 @@ gauss2t(const T* __restrict__ x, T* __restrict__ y, const T* __restrict__ wy,
                     if (q >= 0 && q < RPT) acc[q] += wv[k] * a;
                 }
             }
+            // constant mode: the horizontal pass pads ITS input with cval (scipy's passes
+            // each pad their own input), not with the vertically filtered cval
+            const bool pad = gauss_src(cx + c, W, mode) < 0;
 #pragma unroll
-            for (int q = 0; q < RPT; ++q) m[q0 + q][c] = acc[q];
+            for (int q = 0; q < RPT; ++q) m[q0 + q][c] = pad ? cval : acc[q];
         }
     }
     __syncthreads();

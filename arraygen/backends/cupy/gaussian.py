@@ -204,8 +204,14 @@ def gaussian_filter(x, weights, *, axes, mode, cval):
             if fuse:
                 tuning = TUNING.current()
                 wy, wx = taps[last2[0]], taps[last2[1]]
+                # the strip kernel filters rows first, so in constant mode its vertical pass
+                # pads with the horizontally filtered cval: exact only when the vertical taps
+                # sum to 1 (no derivative) or cval is 0
+                host_wy = np.asarray(weights[axes.index(last2[0])], dtype=np.float64)
+                strip_ok = mode != "constant" or cval == 0 or abs(host_wy.sum() - 1.0) < 1e-12
                 nt = (_strip_threads(dtype_name(a), radius[last2[0]], radius[last2[1]],
-                                     a.shape[-1], tuning) if tuning.fused == "strip" else 0)
+                                     a.shape[-1], tuning)
+                      if tuning.fused == "strip" and strip_ok else 0)
                 if nt:
                     a = _strip(a, wy, wx, code, cval, nt, tuning)
                 else:
