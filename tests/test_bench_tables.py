@@ -59,3 +59,30 @@ def test_without_discovery_only_measured_benchmarks_appear(tmp_path):
     lines = _tool().suite_sections("tracking", _results(tmp_path), [], None)
     assert not any("not yet measured" in x for x in lines)
     assert any("125 ms" in x for x in lines)
+
+
+def test_gpu_rows_from_a_stopped_runs_log(tmp_path, capsys):
+    """A GPU benchmark stopped by its time limit leaves only its ``[row]`` lines: they give
+    back the rows ``gpu_common.row`` made (value, metric, fraction, error), nothing else."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from gpu_common import row
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    made = [row("fisher_langevin_step", "cupy", "2^28 f32", 2.026, "GB/s", 2650.0, 3000.0,
+                err=7.7e-08),
+            row("sinkhorn multiscale", "arraygen", "N=M=1000000,d=3", 1549.0, "s to tol", 1.549)]
+    log = tmp_path / "log"
+    log.write_text("[multiscale] piece sinkhorn: 9.3 s\n" + capsys.readouterr().out
+                   + "Traceback (most recent call last):\n")
+    got = _tool().gpu_rows(log)
+    assert len(got) == 2
+    for g, m in zip(got, made):
+        assert (g["op"], g["backend"], g["size"], g["metric"]) == (
+            m["op"], m["backend"], m["size"], m["metric"])
+        assert abs(g["value"] - m["value"]) <= 1e-3 * m["value"]
+        assert abs(g["ms"] - m["ms"]) <= 1e-3
+    assert abs(got[0]["frac_ceiling"] - 2650.0 / 3000.0) < 1e-3 and got[1]["frac_ceiling"] is None
+    assert got[0]["rel_err"] == float(f"{7.7e-08:.2e}") and got[1]["rel_err"] is None

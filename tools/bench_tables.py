@@ -19,7 +19,8 @@ found by importing its ``bench_*`` modules, as asv does) that have no stored res
 machine are listed per section as "not yet measured", with the command that measures them.
 
 ``--gpu-json`` takes the ``bench.json`` that ``tools/gpu_suite.py`` writes to ``$OUT`` (rows of
-``tools/gpu_common.row``); its machine is the GPU named in the file's folder ``machine.txt`` when
+``tools/gpu_common.row``), or the log of a benchmark stopped by its time limit (its ``[row]``
+lines); its machine is the GPU named in the file's folder ``machine.txt`` when
 present, else "GPU", and its date the file's modification time.
 """
 
@@ -71,6 +72,26 @@ KIND_UNITS = {"time_": "seconds", "timeraw_": "seconds", "peakmem_": "bytes", "m
 def _load(path: Path) -> dict:
     with open(path) as fh:
         return json.load(fh)
+
+
+def gpu_rows(path: Path) -> list[dict]:
+    """Rows of a GPU run: its ``bench.json``, or the ``[row]`` lines of its log (what a run
+    stopped by its time limit printed before the table; see ``tools/gpu_common.row``)."""
+    if path.suffix == ".json":
+        return _load(path)
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("[row] "):
+            continue
+        op, backend, size, ms, rest, *tail = line[6:].split(" | ")
+        words = rest.split()
+        frac = float(words.pop()[:-1]) / 100 if words[-1].endswith("%") else None
+        err = float(tail[0].removeprefix("err ")) if tail else None
+        rows.append({"op": op, "backend": backend, "size": size,
+                     "ms": float(ms.removesuffix(" ms")), "value": float(words[0]),
+                     "metric": " ".join(words[1:]), "frac_ceiling": frac, "peer": None,
+                     "vs_peer": None, "rel_err": err})
+    return rows
 
 
 def latest_results(results_dir: Path) -> dict:
@@ -310,7 +331,7 @@ def _gpu_module(op: str, folder: str = "") -> str:
 def gpu_section(paths: list[Path]) -> list[str]:
     lines = []
     for path in paths:
-        rows = _load(path)
+        rows = gpu_rows(path)
         meta = path.parent / "machine.txt"
         machine = meta.read_text().strip() if meta.is_file() else "GPU"
         when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime(

@@ -45,6 +45,7 @@ def row(op: str, backend: str, size: str, ms: float, metric: str, value: float,
     }
     # one line as soon as it is measured: a run killed by its time limit keeps what it had
     frac = f" {100 * r['frac_ceiling']:.1f}%" if r["frac_ceiling"] else ""
-    print(f"[row] {op} | {backend} | {size} | {ms:.3f} ms | {value:.4g} {metric}{frac}",
+    tail = "" if err is None else f" | err {err:.2e}"
+    print(f"[row] {op} | {backend} | {size} | {ms:.3f} ms | {value:.4g} {metric}{frac}{tail}",
           flush=True)
     return r

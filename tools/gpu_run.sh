@@ -31,6 +31,8 @@ if ! python3 -c "import asv" 2>/dev/null; then
          "json5, tabulate, pyyaml, pympler)" >&2
     exit 2
 fi
+# asv drops PYTHONPATH in its benchmark processes and passes ASV_PYTHONPATH in its place
+export ASV_PYTHONPATH="$PYTHONPATH"
 commit=$(git rev-parse HEAD 2>/dev/null) || {
     echo "gpu_run.sh --asv: no git repository here; carry .git with the run (asv stores results" \
          "under the commit hash)" >&2
