@@ -545,3 +545,46 @@ def _stack(a, b):
 
     xp = array_api_compat.array_namespace(a)
     return xp.stack([a, b])
+
+
+# --------------------------------------------------------------------------------------------
+# row gathers and reductions for iterative training on dask data
+# --------------------------------------------------------------------------------------------
+
+def rows_whole(x):
+    """``x`` with every axis but the first in one chunk (row chunks unchanged)."""
+    if all(n == 1 for n in x.numblocks[1:]):
+        return x
+    return x.rechunk({i: -1 for i in range(1, x.ndim)})
+
+
+def _take_local(block, local):
+    return block[local]
+
+
+def take_rows(x, idx):
+    """``x[idx]`` for a dask array ``x`` and host row indices ``idx`` (any order, repeats), as
+    one in-memory array of ``x``'s chunk type.
+
+    One compute of a graph with one selection task per row chunk that holds a drawn row
+    (fused with the chunk's read) and its place in the concatenation: at most
+    ``2 * min(len(set(idx)), number of row chunks)`` tasks whatever ``x.shape[0]`` or the
+    calls before. Each distinct row is moved once; repeats are made on the host. ``x``
+    should have its other axes in one chunk (:func:`rows_whole`; rechunked here otherwise).
+    """
+    import numpy as np
+
+    da = _da()
+    x = rows_whole(x)
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    bounds = np.cumsum((0,) + tuple(x.chunks[0]))
+    block = np.searchsorted(bounds, uniq, side="right") - 1
+    parts = []
+    for b in np.unique(block):
+        local = uniq[block == b] - bounds[b]
+        parts.append(x.blocks[int(b)].map_blocks(
+            _take_local, local, chunks=((local.size,),) + x.chunks[1:], dtype=x.dtype,
+            meta=x._meta))
+    rows = (parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)).compute()
+    return rows[inverse]

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import _array_api as aa
+from . import _dask
 from . import random as _random
 from ._validation import check_choice, check_int, check_scalar, check_shape
 from .gibbs import StencilIsing, _check_spin_values, local_offsets, to_spins
@@ -83,6 +85,14 @@ def _check_spins(s: Any, name: str) -> None:
 
 
 def _check_bits(x: Any, name: str) -> None:
+    if _dask.is_dask_array(x):  # one chunk-wise reduction; the data stay on the workers
+        if x.dtype == np.bool_:
+            return
+        n_bad = int((~((x == 1) | (x == 0))).sum(dtype=np.int64).compute())
+        if n_bad:
+            raise ValueError(f"`{name}` must be binary (values 0 and 1 only); found {n_bad} "
+                             f"other values")
+        return
     xp = aa.array_namespace(**{name: x})
     if xp.isdtype(x.dtype, "bool"):
         return
@@ -442,7 +452,14 @@ class BitflipDTM:
     # -- initialisation and training ------------------------------------------------------------
 
     def _data_spins(self, images: Any, name: str = "images") -> Any:
-        """Validated {0, 1} images (N, H, W) or (N, C, H, W) -> spins (N, C, H, W) in self.xp."""
+        """Validated {0, 1} images (N, H, W) or (N, C, H, W) -> spins (N, C, H, W) in self.xp.
+
+        A dask array stays one: the validated images (N, C, H, W) themselves, not spins,
+        persisted on the workers (:func:`arraygen._dask.materialize`); :meth:`_draw` turns the
+        rows an iteration gathers into spins.
+        """
+        if _dask.is_dask_array(images):
+            return self._dask_images(images, name)
         if not aa.is_array(images):
             images = np.asarray(images)
         if aa.is_numpy_array(images) and not aa.is_numpy_namespace(self.xp):
@@ -450,14 +467,47 @@ class BitflipDTM:
         aa.array_namespace(**{name: images, "biases": self.biases})
         if images.ndim == 3 and self.shape[0] == 1 and tuple(images.shape[1:]) == self.shape[1:]:
             images = self.xp.reshape(images, (images.shape[0], *self.shape))
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.shape:
-            raise ValueError(f"`{name}` must have shape (N, {', '.join(map(str, self.shape))}) "
-                             f"(or (N, H, W) for one channel); got {tuple(images.shape)}")
-        if images.shape[0] < 1:
-            raise ValueError(f"`{name}` must hold at least one image; got shape "
-                             f"{tuple(images.shape)}")
+        self._check_image_shape(tuple(images.shape), name)
         _check_bits(images, name)
         return to_spins(images, dtype=self.dtype)
+
+    def _check_image_shape(self, shape: tuple, name: str) -> None:
+        if len(shape) != 4 or shape[1:] != self.shape:
+            raise ValueError(f"`{name}` must have shape (N, {', '.join(map(str, self.shape))}) "
+                             f"(or (N, H, W) for one channel); got {shape}")
+        if shape[0] < 1:
+            raise ValueError(f"`{name}` must hold at least one image; got shape {shape}")
+
+    def _dask_images(self, images: Any, name: str) -> Any:
+        """:meth:`_data_spins` of a dask array: shape from the metadata, values by one
+        reduction, then persisted (N, C, H, W) {0, 1} images (nothing comes to the host)."""
+        meta = images._meta
+        if not aa.is_numpy_array(meta):  # CuPy chunks must match the parameters' namespace
+            aa.array_namespace(**{name: meta, "biases": self.biases})
+        if any(math.isnan(n) for n in images.shape):
+            raise ValueError(f"`{name}` has unknown chunk sizes {images.chunks}; call "
+                             f"`{name}.compute_chunk_sizes()` first")
+        if images.ndim == 3 and self.shape[0] == 1 and tuple(images.shape[1:]) == self.shape[1:]:
+            images = images.reshape((images.shape[0], *self.shape))
+        self._check_image_shape(tuple(images.shape), name)
+        images = _dask.materialize(_dask.rows_whole(images))   # whole images per chunk
+        _check_bits(images, name)
+        return images
+
+    def _draw(self, data: Any, idx: np.ndarray) -> Any:
+        """Spins (B, C, H, W) of the images ``idx`` (host int64) of :meth:`_data_spins`' output.
+
+        In memory a take; on dask one small compute of the drawn rows
+        (:func:`arraygen._dask.take_rows`), converted like :meth:`_data_spins` converts the
+        whole set, so both give the same numbers.
+        """
+        xp = self.xp
+        if not _dask.is_dask_array(data):
+            return xp.take(data, xp.asarray(idx, device=self.device), axis=0)
+        rows = _dask.take_rows(data, idx)
+        if aa.is_numpy_array(rows) and not aa.is_numpy_namespace(xp):
+            rows = np.ascontiguousarray(rows)
+        return to_spins(xp.asarray(rows, device=self.device), dtype=self.dtype)
 
     def init_from_data(self, images: Any) -> BitflipDTM:
         """Set every ``h_t`` to the exact reverse step of independent pixels; zero couplings.
@@ -466,12 +516,22 @@ class BitflipDTM:
         ``x_{t-1}`` have mean ``(1 - 2 pbar_{t-1}) m_i``; for independent pixels the reverse
         conditional is then exactly ``h_t,i = atanh((1 - 2 pbar_{t-1}) m_i)`` plus ``J_t s_t``.
         So the initial model samples the product-of-Bernoulli baseline, and training only has
-        to add what the couplings can explain.
+        to add what the couplings can explain. A dask ``images`` is counted chunk-wise (one
+        reduction to a (C, H, W) count); the images stay on the workers.
         """
+        return self._init_from(self._data_spins(images))
+
+    def _init_from(self, data: Any) -> BitflipDTM:
+        """:meth:`init_from_data` on :meth:`_data_spins`' output."""
         xp = self.xp
-        s = self._data_spins(images)
-        n = s.shape[0]
-        p_one = (xp.sum((s + 1.0) / 2.0, axis=0) + 1.0) / (n + 2.0)
+        n = data.shape[0]
+        if _dask.is_dask_array(data):
+            # integer counts: equal to the in-memory float sum of 0/1 (exact below 2**24 images)
+            count = (data != 0).sum(axis=0, dtype=np.int64).compute()
+            ones = xp.asarray(aa.to_numpy(count), dtype=self.dtype, device=self.device)
+        else:
+            ones = xp.sum((data + 1.0) / 2.0, axis=0)
+        p_one = (ones + 1.0) / (n + 2.0)
         m = 2.0 * p_one - 1.0
         r_prev = xp.asarray(1.0 - 2.0 * np.concatenate([[0.0], self.schedule.pbar[:-1]]),
                             dtype=self.dtype, device=self.device)
@@ -505,9 +565,20 @@ class BitflipDTM:
         gradient. Calling ``fit`` again (or after :meth:`load`) resumes: optimiser state,
         chains and iteration count live in ``train_state``.
 
+        ``images`` may be a dask array (e.g. ``dask.array.from_zarr``; NumPy or, for a CuPy
+        model, CuPy chunks, any chunking). The images then stay on the workers: they are
+        persisted there once in chunks of whole images (the cluster's memory must hold them),
+        validated and (``init="data"``) counted by chunk-wise reductions, and each iteration
+        gathers only the ``chains`` rows it draws (one compute of at most two tasks per row
+        chunk holding a drawn row, the same bound every iteration, whatever N). The
+        O(``chains``) state (parameters, optimiser moments, persistent chains) lives in
+        ``train_state`` in the parameters' namespace as usual. The draws come from the same
+        Philox stream, so the result is bitwise that of the in-memory call on
+        ``images.compute()``.
+
         Parameters
         ----------
-        images : array, shape (N, H, W) or (N, C, H, W)
+        images : array or dask array, shape (N, H, W) or (N, C, H, W)
             Training images in {0, 1}.
         iters : int
             Iterations (each trains all ``T`` steps).
@@ -528,6 +599,19 @@ class BitflipDTM:
         -------
         dict
             ``"grad_bias_rms"`` and ``"grad_coupling_rms"`` per iteration (lists of floats).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import dask.array as da
+        >>> from arraygen.discrete import BitflipDTM
+        >>> images = (np.random.default_rng(0).random((40, 8, 8)) < 0.3).astype(np.uint8)
+        >>> kw = dict(iters=2, chains=6, pcd_k=1, rng=7)
+        >>> a, b = BitflipDTM((8, 8), T=2), BitflipDTM((8, 8), T=2)
+        >>> _ = a.fit(images, **kw)
+        >>> _ = b.fit(da.from_array(images, chunks=7), **kw)   # images stay a dask array
+        >>> bool(np.array_equal(a.couplings, b.couplings))
+        True
         """
         xp = self.xp
         iters = check_int(iters, "iters", minimum=1)
@@ -543,7 +627,7 @@ class BitflipDTM:
         state = self.train_state
         if not state:
             if init == "data":
-                self.init_from_data(images)
+                self._init_from(data)
             state.update(iteration=0, step=0, m_h=xp.zeros_like(self.biases),
                          v_h=xp.zeros_like(self.biases), m_w=xp.zeros_like(self.couplings),
                          v_w=xp.zeros_like(self.couplings), negative=None)
@@ -561,8 +645,7 @@ class BitflipDTM:
         for it in bar:
             base = key.advance(4 * it)
             words = aa.to_numpy(_random.bits(base, (chains,), xp=np))
-            idx = xp.asarray(words.astype(np.int64) % n_data, device=self.device)
-            s0 = xp.take(data, idx, axis=0)
+            s0 = self._draw(data, words.astype(np.int64) % n_data)
             s_prev, s_t = self._forward_pairs(s0, base.advance(1))
             if negative is None:
                 negative = s_prev
