@@ -134,6 +134,15 @@ EPSILON_RULES = ("median", "knn", "bgh", "bgh_generous")
 _DENSE_MAX_N = 64
 _DENSE_LIMIT = 20000
 _KDE_NEIGHBORS = 8
+
+
+def _lanczos_ncv(n: int, k: int, block: int) -> int:
+    """Lanczos basis of the fit. Diffusion spectra cluster below 1 (a k-NN bandwidth puts the
+    top eigenvalues within 1e-4..1e-2 of each other): with the generic basis max(2k + 1, 20)
+    the restarts stall (swiss roll, 5000 points: 300 restarts, wrong 4th digit), with 48
+    vectors the same fit converges in 336 operator calls to the dense eigenvalues. The
+    deflation check uses the same basis. O(N ncv) memory: 192 MB at N = 1e6 in float32."""
+    return min(max(4 * k + 8, 48), max(2 * block, (n - block) // block * block))
 # Fixed stream of the median-rule subsample; a constant nobody passes as `rng` (seed 0 would
 # pick exactly the smallest-parameter points of data generated with rng=0).
 _MEDIAN_SEED = 0x9E3779B97F4A7C15
@@ -896,8 +905,9 @@ def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size:
         resid = xp.linalg.vector_norm(xp.matmul(mat, phi) - phi * lam[None, :], axis=0)
         return lam, phi, resid, True
     linop = _linalg._Operator(op, n, xp, dev, dtype, matmat=True)
+    ncv = _lanczos_ncv(n, k, block_size)
     if solver == "lanczos":
-        lam, phi, info = _linalg._eigsh(linop, k, block_size, tol_eff, 300, None, gen,
+        lam, phi, info = _linalg._eigsh(linop, k, block_size, tol_eff, 300, ncv, gen,
                                         stacklevel=4)
         return lam, phi, info.residuals, info.converged
     if solver == "arpack":
@@ -907,11 +917,11 @@ def _solve(kern: _Kernel, rscale, k: int, solver: str, tol, gen, xp, block_size:
     if not ok:
         warnings.warn(f"DiffusionMap: {solver} did not converge; falling back to the "
                       "Array-API block Lanczos solver", RuntimeWarning, stacklevel=3)
-        lam, phi, info = _linalg._eigsh(linop, k, block_size, tol_eff, 300, None, gen,
+        lam, phi, info = _linalg._eigsh(linop, k, block_size, tol_eff, 300, ncv, gen,
                                         stacklevel=4)
         return lam, phi, info.residuals, info.converged
     theta, phi, resid, verified, added = _linalg._complete(linop, theta, phi, k, block_size,
-                                                           tol_eff, 300, gen)
+                                                           tol_eff, 300, gen, ncv=ncv)
     if added:
         logger.info("DiffusionMap: the deflation check added %d eigenpairs that %s missed "
                     "(repeated eigenvalues)", added, solver)

@@ -387,7 +387,7 @@ def _eigsh(op: _Operator, k: int, b: int, tol: float, max_iter: int, ncv: int | 
     residuals = None
     if verify and converged:
         theta, vecs, residuals, verified, n_added = _complete(op, theta, vecs, k, b, tol,
-                                                              max_iter, gen)
+                                                              max_iter, gen, ncv=ncv)
         if not verified:
             converged = False
             warnings.warn(
@@ -501,7 +501,7 @@ class _Deflated:
 
 
 def _complete(op: _Operator, theta, vecs, k: int, b: int, tol: float, max_iter: int, gen,
-              max_passes: int | None = None):
+              max_passes: int | None = None, ncv: int | None = None):
     """Deflation check for eigenvalues the solver missed (repeated eigenvalues).
 
     Repeats: top ``b`` eigenpairs of ``A`` on the orthogonal complement of the found vectors
@@ -522,7 +522,7 @@ def _complete(op: _Operator, theta, vecs, k: int, b: int, tol: float, max_iter: 
         lam_k = float(theta[k - 1])
         thr = 10.0 * tol * anorm + 100.0 * eps * anorm
         defl = _Deflated(op, vecs, 2.0 * anorm + abs(lam_k))
-        res = _lanczos(defl, kk, b, tol, max_iter, None, gen, step0=(p + 1) << 24,
+        res = _lanczos(defl, kk, b, tol, max_iter, ncv, gen, step0=(p + 1) << 24,
                        floor=lam_k + thr)
         if res is None:     # complement too small for a Krylov basis: dense on it
             q = ns.linalg.qr(_normal(gen, nn, nn - k, ns, op.device, op.dtype,
