@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Entry point on the device machine (carry .whl): installs the carried wheels (numpy 2.4.4 for
 # numba-cuda, array-api-compat, array-api-strict, asv...) into /tmp/site, then either
-#   bash tools/gpu_run.sh [--only fisher] [--no-tests] [--quick]    tools/gpu_suite.py: GPU tests
+#   bash tools/gpu_run.sh [--only fisher] [--no-tests] [--gpu-only] [--quick] tools/gpu_suite.py: GPU tests
 #                                                                    and the GPU benchmark table
 #   bash tools/gpu_run.sh --asv [ASV RUN ARGS...]                   the asv tracking suite on the
 #        GPU (its GPU namespaces join the parameter grids), results stored for this commit under

@@ -2,7 +2,7 @@
 
 Usage on the device machine (see tools/gpu_run.sh, which installs the carried wheels first)::
 
-    python3 tools/gpu_suite.py [--only fisher,tiled] [--no-tests] [--quick]
+    python3 tools/gpu_suite.py [--only fisher,tiled] [--no-tests] [--gpu-only] [--quick]
 
 Benchmarks are the modules ``tools/gpu_bench_<name>.py``; each has ``run(quick) -> list[dict]``
 returning rows made by :func:`gpu_common.row`. Full logs and JSON go to $OUT when set.
@@ -51,6 +51,10 @@ def main() -> int:
     parser.add_argument("--no-tests", action="store_true")
     parser.add_argument("--no-bench", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="only the tests that run a GPU kernel or a GPU namespace (ids "
+                             "naming cupy, cuda, triton, gpu or stream): the rest is the CPU "
+                             "suite CI runs, a third of the GPU run's time")
     args = parser.parse_args()
     out_dir = Path(os.environ.get("OUT", "/tmp/arraygen-gpu-out"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +66,8 @@ def main() -> int:
         t0 = time.time()
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=900",
                "--durations=25", *_workers(), *args.tests.split()]
+        if args.gpu_only:
+            cmd += ["-k", "cupy or cuda or triton or gpu or stream"]
         with open(out_dir / "tests.log", "w") as log:  # written as it goes: kept on timeout
             proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         text = (out_dir / "tests.log").read_text()
