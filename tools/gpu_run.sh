@@ -5,8 +5,9 @@
 #                                                                    and the GPU benchmark table
 #   bash tools/gpu_run.sh --asv [ASV RUN ARGS...]                   the asv tracking suite on the
 #        GPU (its GPU namespaces join the parameter grids), results stored for this commit under
-#        the machine name gpu-<card>, copied to $OUT/asv-results/ (carry .git too: asv needs the
-#        commit hash). Add --compare to run the comparison suite (asv-compare.conf.json) instead.
+#        the machine name gpu-<card>, copied to $OUT/asv-results/ (carry .git, or set
+#        ARRAYGEN_GIT_BUNDLE to a carried `git bundle create FILE main`: asv needs the commit
+#        hash). Add --compare to run the comparison suite (asv-compare.conf.json) instead.
 # Back here: cp -r <files_at>/asv-results/* asv_benchmarks/results/ (or results-compare/), then
 # `asv publish` and `python tools/bench_tables.py` show the GPU history beside the CPU's.
 set -u
@@ -33,9 +34,15 @@ if ! python3 -c "import asv" 2>/dev/null; then
 fi
 # asv drops PYTHONPATH in its benchmark processes and passes ASV_PYTHONPATH in its place
 export ASV_PYTHONPATH="$PYTHONPATH"
+# asv stores results under the commit hash: a copy of the tree without .git gets its history
+# from a bundle (git bundle create BUNDLE main, carried with the run)
+if ! git rev-parse HEAD >/dev/null 2>&1 && [ -n "${ARRAYGEN_GIT_BUNDLE:-}" ]; then
+    git init -q && git fetch -q "$ARRAYGEN_GIT_BUNDLE" main \
+        && git update-ref refs/heads/main FETCH_HEAD && git symbolic-ref HEAD refs/heads/main
+fi
 commit=$(git rev-parse HEAD 2>/dev/null) || {
-    echo "gpu_run.sh --asv: no git repository here; carry .git with the run (asv stores results" \
-         "under the commit hash)" >&2
+    echo "gpu_run.sh --asv: no git repository here; carry .git, or a bundle of it named by" \
+         "ARRAYGEN_GIT_BUNDLE (asv stores results under the commit hash)" >&2
     exit 2
 }
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -cs 'A-Za-z0-9' '-')
