@@ -124,9 +124,15 @@ MAX_EXACT_CHECKS = 4
 
 #: On a GPU the exact check evaluates its kernels in the points' dtype (float32 there: float64
 #: exponentials run at a small fraction of the float32 rate, 20 s instead of 0.7 s at
-#: N = M = 1e6) when ``tol`` is at least this; its O(N) sums stay float64. The float32 row
-#: log-sum-exps carry an absolute error of a few 1e-6, far below such a ``tol``.
+#: N = M = 1e6) when ``tol`` is at least this and the rounding of the exponents is small
+#: against it (:data:`EXACT_NARROW_SHARE`); its O(N) sums stay float64.
 EXACT_NARROW_MIN_TOL = 1e-5
+#: The narrow exact check needs ``eps_dtype * scale / epsilon <= EXACT_NARROW_SHARE * tol``:
+#: the exponents ``log b + g / epsilon - C / epsilon`` reach ``scale / epsilon`` (``scale`` the
+#: squared diameter of the clouds' box), so each row mass carries a relative rounding error of
+#: about ``eps_dtype * scale / epsilon``, and so does the marginal L1 error it measures (unit
+#: cube, epsilon = 0.01: 3.6e-5 against tol 1e-3).
+EXACT_NARROW_SHARE = 0.05
 
 #: Keys of ``SinkhornResult.info`` for ``method="multiscale"``.
 INFO_KEYS = ("method", "block", "clusters", "coarse_block", "coarse_clusters", "coarse_iter",
@@ -290,7 +296,9 @@ class _ExactPass:
         xp = prob.xp
         self.xp, self.eps = xp, eps
         wide = getattr(xp, "float64", prob.x.dtype)
-        narrow = tol is not None and tol >= EXACT_NARROW_MIN_TOL and _on_gpu(prob.x)
+        rounding = float(np.finfo(aa.dtype_name(prob.x.dtype)).eps) * prob.scale / eps
+        narrow = (tol is not None and tol >= EXACT_NARROW_MIN_TOL and _on_gpu(prob.x)
+                  and rounding <= EXACT_NARROW_SHARE * tol)
         self.wide, self.kdt = wide, (prob.x.dtype if narrow else wide)
         self.x = xp.astype(prob.x, wide)
         xk, yk = xp.astype(prob.x, self.kdt), xp.astype(prob.y, self.kdt)
