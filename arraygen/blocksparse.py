@@ -272,9 +272,7 @@ def _kd_sorted(xp, x, block: int, inner: int | None = None):
     points (with ``inner``, a divisor of ``block``: runs of ``inner`` points are clusters too)."""
     if _order_on_host(x):
         xh = np.asarray(aa.to_numpy(x), dtype=np.float64)
-        nested = inner is not None and inner < block
-        return _apply_order(xp, x, _nested_order(xh, block, inner) if nested
-                            else _kd_order(xh, block))
+        return _apply_order(xp, x, _nested_order(xh, block, inner or block))
     perm = kd_order(xp, x, block)
     if inner is not None and inner < block:
         perm = xp.take(perm, kd_order(xp, xp.take(x, perm, axis=0), inner, within=block))
